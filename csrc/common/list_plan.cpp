@@ -1,0 +1,102 @@
+#include "list_plan.h"
+
+#include <ATen/MemoryOverlap.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+#include <limits>
+
+namespace fastclip {
+
+bool is_supported_dtype(at::ScalarType type) {
+  return type == at::kFloat || type == at::kHalf || type == at::kBFloat16 || type == at::kDouble;
+}
+
+DType to_dtype(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return DType::kFloat32;
+    case at::kHalf: return DType::kFloat16;
+    case at::kBFloat16: return DType::kBFloat16;
+    case at::kDouble: return DType::kFloat64;
+    default: TORCH_CHECK(false, "fastclip: unsupported dtype ", type);
+  }
+}
+
+void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const at::Tensor& t = tensors[i];
+    TORCH_CHECK(t.defined(), "fastclip: ", arg, "[", i, "] is an undefined tensor");
+    TORCH_CHECK(t.layout() == at::kStrided, "fastclip: ", arg, "[", i, "] has layout ", t.layout(),
+                "; only dense (strided) tensors are supported, not sparse ones");
+    TORCH_CHECK(is_supported_dtype(t.scalar_type()), "fastclip: ", arg, "[", i, "] has dtype ",
+                t.scalar_type(), "; supported dtypes are float32, float16, bfloat16 and float64");
+    TORCH_CHECK(t.device() == tensors[0].device(), "fastclip: ", arg, "[", i, "] is on ", t.device(),
+                " but ", arg, "[0] is on ", tensors[0].device(), "; all tensors must be on one device");
+    if (mutated) {
+      TORCH_CHECK(at::has_internal_overlap(t) != at::MemOverlap::Yes, "fastclip: ", arg, "[", i,
+                  "] has elements that share memory (e.g. an expanded tensor) and cannot be modified in place");
+    }
+  }
+}
+
+void check_norm_type(double norm_type) {
+  TORCH_CHECK(!std::isnan(norm_type) && norm_type >= 0.0,
+              "fastclip: norm_type must be >= 0 or inf, got ", norm_type);
+}
+
+void check_scalar_tensor(const at::Tensor& t, const char* arg, at::TensorList tensors, bool allow_per_tensor) {
+  TORCH_CHECK(t.defined(), "fastclip: ", arg, " is undefined");
+  TORCH_CHECK(is_supported_dtype(t.scalar_type()), "fastclip: ", arg, " must be float32, float16, bfloat16 or float64, got ",
+              t.scalar_type());
+  const bool scalar = t.numel() == 1;
+  const bool per_tensor = allow_per_tensor && t.dim() == 1 && t.numel() == static_cast<int64_t>(tensors.size());
+  TORCH_CHECK(scalar || per_tensor, "fastclip: ", arg, " must hold one element",
+              allow_per_tensor ? " or one per tensor" : "", ", got shape ", t.sizes());
+  if (!tensors.empty()) {
+    TORCH_CHECK(t.device() == tensors[0].device(), "fastclip: ", arg, " is on ", t.device(),
+                " but the tensors are on ", tensors[0].device());
+  }
+}
+
+ListPlan plan_tensor_list(at::TensorList tensors, int64_t chunk_size) {
+  ListPlan plan;
+  plan.chunk_size = chunk_size;
+  plan.dense.reserve(tensors.size());
+  plan.tensors.reserve(tensors.size());
+  int64_t chunk_count = 0;
+  if (!tensors.empty()) plan.promoted_type = tensors[0].scalar_type();
+  for (const at::Tensor& t : tensors) {
+    plan.promoted_type = at::promoteTypes(plan.promoted_type, t.scalar_type());
+    // A dense tensor in any dim order occupies exactly [data, data + numel): its elements can be
+    // visited in memory order, which is all a norm, a scale or a clamp needs.
+    at::Tensor dense = t.is_non_overlapping_and_dense() ? t : t.contiguous();
+    const int64_t numel = dense.numel();
+    const int64_t tensor_chunks = (numel + chunk_size - 1) / chunk_size;
+    TORCH_CHECK(chunk_count + tensor_chunks <= std::numeric_limits<int32_t>::max(),
+                "fastclip: the tensor list is too large (more than 2^31 chunks)");
+    TensorMeta meta;
+    meta.data = dense.data_ptr();
+    meta.numel = numel;
+    meta.dtype = static_cast<int32_t>(to_dtype(dense.scalar_type()));
+    meta.first_chunk = static_cast<int32_t>(chunk_count);
+    const int32_t tensor_index = static_cast<int32_t>(plan.tensors.size());
+    for (int64_t c = 0; c < tensor_chunks; ++c) {
+      plan.chunks.push_back(ChunkMeta{tensor_index, static_cast<int32_t>(c)});
+    }
+    chunk_count += tensor_chunks;
+    plan.any_double = plan.any_double || dense.scalar_type() == at::kDouble;
+    plan.tensors.push_back(meta);
+    plan.dense.push_back(std::move(dense));
+  }
+  return plan;
+}
+
+void finish_mutation(const ListPlan& plan, at::TensorList tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!plan.dense[i].is_same(tensors[i])) {
+      const_cast<at::Tensor&>(tensors[i]).copy_(plan.dense[i]);
+    }
+  }
+}
+
+}  // namespace fastclip

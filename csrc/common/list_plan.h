@@ -1,0 +1,47 @@
+// Host-side preparation of a tensor list, shared by every op on both backends: argument checks
+// that name the argument, the dense view (or copy) each kernel works on, and the chunk plan.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+
+#include <vector>
+
+#include "tensor_list.h"
+
+namespace fastclip {
+
+// CPU chunks: small enough to balance two to a few dozen threads, large enough that the
+// per-chunk overhead vanishes. A multiple of 16 bytes for every dtype.
+constexpr int64_t kCpuChunkSize = 64 * 1024;
+
+struct ListPlan {
+  // What the kernels read and write: the tensor itself when it is dense in memory (any order of
+  // dims), else a contiguous copy (written back by `finish_mutation` for in-place ops).
+  std::vector<at::Tensor> dense;
+  std::vector<TensorMeta> tensors;
+  std::vector<ChunkMeta> chunks;
+  int64_t chunk_size = 0;
+  bool any_double = false;
+  at::ScalarType promoted_type = at::kFloat;  // torch's type promotion over the list
+};
+
+DType to_dtype(at::ScalarType type);
+bool is_supported_dtype(at::ScalarType type);
+
+// Checks every entry of `tensors` (named `arg` in errors): defined, strided, a supported dtype,
+// all on one device; for `mutated` lists also free of internal overlap.
+void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated);
+
+// Checks norm_type: p >= 0 or +inf.
+void check_norm_type(double norm_type);
+
+// A 0-d or per-tensor scale/norm tensor must be floating point, on the list's device, of the right size.
+void check_scalar_tensor(const at::Tensor& t, const char* arg, at::TensorList tensors, bool allow_per_tensor);
+
+ListPlan plan_tensor_list(at::TensorList tensors, int64_t chunk_size);
+
+// For in-place ops: copies results computed on contiguous copies back into the original views.
+void finish_mutation(const ListPlan& plan, at::TensorList tensors);
+
+}  // namespace fastclip

@@ -1,0 +1,35 @@
+// Plain descriptions of a tensor list, shared by the CPU and CUDA backends (copied to the device
+// as they are). Every tensor is cut into chunks of `chunk_size` elements; a chunk is the unit of
+// work and of partial results, so the reduction order depends on the list alone, never on the
+// number of threads or blocks.
+#pragma once
+
+#include <cstdint>
+
+#include "norm_math.h"
+
+namespace fastclip {
+
+enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
+
+struct TensorMeta {
+  void* data;           // first element; the tensor is dense over [data, data + numel)
+  int64_t numel;
+  int32_t dtype;        // a DType
+  int32_t first_chunk;  // chunks of this tensor are [first_chunk, next tensor's first_chunk)
+};
+
+struct ChunkMeta {
+  int32_t tensor;          // index into the TensorMeta array
+  int32_t index_in_tensor; // the chunk starts at element index_in_tensor * chunk_size
+};
+
+// Elements [begin, end) of tensor `meta` covered by chunk `chunk`.
+FASTCLIP_HD void chunk_range(const TensorMeta& meta, const ChunkMeta& chunk, int64_t chunk_size,
+                             int64_t* begin, int64_t* end) {
+  *begin = static_cast<int64_t>(chunk.index_in_tensor) * chunk_size;
+  int64_t stop = *begin + chunk_size;
+  *end = stop < meta.numel ? stop : meta.numel;
+}
+
+}  // namespace fastclip

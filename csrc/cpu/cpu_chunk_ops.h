@@ -1,0 +1,24 @@
+// Per-chunk entry points of the CPU backend: dtype and norm kind are dispatched here, and on
+// x86 the best instruction set is picked once at run time (AVX2+FMA+F16C when present), so one
+// binary is both portable and fast.
+#pragma once
+
+#include <cstdint>
+
+#include "../common/tensor_list.h"
+
+namespace fastclip {
+namespace cpu {
+
+// Partial (sum of |x|^p, or max |x|) of elements [begin, end) of `meta`.
+float chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t end, float p);
+double chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t end, double p);
+
+// x *= coef over [begin, end), in float (double for float64 tensors).
+void chunk_scale(const TensorMeta& meta, int64_t begin, int64_t end, double coef);
+
+// x = clamp(x, -bound, bound) over [begin, end).
+void chunk_clamp(const TensorMeta& meta, int64_t begin, int64_t end, double bound);
+
+}  // namespace cpu
+}  // namespace fastclip

@@ -1,0 +1,30 @@
+// The one library definition: every fastclip op's schema. Kernels register per backend in
+// csrc/cpu/*.cpp and csrc/cuda/*.cpp; fake (meta) kernels live in fastclip/_ops.py.
+#include <torch/library.h>
+
+#ifdef FASTCLIP_PYTHON_MODULE
+#include <Python.h>
+
+// `import fastclip._C` loads this library, whose static initialisers register the ops. The
+// module itself is empty: every entry point is a torch op.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+#endif
+
+TORCH_LIBRARY(fastclip, m) {
+  // Returns (total, per_tensor): the p-norm of all elements of all tensors (torch's norm of the
+  // per-tensor norms) and, when per_tensor is true, each tensor's norm (else an empty tensor).
+  // Accumulation is float32 (float64 if any input is float64); the total is returned in the
+  // promoted dtype of the inputs, as torch returns it, and per-tensor norms in the accumulation dtype.
+  m.def("multi_tensor_norm(Tensor[] tensors, float norm_type, bool per_tensor) -> (Tensor, Tensor)");
+  // tensors[i] *= scale (0-d, or scale[i] when scale holds one value per tensor). A coefficient
+  // of exactly 1 writes nothing.
+  m.def("multi_tensor_scale_(Tensor(a!)[] tensors, Tensor scale) -> ()");
+  // tensors *= min(max_norm / (total_norm + 1e-6), 1): torch's clip_grads_with_norm_, with the
+  // coefficient computed on the device from total_norm.
+  m.def("multi_tensor_clip_by_norm_(Tensor(a!)[] tensors, Tensor total_norm, float max_norm) -> ()");
+  // Clamps every element to [-clip_value, clip_value] in place (clip_grad_value_).
+  m.def("multi_tensor_clamp_(Tensor(a!)[] tensors, float clip_value) -> ()");
+}

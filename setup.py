@@ -1,0 +1,104 @@
+"""Builds fastclip._C: a CUDA extension when a CUDA toolkit and a CUDA build of torch are present
+(no GPU needed), a CPU-only one otherwise. FASTCLIP_CUDA=0|1 forces either; TORCH_CUDA_ARCH_LIST
+overrides the default architectures."""
+
+import glob
+import os
+import shutil
+import sys
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# Ampere and Hopper as machine code, plus PTX that newer GPUs compile at load time.
+DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"
+
+
+def _is_toolkit(path):
+    return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and os.path.isfile(
+        os.path.join(path, "include", "cuda_runtime.h"))
+
+
+def find_cuda_home():
+    """The real toolkit folder. On some machines `nvcc` on PATH is a wrapper script outside the
+    toolkit, so torch's guess (the parent of nvcc's folder) is wrong: look where toolkits live."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    candidates += sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+        try:  # a wrapper script that execs the real nvcc names it
+            with open(nvcc, "rb") as f:
+                for token in f.read(4096).decode("utf-8", "replace").split():
+                    if token.endswith("/bin/nvcc"):
+                        candidates.append(os.path.dirname(os.path.dirname(token)))
+        except OSError:
+            pass
+    return next((c for c in candidates if _is_toolkit(c)), None)
+
+
+def nvidia_wheel_include_dirs():
+    """torch's CUDA headers include cublas_v2.h and cusparse.h, which a bare toolkit may lack; the
+    nvidia-* wheels that CUDA torch depends on ship them."""
+    dirs = []
+    for base in sys.path:
+        for inc in glob.glob(os.path.join(base, "nvidia", "*", "include")):
+            if os.path.isfile(os.path.join(inc, "cusparse.h")) and inc not in dirs:
+                dirs.append(inc)
+    return dirs
+
+
+def want_cuda(cuda_home):
+    import torch
+
+    forced = os.environ.get("FASTCLIP_CUDA")
+    if forced not in (None, "", "0", "1"):
+        sys.exit(f"FASTCLIP_CUDA must be 0 or 1, got {forced!r}")
+    if forced == "0":
+        return False
+    have = torch.version.cuda is not None and cuda_home is not None
+    if forced == "1" and not have:
+        sys.exit("FASTCLIP_CUDA=1 but no CUDA toolkit was found or torch is a CPU-only build "
+                 f"(torch.version.cuda={torch.version.cuda}, toolkit={cuda_home})")
+    return have
+
+
+def build_extension():
+    cuda_home = find_cuda_home()
+    use_cuda = want_cuda(cuda_home)
+    if use_cuda:
+        # torch.utils.cpp_extension reads these at import time.
+        os.environ["CUDA_HOME"] = cuda_home
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    def rel(pattern):
+        return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+    sources = rel("csrc/*.cpp") + rel("csrc/common/*.cpp") + rel("csrc/cpu/*.cpp")
+    cxx_flags = ["-O3", "-DFASTCLIP_PYTHON_MODULE"]
+    if not use_cuda:
+        print("fastclip: building the CPU-only extension", file=sys.stderr)
+        return CppExtension("fastclip._C", sources, extra_compile_args={"cxx": cxx_flags})
+    print(f"fastclip: building the CUDA extension (toolkit {cuda_home}, "
+          f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']})", file=sys.stderr)
+    sources += rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu")
+    return CUDAExtension(
+        "fastclip._C",
+        sources,
+        include_dirs=nvidia_wheel_include_dirs(),
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
+    )
+
+
+def main():
+    from torch.utils.cpp_extension import BuildExtension
+
+    setup(
+        ext_modules=[build_extension()],
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    )
+
+
+if __name__ == "__main__":
+    main()
