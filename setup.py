@@ -83,19 +83,21 @@ def build_extension():
     print(f"fastclip: building the CUDA extension (toolkit {cuda_home}, "
           f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']})", file=sys.stderr)
     sources += rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu")
+    # After the toolkit's own headers: the wheels also ship a partial cuda_runtime.h.
+    wheel_includes = [flag for inc in nvidia_wheel_include_dirs() for flag in ("-idirafter", inc)]
     return CUDAExtension(
         "fastclip._C",
         sources,
-        include_dirs=nvidia_wheel_include_dirs(),
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
+        extra_compile_args={"cxx": cxx_flags + wheel_includes, "nvcc": ["-O3", "-lineinfo"]},
     )
 
 
 def main():
+    extension = build_extension()  # first: it sets CUDA_HOME before cpp_extension is imported
     from torch.utils.cpp_extension import BuildExtension
 
     setup(
-        ext_modules=[build_extension()],
+        ext_modules=[extension],
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     )
 

@@ -28,3 +28,23 @@ TORCH_LIBRARY(fastclip, m) {
   // Clamps every element to [-clip_value, clip_value] in place (clip_grad_value_).
   m.def("multi_tensor_clamp_(Tensor(a!)[] tensors, float clip_value) -> ()");
 }
+
+namespace {
+
+// Sparse tensors dispatch to their own backends; answer there with a clear error instead of
+// the dispatcher's "could not run ... with arguments from the 'SparseCPU' backend".
+void reject_sparse(const c10::OperatorHandle& op, torch::jit::Stack*) {
+  TORCH_CHECK(false, "fastclip: ", op.schema().name(),
+              " got a sparse tensor; only dense (strided) tensors are supported, not sparse ones");
+}
+
+void register_sparse_rejections(torch::Library& m) {
+  for (const char* name : {"multi_tensor_norm", "multi_tensor_scale_", "multi_tensor_clip_by_norm_", "multi_tensor_clamp_"}) {
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastclip, SparseCPU, m) { register_sparse_rejections(m); }
+TORCH_LIBRARY_IMPL(fastclip, SparseCUDA, m) { register_sparse_rejections(m); }

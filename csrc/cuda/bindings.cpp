@@ -1,0 +1,195 @@
+// Torch-facing CUDA entry points: argument checks, device guard, current stream, metadata
+// upload and workspace, then one launch per op through launch.h. No host sync anywhere.
+#include <ATen/ATen.h>
+#include <ATen/core/CachingHostAllocator.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "../common/list_plan.h"
+#include "launch.h"
+
+namespace fastclip {
+namespace cuda {
+namespace {
+
+int multiprocessor_count(int device) {
+  static int counts[256] = {0};
+  if (counts[device] == 0) {
+    int value = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device));
+    counts[device] = value;
+  }
+  return counts[device];
+}
+
+// Two blocks of kThreads per SM keep every SM streaming.
+int max_blocks(int device) { return 2 * multiprocessor_count(device); }
+
+// Chunks of at least kMinChunkSize elements, grown (in powers of two) until there are about
+// four per block, so the partials stay few on large lists.
+int64_t chunk_size_for(at::TensorList tensors, int device) {
+  int64_t total = 0;
+  for (const at::Tensor& t : tensors) total += t.numel();
+  const int64_t target_chunks = 4 * static_cast<int64_t>(max_blocks(device));
+  int64_t size = kMinChunkSize;
+  while (total / size > target_chunks) size *= 2;
+  return size;
+}
+
+int grid_for(int32_t num_chunks, int device) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_chunks, max_blocks(device))));
+}
+
+// Pinned host buffers read by copies captured into a CUDA graph must outlive the graph: they
+// are kept for the life of the process (a few bytes per tensor per capture).
+void keep_alive_for_graphs(const at::Tensor& host_buffer) {
+  static std::mutex mutex;
+  static std::vector<at::Tensor> kept;
+  std::lock_guard<std::mutex> lock(mutex);
+  kept.push_back(host_buffer);
+}
+
+struct DeviceList {
+  at::Tensor buffer;  // holds both arrays
+  const TensorMeta* tensors;
+  const ChunkMeta* chunks;
+};
+
+// Copies the plan's metadata to the device on `stream` through a pinned staging buffer.
+DeviceList upload(const ListPlan& plan, const at::Device& device, cudaStream_t stream) {
+  const size_t tensor_bytes = plan.tensors.size() * sizeof(TensorMeta);
+  const size_t chunk_offset = (tensor_bytes + 15) / 16 * 16;
+  const size_t total_bytes = std::max<size_t>(16, chunk_offset + plan.chunks.size() * sizeof(ChunkMeta));
+  at::Tensor host = at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+  uint8_t* host_ptr = host.data_ptr<uint8_t>();
+  if (tensor_bytes) std::memcpy(host_ptr, plan.tensors.data(), tensor_bytes);
+  if (!plan.chunks.empty()) std::memcpy(host_ptr + chunk_offset, plan.chunks.data(), plan.chunks.size() * sizeof(ChunkMeta));
+  at::Tensor dev = at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).device(device));
+  C10_CUDA_CHECK(cudaMemcpyAsync(dev.data_ptr(), host_ptr, total_bytes, cudaMemcpyHostToDevice, stream));
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture == cudaStreamCaptureStatusNone) {
+    // The pinned block returns to torch's cache only once the copy has run.
+    at::getHostAllocator(at::kCUDA)->record_event(host_ptr, host.storage().data_ptr().get_context(),
+                                                   c10::cuda::getCurrentCUDAStream(device.index()).unwrap());
+  } else {
+    keep_alive_for_graphs(host);
+  }
+  const uint8_t* base = dev.data_ptr<uint8_t>();
+  return DeviceList{dev, reinterpret_cast<const TensorMeta*>(base), reinterpret_cast<const ChunkMeta*>(base + chunk_offset)};
+}
+
+std::tuple<at::Tensor, at::Tensor> multi_tensor_norm_cuda(at::TensorList tensors, double norm_type, bool per_tensor) {
+  check_norm_type(norm_type);
+  TORCH_CHECK(!tensors.empty(), "fastclip: tensors must not be empty");
+  check_tensor_list(tensors, "tensors", /*mutated=*/false);
+  const at::Device device = tensors[0].device();
+  const c10::cuda::CUDAGuard guard(device);
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+
+  const ListPlan plan = plan_tensor_list(tensors, chunk_size_for(tensors, device.index()));
+  const DeviceList list = upload(plan, device, stream);
+  const at::ScalarType acc_type = plan.any_double ? at::kDouble : at::kFloat;
+  const int64_t num_tensors = static_cast<int64_t>(plan.tensors.size());
+  const int64_t num_chunks = static_cast<int64_t>(plan.chunks.size());
+  const auto acc_options = at::TensorOptions().dtype(acc_type).device(device);
+
+  // Scratch: chunk partials, per-tensor contributions, and the ticket counter (zeroed here).
+  at::Tensor scratch = at::empty({num_chunks + num_tensors + 1}, acc_options);
+  C10_CUDA_CHECK(cudaMemsetAsync(static_cast<uint8_t*>(scratch.data_ptr()) + (num_chunks + num_tensors) * scratch.element_size(),
+                                 0, sizeof(unsigned int), stream));
+  at::Tensor total = at::empty({}, at::TensorOptions().dtype(plan.promoted_type).device(device));
+  at::Tensor per_tensor_norms = at::empty({per_tensor ? num_tensors : 0}, acc_options);
+
+  NormParams params;
+  params.tensors = list.tensors;
+  params.chunks = list.chunks;
+  params.num_tensors = static_cast<int32_t>(num_tensors);
+  params.num_chunks = static_cast<int32_t>(num_chunks);
+  params.chunk_size = plan.chunk_size;
+  params.kind = norm_kind_for(norm_type);
+  params.p = norm_type;
+  params.acc_double = plan.any_double;
+  params.chunk_partials = scratch.data_ptr();
+  params.contributions = static_cast<uint8_t*>(scratch.data_ptr()) + num_chunks * scratch.element_size();
+  params.per_tensor_out = per_tensor ? per_tensor_norms.data_ptr() : nullptr;
+  params.total_out = total.data_ptr();
+  params.total_dtype = static_cast<int32_t>(to_dtype(plan.promoted_type));
+  params.blocks_done = reinterpret_cast<unsigned int*>(static_cast<uint8_t*>(scratch.data_ptr()) +
+                                                       (num_chunks + num_tensors) * scratch.element_size());
+  C10_CUDA_CHECK(launch_multi_tensor_norm(params, grid_for(params.num_chunks, device.index()), stream));
+  return {total, per_tensor_norms};
+}
+
+void scale_on_device(at::TensorList tensors, const at::Tensor& factor, FactorKind kind, double bound) {
+  if (tensors.empty()) return;
+  const at::Device device = tensors[0].device();
+  const c10::cuda::CUDAGuard guard(device);
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+  const ListPlan plan = plan_tensor_list(tensors, chunk_size_for(tensors, device.index()));
+  const DeviceList list = upload(plan, device, stream);
+  const at::Tensor factor_values = factor.contiguous();
+  ScaleParams params;
+  params.tensors = list.tensors;
+  params.chunks = list.chunks;
+  params.num_chunks = static_cast<int32_t>(plan.chunks.size());
+  params.chunk_size = plan.chunk_size;
+  params.factor_kind = kind;
+  params.factor = factor_values.data_ptr();
+  params.factor_dtype = static_cast<int32_t>(to_dtype(factor_values.scalar_type()));
+  params.bound = bound;
+  C10_CUDA_CHECK(launch_multi_tensor_scale(params, grid_for(params.num_chunks, device.index()), stream));
+  finish_mutation(plan, tensors);
+}
+
+void multi_tensor_scale_cuda(at::TensorList tensors, const at::Tensor& scale) {
+  check_tensor_list(tensors, "tensors", /*mutated=*/true);
+  check_scalar_tensor(scale, "scale", tensors, /*allow_per_tensor=*/true);
+  // check_scalar_tensor admits one value, or one per tensor.
+  scale_on_device(tensors, scale, scale.numel() == 1 ? FactorKind::kScalar : FactorKind::kPerTensor, 0.0);
+}
+
+void multi_tensor_clip_by_norm_cuda(at::TensorList tensors, const at::Tensor& total_norm, double max_norm) {
+  TORCH_CHECK(!std::isnan(max_norm) && max_norm >= 0.0, "fastclip: max_norm must be >= 0, got ", max_norm);
+  check_tensor_list(tensors, "tensors", /*mutated=*/true);
+  check_scalar_tensor(total_norm, "total_norm", tensors, /*allow_per_tensor=*/false);
+  scale_on_device(tensors, total_norm, FactorKind::kClipByNorm, max_norm);
+}
+
+void multi_tensor_clamp_cuda(at::TensorList tensors, double clip_value) {
+  TORCH_CHECK(!std::isnan(clip_value) && clip_value >= 0.0, "fastclip: clip_value must be >= 0, got ", clip_value);
+  check_tensor_list(tensors, "tensors", /*mutated=*/true);
+  if (tensors.empty()) return;
+  const at::Device device = tensors[0].device();
+  const c10::cuda::CUDAGuard guard(device);
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+  const ListPlan plan = plan_tensor_list(tensors, chunk_size_for(tensors, device.index()));
+  const DeviceList list = upload(plan, device, stream);
+  ClampParams params;
+  params.tensors = list.tensors;
+  params.chunks = list.chunks;
+  params.num_chunks = static_cast<int32_t>(plan.chunks.size());
+  params.chunk_size = plan.chunk_size;
+  params.bound = clip_value;
+  C10_CUDA_CHECK(launch_multi_tensor_clamp(params, grid_for(params.num_chunks, device.index()), stream));
+  finish_mutation(plan, tensors);
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace fastclip
+
+TORCH_LIBRARY_IMPL(fastclip, CUDA, m) {
+  m.impl("multi_tensor_norm", &fastclip::cuda::multi_tensor_norm_cuda);
+  m.impl("multi_tensor_scale_", &fastclip::cuda::multi_tensor_scale_cuda);
+  m.impl("multi_tensor_clip_by_norm_", &fastclip::cuda::multi_tensor_clip_by_norm_cuda);
+  m.impl("multi_tensor_clamp_", &fastclip::cuda::multi_tensor_clamp_cuda);
+}

@@ -1,0 +1,32 @@
+// In-place clamp of every element of a tensor list to [-bound, bound] (clip_grad_value_).
+#include "elementwise_inplace.cuh"
+
+namespace fastclip {
+namespace cuda {
+namespace {
+
+template <typename opmath_t>
+struct ClampOp {
+  opmath_t bound;
+  __device__ opmath_t operator()(opmath_t x) const { return clamp_symmetric(x, bound); }
+};
+
+__global__ void __launch_bounds__(kThreads) multi_tensor_clamp_kernel(const ClampParams params) {
+  for (int32_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
+    const ChunkMeta chunk = params.chunks[c];
+    const TensorMeta meta = params.tensors[chunk.tensor];
+    int64_t begin, end;
+    chunk_range(meta, chunk, params.chunk_size, &begin, &end);
+    apply_chunk(meta, begin, end, ClampOp<float>{static_cast<float>(params.bound)}, ClampOp<double>{params.bound});
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_multi_tensor_clamp(const ClampParams& params, int num_blocks, cudaStream_t stream) {
+  multi_tensor_clamp_kernel<<<num_blocks, kThreads, 0, stream>>>(params);
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace fastclip

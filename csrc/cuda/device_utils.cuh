@@ -1,0 +1,84 @@
+// CUDA-only helpers: 16-byte vector access to any supported dtype, conversions, and the
+// fixed-order block reduction. Kept small; the arithmetic lives in common/norm_math.h.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "../common/norm_math.h"
+#include "../common/tensor_list.h"
+#include "launch.h"
+
+namespace fastclip {
+namespace cuda {
+
+template <typename scalar_t> struct ScalarOf;
+template <> struct ScalarOf<float> { using opmath = float; };
+template <> struct ScalarOf<double> { using opmath = double; };
+template <> struct ScalarOf<__half> { using opmath = float; };
+template <> struct ScalarOf<__nv_bfloat16> { using opmath = float; };
+
+template <typename acc_t> __device__ __forceinline__ acc_t to_acc(float x) { return static_cast<acc_t>(x); }
+template <typename acc_t> __device__ __forceinline__ acc_t to_acc(double x) { return static_cast<acc_t>(x); }
+template <typename acc_t> __device__ __forceinline__ acc_t to_acc(__half x) { return static_cast<acc_t>(__half2float(x)); }
+template <typename acc_t> __device__ __forceinline__ acc_t to_acc(__nv_bfloat16 x) {
+  return static_cast<acc_t>(__bfloat162float(x));
+}
+
+// Explicit conversions: torch builds with __CUDA_NO_HALF_CONVERSIONS__ and friends.
+__device__ __forceinline__ void store_as(float& dst, float x) { dst = x; }
+__device__ __forceinline__ void store_as(double& dst, double x) { dst = x; }
+__device__ __forceinline__ void store_as(__half& dst, float x) { dst = __float2half_rn(x); }
+__device__ __forceinline__ void store_as(__nv_bfloat16& dst, float x) { dst = __float2bfloat16_rn(x); }
+
+// Sixteen bytes of scalar_t, loaded and stored as one vector.
+template <typename scalar_t>
+struct alignas(16) Vec16 {
+  static constexpr int kSize = 16 / sizeof(scalar_t);
+  scalar_t v[kSize];
+};
+
+template <typename scalar_t>
+__device__ __forceinline__ Vec16<scalar_t> load_vec16(const scalar_t* p) {
+  Vec16<scalar_t> out;
+  *reinterpret_cast<uint4*>(&out) = *reinterpret_cast<const uint4*>(p);
+  return out;
+}
+
+template <typename scalar_t>
+__device__ __forceinline__ void store_vec16(scalar_t* p, const Vec16<scalar_t>& value) {
+  *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&value);
+}
+
+__device__ __forceinline__ bool is_aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
+}
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t shfl_down(acc_t v, int offset) {
+  return __shfl_down_sync(0xffffffffu, v, offset);
+}
+
+// Reduces one value per thread with `combine` in a fixed tree (warp shuffles, then the warps'
+// results in order). The result is valid on thread 0. `scratch` holds kThreads / 32 values.
+// Ends with a barrier, so scratch may be reused right after.
+template <NormKind kind, typename acc_t>
+__device__ acc_t block_reduce(acc_t value, acc_t* scratch) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  for (int offset = 16; offset > 0; offset >>= 1) value = norm_combine<kind>(value, shfl_down(value, offset));
+  if (lane == 0) scratch[warp] = value;
+  __syncthreads();
+  if (warp == 0) {
+    constexpr int kWarps = kThreads / 32;
+    value = lane < kWarps ? scratch[lane] : acc_t(0);
+    for (int offset = 16; offset > 0; offset >>= 1) value = norm_combine<kind>(value, shfl_down(value, offset));
+  }
+  __syncthreads();
+  return value;
+}
+
+}  // namespace cuda
+}  // namespace fastclip

@@ -1,0 +1,47 @@
+// In-place elementwise pass over a chunk list with 16-byte loads and stores where aligned.
+// Shared by the scale and clamp kernels; `op(x)` maps an opmath value to its new value.
+#pragma once
+
+#include "device_utils.cuh"
+
+namespace fastclip {
+namespace cuda {
+
+template <typename scalar_t, typename Op>
+__device__ void apply_in_place(scalar_t* data, int64_t begin, int64_t end, const Op& op) {
+  using opmath_t = typename ScalarOf<scalar_t>::opmath;
+  scalar_t* x = data + begin;
+  const int64_t n = end - begin;
+  int64_t scalar_from = 0;
+  if (is_aligned16(x)) {
+    constexpr int kVec = Vec16<scalar_t>::kSize;
+    const int64_t num_vecs = n / kVec;
+    for (int64_t i = threadIdx.x; i < num_vecs; i += kThreads) {
+      Vec16<scalar_t> vals = load_vec16(x + i * kVec);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        store_as(vals.v[j], op(to_acc<opmath_t>(vals.v[j])));
+      }
+      store_vec16(x + i * kVec, vals);
+    }
+    scalar_from = num_vecs * kVec;
+  }
+  for (int64_t i = scalar_from + threadIdx.x; i < n; i += kThreads) {
+    store_as(x[i], op(to_acc<opmath_t>(x[i])));
+  }
+}
+
+// Applies float_op to a float32/float16/bfloat16 chunk, double_op to a float64 one.
+template <typename FloatOp, typename DoubleOp>
+__device__ void apply_chunk(const TensorMeta& meta, int64_t begin, int64_t end, const FloatOp& float_op,
+                            const DoubleOp& double_op) {
+  switch (static_cast<DType>(meta.dtype)) {
+    case DType::kFloat32: apply_in_place(static_cast<float*>(meta.data), begin, end, float_op); break;
+    case DType::kFloat16: apply_in_place(static_cast<__half*>(meta.data), begin, end, float_op); break;
+    case DType::kBFloat16: apply_in_place(static_cast<__nv_bfloat16*>(meta.data), begin, end, float_op); break;
+    case DType::kFloat64: apply_in_place(static_cast<double*>(meta.data), begin, end, double_op); break;
+  }
+}
+
+}  // namespace cuda
+}  // namespace fastclip

@@ -1,0 +1,138 @@
+// Multi-tensor p-norm in one launch: every block reduces whole chunks into one partial each;
+// the last block to finish (an integer ticket, no float atomics) combines the partials in a
+// fixed order into per-tensor norms and the total. Bitwise deterministic for a given list.
+#include "device_utils.cuh"
+
+namespace fastclip {
+namespace cuda {
+namespace {
+
+// This thread's share of the partial of elements [begin, end): 16-byte loads when aligned.
+template <NormKind kind, typename scalar_t, typename acc_t>
+__device__ acc_t thread_partial(const scalar_t* data, int64_t begin, int64_t end, acc_t p) {
+  acc_t acc = acc_t(0);
+  const scalar_t* x = data + begin;
+  const int64_t n = end - begin;
+  int64_t scalar_from = 0;
+  if (is_aligned16(x)) {
+    constexpr int kVec = Vec16<scalar_t>::kSize;
+    const int64_t num_vecs = n / kVec;
+    constexpr int kUnroll = 4;
+    int64_t i = threadIdx.x;
+    for (; i + (kUnroll - 1) * kThreads < num_vecs; i += kUnroll * kThreads) {
+      Vec16<scalar_t> vals[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) vals[u] = load_vec16(x + (i + u * kThreads) * kVec);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(vals[u].v[j]), p));
+    }
+    for (; i < num_vecs; i += kThreads) {
+      const Vec16<scalar_t> vals = load_vec16(x + i * kVec);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(vals.v[j]), p));
+    }
+    scalar_from = num_vecs * kVec;
+  }
+  for (int64_t i = scalar_from + threadIdx.x; i < n; i += kThreads) {
+    acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(x[i]), p));
+  }
+  return acc;
+}
+
+template <NormKind kind, typename acc_t>
+__device__ acc_t chunk_thread_partial(const TensorMeta& meta, int64_t begin, int64_t end, acc_t p) {
+  switch (static_cast<DType>(meta.dtype)) {
+    case DType::kFloat32: return thread_partial<kind>(static_cast<const float*>(meta.data), begin, end, p);
+    case DType::kFloat16: return thread_partial<kind>(static_cast<const __half*>(meta.data), begin, end, p);
+    case DType::kBFloat16: return thread_partial<kind>(static_cast<const __nv_bfloat16*>(meta.data), begin, end, p);
+    case DType::kFloat64: return thread_partial<kind>(static_cast<const double*>(meta.data), begin, end, p);
+  }
+  return acc_t(0);
+}
+
+template <typename acc_t>
+__device__ void store_total(void* out, int32_t dtype, acc_t value) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::kFloat32: *static_cast<float*>(out) = static_cast<float>(value); break;
+    case DType::kFloat16: *static_cast<__half*>(out) = __float2half_rn(static_cast<float>(value)); break;
+    case DType::kBFloat16: *static_cast<__nv_bfloat16*>(out) = __float2bfloat16_rn(static_cast<float>(value)); break;
+    case DType::kFloat64: *static_cast<double*>(out) = static_cast<double>(value); break;
+  }
+}
+
+// Run by the last block only, after every chunk partial is written.
+template <NormKind kind, typename acc_t>
+__device__ void combine_partials(const NormParams& params, acc_t p, acc_t* scratch) {
+  const acc_t* partials = static_cast<const acc_t*>(params.chunk_partials);
+  const acc_t* source = partials;
+  int64_t count = params.num_chunks;
+  acc_t* per_tensor_out = static_cast<acc_t*>(params.per_tensor_out);
+  if (per_tensor_out != nullptr || kind == NormKind::kZero) {
+    // One thread per tensor folds that tensor's chunks in order.
+    acc_t* contributions = static_cast<acc_t*>(params.contributions);
+    for (int32_t t = threadIdx.x; t < params.num_tensors; t += kThreads) {
+      const int32_t first = params.tensors[t].first_chunk;
+      const int32_t stop = t + 1 < params.num_tensors ? params.tensors[t + 1].first_chunk : params.num_chunks;
+      const acc_t partial = cascade_combine(kind, partials + first, stop - first);
+      contributions[t] = total_contribution(kind, partial);
+      if (per_tensor_out != nullptr) per_tensor_out[t] = norm_finalize(kind, partial, p);
+    }
+    __syncthreads();  // contributions are read below by other threads of this block
+    source = contributions;
+    count = params.num_tensors;
+  }
+  acc_t local = acc_t(0);
+  for (int64_t i = threadIdx.x; i < count; i += kThreads) local = norm_combine<kind>(local, source[i]);
+  const acc_t total = block_reduce<kind>(local, scratch);
+  if (threadIdx.x == 0) {
+    store_total(params.total_out, params.total_dtype, norm_finalize(kind, total, p));
+    *params.blocks_done = 0;  // leave the ticket counter ready for a graph replay
+  }
+}
+
+template <NormKind kind, typename acc_t>
+__global__ void __launch_bounds__(kThreads) multi_tensor_norm_kernel(const NormParams params) {
+  __shared__ acc_t scratch[kThreads / 32];
+  __shared__ bool is_last_block;
+  const acc_t p = static_cast<acc_t>(params.p);
+  acc_t* partials = static_cast<acc_t*>(params.chunk_partials);
+  for (int32_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
+    const ChunkMeta chunk = params.chunks[c];
+    const TensorMeta meta = params.tensors[chunk.tensor];
+    int64_t begin, end;
+    chunk_range(meta, chunk, params.chunk_size, &begin, &end);
+    const acc_t block_partial = block_reduce<kind>(chunk_thread_partial<kind>(meta, begin, end, p), scratch);
+    if (threadIdx.x == 0) partials[c] = block_partial;
+  }
+  // Publish this block's partials, then take a ticket; the last ticket combines.
+  __threadfence();
+  if (threadIdx.x == 0) is_last_block = atomicAdd(params.blocks_done, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!is_last_block) return;
+  __threadfence();
+  combine_partials<kind, acc_t>(params, p, scratch);
+}
+
+template <typename acc_t>
+cudaError_t launch_for_acc(const NormParams& params, int num_blocks, cudaStream_t stream) {
+  switch (params.kind) {
+    case NormKind::kL2: multi_tensor_norm_kernel<NormKind::kL2, acc_t><<<num_blocks, kThreads, 0, stream>>>(params); break;
+    case NormKind::kL1: multi_tensor_norm_kernel<NormKind::kL1, acc_t><<<num_blocks, kThreads, 0, stream>>>(params); break;
+    case NormKind::kInf: multi_tensor_norm_kernel<NormKind::kInf, acc_t><<<num_blocks, kThreads, 0, stream>>>(params); break;
+    case NormKind::kZero: multi_tensor_norm_kernel<NormKind::kZero, acc_t><<<num_blocks, kThreads, 0, stream>>>(params); break;
+    case NormKind::kGeneral: multi_tensor_norm_kernel<NormKind::kGeneral, acc_t><<<num_blocks, kThreads, 0, stream>>>(params); break;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_multi_tensor_norm(const NormParams& params, int num_blocks, cudaStream_t stream) {
+  return params.acc_double ? launch_for_acc<double>(params, num_blocks, stream)
+                           : launch_for_acc<float>(params, num_blocks, stream);
+}
+
+}  // namespace cuda
+}  // namespace fastclip

@@ -1,0 +1,64 @@
+// In-place multi-tensor scale by a device-held factor (one value, one per tensor, or torch's
+// clip coefficient computed from a device-held total norm). One launch, no host sync; a tensor
+// whose coefficient is exactly 1 is not written.
+#include "elementwise_inplace.cuh"
+
+namespace fastclip {
+namespace cuda {
+namespace {
+
+__device__ double load_factor(const void* factor, int32_t dtype, int64_t index) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::kFloat32: return static_cast<const float*>(factor)[index];
+    case DType::kFloat16: return __half2float(static_cast<const __half*>(factor)[index]);
+    case DType::kBFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(factor)[index]);
+    case DType::kFloat64: return static_cast<const double*>(factor)[index];
+  }
+  return 0.0;
+}
+
+// The coefficient for `tensor`, computed as the CPU backend does (common/norm_math.h): in
+// float, or in double when the factor is float64.
+__device__ double coefficient(const ScaleParams& params, int32_t tensor) {
+  switch (params.factor_kind) {
+    case FactorKind::kScalar: return load_factor(params.factor, params.factor_dtype, 0);
+    case FactorKind::kPerTensor: return load_factor(params.factor, params.factor_dtype, tensor);
+    case FactorKind::kClipByNorm: {
+      const double total = load_factor(params.factor, params.factor_dtype, 0);
+      if (static_cast<DType>(params.factor_dtype) == DType::kFloat64) return clip_coefficient<double>(params.bound, total);
+      return clip_coefficient<float>(static_cast<float>(params.bound), static_cast<float>(total));
+    }
+  }
+  return 1.0;
+}
+
+struct MulFloat {
+  float coef;
+  __device__ float operator()(float x) const { return x * coef; }
+};
+struct MulDouble {
+  double coef;
+  __device__ double operator()(double x) const { return x * coef; }
+};
+
+__global__ void __launch_bounds__(kThreads) multi_tensor_scale_kernel(const ScaleParams params) {
+  for (int32_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
+    const ChunkMeta chunk = params.chunks[c];
+    const double coef = coefficient(params, chunk.tensor);
+    if (coef == 1.0) continue;  // uniform across the block: nothing to write
+    const TensorMeta meta = params.tensors[chunk.tensor];
+    int64_t begin, end;
+    chunk_range(meta, chunk, params.chunk_size, &begin, &end);
+    apply_chunk(meta, begin, end, MulFloat{static_cast<float>(coef)}, MulDouble{coef});
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_multi_tensor_scale(const ScaleParams& params, int num_blocks, cudaStream_t stream) {
+  multi_tensor_scale_kernel<<<num_blocks, kThreads, 0, stream>>>(params);
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace fastclip

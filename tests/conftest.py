@@ -1,0 +1,70 @@
+"""Shared fixtures and the one table of tolerances used by every test."""
+
+import random
+
+import pytest
+import torch
+
+import fastclip  # noqa: F401  (loads the op library)
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+# Relative tolerances, per dtype, for results that are rounded once to that dtype (fastclip's
+# norm, a grad scaled by a coefficient). torch's own results round more often (every per-tensor
+# norm of a half-precision grad), so comparisons with torch allow two roundings.
+RTOL = {torch.float32: 2e-6, torch.float16: 2 ** -10, torch.bfloat16: 2 ** -7, torch.float64: 1e-12}
+# float32 sums over many elements: the order of accumulation differs from torch's.
+RTOL_SUM = {torch.float32: 2e-5, torch.float16: 2 ** -10, torch.bfloat16: 2 ** -7, torch.float64: 1e-12}
+
+
+def rtol_for(dtypes, table=RTOL_SUM):
+    """The loosest tolerance among the dtypes of a (possibly mixed) list."""
+    return max(table[d] for d in dtypes)
+
+
+def assert_close_to(actual, expected, rtol, atol=0.0):
+    actual = torch.as_tensor(actual).double().cpu()
+    expected = torch.as_tensor(expected).double().cpu()
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def random_tensors(shapes, dtypes, device, generator=None, scale=1.0):
+    """Fresh random normal tensors, one per shape, cycling through dtypes."""
+    out = []
+    for i, shape in enumerate(shapes):
+        dtype = dtypes[i % len(dtypes)]
+        t = torch.randn(shape, dtype=torch.float64, generator=generator) * scale
+        out.append(t.to(device=device, dtype=dtype))
+    return out
+
+
+def reference_norm(tensors, p):
+    """float64 implementation of torch's total norm (norm of per-tensor norms) on the exact
+    values held by the tensors."""
+    p = float(p)
+    flats = [t.detach().double().cpu().reshape(-1) for t in tensors]
+    if p == 0:
+        return torch.tensor(float(sum(bool((f != 0).any()) for f in flats)), dtype=torch.float64)
+    if p == float("inf"):
+        return torch.stack([f.abs().max() if f.numel() else torch.tensor(0.0, dtype=torch.float64) for f in flats]).max()
+    total = sum((f.abs() ** p).sum() for f in flats)
+    return torch.as_tensor(total, dtype=torch.float64) ** (1.0 / p)
+
+
+def make_params(tensors):
+    params = []
+    for g in tensors:
+        p = torch.nn.Parameter(torch.empty_like(g).normal_())
+        p.grad = g.clone()
+        params.append(p)
+    return params
+
+
+@pytest.fixture
+def gen():
+    """A generator with a fresh seed per test; the seed is printed (shown by pytest on failure)."""
+    seed = random.SystemRandom().randrange(2**31)
+    print(f"generator seed: {seed}")
+    return torch.Generator().manual_seed(seed)

@@ -1,0 +1,242 @@
+"""The torch.ops.fastclip.* ops themselves: schemas (opcheck), float64 references, determinism,
+in-place semantics on awkward layouts, and errors."""
+
+import math
+
+import pytest
+import torch
+from conftest import DEVICES, FLOAT_DTYPES, RTOL, RTOL_SUM, assert_close_to, random_tensors, reference_norm, rtol_for
+
+import fastclip
+
+ops = torch.ops.fastclip
+NORM_TYPES = [2.0, 1.0, math.inf, 0.0, 3.0, 0.5]
+AWKWARD_SHAPES = [(1,), (7,), (3, 5), (0,), (129, 65), (2, 3, 4, 5), (70001,), (1, 1, 1)]
+
+
+def mixed_list(device, gen):
+    return random_tensors(AWKWARD_SHAPES, FLOAT_DTYPES, device, gen)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_every_op(device, gen):
+    def fresh():
+        return random_tensors([(3, 4), (17,), (2, 2, 2)], [torch.float32, torch.bfloat16], device, gen)
+
+    torch.library.opcheck(ops.multi_tensor_norm, (fresh(), 2.0, True))
+    torch.library.opcheck(ops.multi_tensor_norm, (fresh(), math.inf, False))
+    torch.library.opcheck(ops.multi_tensor_scale_, (fresh(), torch.tensor(0.5, device=device)))
+    torch.library.opcheck(ops.multi_tensor_scale_, (fresh(), torch.rand(3, device=device, generator=None)))
+    torch.library.opcheck(ops.multi_tensor_clip_by_norm_, (fresh(), torch.tensor(7.0, device=device), 1.0))
+    torch.library.opcheck(ops.multi_tensor_clamp_, (fresh(), 0.25))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("norm_type", NORM_TYPES)
+def test_norm_matches_float64_reference(device, norm_type, gen):
+    tensors = mixed_list(device, gen)
+    total, per_tensor = ops.multi_tensor_norm(tensors, norm_type, True)
+    # float64 is in the list: accumulation is float64, the total is float64.
+    assert total.dtype == torch.float64 and per_tensor.dtype == torch.float64
+    assert total.device.type == device and per_tensor.shape == (len(tensors),)
+    assert_close_to(total, reference_norm(tensors, norm_type), rtol=1e-12)
+    for t, n in zip(tensors, per_tensor):
+        expected = reference_norm([t], norm_type) if norm_type != 0 else (t != 0).sum().double()
+        assert_close_to(n, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("norm_type", NORM_TYPES)
+def test_norm_single_dtype_accumulates_in_float32(device, dtype, norm_type, gen):
+    tensors = random_tensors(AWKWARD_SHAPES, [dtype], device, gen)
+    total, per_tensor = ops.multi_tensor_norm(tensors, norm_type, True)
+    assert total.dtype == dtype and per_tensor.dtype == torch.float32
+    # One rounding to `dtype` of a float32 result (inf past the dtype's range, as in torch).
+    expected = reference_norm(tensors, norm_type)
+    if expected > torch.finfo(dtype).max:
+        expected = torch.tensor(math.inf)
+    assert_close_to(total, expected, rtol=RTOL[dtype] + RTOL_SUM[torch.float32])
+    assert_close_to(per_tensor[1], reference_norm([tensors[1]], norm_type) if norm_type else 7.0,
+                    rtol=RTOL_SUM[torch.float32])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_norm_without_per_tensor_returns_empty(device, gen):
+    total, per_tensor = ops.multi_tensor_norm(random_tensors([(5,)], [torch.float32], device, gen), 2.0, False)
+    assert per_tensor.shape == (0,) and total.shape == ()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_norm_is_bitwise_deterministic(device, gen):
+    tensors = random_tensors([(300_001,), (64, 1000), (5,)] * 3, [torch.float32, torch.bfloat16], device, gen)
+    first = ops.multi_tensor_norm(tensors, 2.0, True)
+    for _ in range(5):
+        again = ops.multi_tensor_norm(tensors, 2.0, True)
+        assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+def test_cpu_norm_independent_of_thread_count(gen):
+    tensors = random_tensors([(1_000_003,), (256, 4097), (33,)], [torch.float32, torch.float16], "cpu", gen)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(ops.multi_tensor_norm(tensors, 2.0, True))
+    finally:
+        torch.set_num_threads(before)
+    for total, per_tensor in results[1:]:
+        assert torch.equal(total, results[0][0]) and torch.equal(per_tensor, results[0][1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_and_inf_propagate(device, gen):
+    a, b = random_tensors([(100,), (100,)], [torch.float32], device, gen)
+    a[17] = float("nan")
+    for p in (2.0, 1.0, math.inf, 3.0):
+        assert ops.multi_tensor_norm([a, b], p, False)[0].isnan()
+    a[17] = float("inf")
+    for p in (2.0, 1.0, math.inf, 3.0):
+        assert ops.multi_tensor_norm([a, b], p, False)[0].isinf()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_scale_scalar_and_per_tensor(device, dtype, gen):
+    tensors = random_tensors(AWKWARD_SHAPES, [dtype], device, gen)
+    # torch's in-place mul by a 0-d tensor computes in float (double for float64) and rounds
+    # once, as fastclip does: the results are bitwise equal.
+    coef = torch.tensor(0.37, device=device)
+    expected = [t.clone().mul_(coef) for t in tensors]
+    ops.multi_tensor_scale_(tensors, coef)
+    for t, e in zip(tensors, expected):
+        assert torch.equal(t, e)
+    factors = torch.rand(len(tensors), dtype=torch.float64, generator=gen).to(device)
+    expected = [t.clone().mul_(f) for t, f in zip(tensors, factors.float())]
+    ops.multi_tensor_scale_(tensors, factors.float())
+    for t, e in zip(tensors, expected):
+        assert torch.equal(t, e)
+
+
+def test_scale_by_exactly_one_writes_nothing(gen):
+    # A signalling NaN becomes a quiet NaN when multiplied: its bits show whether it was written.
+    t = torch.randn(1000, generator=gen)
+    t.view(torch.int32)[123] = 0x7F800001
+    bits = t.view(torch.int32).clone()
+    ops.multi_tensor_scale_([t], torch.tensor(1.0))
+    assert torch.equal(t.view(torch.int32), bits)
+    ops.multi_tensor_clip_by_norm_([t], torch.tensor(0.5), 10.0)  # coefficient clamps to 1
+    assert torch.equal(t.view(torch.int32), bits)
+    ops.multi_tensor_scale_([t], torch.tensor(0.5))
+    assert t.view(torch.int32)[123].item() != 0x7F800001  # written: the NaN is now quiet
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_clip_by_norm_uses_torch_coefficient(device, gen):
+    tensors = random_tensors([(40, 30), (17,)], [torch.float32], device, gen)
+    originals = [t.clone() for t in tensors]
+    total = torch.tensor(12.5, device=device)
+    ops.multi_tensor_clip_by_norm_(tensors, total, 2.0)
+    coef = torch.clamp(2.0 / (total + 1e-6), max=1.0)
+    for t, o in zip(tensors, originals):
+        assert torch.equal(t, o * coef)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_in_place_ops_write_through_views(device, gen):
+    base = torch.randn(64, 50, generator=gen).to(device)
+    original = base.clone()
+    strided = base[:, ::2]          # not dense: processed on a copy and written back
+    transposed = base.t()[10:20]    # dense in another order? no: a strided slice of the transpose
+    rows = base[40:]                # contiguous view with an offset
+    ops.multi_tensor_scale_([strided], torch.tensor(0.5, device=device))
+    expected = original.clone()
+    expected[:, ::2] *= 0.5
+    assert torch.equal(base, expected)
+    ops.multi_tensor_clamp_([transposed, rows], 0.3)
+    expected.t()[10:20].clamp_(-0.3, 0.3)
+    expected[40:].clamp_(-0.3, 0.3)
+    assert torch.equal(base, expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_norm_of_non_contiguous_views(device, gen):
+    base = torch.randn(37, 41, 3, generator=gen, dtype=torch.float64).to(device)
+    views = [base[:, ::3], base.permute(2, 0, 1), base[5:9, 1:, 2], base.expand(2, 37, 41, 3)]
+    total, per = ops.multi_tensor_norm(views, 2.0, True)
+    assert_close_to(total, reference_norm(views, 2.0), rtol=1e-12)
+    for v, n in zip(views, per):
+        assert_close_to(n, torch.linalg.vector_norm(v.double()), rtol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_clamp_matches_torch(device, dtype, gen):
+    t = random_tensors([(1001,)], [dtype], device, gen)[0]
+    t[3] = float("nan")
+    expected = t.clone().clamp_(-0.3, 0.3)
+    ops.multi_tensor_clamp_([t], 0.3)
+    assert torch.equal(t.isnan(), expected.isnan())
+    assert torch.equal(t.nan_to_num(), expected.nan_to_num())
+
+
+def test_many_small_tensors_in_one_call(gen):
+    tensors = [torch.randn(int(n), generator=gen) for n in torch.randint(1, 64, (10_000,), generator=gen)]
+    total, per = ops.multi_tensor_norm(tensors, 2.0, True)
+    assert_close_to(total, reference_norm(tensors, 2.0), rtol=RTOL_SUM[torch.float32])
+    assert_close_to(per, torch.stack([t.norm() for t in tensors]), rtol=RTOL_SUM[torch.float32])
+
+
+@pytest.mark.slow
+def test_tensor_over_2_pow_31_elements():
+    n = 2**31 + 40
+    t = torch.full((n,), 0.5, dtype=torch.bfloat16)
+    t[2**31 + 7] = 3.0  # beyond any 32-bit index
+    total = ops.multi_tensor_norm([t], math.inf, False)[0]
+    assert total.item() == 3.0
+    total = ops.multi_tensor_norm([t], 1.0, False)[0]
+    assert_close_to(total, (n - 1) * 0.5 + 3.0, rtol=2 ** -8)
+    ops.multi_tensor_scale_([t], torch.tensor(0.5))
+    assert t[2**31 + 7].item() == 1.5 and t[-1].item() == 0.25
+    ops.multi_tensor_clamp_([t], 0.75)
+    assert t[2**31 + 7].item() == 0.75
+
+
+class TestErrors:
+    def test_bad_norm_type(self):
+        with pytest.raises(RuntimeError, match="norm_type"):
+            ops.multi_tensor_norm([torch.randn(3)], -1.0, False)
+        with pytest.raises(RuntimeError, match="norm_type"):
+            ops.multi_tensor_norm([torch.randn(3)], math.nan, False)
+
+    def test_unsupported_dtype(self):
+        with pytest.raises(RuntimeError, match=r"tensors\[1\] has dtype Int"):
+            ops.multi_tensor_norm([torch.randn(3), torch.arange(3, dtype=torch.int32)], 2.0, False)
+
+    def test_sparse(self):
+        with pytest.raises(RuntimeError, match="only dense .strided. tensors are supported, not sparse"):
+            ops.multi_tensor_norm([torch.randn(3, 3).to_sparse()], 2.0, False)
+
+    def test_overlapping_in_place_target(self):
+        with pytest.raises(RuntimeError, match="share memory"):
+            ops.multi_tensor_scale_([torch.randn(3, 1).expand(3, 4)], torch.tensor(0.5))
+
+    def test_scale_shape(self):
+        with pytest.raises(RuntimeError, match="scale must hold one element or one per tensor"):
+            ops.multi_tensor_scale_([torch.randn(3), torch.randn(3)], torch.ones(3))
+        with pytest.raises(RuntimeError, match="scale must be float32"):
+            ops.multi_tensor_scale_([torch.randn(3)], torch.ones((), dtype=torch.int64))
+
+    def test_negative_bounds(self):
+        with pytest.raises(RuntimeError, match="max_norm must be >= 0"):
+            ops.multi_tensor_clip_by_norm_([torch.randn(3)], torch.tensor(1.0), -1.0)
+        with pytest.raises(RuntimeError, match="clip_value must be >= 0"):
+            ops.multi_tensor_clamp_([torch.randn(3)], -0.5)
+
+    def test_data_is_untouched_after_an_error(self):
+        good = torch.randn(10)
+        before = good.clone()
+        with pytest.raises(RuntimeError):
+            ops.multi_tensor_scale_([good, torch.arange(3)], torch.tensor(0.5))
+        assert torch.equal(good, before)
