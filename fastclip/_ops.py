@@ -21,8 +21,21 @@ def _accumulation_dtype(tensors):
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+def _check_one_device(tensors, *others):
+    # The real kernels check this too; a fake must not accept what the kernel rejects.
+    if not tensors:
+        return
+    device = tensors[0].device
+    for i, t in enumerate(tensors):
+        torch._check(t.device == device, lambda: f"fastclip: tensors[{i}] is on {t.device} but tensors[0] is on {device}")
+    for name, t in others:
+        torch._check(t.device == device, lambda: f"fastclip: {name} is on {t.device} but the tensors are on {device}")
+
+
 @torch.library.register_fake("fastclip::multi_tensor_norm")
 def _multi_tensor_norm_fake(tensors, norm_type, per_tensor):
+    torch._check(len(tensors) > 0, lambda: "fastclip: tensors must not be empty")
+    _check_one_device(tensors)
     first = tensors[0]
     total = first.new_empty((), dtype=_promoted_dtype(tensors))
     per = first.new_empty((len(tensors) if per_tensor else 0,), dtype=_accumulation_dtype(tensors))
@@ -31,17 +44,17 @@ def _multi_tensor_norm_fake(tensors, norm_type, per_tensor):
 
 @torch.library.register_fake("fastclip::multi_tensor_scale_")
 def _multi_tensor_scale_fake(tensors, scale):
-    return None
+    _check_one_device(tensors, ("scale", scale))
 
 
 @torch.library.register_fake("fastclip::multi_tensor_clip_by_norm_")
 def _multi_tensor_clip_by_norm_fake(tensors, total_norm, max_norm):
-    return None
+    _check_one_device(tensors, ("total_norm", total_norm))
 
 
 @torch.library.register_fake("fastclip::multi_tensor_clamp_")
 def _multi_tensor_clamp_fake(tensors, clip_value):
-    return None
+    _check_one_device(tensors)
 
 
 def multi_tensor_norm(tensors, norm_type=2.0, per_tensor=False):

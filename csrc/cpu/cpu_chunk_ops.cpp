@@ -2,6 +2,10 @@
 
 #include "cpu_loops.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 namespace fastclip {
 namespace cpu {
 namespace {
@@ -60,6 +64,51 @@ FASTCLIP_ALWAYS_INLINE void clamp_by_dtype(const TensorMeta& meta, int64_t begin
 }
 
 #if FASTCLIP_HAVE_AVX2_VARIANT
+// Eight half-precision values to and from float: the same rounding as cpu_loops.h's scalar
+// conversions (round to nearest even; a NaN stays a quiet NaN), so both paths agree bit for bit.
+FASTCLIP_TARGET_AVX2 inline __m256 load8(const c10::BFloat16* p) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+FASTCLIP_TARGET_AVX2 inline void store8(c10::BFloat16* p, __m256 v) {
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+  const __m256 is_nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+  rounded = _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(is_nan));
+  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(rounded), _mm256_extracti128_si256(rounded, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+}
+FASTCLIP_TARGET_AVX2 inline __m256 load8(const c10::Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+FASTCLIP_TARGET_AVX2 inline void store8(c10::Half* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+struct MulBy {
+  float coef;
+  FASTCLIP_TARGET_AVX2 __m256 operator()(__m256 v) const { return _mm256_mul_ps(v, _mm256_set1_ps(coef)); }
+  float operator()(float v) const { return v * coef; }
+};
+struct ClampTo {
+  float bound;
+  // Same select order as clamp_symmetric, so a NaN passes through unchanged.
+  FASTCLIP_TARGET_AVX2 __m256 operator()(__m256 v) const {
+    const __m256 hi = _mm256_set1_ps(bound), lo = _mm256_set1_ps(-bound);
+    v = _mm256_blendv_ps(v, hi, _mm256_cmp_ps(v, hi, _CMP_GT_OQ));
+    return _mm256_blendv_ps(v, lo, _mm256_cmp_ps(v, lo, _CMP_LT_OQ));
+  }
+  float operator()(float v) const { return clamp_symmetric(v, bound); }
+};
+
+template <typename half_t, typename Op>
+FASTCLIP_TARGET_AVX2 void half_in_place_avx2(half_t* x, int64_t n, const Op& op) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) store8(x + i, op(load8(x + i)));
+  for (; i < n; ++i) store_from_opmath(x + i, op(load_opmath<float>(x + i)));
+}
+
 // The same templates instantiated inside AVX2 functions: GCC inlines them and vectorises for
 // the wider ISA.
 template <typename acc_t>
@@ -67,10 +116,18 @@ FASTCLIP_TARGET_AVX2 acc_t partial_by_kind_avx2(NormKind kind, const TensorMeta&
   return partial_by_kind<acc_t>(kind, meta, begin, n, p);
 }
 FASTCLIP_TARGET_AVX2 void scale_by_dtype_avx2(const TensorMeta& meta, int64_t begin, int64_t n, double coef) {
-  scale_by_dtype(meta, begin, n, coef);
+  switch (static_cast<DType>(meta.dtype)) {
+    case DType::kFloat16: return half_in_place_avx2(static_cast<c10::Half*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
+    case DType::kBFloat16: return half_in_place_avx2(static_cast<c10::BFloat16*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
+    default: return scale_by_dtype(meta, begin, n, coef);
+  }
 }
 FASTCLIP_TARGET_AVX2 void clamp_by_dtype_avx2(const TensorMeta& meta, int64_t begin, int64_t n, double bound) {
-  clamp_by_dtype(meta, begin, n, bound);
+  switch (static_cast<DType>(meta.dtype)) {
+    case DType::kFloat16: return half_in_place_avx2(static_cast<c10::Half*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
+    case DType::kBFloat16: return half_in_place_avx2(static_cast<c10::BFloat16*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
+    default: return clamp_by_dtype(meta, begin, n, bound);
+  }
 }
 #endif
 

@@ -7,6 +7,7 @@
 #include <c10/util/Half.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "../common/norm_math.h"
 
@@ -18,6 +19,54 @@ constexpr int kLanes = 16;
 // Forced inlining lets an AVX2 caller re-vectorise these loops for its own ISA.
 #define FASTCLIP_ALWAYS_INLINE inline __attribute__((always_inline))
 
+// Element conversions written so that the compiler can vectorise them: bfloat16 as bit shifts
+// (round to nearest even, NaN kept quiet, as c10::BFloat16), float16 through the compiler's
+// _Float16 (F16C instructions in the AVX2 variant).
+template <typename opmath_t, typename scalar_t>
+FASTCLIP_ALWAYS_INLINE opmath_t load_opmath(const scalar_t* p) {
+  return static_cast<opmath_t>(*p);
+}
+
+template <typename opmath_t>
+FASTCLIP_ALWAYS_INLINE opmath_t load_opmath(const c10::BFloat16* p) {
+  uint16_t bits;
+  std::memcpy(&bits, p, sizeof(bits));
+  const uint32_t widened = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &widened, sizeof(value));
+  return static_cast<opmath_t>(value);
+}
+
+#if defined(__FLT16_MAX__)
+#define FASTCLIP_HAVE_FLOAT16 1
+template <typename opmath_t>
+FASTCLIP_ALWAYS_INLINE opmath_t load_opmath(const c10::Half* p) {
+  _Float16 value;
+  std::memcpy(&value, p, sizeof(value));
+  return static_cast<opmath_t>(value);
+}
+#endif
+
+template <typename scalar_t, typename opmath_t>
+FASTCLIP_ALWAYS_INLINE void store_from_opmath(scalar_t* p, opmath_t value) {
+  *p = static_cast<scalar_t>(value);
+}
+
+FASTCLIP_ALWAYS_INLINE void store_from_opmath(c10::BFloat16* p, float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  const uint16_t out = value != value ? uint16_t{0x7FC0} : static_cast<uint16_t>(rounded);
+  std::memcpy(p, &out, sizeof(out));
+}
+
+#if defined(FASTCLIP_HAVE_FLOAT16)
+FASTCLIP_ALWAYS_INLINE void store_from_opmath(c10::Half* p, float value) {
+  const _Float16 out = static_cast<_Float16>(value);
+  std::memcpy(p, &out, sizeof(out));
+}
+#endif
+
 template <NormKind kind, typename scalar_t, typename acc_t>
 FASTCLIP_ALWAYS_INLINE acc_t partial_of(const scalar_t* x, int64_t n, acc_t p) {
   acc_t lanes[kLanes];
@@ -25,11 +74,11 @@ FASTCLIP_ALWAYS_INLINE acc_t partial_of(const scalar_t* x, int64_t n, acc_t p) {
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) {
-      lanes[j] = norm_combine<kind>(lanes[j], norm_element<kind>(static_cast<acc_t>(x[i + j]), p));
+      lanes[j] = norm_combine<kind>(lanes[j], norm_element<kind>(load_opmath<acc_t>(x + i + j), p));
     }
   }
   acc_t tail = acc_t(0);
-  for (; i < n; ++i) tail = norm_combine<kind>(tail, norm_element<kind>(static_cast<acc_t>(x[i]), p));
+  for (; i < n; ++i) tail = norm_combine<kind>(tail, norm_element<kind>(load_opmath<acc_t>(x + i), p));
   for (int width = kLanes / 2; width > 0; width /= 2) {
     for (int j = 0; j < width; ++j) lanes[j] = norm_combine<kind>(lanes[j], lanes[j + width]);
   }
@@ -38,13 +87,13 @@ FASTCLIP_ALWAYS_INLINE acc_t partial_of(const scalar_t* x, int64_t n, acc_t p) {
 
 template <typename scalar_t, typename opmath_t>
 FASTCLIP_ALWAYS_INLINE void scale_in_place(scalar_t* x, int64_t n, opmath_t coef) {
-  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<scalar_t>(static_cast<opmath_t>(x[i]) * coef);
+  for (int64_t i = 0; i < n; ++i) store_from_opmath(x + i, load_opmath<opmath_t>(x + i) * coef);
 }
 
 template <typename scalar_t, typename opmath_t>
 FASTCLIP_ALWAYS_INLINE void clamp_in_place(scalar_t* x, int64_t n, opmath_t bound) {
   for (int64_t i = 0; i < n; ++i) {
-    x[i] = static_cast<scalar_t>(clamp_symmetric(static_cast<opmath_t>(x[i]), bound));
+    store_from_opmath(x + i, clamp_symmetric(load_opmath<opmath_t>(x + i), bound));
   }
 }
 

@@ -40,16 +40,27 @@ struct alignas(16) Vec16 {
   scalar_t v[kSize];
 };
 
+// Global-space intrinsics: plain dereferences of these pointers compile to generic LD/ST,
+// since the compiler cannot prove they point to global memory.
 template <typename scalar_t>
-__device__ __forceinline__ Vec16<scalar_t> load_vec16(const scalar_t* p) {
+__device__ __forceinline__ Vec16<scalar_t> load_vec16_readonly(const scalar_t* p) {
   Vec16<scalar_t> out;
-  *reinterpret_cast<uint4*>(&out) = *reinterpret_cast<const uint4*>(p);
+  *reinterpret_cast<uint4*>(&out) = __ldg(reinterpret_cast<const uint4*>(p));
+  return out;
+}
+
+// For the read-modify-write pass: streaming (evict-first) loads and stores, since every byte
+// is touched exactly once.
+template <typename scalar_t>
+__device__ __forceinline__ Vec16<scalar_t> load_vec16_streaming(const scalar_t* p) {
+  Vec16<scalar_t> out;
+  *reinterpret_cast<uint4*>(&out) = __ldcs(reinterpret_cast<const uint4*>(p));
   return out;
 }
 
 template <typename scalar_t>
-__device__ __forceinline__ void store_vec16(scalar_t* p, const Vec16<scalar_t>& value) {
-  *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&value);
+__device__ __forceinline__ void store_vec16_streaming(scalar_t* p, const Vec16<scalar_t>& value) {
+  __stcs(reinterpret_cast<uint4*>(p), *reinterpret_cast<const uint4*>(&value));
 }
 
 __device__ __forceinline__ bool is_aligned16(const void* p) {

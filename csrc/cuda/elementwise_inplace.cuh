@@ -17,12 +17,12 @@ __device__ void apply_in_place(scalar_t* data, int64_t begin, int64_t end, const
     constexpr int kVec = Vec16<scalar_t>::kSize;
     const int64_t num_vecs = n / kVec;
     for (int64_t i = threadIdx.x; i < num_vecs; i += kThreads) {
-      Vec16<scalar_t> vals = load_vec16(x + i * kVec);
+      Vec16<scalar_t> vals = load_vec16_streaming(x + i * kVec);
 #pragma unroll
       for (int j = 0; j < kVec; ++j) {
         store_as(vals.v[j], op(to_acc<opmath_t>(vals.v[j])));
       }
-      store_vec16(x + i * kVec, vals);
+      store_vec16_streaming(x + i * kVec, vals);
     }
     scalar_from = num_vecs * kVec;
   }

@@ -22,21 +22,21 @@ __device__ acc_t thread_partial(const scalar_t* data, int64_t begin, int64_t end
     for (; i + (kUnroll - 1) * kThreads < num_vecs; i += kUnroll * kThreads) {
       Vec16<scalar_t> vals[kUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) vals[u] = load_vec16(x + (i + u * kThreads) * kVec);
+      for (int u = 0; u < kUnroll; ++u) vals[u] = load_vec16_readonly(x + (i + u * kThreads) * kVec);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
         for (int j = 0; j < kVec; ++j) acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(vals[u].v[j]), p));
     }
     for (; i < num_vecs; i += kThreads) {
-      const Vec16<scalar_t> vals = load_vec16(x + i * kVec);
+      const Vec16<scalar_t> vals = load_vec16_readonly(x + i * kVec);
 #pragma unroll
       for (int j = 0; j < kVec; ++j) acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(vals.v[j]), p));
     }
     scalar_from = num_vecs * kVec;
   }
   for (int64_t i = scalar_from + threadIdx.x; i < n; i += kThreads) {
-    acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(x[i]), p));
+    acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(__ldg(x + i)), p));
   }
   return acc;
 }

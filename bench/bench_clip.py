@@ -1,0 +1,199 @@
+"""fastclip.clip_grad_norm_ against torch.nn.utils.clip_grad_nor_ (foreach and per-tensor loop).
+
+Cases: the grads of GPT-2 124M (148 tensors) in float32 and bfloat16, and 10,000 tensors of 4,096
+elements. The machine's memory ceilings are measured in the same run (a large read-only sum and
+a large in-place multiply), and each method is reported as median time, speedup over torch's
+foreach path, achieved bandwidth, and the fraction of the memory floor reached:
+
+    floor = grad_bytes / read_ceiling + 2 * grad_bytes / in_place_ceiling
+
+(one read pass for the norm, one read-write pass for the scale; the in-place ceiling counts the
+bytes read plus the bytes written). Results are printed and written as JSON.
+
+    python bench/bench_clip.py                 # CPU, or CUDA when present
+    python bench/bench_clip.py --device cpu --repeat 20 --json bench/results/cpu.json
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+import fastclip
+
+GPT2_LAYER = [(768,), (768,), (768, 2304), (2304,), (768, 768), (768,), (768,), (768,), (768, 3072), (3072,),
+              (3072, 768), (768,)]
+GPT2_124M = [(50257, 768), (1024, 768)] + GPT2_LAYER * 12 + [(768,), (768,)]
+CEILING_BYTES = 1 << 30  # large enough to stream from memory, not from cache
+
+
+def make_grads(shapes, dtype, device, generator):
+    grads = []
+    for shape in shapes:
+        g = torch.empty(shape, dtype=torch.float32).normal_(generator=generator)
+        grads.append(g.to(device=device, dtype=dtype))
+    return grads
+
+
+class Timer:
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, fn, repeat, warmup=2, setup=None):
+        for _ in range(warmup):
+            if setup:
+                setup()
+            fn()
+        samples = []
+        for _ in range(repeat):
+            if setup:
+                setup()  # untimed
+            if self.cuda:
+                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                stop.record()
+                stop.synchronize()
+                samples.append(start.elapsed_time(stop) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - t0)
+        return samples
+
+
+def measure_ceilings(device, timer, repeat):
+    """Read-only and in-place bandwidth in bytes/s, each the median of `repeat` runs."""
+    n = CEILING_BYTES // 4
+    buf = torch.empty(n, dtype=torch.float32, device=device).normal_()
+    read = statistics.median(timer(lambda: buf.sum(), repeat))
+    inplace = statistics.median(timer(lambda: buf.mul_(0.999), repeat))
+    del buf
+    return {"read_bytes_per_s": CEILING_BYTES / read, "in_place_bytes_per_s": 2 * CEILING_BYTES / inplace}
+
+
+def kernel_launches(fn, device):
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+               and "emcpy" not in e.name and "emset" not in e.name)
+
+
+def run_case(name, shapes, dtype, device, ceilings, timer, repeat, generator, include_loop):
+    grads = make_grads(shapes, dtype, device, generator)
+    params = []
+    for g in grads:
+        # Only .grad is read: a zero-stride view stands in for the weights without their memory.
+        p = torch.nn.Parameter(torch.zeros((), device=device, dtype=dtype).expand(g.shape))
+        p.grad = g
+        params.append(p)
+    fastclip.clip_grad_norm_(params, 0.5)  # start at norm max_norm; see restore_norm below
+    grad_bytes = sum(g.numel() * g.element_size() for g in grads)
+    floor = grad_bytes / ceilings["read_bytes_per_s"] + 2 * grad_bytes / ceilings["in_place_bytes_per_s"]
+    # Clipped grads have norm max_norm, and clipping them again gives a coefficient of exactly 1
+    # (fastclip then writes nothing). So before every timed call, untimed, the grads are scaled
+    # up by 4 (exact in every dtype): each call really clips, with coefficient ~0.25.
+    def restore_norm():
+        torch._foreach_mul_(grads, 4.0)
+
+    methods = {
+        "fastclip": lambda: fastclip.clip_grad_norm_(params, 0.5),
+        "torch_foreach": lambda: torch.nn.utils.clip_grad_norm_(params, 0.5, foreach=True),
+    }
+    if include_loop:
+        methods["torch_loop"] = lambda: torch.nn.utils.clip_grad_norm_(params, 0.5, foreach=False)
+    results = {}
+    for method, fn in methods.items():
+        samples = timer(fn, repeat, setup=restore_norm)
+        median = statistics.median(samples)
+        results[method] = {
+            "median_s": median,
+            "min_s": min(samples),
+            "max_s": max(samples),
+            "gb_per_s": 3 * grad_bytes / median / 1e9,
+            "fraction_of_floor": floor / median,
+            "kernel_launches": kernel_launches(fn, device),
+        }
+    for method in results:
+        results[method]["speedup_vs_torch_foreach"] = results["torch_foreach"]["median_s"] / results[method]["median_s"]
+    return {"case": name, "dtype": str(dtype).replace("torch.", ""), "tensors": len(grads), "grad_bytes": grad_bytes,
+            "floor_s": floor, "methods": results}
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def print_table(report):
+    print(f"\n{report['device_name']}: read {report['ceilings']['read_bytes_per_s'] / 1e9:.1f} GB/s, "
+          f"in-place {report['ceilings']['in_place_bytes_per_s'] / 1e9:.1f} GB/s (bytes moved)")
+    header = f"{'case':<28}{'method':<15}{'median ms':>11}{'GB/s':>8}{'vs torch':>10}{'of floor':>10}"
+    print(header + ("" if report["device"] == "cpu" else f"{'launches':>10}"))
+    for case in report["cases"]:
+        label = f"{case['case']} {case['dtype']}"
+        for method, r in case["methods"].items():
+            row = (f"{label:<28}{method:<15}{r['median_s'] * 1e3:>11.2f}{r['gb_per_s']:>8.1f}"
+                   f"{r['speedup_vs_torch_foreach']:>9.2f}x{r['fraction_of_floor'] * 100:>9.0f}%")
+            print(row + ("" if r["kernel_launches"] is None else f"{r['kernel_launches']:>10}"))
+            label = ""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeat", type=int, default=15, help="timed runs per method (median reported)")
+    parser.add_argument("--json", default=None, help="output file (default bench/results/clip_grad_norm_<device>.json)")
+    parser.add_argument("--no-loop", action="store_true", help="skip torch's slow per-tensor loop")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no GPU is available")
+    generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
+    timer = Timer(device)
+    ceilings = measure_ceilings(device, timer, args.repeat)
+    cases = [
+        ("gpt2-124m", GPT2_124M, torch.float32),
+        ("gpt2-124m", GPT2_124M, torch.bfloat16),
+        ("10000x4096", [(4096,)] * 10_000, torch.float32),
+    ]
+    report = {
+        "benchmark": "clip_grad_norm_",
+        "device": device.type,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "fastclip": fastclip.__version__,
+        "repeat": args.repeat,
+        "ceilings": ceilings,
+        "cases": [],
+    }
+    for name, shapes, dtype in cases:
+        print(f"running {name} {dtype} ...", file=sys.stderr, flush=True)
+        report["cases"].append(run_case(name, shapes, dtype, device, ceilings, timer, args.repeat, generator,
+                                        include_loop=not args.no_loop))
+    print_table(report)
+    path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                     f"clip_grad_norm_{device.type}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""fastclip's torch.nn.utils mirrors against torch itself and a float64 reference."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from conftest import DEVICES, FLOAT_DTYPES, RTOL, RTOL_SUM, assert_close_to, make_params, random_tensors, reference_norm, rtol_for
+
+import fastclip
+
+SHAPES = [(64, 33), (7,), (1,), (3, 4, 5), (1000,), (2, 1, 9)]
+DTYPE_LISTS = [[torch.float32], [torch.bfloat16], [torch.float16], [torch.float64],
+               [torch.float32, torch.bfloat16], [torch.bfloat16, torch.float16, torch.float32, torch.float64]]
+
+
+def twin_params(tensors):
+    """Two parameter lists with identical grads: one for torch, one for fastclip."""
+    return make_params(tensors), make_params(tensors)
+
+
+def clip_tolerance(dtypes):
+    # Torch and fastclip may pick coefficients one rounding apart in half precision.
+    return 2 * max(RTOL[d] for d in dtypes) + RTOL_SUM[torch.float32]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtypes", DTYPE_LISTS, ids=lambda ds: "+".join(str(d)[6:] for d in ds))
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf, 0.0, 3.0])
+@pytest.mark.parametrize("max_norm", [0.7, 1e4])
+def test_clip_grad_norm_matches_torch(device, dtypes, norm_type, max_norm, gen):
+    grads = random_tensors(SHAPES, dtypes, device, gen)
+    ours, theirs = twin_params(grads)
+    total = fastclip.clip_grad_norm_(ours, max_norm, norm_type)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
+    assert total.dtype == expected.dtype and total.device == expected.device and total.shape == ()
+    assert_close_to(total, expected, rtol=clip_tolerance(dtypes))
+    # fastclip rounds once; the float64 reference is the exact value.
+    assert_close_to(total, reference_norm(grads, norm_type), rtol=rtol_for(dtypes) + RTOL_SUM[torch.float32])
+    for a, b in zip(ours, theirs):
+        assert a.grad.dtype == b.grad.dtype
+        assert_close_to(a.grad, b.grad, rtol=clip_tolerance(dtypes), atol=1e-7)
+    if max_norm == 1e4 and norm_type != 0.0:  # nothing to clip: grads are untouched, bit for bit
+        for a, g in zip(ours, grads):
+            assert torch.equal(a.grad, g)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("norm_type", [0.5, 1.5, 2.0])
+def test_get_total_norm_matches_torch(device, norm_type, gen):
+    tensors = random_tensors(SHAPES, [torch.float32, torch.float64], device, gen)
+    total = fastclip.get_total_norm(tensors, norm_type)
+    expected = torch.nn.utils.get_total_norm(tensors, norm_type)
+    assert total.dtype == expected.dtype == torch.float64
+    # torch reduces the float32 tensors in float32; fastclip accumulates the whole list in float64.
+    assert_close_to(total, expected, rtol=RTOL_SUM[torch.float32])
+    assert_close_to(total, reference_norm(tensors, norm_type), rtol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_clip_grads_with_norm_matches_torch(device, dtype, gen):
+    grads = random_tensors(SHAPES, [dtype], device, gen)
+    ours, theirs = twin_params(grads)
+    total = torch.tensor(9.5, device=device)
+    fastclip.clip_grads_with_norm_(ours, 2.0, total)
+    torch.nn.utils.clip_grads_with_norm_(theirs, 2.0, total)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a.grad, b.grad)
+    fastclip.clip_grads_with_norm_(ours, 1.0, 4.0)  # a plain number works too
+    torch.nn.utils.clip_grads_with_norm_(theirs, 1.0, torch.tensor(4.0))
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_clip_grad_value_matches_torch(device, dtype, gen):
+    grads = random_tensors(SHAPES, [dtype], device, gen)
+    ours, theirs = twin_params(grads)
+    fastclip.clip_grad_value_(ours, 0.4)
+    torch.nn.utils.clip_grad_value_(theirs, 0.4)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a.grad, b.grad)
+
+
+class TestEdgeCases:
+    def test_no_grads(self):
+        params = [torch.nn.Parameter(torch.randn(3)) for _ in range(2)]
+        total = fastclip.clip_grad_norm_(params, 1.0)
+        assert total.item() == 0.0 and total.device.type == "cpu" and total.dtype == torch.float32
+        assert fastclip.get_total_norm([]).item() == 0.0
+        fastclip.clip_grad_value_(params, 1.0)
+        fastclip.clip_grads_with_norm_(params, 1.0, torch.tensor(2.0))
+
+    def test_none_grads_are_skipped(self, gen):
+        grads = random_tensors(SHAPES, [torch.float32], "cpu", gen)
+        ours, theirs = twin_params(grads)
+        ours[1].grad = theirs[1].grad = None
+        assert_close_to(fastclip.clip_grad_norm_(ours, 0.1), torch.nn.utils.clip_grad_norm_(theirs, 0.1), rtol=2e-6)
+        assert ours[1].grad is None
+        for a, b in zip(ours, theirs):
+            if a.grad is not None:
+                assert_close_to(a.grad, b.grad, rtol=2e-6)
+
+    def test_single_tensor_and_generator(self, gen):
+        (p,) = make_params(random_tensors([(50,)], [torch.float32], "cpu", gen))
+        expected = reference_norm([p.grad], 2.0)
+        assert_close_to(fastclip.clip_grad_norm_(p, 1e9), expected, rtol=2e-6)
+        params = make_params(random_tensors(SHAPES, [torch.float32], "cpu", gen))
+        expected = reference_norm([q.grad for q in params], 2.0)
+        assert_close_to(fastclip.clip_grad_norm_((q for q in params), 1e9), expected, rtol=2e-6)
+
+    def test_empty_generator_warns_like_torch(self):
+        with pytest.warns(UserWarning, match="empty generator"):
+            fastclip.clip_grad_norm_((p for p in []), 1.0)
+
+    def test_empty_tensors(self, gen):
+        grads = random_tensors([(0,), (5,), (0, 3)], [torch.float32], "cpu", gen)
+        ours, theirs = twin_params(grads)
+        assert_close_to(fastclip.clip_grad_norm_(ours, 0.5), torch.nn.utils.clip_grad_norm_(theirs, 0.5), rtol=2e-6)
+        # torch's foreach inf-norm refuses empty tensors; fastclip treats them as norm 0.
+        assert_close_to(fastclip.get_total_norm(grads, math.inf), grads[1].abs().max(), rtol=0)
+
+    def test_non_contiguous_grads(self, gen):
+        params = [torch.nn.Parameter(torch.randn(40, 30)), torch.nn.Parameter(torch.randn(8, 6))]
+        base = torch.randn(30, 40, generator=gen)
+        params[0].grad = base.t()                        # dense, transposed
+        params[1].grad = torch.randn(8, 12, generator=gen)[:, ::2]  # strided view with gaps
+        theirs = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        for a, b in zip(params, theirs):
+            b.grad = a.grad.clone()
+        strided_base = params[1].grad._base
+        before = strided_base.clone()
+        total = fastclip.clip_grad_norm_(params, 0.5)
+        assert_close_to(total, torch.nn.utils.clip_grad_norm_(theirs, 0.5), rtol=2e-6)
+        for a, b in zip(params, theirs):
+            assert_close_to(a.grad, b.grad, rtol=2e-6)
+        assert_close_to(base, theirs[0].grad.t(), rtol=2e-6)  # written in the grad's own storage
+        assert torch.equal(strided_base[:, 1::2], before[:, 1::2])  # the gaps are untouched
+
+    def test_ten_thousand_small_tensors(self, gen):
+        grads = [torch.randn(int(n), generator=gen) for n in torch.randint(1, 300, (10_000,), generator=gen)]
+        ours, theirs = twin_params(grads)
+        total = fastclip.clip_grad_norm_(ours, 1.0)
+        assert_close_to(total, torch.nn.utils.clip_grad_norm_(theirs, 1.0), rtol=2e-5)
+        assert_close_to(total, reference_norm(grads, 2.0), rtol=2e-5)
+        for a, b in zip(ours[::97], theirs[::97]):
+            assert_close_to(a.grad, b.grad, rtol=2e-5)
+
+    @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+    def test_nonfinite_grads_behave_like_torch(self, bad, gen):
+        grads = random_tensors(SHAPES, [torch.float32], "cpu", gen)
+        grads[2][0] = bad
+        ours, theirs = twin_params(grads)
+        total = fastclip.clip_grad_norm_(ours, 1.0)
+        expected = torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+        assert_close_to(total, expected, rtol=0)
+        for a, b in zip(ours, theirs):
+            assert_close_to(a.grad, b.grad, rtol=0)
+
+    def test_error_if_nonfinite_raises_and_leaves_grads(self, gen):
+        grads = random_tensors(SHAPES, [torch.float32], "cpu", gen)
+        grads[0][3, 3] = math.nan
+        ours = make_params(grads)
+        with pytest.raises(RuntimeError, match="non-finite"):
+            fastclip.clip_grad_norm_(ours, 1.0, error_if_nonfinite=True)
+        for a, g in zip(ours, grads):
+            assert torch.equal(a.grad.nan_to_num(), g.nan_to_num())
+        with pytest.raises(RuntimeError, match="non-finite"):
+            fastclip.get_total_norm(grads, error_if_nonfinite=True)
+
+    def test_max_norm_zero_zeroes_grads(self, gen):
+        ours = make_params(random_tensors(SHAPES, [torch.bfloat16], "cpu", gen))
+        fastclip.clip_grad_norm_(ours, 0.0)
+        assert all(torch.equal(p.grad, torch.zeros_like(p.grad)) for p in ours)
+
+    def test_norm_dtype_follows_promotion(self, gen):
+        bf = random_tensors(SHAPES, [torch.bfloat16], "cpu", gen)
+        assert fastclip.get_total_norm(bf).dtype == torch.bfloat16
+        mixed = random_tensors(SHAPES, [torch.bfloat16, torch.float16], "cpu", gen)
+        assert fastclip.get_total_norm(mixed).dtype == torch.float32  # as torch.promote_types
+        assert fastclip.get_total_norm(mixed).dtype == torch.nn.utils.get_total_norm(mixed).dtype
+
+    def test_fp16_per_tensor_overflow_is_documented_difference(self):
+        # torch rounds each per-tensor norm to fp16 (inf past 65504); fastclip rounds the total only.
+        big = torch.full((4,), 40000.0, dtype=torch.float16)
+        assert torch.nn.utils.get_total_norm([big]).isinf()
+        assert fastclip.get_total_norm([big]).isinf()  # 80000 does not fit fp16 either
+        pair = [torch.full((2,), 30000.0, dtype=torch.float16), torch.full((2,), 1.0, dtype=torch.float32)]
+        assert_close_to(fastclip.get_total_norm(pair), math.sqrt(2 * 30000.0**2 + 2), rtol=2e-6)
+
+
+class TestErrors:
+    def params(self, gen, n=3):
+        return make_params(random_tensors([(4, 4)] * n, [torch.float32], "cpu", gen))
+
+    @pytest.mark.parametrize("value", [-1.0, math.nan])
+    def test_bad_max_norm(self, value, gen):
+        with pytest.raises(ValueError, match="max_norm must be >= 0"):
+            fastclip.clip_grad_norm_(self.params(gen), value)
+        with pytest.raises(ValueError, match="max_norm must be >= 0"):
+            fastclip.clip_grads_with_norm_(self.params(gen), value, torch.tensor(1.0))
+
+    def test_bad_norm_type(self, gen):
+        with pytest.raises(ValueError, match="norm_type must be >= 0"):
+            fastclip.clip_grad_norm_(self.params(gen), 1.0, norm_type=-2)
+        with pytest.raises(TypeError, match="norm_type must be a number"):
+            fastclip.get_total_norm([torch.randn(3)], norm_type="two")
+
+    def test_bad_clip_value(self, gen):
+        with pytest.raises(ValueError, match="clip_value must be >= 0"):
+            fastclip.clip_grad_value_(self.params(gen), -0.1)
+
+    def test_non_tensor_in_list(self, gen):
+        with pytest.raises(TypeError, match=r"parameters\[1\] is a str"):
+            fastclip.clip_grad_norm_([self.params(gen)[0], "w"], 1.0)
+        with pytest.raises(TypeError, match=r"tensors\[1\] is a int"):
+            fastclip.get_total_norm([torch.randn(3), 5])
+        with pytest.raises(TypeError, match="parameters must be a Tensor or an iterable"):
+            fastclip.clip_grad_norm_(3.0, 1.0)
+
+    def test_sparse_grad(self, gen):
+        params = self.params(gen)
+        params[2].grad = params[2].grad.to_sparse()
+        with pytest.raises(RuntimeError, match=r"parameters\[2\]\.grad has layout torch.sparse_coo"):
+            fastclip.clip_grad_norm_(params, 1.0)
+        with pytest.raises(RuntimeError, match=r"parameters\[2\]\.grad has layout"):
+            fastclip.clip_grad_value_(params, 1.0)
+
+    def test_unsupported_dtype(self):
+        with pytest.raises(RuntimeError, match=r"tensors\[1\] has dtype torch.int64"):
+            fastclip.get_total_norm([torch.randn(3), torch.arange(3)])
+
+    def test_different_devices(self):
+        with pytest.raises(RuntimeError, match=r"tensors\[1\] is on meta but the first one is on cpu"):
+            fastclip.get_total_norm([torch.randn(3), torch.empty(3, device="meta")])
+
+
+def test_training_step_compiles_without_graph_breaks(gen):
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    reference = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    reference.load_state_dict(model.state_dict())
+    x = torch.randn(8, 16, generator=gen)
+
+    def step(m):
+        loss = m(x).pow(2).mean() * 100
+        loss.backward()
+        return loss
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def clip(params):
+        return fastclip.clip_grad_norm_(params, 0.5)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a graph break under fullgraph raises; so would a warning
+        step(model)
+        total = clip(list(model.parameters()))
+    step(reference)
+    expected = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+    assert_close_to(total, expected, rtol=2e-6)
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert_close_to(a.grad, b.grad, rtol=2e-6)
+    assert total > 0.5  # the case clips
+
+
+def test_compiled_ops_with_inductor(gen):
+    torch._dynamo.reset()
+    tensors = random_tensors([(33, 7), (100,)], [torch.float32, torch.bfloat16], "cpu", gen)
+    expected = [t.clone() for t in tensors]
+    expected_total = fastclip.clip_grad_norm_(make_params(expected), 1.0)
+
+    @torch.compile(fullgraph=True)
+    def clip(ts):
+        total = fastclip.get_total_norm(ts)
+        fastclip.ops.multi_tensor_clip_by_norm_(ts, total, 1.0)
+        return total
+
+    total = clip(tensors)
+    assert_close_to(total, expected_total, rtol=0)

@@ -1,0 +1,112 @@
+"""CUDA-only behaviour: graph capture, launch count, no host sync, 64-bit indexing on the GPU.
+(Parity and op tests run on CUDA too, through the `device` parametrization, when a GPU is present.)"""
+
+import math
+
+import pytest
+import torch
+from conftest import RTOL_SUM, assert_close_to, make_params, random_tensors, reference_norm
+
+import fastclip
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def gpt2_like_grads(dtypes, gen):
+    shapes = [(50257, 768), (1024, 768)] + [(768,), (768,), (768, 2304), (2304,), (768, 768), (768,),
+                                             (768,), (768,), (768, 3072), (3072,), (3072, 768), (768,)] * 12
+    return random_tensors(shapes, dtypes, "cuda", gen)
+
+
+def kernels_launched(fn):
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()  # warm up: allocator, pinned staging buffers
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+            and not any(word in e.name for word in ("Memcpy", "Memset", "memcpy", "memset"))]
+
+
+@pytest.mark.parametrize("dtypes", [[torch.float32], [torch.bfloat16], [torch.float32, torch.bfloat16, torch.float16]])
+def test_clip_grad_norm_is_two_launches_for_any_list(dtypes, gen):
+    for count in (3, 148, 5000):
+        grads = random_tensors([(97,)] * count, dtypes, "cuda", gen)
+        params = make_params(grads)
+        names = kernels_launched(lambda: fastclip.clip_grad_norm_(params, 1.0))
+        assert len(names) == 2, names  # one norm kernel, one scale kernel
+
+
+def test_no_host_sync(gen):
+    grads = gpt2_like_grads([torch.bfloat16, torch.float32], gen)
+    params = make_params(grads)
+    fastclip.clip_grad_norm_(params, 1.0)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fastclip.clip_grad_norm_(params, 1.0)
+        fastclip.clip_grad_value_(params, 0.5)
+        fastclip.get_total_norm(grads, 3.0)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_cuda_graph_capture_and_replay(gen):
+    grads = gpt2_like_grads([torch.float32], gen)[:40]
+    static = [g.clone() for g in grads]
+    params = make_params(static)
+    for p, g in zip(params, static):
+        p.grad = g  # the captured kernels read and write these very tensors
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fastclip.clip_grad_norm_(params, 1.0)  # warm up outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured_total = fastclip.clip_grad_norm_(params, 1.0)
+    for step in range(3):
+        fresh = random_tensors([g.shape for g in grads], [torch.float32], "cuda", gen)
+        for s, f in zip(static, fresh):
+            s.copy_(f * (step + 1))
+        graph.replay()
+        expected_params = make_params(fresh)
+        for e in expected_params:
+            e.grad.mul_(step + 1)
+        expected = torch.nn.utils.clip_grad_norm_(expected_params, 1.0)
+        assert_close_to(captured_total, expected, rtol=RTOL_SUM[torch.float32])
+        for s, e in zip(static, expected_params):
+            assert_close_to(s, e.grad, rtol=RTOL_SUM[torch.float32], atol=1e-9)
+
+
+def test_bitwise_deterministic_on_gpu(gen):
+    grads = gpt2_like_grads([torch.bfloat16], gen)
+    first = fastclip.ops.multi_tensor_norm(grads, 2.0, True)
+    for _ in range(10):
+        again = fastclip.ops.multi_tensor_norm(grads, 2.0, True)
+        assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+def test_tensor_over_2_pow_31_elements_on_gpu():
+    n = 2**31 + 40
+    t = torch.full((n,), 0.5, dtype=torch.bfloat16, device="cuda")
+    t[2**31 + 7] = 3.0
+    assert fastclip.ops.multi_tensor_norm([t], math.inf, False)[0].item() == 3.0
+    fastclip.ops.multi_tensor_scale_([t], torch.tensor(0.5, device="cuda"))
+    assert t[2**31 + 7].item() == 1.5 and t[-1].item() == 0.25
+
+
+def test_compile_with_inductor_on_gpu(gen):
+    torch._dynamo.reset()
+    grads = random_tensors([(128, 64), (64,)], [torch.float32, torch.bfloat16], "cuda", gen)
+    expected = torch.nn.utils.clip_grad_norm_(make_params(grads), 0.5)
+    params = make_params(grads)
+
+    @torch.compile(fullgraph=True)
+    def clip(ps):
+        return fastclip.clip_grad_norm_(ps, 0.5)
+
+    assert_close_to(clip(params), expected, rtol=RTOL_SUM[torch.float32])
+    assert reference_norm(grads, 2.0) > 0.5  # so the clipped grads have norm max_norm
+    assert_close_to(fastclip.get_total_norm([p.grad for p in params]), 0.5, rtol=1e-2)
