@@ -25,6 +25,9 @@ TORCH_LIBRARY(fastclip, m) {
   // tensors *= min(max_norm / (total_norm + 1e-6), 1): torch's clip_grads_with_norm_, with the
   // coefficient computed on the device from total_norm.
   m.def("multi_tensor_clip_by_norm_(Tensor(a!)[] tensors, Tensor total_norm, float max_norm) -> ()");
+  // Both of the above in one call (clip_grad_norm_): returns the pre-clip total norm in the
+  // promoted dtype and scales the tensors in place by torch's coefficient computed from it.
+  m.def("multi_tensor_clip_grad_norm_(Tensor(a!)[] tensors, float max_norm, float norm_type) -> Tensor");
   // Clamps every element to [-clip_value, clip_value] in place (clip_grad_value_).
   m.def("multi_tensor_clamp_(Tensor(a!)[] tensors, float clip_value) -> ()");
 }
@@ -39,7 +42,8 @@ void reject_sparse(const c10::OperatorHandle& op, torch::jit::Stack*) {
 }
 
 void register_sparse_rejections(torch::Library& m) {
-  for (const char* name : {"multi_tensor_norm", "multi_tensor_scale_", "multi_tensor_clip_by_norm_", "multi_tensor_clamp_"}) {
+  for (const char* name : {"multi_tensor_norm", "multi_tensor_scale_", "multi_tensor_clip_by_norm_", "multi_tensor_clip_grad_norm_",
+                           "multi_tensor_clamp_"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
   }
 }

@@ -52,6 +52,13 @@ def _multi_tensor_clip_by_norm_fake(tensors, total_norm, max_norm):
     _check_one_device(tensors, ("total_norm", total_norm))
 
 
+@torch.library.register_fake("fastclip::multi_tensor_clip_grad_norm_")
+def _multi_tensor_clip_grad_norm_fake(tensors, max_norm, norm_type):
+    torch._check(len(tensors) > 0, lambda: "fastclip: tensors must not be empty")
+    _check_one_device(tensors)
+    return tensors[0].new_empty((), dtype=_promoted_dtype(tensors))
+
+
 @torch.library.register_fake("fastclip::multi_tensor_clamp_")
 def _multi_tensor_clamp_fake(tensors, clip_value):
     _check_one_device(tensors)
@@ -70,6 +77,11 @@ def multi_tensor_scale_(tensors, scale):
 def multi_tensor_clip_by_norm_(tensors, total_norm, max_norm):
     """tensors *= min(max_norm / (total_norm + 1e-6), 1), in place; no host sync."""
     _ops.multi_tensor_clip_by_norm_(tensors, total_norm, float(max_norm))
+
+
+def multi_tensor_clip_grad_norm_(tensors, max_norm, norm_type=2.0):
+    """Total norm of a non-empty list, and the list clipped in place to max_norm by it (one call)."""
+    return _ops.multi_tensor_clip_grad_norm_(tensors, float(max_norm), float(norm_type))
 
 
 def multi_tensor_clamp_(tensors, clip_value):

@@ -168,11 +168,16 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     norm_type = _nonnegative(norm_type, "norm_type")
     if not grads:
         return torch.tensor(0.0)
-    total = _total_norm(grads, norm_type, "parameters", grads_of=params)
-    if error_if_nonfinite:
+    if error_if_nonfinite:  # the norm must be seen on the host before any grad is touched
+        total = _total_norm(grads, norm_type, "parameters", grads_of=params)
         _raise_if_nonfinite(total, norm_type)
-    _ops.multi_tensor_clip_by_norm_(grads, total, max_norm)
-    return total
+        _ops.multi_tensor_clip_by_norm_(grads, total, max_norm)
+        return total
+    try:
+        return _ops.multi_tensor_clip_grad_norm_(grads, max_norm, norm_type)
+    except (RuntimeError, TypeError):
+        _diagnose(params, "parameters", grads=True)
+        raise
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):

@@ -28,6 +28,7 @@ def test_opcheck_every_op(device, gen):
     torch.library.opcheck(ops.multi_tensor_scale_, (fresh(), torch.tensor(0.5, device=device)))
     torch.library.opcheck(ops.multi_tensor_scale_, (fresh(), torch.rand(3, device=device, generator=None)))
     torch.library.opcheck(ops.multi_tensor_clip_by_norm_, (fresh(), torch.tensor(7.0, device=device), 1.0))
+    torch.library.opcheck(ops.multi_tensor_clip_grad_norm_, (fresh(), 0.5, 2.0))
     torch.library.opcheck(ops.multi_tensor_clamp_, (fresh(), 0.25))
 
 
@@ -141,6 +142,19 @@ def test_clip_by_norm_uses_torch_coefficient(device, gen):
     coef = torch.clamp(2.0 / (total + 1e-6), max=1.0)
     for t, o in zip(tensors, originals):
         assert torch.equal(t, o * coef)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("norm_type", [2.0, math.inf, 0.0])
+def test_fused_clip_equals_norm_then_clip(device, norm_type, gen):
+    tensors = random_tensors(AWKWARD_SHAPES, [torch.bfloat16, torch.float32], device, gen)
+    separate = [t.clone() for t in tensors]
+    total = ops.multi_tensor_clip_grad_norm_(tensors, 0.3, norm_type)
+    expected_total, _ = ops.multi_tensor_norm(separate, norm_type, False)
+    ops.multi_tensor_clip_by_norm_(separate, expected_total, 0.3)
+    assert torch.equal(total, expected_total)
+    for a, b in zip(tensors, separate):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("device", DEVICES)

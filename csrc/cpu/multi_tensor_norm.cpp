@@ -5,6 +5,7 @@
 
 #include "../common/list_plan.h"
 #include "cpu_chunk_ops.h"
+#include "cpu_passes.h"
 #include "cpu_parallel.h"
 
 namespace fastclip {
@@ -37,14 +38,19 @@ std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind k
 
 std::tuple<at::Tensor, at::Tensor> multi_tensor_norm_cpu(at::TensorList tensors, double norm_type, bool per_tensor) {
   check_norm_type(norm_type);
+  TORCH_CHECK(!tensors.empty(), "fastclip: tensors must not be empty");
   check_tensor_list(tensors, "tensors", /*mutated=*/false);
-  const ListPlan plan = plan_tensor_list(tensors, kCpuChunkSize);
+  return norm_pass(plan_tensor_list(tensors, kCpuChunkSize), norm_type, per_tensor);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> norm_pass(const ListPlan& plan, double norm_type, bool per_tensor) {
   const NormKind kind = norm_kind_for(norm_type);
   if (plan.any_double) return norm_of_plan<double>(plan, kind, norm_type, per_tensor, at::kDouble);
   return norm_of_plan<float>(plan, kind, static_cast<float>(norm_type), per_tensor, at::kFloat);
 }
 
-}  // namespace
 }  // namespace cpu
 }  // namespace fastclip
 

@@ -87,67 +87,86 @@ DeviceList upload(const ListPlan& plan, const at::Device& device, cudaStream_t s
   return DeviceList{dev, reinterpret_cast<const TensorMeta*>(base), reinterpret_cast<const ChunkMeta*>(base + chunk_offset)};
 }
 
-std::tuple<at::Tensor, at::Tensor> multi_tensor_norm_cuda(at::TensorList tensors, double norm_type, bool per_tensor) {
-  check_norm_type(norm_type);
-  TORCH_CHECK(!tensors.empty(), "fastclip: tensors must not be empty");
-  check_tensor_list(tensors, "tensors", /*mutated=*/false);
-  const at::Device device = tensors[0].device();
-  const c10::cuda::CUDAGuard guard(device);
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+// A planned list with its metadata on the device, on the current stream of the list's device.
+struct DeviceListPlan {
+  ListPlan plan;
+  DeviceList list;
+  at::Device device;
+  cudaStream_t stream;
+};
 
-  const ListPlan plan = plan_tensor_list(tensors, chunk_size_for(tensors, device.index()));
-  const DeviceList list = upload(plan, device, stream);
+// Callers hold a CUDAGuard for tensors[0]'s device while using the result.
+DeviceListPlan prepare(at::TensorList tensors) {
+  const at::Device device = tensors[0].device();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+  ListPlan plan = plan_tensor_list(tensors, chunk_size_for(tensors, device.index()));
+  DeviceList list = upload(plan, device, stream);
+  return DeviceListPlan{std::move(plan), std::move(list), device, stream};
+}
+
+std::tuple<at::Tensor, at::Tensor> launch_norm(const DeviceListPlan& prepared, double norm_type, bool per_tensor) {
+  const ListPlan& plan = prepared.plan;
   const at::ScalarType acc_type = plan.any_double ? at::kDouble : at::kFloat;
   const int64_t num_tensors = static_cast<int64_t>(plan.tensors.size());
   const int64_t num_chunks = static_cast<int64_t>(plan.chunks.size());
-  const auto acc_options = at::TensorOptions().dtype(acc_type).device(device);
+  const auto acc_options = at::TensorOptions().dtype(acc_type).device(prepared.device);
 
   // Scratch: chunk partials, per-tensor contributions, and the ticket counter (zeroed here).
   at::Tensor scratch = at::empty({num_chunks + num_tensors + 1}, acc_options);
-  C10_CUDA_CHECK(cudaMemsetAsync(static_cast<uint8_t*>(scratch.data_ptr()) + (num_chunks + num_tensors) * scratch.element_size(),
-                                 0, sizeof(unsigned int), stream));
-  at::Tensor total = at::empty({}, at::TensorOptions().dtype(plan.promoted_type).device(device));
+  uint8_t* scratch_bytes = static_cast<uint8_t*>(scratch.data_ptr());
+  const int64_t element = scratch.element_size();
+  auto* blocks_done = reinterpret_cast<unsigned int*>(scratch_bytes + (num_chunks + num_tensors) * element);
+  C10_CUDA_CHECK(cudaMemsetAsync(blocks_done, 0, sizeof(unsigned int), prepared.stream));
+  at::Tensor total = at::empty({}, at::TensorOptions().dtype(plan.promoted_type).device(prepared.device));
   at::Tensor per_tensor_norms = at::empty({per_tensor ? num_tensors : 0}, acc_options);
 
   NormParams params;
-  params.tensors = list.tensors;
-  params.chunks = list.chunks;
+  params.tensors = prepared.list.tensors;
+  params.chunks = prepared.list.chunks;
   params.num_tensors = static_cast<int32_t>(num_tensors);
   params.num_chunks = static_cast<int32_t>(num_chunks);
   params.chunk_size = plan.chunk_size;
   params.kind = norm_kind_for(norm_type);
   params.p = norm_type;
   params.acc_double = plan.any_double;
-  params.chunk_partials = scratch.data_ptr();
-  params.contributions = static_cast<uint8_t*>(scratch.data_ptr()) + num_chunks * scratch.element_size();
+  params.chunk_partials = scratch_bytes;
+  params.contributions = scratch_bytes + num_chunks * element;
   params.per_tensor_out = per_tensor ? per_tensor_norms.data_ptr() : nullptr;
   params.total_out = total.data_ptr();
   params.total_dtype = static_cast<int32_t>(to_dtype(plan.promoted_type));
-  params.blocks_done = reinterpret_cast<unsigned int*>(static_cast<uint8_t*>(scratch.data_ptr()) +
-                                                       (num_chunks + num_tensors) * scratch.element_size());
-  C10_CUDA_CHECK(launch_multi_tensor_norm(params, grid_for(params.num_chunks, device.index()), stream));
+  params.blocks_done = blocks_done;
+  C10_CUDA_CHECK(launch_multi_tensor_norm(params, grid_for(params.num_chunks, prepared.device.index()), prepared.stream));
   return {total, per_tensor_norms};
 }
 
-void scale_on_device(at::TensorList tensors, const at::Tensor& factor, FactorKind kind, double bound) {
-  if (tensors.empty()) return;
-  const at::Device device = tensors[0].device();
-  const c10::cuda::CUDAGuard guard(device);
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
-  const ListPlan plan = plan_tensor_list(tensors, chunk_size_for(tensors, device.index()));
-  const DeviceList list = upload(plan, device, stream);
+void launch_scale(const DeviceListPlan& prepared, const at::Tensor& factor, FactorKind kind, double bound) {
   const at::Tensor factor_values = factor.contiguous();
   ScaleParams params;
-  params.tensors = list.tensors;
-  params.chunks = list.chunks;
-  params.num_chunks = static_cast<int32_t>(plan.chunks.size());
-  params.chunk_size = plan.chunk_size;
+  params.tensors = prepared.list.tensors;
+  params.chunks = prepared.list.chunks;
+  params.num_chunks = static_cast<int32_t>(prepared.plan.chunks.size());
+  params.chunk_size = prepared.plan.chunk_size;
   params.factor_kind = kind;
   params.factor = factor_values.data_ptr();
   params.factor_dtype = static_cast<int32_t>(to_dtype(factor_values.scalar_type()));
   params.bound = bound;
-  C10_CUDA_CHECK(launch_multi_tensor_scale(params, grid_for(params.num_chunks, device.index()), stream));
-  finish_mutation(plan, tensors);
+  C10_CUDA_CHECK(launch_multi_tensor_scale(params, grid_for(params.num_chunks, prepared.device.index()), prepared.stream));
+}
+
+std::tuple<at::Tensor, at::Tensor> multi_tensor_norm_cuda(at::TensorList tensors, double norm_type, bool per_tensor) {
+  check_norm_type(norm_type);
+  TORCH_CHECK(!tensors.empty(), "fastclip: tensors must not be empty");
+  check_tensor_list(tensors, "tensors", /*mutated=*/false);
+  const c10::cuda::CUDAGuard guard(tensors[0].device());
+  return launch_norm(prepare(tensors), norm_type, per_tensor);
+}
+
+void scale_on_device(at::TensorList tensors, const at::Tensor& factor, FactorKind kind, double bound) {
+  if (tensors.empty()) return;
+  const c10::cuda::CUDAGuard guard(tensors[0].device());
+  const DeviceListPlan prepared = prepare(tensors);
+  launch_scale(prepared, factor, kind, bound);
+  finish_mutation(prepared.plan, tensors);
 }
 
 void multi_tensor_scale_cuda(at::TensorList tensors, const at::Tensor& scale) {
@@ -164,23 +183,34 @@ void multi_tensor_clip_by_norm_cuda(at::TensorList tensors, const at::Tensor& to
   scale_on_device(tensors, total_norm, FactorKind::kClipByNorm, max_norm);
 }
 
+// Norm then scale from one uploaded plan: two kernels, the coefficient computed on the device.
+at::Tensor multi_tensor_clip_grad_norm_cuda(at::TensorList tensors, double max_norm, double norm_type) {
+  TORCH_CHECK(!std::isnan(max_norm) && max_norm >= 0.0, "fastclip: max_norm must be >= 0, got ", max_norm);
+  check_norm_type(norm_type);
+  TORCH_CHECK(!tensors.empty(), "fastclip: tensors must not be empty");
+  check_tensor_list(tensors, "tensors", /*mutated=*/true);
+  const c10::cuda::CUDAGuard guard(tensors[0].device());
+  const DeviceListPlan prepared = prepare(tensors);
+  at::Tensor total = std::get<0>(launch_norm(prepared, norm_type, /*per_tensor=*/false));
+  launch_scale(prepared, total, FactorKind::kClipByNorm, max_norm);
+  finish_mutation(prepared.plan, tensors);
+  return total;
+}
+
 void multi_tensor_clamp_cuda(at::TensorList tensors, double clip_value) {
   TORCH_CHECK(!std::isnan(clip_value) && clip_value >= 0.0, "fastclip: clip_value must be >= 0, got ", clip_value);
   check_tensor_list(tensors, "tensors", /*mutated=*/true);
   if (tensors.empty()) return;
-  const at::Device device = tensors[0].device();
-  const c10::cuda::CUDAGuard guard(device);
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
-  const ListPlan plan = plan_tensor_list(tensors, chunk_size_for(tensors, device.index()));
-  const DeviceList list = upload(plan, device, stream);
+  const c10::cuda::CUDAGuard guard(tensors[0].device());
+  const DeviceListPlan prepared = prepare(tensors);
   ClampParams params;
-  params.tensors = list.tensors;
-  params.chunks = list.chunks;
-  params.num_chunks = static_cast<int32_t>(plan.chunks.size());
-  params.chunk_size = plan.chunk_size;
+  params.tensors = prepared.list.tensors;
+  params.chunks = prepared.list.chunks;
+  params.num_chunks = static_cast<int32_t>(prepared.plan.chunks.size());
+  params.chunk_size = prepared.plan.chunk_size;
   params.bound = clip_value;
-  C10_CUDA_CHECK(launch_multi_tensor_clamp(params, grid_for(params.num_chunks, device.index()), stream));
-  finish_mutation(plan, tensors);
+  C10_CUDA_CHECK(launch_multi_tensor_clamp(params, grid_for(params.num_chunks, prepared.device.index()), prepared.stream));
+  finish_mutation(prepared.plan, tensors);
 }
 
 }  // namespace
@@ -191,5 +221,6 @@ TORCH_LIBRARY_IMPL(fastclip, CUDA, m) {
   m.impl("multi_tensor_norm", &fastclip::cuda::multi_tensor_norm_cuda);
   m.impl("multi_tensor_scale_", &fastclip::cuda::multi_tensor_scale_cuda);
   m.impl("multi_tensor_clip_by_norm_", &fastclip::cuda::multi_tensor_clip_by_norm_cuda);
+  m.impl("multi_tensor_clip_grad_norm_", &fastclip::cuda::multi_tensor_clip_grad_norm_cuda);
   m.impl("multi_tensor_clamp_", &fastclip::cuda::multi_tensor_clamp_cuda);
 }

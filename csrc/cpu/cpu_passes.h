@@ -1,0 +1,26 @@
+// The two CPU passes over a planned tensor list, shared by the norm, scale and fused clip ops.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <tuple>
+#include <vector>
+
+#include "../common/list_plan.h"
+
+namespace fastclip {
+namespace cpu {
+
+// (total in the plan's promoted dtype, per-tensor norms in the accumulation dtype or empty).
+std::tuple<at::Tensor, at::Tensor> norm_pass(const ListPlan& plan, double norm_type, bool per_tensor);
+
+// tensors[t] *= coef_per_tensor[t]; tensors whose coefficient is exactly 1 are not written.
+// Chunks are visited in reverse, so a pass that follows norm_pass starts on the data that
+// pass left in cache.
+void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor);
+
+// torch's clip coefficient from a total norm tensor: float math, or double for a float64 norm.
+double clip_coefficient_of(const at::Tensor& total_norm, double max_norm);
+
+}  // namespace cpu
+}  // namespace fastclip
