@@ -76,10 +76,13 @@ def build_extension():
         return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
     sources = rel("csrc/*.cpp") + rel("csrc/common/*.cpp") + rel("csrc/cpu/*.cpp")
-    cxx_flags = ["-O3", "-DFASTCLIP_PYTHON_MODULE"]
+    # ATen's parallel_for is inline OpenMP: without -fopenmp it silently runs on one thread.
+    # The runtime resolves to the libgomp.so.1 that torch has already loaded.
+    cxx_flags = ["-O3", "-fopenmp", "-DFASTCLIP_PYTHON_MODULE"]
+    link_flags = ["-fopenmp"]
     if not use_cuda:
         print("fastclip: building the CPU-only extension", file=sys.stderr)
-        return CppExtension("fastclip._C", sources, extra_compile_args={"cxx": cxx_flags})
+        return CppExtension("fastclip._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
     print(f"fastclip: building the CUDA extension (toolkit {cuda_home}, "
           f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']})", file=sys.stderr)
     sources += rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu")
@@ -89,6 +92,7 @@ def build_extension():
         "fastclip._C",
         sources,
         extra_compile_args={"cxx": cxx_flags + wheel_includes, "nvcc": ["-O3", "-lineinfo"]},
+        extra_link_args=link_flags,
     )
 
 

@@ -1,6 +1,6 @@
 // Per-chunk entry points of the CPU backend: dtype and norm kind are dispatched here, and on
-// x86 the best instruction set is picked once at run time (AVX2+FMA+F16C when present), so one
-// binary is both portable and fast.
+// x86 the widest instruction set present is picked once at run time (AVX-512, else AVX2+FMA+F16C,
+// else baseline), so one binary is both portable and fast. FASTCLIP_CPU_ISA=generic|avx2 caps it.
 #pragma once
 
 #include <cstdint>
