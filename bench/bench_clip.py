@@ -1,4 +1,4 @@
-"""fastclip.clip_grad_norm_ against torch.nn.utils.clip_grad_nor_ (foreach and per-tensor loop).
+"""fastclip.clip_grad_norm_ against torch.nn.utils.clip_grad_norm_ (foreach and per-tensor loop).
 
 Cases: the grads of GPT-2 124M (148 tensors) in float32 and bfloat16, and 10,000 tensors of 4,096
 elements. The machine's memory ceilings are measured in the same run (a large read-only sum and
@@ -152,12 +152,28 @@ def print_table(report):
             label = ""
 
 
+def markdown_table(report):
+    """The README's results table for one report."""
+    ceil = report["ceilings"]
+    lines = [f"{report['device_name']}, torch {report['torch']}, median of {report['repeat']} runs; "
+             f"ceilings measured in the same run: read {ceil['read_bytes_per_s'] / 1e9:.1f} GB/s, "
+             f"in-place {ceil['in_place_bytes_per_s'] / 1e9:.1f} GB/s.", "",
+             "| case | tensors | method | median ms | speedup vs torch foreach | fraction of floor |",
+             "| --- | ---: | --- | ---: | ---: | ---: |"]
+    for case in report["cases"]:
+        for method, r in case["methods"].items():
+            lines.append(f"| {case['case']} {case['dtype']} | {case['tensors']} | {method} | {r['median_s'] * 1e3:.2f} | "
+                         f"{r['speedup_vs_torch_foreach']:.2f}x | {r['fraction_of_floor'] * 100:.0f}% |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeat", type=int, default=15, help="timed runs per method (median reported)")
     parser.add_argument("--json", default=None, help="output file (default bench/results/clip_grad_norm_<device>.json)")
     parser.add_argument("--no-loop", action="store_true", help="skip torch's slow per-tensor loop")
+    parser.add_argument("--markdown", action="store_true", help="also print the results as a markdown table")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
@@ -187,6 +203,8 @@ def main(argv=None):
         report["cases"].append(run_case(name, shapes, dtype, device, ceilings, timer, args.repeat, generator,
                                         include_loop=not args.no_loop))
     print_table(report)
+    if args.markdown:
+        print("\n" + markdown_table(report))
     path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                      f"clip_grad_norm_{device.type}.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

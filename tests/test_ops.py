@@ -162,14 +162,14 @@ def test_in_place_ops_write_through_views(device, gen):
     base = torch.randn(64, 50, generator=gen).to(device)
     original = base.clone()
     strided = base[:, ::2]          # not dense: processed on a copy and written back
-    transposed = base.t()[10:20]    # dense in another order? no: a strided slice of the transpose
-    rows = base[40:]                # contiguous view with an offset
+    transposed = base[:30].t()[10:20]  # a strided slice of a transpose (rows 0-29, columns 10-19)
+    rows = base[40:]                   # contiguous view with an offset
     ops.multi_tensor_scale_([strided], torch.tensor(0.5, device=device))
     expected = original.clone()
     expected[:, ::2] *= 0.5
     assert torch.equal(base, expected)
     ops.multi_tensor_clamp_([transposed, rows], 0.3)
-    expected.t()[10:20].clamp_(-0.3, 0.3)
+    expected[:30].t()[10:20].clamp_(-0.3, 0.3)
     expected[40:].clamp_(-0.3, 0.3)
     assert torch.equal(base, expected)
 
@@ -236,6 +236,24 @@ class TestErrors:
         with pytest.raises(RuntimeError, match="share memory"):
             ops.multi_tensor_scale_([torch.randn(3, 1).expand(3, 4)], torch.tensor(0.5))
 
+    def test_same_tensor_twice_in_place(self):
+        t = torch.randn(10)
+        with pytest.raises(RuntimeError, match=r"tensors\[0\] and tensors\[2\] share memory"):
+            ops.multi_tensor_scale_([t, torch.randn(3), t], torch.tensor(0.5))
+        base = torch.randn(8, 8)
+        with pytest.raises(RuntimeError, match="share memory"):
+            ops.multi_tensor_clamp_([base[2:6], base[4:]], 0.1)
+        # Interleaved views share no element, but torch cannot prove it: refused, with the way out.
+        with pytest.raises(RuntimeError, match="may share memory; modify them in separate calls"):
+            ops.multi_tensor_clamp_([base[:, ::2], base[:, 1::2]], 0.1)
+        ops.multi_tensor_clamp_([base[:, ::2]], 0.1)
+        ops.multi_tensor_clamp_([base[:, 1::2]], 0.1)
+        assert base.abs().max() <= 0.1
+        # Adjacent, disjoint slices of one buffer are fine (a flat grad buffer's views).
+        flat = torch.randn(100)
+        ops.multi_tensor_scale_([flat[:40], flat[40:70], flat[70:]], torch.tensor(0.0))
+        assert torch.equal(flat, torch.zeros(100))
+
     def test_scale_shape(self):
         with pytest.raises(RuntimeError, match="scale must hold one element or one per tensor"):
             ops.multi_tensor_scale_([torch.randn(3), torch.randn(3)], torch.ones(3))
@@ -254,3 +272,47 @@ class TestErrors:
         with pytest.raises(RuntimeError):
             ops.multi_tensor_scale_([good, torch.arange(3)], torch.tensor(0.5))
         assert torch.equal(good, before)
+
+
+_ISA_SCRIPT = """
+import sys, torch, fastclip
+ops = torch.ops.fastclip
+g = torch.Generator().manual_seed(int(sys.argv[1]))
+out = {}
+for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+    ts = [(torch.randn(n, generator=g) * 3).to(dtype) for n in (1, 15, 16, 17, 4099, 70001)]
+    ts[3][5] = float("nan")
+    out[f"norm {dtype}"] = ops.multi_tensor_norm(ts, 2.0, True)
+    ops.multi_tensor_scale_(ts, torch.tensor(0.3))
+    out[f"scale {dtype}"] = [t.clone() for t in ts]
+    ops.multi_tensor_clamp_(ts, 0.5)
+    out[f"clamp {dtype}"] = ts
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_cpu_instruction_set_variants_agree(tmp_path, gen):
+    import os
+    import subprocess
+    import sys
+
+    seed = str(torch.randint(0, 2**31 - 1, (), generator=gen).item())
+    results = {}
+    for isa in ("generic", "avx2", "best"):
+        env = dict(os.environ)
+        env.pop("FASTCLIP_CPU_ISA", None)
+        if isa != "best":
+            env["FASTCLIP_CPU_ISA"] = isa
+        path = tmp_path / f"{isa}.pt"
+        subprocess.run([sys.executable, "-c", _ISA_SCRIPT, seed, str(path)], check=True, env=env)
+        results[isa] = torch.load(path)
+    base = results["generic"]
+    for isa in ("avx2", "best"):
+        for key, value in results[isa].items():
+            if key.startswith("norm"):  # FMA contraction may differ in the last bits
+                assert_close_to(value[0], base[key][0], rtol=RTOL_SUM[torch.float32])
+                assert_close_to(value[1], base[key][1], rtol=RTOL_SUM[torch.float32])
+            else:  # the same rounding everywhere: bit for bit
+                bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+                for a, b in zip(value, base[key]):
+                    assert torch.equal(a.view(bits[a.element_size()]), b.view(bits[b.element_size()])), (isa, key)

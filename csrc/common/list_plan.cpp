@@ -3,8 +3,11 @@
 #include <ATen/MemoryOverlap.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <vector>
 
 namespace fastclip {
 
@@ -22,6 +25,46 @@ DType to_dtype(at::ScalarType type) {
   }
 }
 
+namespace {
+
+// Two entries of an in-place list that share memory would be written by different threads or
+// blocks at once. Sort the entries' memory spans and sweep (O(n log n) when nothing overlaps);
+// spans that intersect are refined by torch's overlap test. Where that test cannot decide
+// (strided views such as x[:, ::2] and x[:, 1::2]), the list is refused rather than risk it.
+void check_no_overlap_between(at::TensorList tensors, const char* arg) {
+  struct Span {
+    uintptr_t begin, end;
+    size_t index;
+  };
+  std::vector<Span> spans;
+  spans.reserve(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const at::Tensor& t = tensors[i];
+    if (t.numel() == 0) continue;
+    int64_t last = 0;
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+    const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+    spans.push_back(Span{begin, begin + static_cast<uintptr_t>((last + 1) * t.element_size()), i});
+  }
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  std::vector<const Span*> active;  // earlier spans still open at the current begin
+  for (const Span& span : spans) {
+    active.erase(std::remove_if(active.begin(), active.end(), [&](const Span* a) { return a->end <= span.begin; }),
+                 active.end());
+    for (const Span* other : active) {
+      const size_t i = std::min(other->index, span.index), j = std::max(other->index, span.index);
+      const at::MemOverlapStatus status = at::get_overlap_status(tensors[i], tensors[j]);
+      TORCH_CHECK(status != at::MemOverlapStatus::TooHard, "fastclip: ", arg, "[", i, "] and ", arg, "[", j,
+                  "] are strided views of one buffer that may share memory; modify them in separate calls");
+      TORCH_CHECK(status == at::MemOverlapStatus::No, "fastclip: ", arg, "[", i, "] and ", arg, "[", j,
+                  "] share memory (the same tensor twice, or overlapping views) and cannot both be modified in place");
+    }
+    active.push_back(&span);
+  }
+}
+
+}  // namespace
+
 void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
@@ -37,6 +80,7 @@ void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated) {
                   "] has elements that share memory (e.g. an expanded tensor) and cannot be modified in place");
     }
   }
+  if (mutated) check_no_overlap_between(tensors, arg);
 }
 
 void check_norm_type(double norm_type) {

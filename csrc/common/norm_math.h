@@ -83,42 +83,43 @@ FASTCLIP_HD acc_t total_contribution(NormKind kind, acc_t tensor_partial) {
   return tensor_partial;
 }
 
-// Combine v[0..n) in a fixed order whose rounding error grows with log(n), not n: runs of eight
-// are folded in sequence, then equal-sized runs are merged pairwise (a binary counter of levels).
-// Used for the per-tensor combine of chunk partials and for the total on the CPU.
+// Combine v[0..n) in a fixed order whose rounding error grows like (64 + n / 64) rather than
+// n: runs of 64 are folded in sequence, then the run results in sequence. No local arrays, so
+// it costs a GPU kernel no stack. Used for the per-tensor combine of chunk partials and for the
+// total over tensors.
 template <typename acc_t>
-FASTCLIP_HD acc_t cascade_combine(NormKind kind, const acc_t* v, int64_t n) {
-  constexpr int kRun = 8;
-  acc_t pending[64];
-  int64_t pending_count = 0;
+FASTCLIP_HD acc_t blocked_combine(NormKind kind, const acc_t* v, int64_t n) {
+  constexpr int64_t kRun = 64;
   acc_t result = acc_t(0);
   for (int64_t run_begin = 0; run_begin < n; run_begin += kRun) {
-    int64_t run_end = run_begin + kRun < n ? run_begin + kRun : n;
-    acc_t s = v[run_begin];
-    for (int64_t i = run_begin + 1; i < run_end; ++i) s = norm_combine(kind, s, v[i]);
-    // The k-th run merges with as many pending sums as k has trailing one bits.
-    int64_t run_index = run_begin / kRun;
-    while (run_index & 1) {
-      s = norm_combine(kind, pending[--pending_count], s);
-      run_index >>= 1;
-    }
-    pending[pending_count++] = s;
-  }
-  if (pending_count > 0) {
-    result = pending[pending_count - 1];
-    for (int64_t i = pending_count - 2; i >= 0; --i) result = norm_combine(kind, pending[i], result);
+    const int64_t run_end = run_begin + kRun < n ? run_begin + kRun : n;
+    acc_t run = v[run_begin];
+    for (int64_t i = run_begin + 1; i < run_end; ++i) run = norm_combine(kind, run, v[i]);
+    result = run_begin == 0 ? run : norm_combine(kind, result, run);
   }
   return result;
 }
 
-// Turn a combined partial into a norm.
+// Turn a combined partial into a norm. The compile-time form keeps pow out of the kernels of
+// the other kinds (a call there costs registers).
+template <NormKind kind, typename acc_t>
+FASTCLIP_HD acc_t norm_finalize(acc_t partial, acc_t p) {
+  if constexpr (kind == NormKind::kL2) {
+    return fc_sqrt(partial);
+  } else if constexpr (kind == NormKind::kGeneral) {
+    return fc_pow(partial, acc_t(1) / p);
+  } else {
+    return partial;
+  }
+}
+
 template <typename acc_t>
 FASTCLIP_HD acc_t norm_finalize(NormKind kind, acc_t partial, acc_t p) {
   switch (kind) {
     case NormKind::kL2:
-      return fc_sqrt(partial);
+      return norm_finalize<NormKind::kL2>(partial, p);
     case NormKind::kGeneral:
-      return fc_pow(partial, acc_t(1) / p);
+      return norm_finalize<NormKind::kGeneral>(partial, p);
     default:
       return partial;
   }

@@ -28,11 +28,11 @@ std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind k
   for (int64_t t = 0; t < num_tensors; ++t) {
     const int64_t first = plan.tensors[t].first_chunk;
     const int64_t stop = t + 1 < num_tensors ? plan.tensors[t + 1].first_chunk : num_chunks;
-    const acc_t partial = cascade_combine(kind, chunk_partials.data() + first, stop - first);
+    const acc_t partial = blocked_combine(kind, chunk_partials.data() + first, stop - first);
     contributions[t] = total_contribution(kind, partial);
     if (per_tensor_out) per_tensor_out[t] = norm_finalize(kind, partial, p);
   }
-  const acc_t total = norm_finalize(kind, cascade_combine(kind, contributions.data(), num_tensors), p);
+  const acc_t total = norm_finalize(kind, blocked_combine(kind, contributions.data(), num_tensors), p);
   return {at::scalar_tensor(total, at::TensorOptions().dtype(acc_type)).to(plan.promoted_type), per_tensor_norms};
 }
 

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/CachingHostAllocator.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -21,11 +22,12 @@ namespace cuda {
 namespace {
 
 int multiprocessor_count(int device) {
-  static int counts[256] = {0};
+  static std::mutex mutex;
+  static std::vector<int> counts;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (static_cast<size_t>(device) >= counts.size()) counts.resize(device + 1, 0);
   if (counts[device] == 0) {
-    int value = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device));
-    counts[device] = value;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device));
   }
   return counts[device];
 }
@@ -68,14 +70,19 @@ DeviceList upload(const ListPlan& plan, const at::Device& device, cudaStream_t s
   const size_t tensor_bytes = plan.tensors.size() * sizeof(TensorMeta);
   const size_t chunk_offset = (tensor_bytes + 15) / 16 * 16;
   const size_t total_bytes = std::max<size_t>(16, chunk_offset + plan.chunks.size() * sizeof(ChunkMeta));
-  at::Tensor host = at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  at::Tensor host;
+  {
+    // torch's pinned allocator may query events, which a capture in global mode forbids.
+    const c10::cuda::CUDAStreamCaptureModeGuard relaxed(cudaStreamCaptureModeRelaxed);
+    host = at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+  }
   uint8_t* host_ptr = host.data_ptr<uint8_t>();
   if (tensor_bytes) std::memcpy(host_ptr, plan.tensors.data(), tensor_bytes);
   if (!plan.chunks.empty()) std::memcpy(host_ptr + chunk_offset, plan.chunks.data(), plan.chunks.size() * sizeof(ChunkMeta));
   at::Tensor dev = at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).device(device));
   C10_CUDA_CHECK(cudaMemcpyAsync(dev.data_ptr(), host_ptr, total_bytes, cudaMemcpyHostToDevice, stream));
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
   if (capture == cudaStreamCaptureStatusNone) {
     // The pinned block returns to torch's cache only once the copy has run.
     at::getHostAllocator(at::kCUDA)->record_event(host_ptr, host.storage().data_ptr().get_context(),

@@ -12,7 +12,7 @@ struct ClampOp {
 };
 
 __global__ void __launch_bounds__(kThreads) multi_tensor_clamp_kernel(const ClampParams params) {
-  for (int32_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
+  for (int64_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
     const ChunkMeta chunk = params.chunks[c];
     const TensorMeta meta = params.tensors[chunk.tensor];
     int64_t begin, end;

@@ -63,8 +63,14 @@ __device__ __forceinline__ void store_vec16_streaming(scalar_t* p, const Vec16<s
   __stcs(reinterpret_cast<uint4*>(p), *reinterpret_cast<const uint4*>(&value));
 }
 
-__device__ __forceinline__ bool is_aligned16(const void* p) {
-  return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
+// Elements before the first 16-byte boundary at or after p (all of n if p is not even aligned
+// to its element size): they take the scalar path, the rest the vector path.
+template <typename scalar_t>
+__device__ __forceinline__ int64_t misaligned_head(const scalar_t* p, int64_t n) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(p);
+  if (address % sizeof(scalar_t) != 0) return n;
+  const int64_t head = static_cast<int64_t>(((16 - (address & 15)) & 15) / sizeof(scalar_t));
+  return head < n ? head : n;
 }
 
 template <typename acc_t>
@@ -77,6 +83,7 @@ __device__ __forceinline__ acc_t shfl_down(acc_t v, int offset) {
 // Ends with a barrier, so scratch may be reused right after.
 template <NormKind kind, typename acc_t>
 __device__ acc_t block_reduce(acc_t value, acc_t* scratch) {
+  static_assert(kThreads % 32 == 0 && kThreads / 32 <= 32, "the second stage reduces one warp's worth");
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   for (int offset = 16; offset > 0; offset >>= 1) value = norm_combine<kind>(value, shfl_down(value, offset));

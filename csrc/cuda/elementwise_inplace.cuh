@@ -10,10 +10,12 @@ namespace cuda {
 template <typename scalar_t, typename Op>
 __device__ void apply_in_place(scalar_t* data, int64_t begin, int64_t end, const Op& op) {
   using opmath_t = typename ScalarOf<scalar_t>::opmath;
-  scalar_t* x = data + begin;
-  const int64_t n = end - begin;
+  const int64_t head = misaligned_head(data + begin, end - begin);
+  for (int64_t i = threadIdx.x; i < head; i += kThreads) store_as(data[begin + i], op(to_acc<opmath_t>(data[begin + i])));
+  scalar_t* x = data + begin + head;
+  const int64_t n = end - begin - head;
   int64_t scalar_from = 0;
-  if (is_aligned16(x)) {
+  {
     constexpr int kVec = Vec16<scalar_t>::kSize;
     const int64_t num_vecs = n / kVec;
     for (int64_t i = threadIdx.x; i < num_vecs; i += kThreads) {

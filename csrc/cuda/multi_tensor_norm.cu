@@ -1,6 +1,8 @@
 // Multi-tensor p-norm in one launch: every block reduces whole chunks into one partial each;
 // the last block to finish (an integer ticket, no float atomics) combines the partials in a
 // fixed order into per-tensor norms and the total. Bitwise deterministic for a given list.
+#include <cuda/atomic>
+
 #include "device_utils.cuh"
 
 namespace fastclip {
@@ -11,10 +13,14 @@ namespace {
 template <NormKind kind, typename scalar_t, typename acc_t>
 __device__ acc_t thread_partial(const scalar_t* data, int64_t begin, int64_t end, acc_t p) {
   acc_t acc = acc_t(0);
-  const scalar_t* x = data + begin;
-  const int64_t n = end - begin;
+  const int64_t head = misaligned_head(data + begin, end - begin);
+  for (int64_t i = threadIdx.x; i < head; i += kThreads) {
+    acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(__ldg(data + begin + i)), p));
+  }
+  const scalar_t* x = data + begin + head;
+  const int64_t n = end - begin - head;
   int64_t scalar_from = 0;
-  if (is_aligned16(x)) {
+  {
     constexpr int kVec = Vec16<scalar_t>::kSize;
     const int64_t num_vecs = n / kVec;
     constexpr int kUnroll = 4;
@@ -75,9 +81,9 @@ __device__ void combine_partials(const NormParams& params, acc_t p, acc_t* scrat
     for (int32_t t = threadIdx.x; t < params.num_tensors; t += kThreads) {
       const int32_t first = params.tensors[t].first_chunk;
       const int32_t stop = t + 1 < params.num_tensors ? params.tensors[t + 1].first_chunk : params.num_chunks;
-      const acc_t partial = cascade_combine(kind, partials + first, stop - first);
+      const acc_t partial = blocked_combine(kind, partials + first, stop - first);
       contributions[t] = total_contribution(kind, partial);
-      if (per_tensor_out != nullptr) per_tensor_out[t] = norm_finalize(kind, partial, p);
+      if (per_tensor_out != nullptr) per_tensor_out[t] = norm_finalize<kind>(partial, p);
     }
     __syncthreads();  // contributions are read below by other threads of this block
     source = contributions;
@@ -86,19 +92,18 @@ __device__ void combine_partials(const NormParams& params, acc_t p, acc_t* scrat
   acc_t local = acc_t(0);
   for (int64_t i = threadIdx.x; i < count; i += kThreads) local = norm_combine<kind>(local, source[i]);
   const acc_t total = block_reduce<kind>(local, scratch);
-  if (threadIdx.x == 0) {
-    store_total(params.total_out, params.total_dtype, norm_finalize(kind, total, p));
-    *params.blocks_done = 0;  // leave the ticket counter ready for a graph replay
-  }
+  if (threadIdx.x == 0) store_total(params.total_out, params.total_dtype, norm_finalize<kind>(total, p));
 }
 
+// Minimum one resident block: with the default heuristic ptxas spills to reach a higher
+// occupancy. The float kernels still fit two blocks per SM (under 64 registers).
 template <NormKind kind, typename acc_t>
-__global__ void __launch_bounds__(kThreads) multi_tensor_norm_kernel(const NormParams params) {
+__global__ void __launch_bounds__(kThreads, 1) multi_tensor_norm_kernel(const NormParams params) {
   __shared__ acc_t scratch[kThreads / 32];
   __shared__ bool is_last_block;
   const acc_t p = static_cast<acc_t>(params.p);
   acc_t* partials = static_cast<acc_t*>(params.chunk_partials);
-  for (int32_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
+  for (int64_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
     const ChunkMeta chunk = params.chunks[c];
     const TensorMeta meta = params.tensors[chunk.tensor];
     int64_t begin, end;
@@ -106,12 +111,15 @@ __global__ void __launch_bounds__(kThreads) multi_tensor_norm_kernel(const NormP
     const acc_t block_partial = block_reduce<kind>(chunk_thread_partial<kind>(meta, begin, end, p), scratch);
     if (threadIdx.x == 0) partials[c] = block_partial;
   }
-  // Publish this block's partials, then take a ticket; the last ticket combines.
-  __threadfence();
-  if (threadIdx.x == 0) is_last_block = atomicAdd(params.blocks_done, 1u) == gridDim.x - 1;
+  // Thread 0 wrote this block's partials; its acq_rel ticket publishes them, and the last
+  // ticket's acquire (spread to the block by the barrier) makes every block's partials visible.
+  // The counter is zeroed by a memset before each launch (captured with it in a graph).
+  if (threadIdx.x == 0) {
+    ::cuda::atomic_ref<unsigned int, ::cuda::thread_scope_device> blocks_done(*params.blocks_done);
+    is_last_block = blocks_done.fetch_add(1u, ::cuda::memory_order_acq_rel) == gridDim.x - 1;
+  }
   __syncthreads();
   if (!is_last_block) return;
-  __threadfence();
   combine_partials<kind, acc_t>(params, p, scratch);
 }
 

@@ -42,7 +42,7 @@ struct MulDouble {
 };
 
 __global__ void __launch_bounds__(kThreads) multi_tensor_scale_kernel(const ScaleParams params) {
-  for (int32_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
+  for (int64_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
     const ChunkMeta chunk = params.chunks[c];
     const double coef = coefficient(params, chunk.tensor);
     if (coef == 1.0) continue;  // uniform across the block: nothing to write
