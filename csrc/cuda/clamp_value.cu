@@ -11,7 +11,8 @@ struct ClampOp {
   __device__ opmath_t operator()(opmath_t x) const { return clamp_symmetric(x, bound); }
 };
 
-__global__ void __launch_bounds__(kThreads) multi_tensor_clamp_kernel(const ClampParams params) {
+// Two resident blocks per SM (at most 64 registers) for enough loads in flight.
+__global__ void __launch_bounds__(kThreads, 2) multi_tensor_clamp_kernel(const ClampParams params) {
   for (int64_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
     const ChunkMeta chunk = params.chunks[c];
     const TensorMeta meta = params.tensors[chunk.tensor];

@@ -18,12 +18,24 @@ __device__ void apply_in_place(scalar_t* data, int64_t begin, int64_t end, const
   {
     constexpr int kVec = Vec16<scalar_t>::kSize;
     const int64_t num_vecs = n / kVec;
-    for (int64_t i = threadIdx.x; i < num_vecs; i += kThreads) {
+    // Four loads in flight per thread before any store: enough bytes in flight to stream.
+    constexpr int kUnroll = 4;
+    int64_t i = threadIdx.x;
+    for (; i + (kUnroll - 1) * kThreads < num_vecs; i += kUnroll * kThreads) {
+      Vec16<scalar_t> vals[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) vals[u] = load_vec16_streaming(x + (i + u * kThreads) * kVec);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) store_as(vals[u].v[j], op(to_acc<opmath_t>(vals[u].v[j])));
+        store_vec16_streaming(x + (i + u * kThreads) * kVec, vals[u]);
+      }
+    }
+    for (; i < num_vecs; i += kThreads) {
       Vec16<scalar_t> vals = load_vec16_streaming(x + i * kVec);
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) {
-        store_as(vals.v[j], op(to_acc<opmath_t>(vals.v[j])));
-      }
+      for (int j = 0; j < kVec; ++j) store_as(vals.v[j], op(to_acc<opmath_t>(vals.v[j])));
       store_vec16_streaming(x + i * kVec, vals);
     }
     scalar_from = num_vecs * kVec;

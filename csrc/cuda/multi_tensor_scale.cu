@@ -41,7 +41,8 @@ struct MulDouble {
   __device__ double operator()(double x) const { return x * coef; }
 };
 
-__global__ void __launch_bounds__(kThreads) multi_tensor_scale_kernel(const ScaleParams params) {
+// Two resident blocks per SM (at most 64 registers) for enough loads in flight.
+__global__ void __launch_bounds__(kThreads, 2) multi_tensor_scale_kernel(const ScaleParams params) {
   for (int64_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
     const ChunkMeta chunk = params.chunks[c];
     const double coef = coefficient(params, chunk.tensor);
