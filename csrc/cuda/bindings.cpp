@@ -61,8 +61,7 @@ void keep_alive_for_graphs(const at::Tensor& host_buffer) {
 
 struct DeviceList {
   at::Tensor buffer;  // holds both arrays
-  const TensorMeta* tensors;
-  const ChunkMeta* chunks;
+  ChunkList list;
 };
 
 // Copies the plan's metadata to the device on `stream` through a pinned staging buffer.
@@ -91,15 +90,23 @@ DeviceList upload(const ListPlan& plan, const at::Device& device, cudaStream_t s
     keep_alive_for_graphs(host);
   }
   const uint8_t* base = dev.data_ptr<uint8_t>();
-  return DeviceList{dev, reinterpret_cast<const TensorMeta*>(base), reinterpret_cast<const ChunkMeta*>(base + chunk_offset)};
+  ChunkList list;
+  list.tensors = reinterpret_cast<const TensorMeta*>(base);
+  list.chunks = reinterpret_cast<const ChunkMeta*>(base + chunk_offset);
+  list.num_tensors = static_cast<int32_t>(plan.tensors.size());
+  list.num_chunks = static_cast<int32_t>(plan.chunks.size());
+  list.chunk_size = plan.chunk_size;
+  return DeviceList{dev, list};
 }
 
 // A planned list with its metadata on the device, on the current stream of the list's device.
 struct DeviceListPlan {
   ListPlan plan;
-  DeviceList list;
+  DeviceList device_list;
   at::Device device;
   cudaStream_t stream;
+
+  int grid() const { return grid_for(device_list.list.num_chunks, device.index()); }
 };
 
 // Callers hold a CUDAGuard for tensors[0]'s device while using the result.
@@ -128,11 +135,7 @@ std::tuple<at::Tensor, at::Tensor> launch_norm(const DeviceListPlan& prepared, d
   at::Tensor per_tensor_norms = at::empty({per_tensor ? num_tensors : 0}, acc_options);
 
   NormParams params;
-  params.tensors = prepared.list.tensors;
-  params.chunks = prepared.list.chunks;
-  params.num_tensors = static_cast<int32_t>(num_tensors);
-  params.num_chunks = static_cast<int32_t>(num_chunks);
-  params.chunk_size = plan.chunk_size;
+  params.list = prepared.device_list.list;
   params.kind = norm_kind_for(norm_type);
   params.p = norm_type;
   params.acc_double = plan.any_double;
@@ -142,22 +145,19 @@ std::tuple<at::Tensor, at::Tensor> launch_norm(const DeviceListPlan& prepared, d
   params.total_out = total.data_ptr();
   params.total_dtype = static_cast<int32_t>(to_dtype(plan.promoted_type));
   params.blocks_done = blocks_done;
-  C10_CUDA_CHECK(launch_multi_tensor_norm(params, grid_for(params.num_chunks, prepared.device.index()), prepared.stream));
+  C10_CUDA_CHECK(launch_multi_tensor_norm(params, prepared.grid(), prepared.stream));
   return {total, per_tensor_norms};
 }
 
 void launch_scale(const DeviceListPlan& prepared, const at::Tensor& factor, FactorKind kind, double bound) {
   const at::Tensor factor_values = factor.contiguous();
   ScaleParams params;
-  params.tensors = prepared.list.tensors;
-  params.chunks = prepared.list.chunks;
-  params.num_chunks = static_cast<int32_t>(prepared.plan.chunks.size());
-  params.chunk_size = prepared.plan.chunk_size;
+  params.list = prepared.device_list.list;
   params.factor_kind = kind;
   params.factor = factor_values.data_ptr();
   params.factor_dtype = static_cast<int32_t>(to_dtype(factor_values.scalar_type()));
   params.bound = bound;
-  C10_CUDA_CHECK(launch_multi_tensor_scale(params, grid_for(params.num_chunks, prepared.device.index()), prepared.stream));
+  C10_CUDA_CHECK(launch_multi_tensor_scale(params, prepared.grid(), prepared.stream));
 }
 
 std::tuple<at::Tensor, at::Tensor> multi_tensor_norm_cuda(at::TensorList tensors, double norm_type, bool per_tensor) {
@@ -211,12 +211,9 @@ void multi_tensor_clamp_cuda(at::TensorList tensors, double clip_value) {
   const c10::cuda::CUDAGuard guard(tensors[0].device());
   const DeviceListPlan prepared = prepare(tensors);
   ClampParams params;
-  params.tensors = prepared.list.tensors;
-  params.chunks = prepared.list.chunks;
-  params.num_chunks = static_cast<int32_t>(prepared.plan.chunks.size());
-  params.chunk_size = prepared.plan.chunk_size;
+  params.list = prepared.device_list.list;
   params.bound = clip_value;
-  C10_CUDA_CHECK(launch_multi_tensor_clamp(params, grid_for(params.num_chunks, prepared.device.index()), prepared.stream));
+  C10_CUDA_CHECK(launch_multi_tensor_clamp(params, prepared.grid(), prepared.stream));
   finish_mutation(prepared.plan, tensors);
 }
 

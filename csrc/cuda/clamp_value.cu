@@ -13,13 +13,9 @@ struct ClampOp {
 
 // Two resident blocks per SM (at most 64 registers) for enough loads in flight.
 __global__ void __launch_bounds__(kThreads, 2) multi_tensor_clamp_kernel(const ClampParams params) {
-  for (int64_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
-    const ChunkMeta chunk = params.chunks[c];
-    const TensorMeta meta = params.tensors[chunk.tensor];
-    int64_t begin, end;
-    chunk_range(meta, chunk, params.chunk_size, &begin, &end);
+  for_each_chunk(params.list, [&](int64_t, const ChunkMeta&, const TensorMeta& meta, int64_t begin, int64_t end) {
     apply_chunk(meta, begin, end, ClampOp<float>{static_cast<float>(params.bound)}, ClampOp<double>{params.bound});
-  }
+  });
 }
 
 }  // namespace

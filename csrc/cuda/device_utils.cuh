@@ -98,5 +98,18 @@ __device__ acc_t block_reduce(acc_t value, acc_t* scratch) {
   return value;
 }
 
+// Calls fn(chunk_index, chunk, meta, begin, end) for this block's share of the chunks (a grid-
+// stride loop): the CUDA counterpart of the CPU backend's for_each_chunk.
+template <typename Fn>
+__device__ void for_each_chunk(const ChunkList& list, const Fn& fn) {
+  for (int64_t c = blockIdx.x; c < list.num_chunks; c += gridDim.x) {
+    const ChunkMeta chunk = list.chunks[c];
+    const TensorMeta meta = list.tensors[chunk.tensor];
+    int64_t begin, end;
+    chunk_range(meta, chunk, list.chunk_size, &begin, &end);
+    fn(c, chunk, meta, begin, end);
+  }
+}
+
 }  // namespace cuda
 }  // namespace fastclip

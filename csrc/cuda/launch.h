@@ -16,12 +16,17 @@ constexpr int kThreads = 512;
 // chunks per block (fewer partials to combine) while every block still gets work.
 constexpr int64_t kMinChunkSize = 64 * 1024;
 
-struct NormParams {
-  const TensorMeta* tensors;  // device
-  const ChunkMeta* chunks;    // device
+// A planned tensor list as the kernels see it (both arrays in device memory).
+struct ChunkList {
+  const TensorMeta* tensors;
+  const ChunkMeta* chunks;
   int32_t num_tensors;
   int32_t num_chunks;
   int64_t chunk_size;
+};
+
+struct NormParams {
+  ChunkList list;
   NormKind kind;
   double p;
   bool acc_double;            // accumulate in double (some input is float64)
@@ -42,10 +47,7 @@ enum class FactorKind : int32_t {
 };
 
 struct ScaleParams {
-  const TensorMeta* tensors;
-  const ChunkMeta* chunks;
-  int32_t num_chunks;
-  int64_t chunk_size;
+  ChunkList list;
   FactorKind factor_kind;
   const void* factor;   // device values of factor_dtype
   int32_t factor_dtype; // a DType
@@ -55,10 +57,7 @@ struct ScaleParams {
 cudaError_t launch_multi_tensor_scale(const ScaleParams& params, int num_blocks, cudaStream_t stream);
 
 struct ClampParams {
-  const TensorMeta* tensors;
-  const ChunkMeta* chunks;
-  int32_t num_chunks;
-  int64_t chunk_size;
+  ChunkList list;
   double bound;
 };
 

@@ -73,21 +73,22 @@ template <NormKind kind, typename acc_t>
 __device__ void combine_partials(const NormParams& params, acc_t p, acc_t* scratch) {
   const acc_t* partials = static_cast<const acc_t*>(params.chunk_partials);
   const acc_t* source = partials;
-  int64_t count = params.num_chunks;
+  int64_t count = params.list.num_chunks;
   acc_t* per_tensor_out = static_cast<acc_t*>(params.per_tensor_out);
   if (per_tensor_out != nullptr || kind == NormKind::kZero) {
     // One thread per tensor folds that tensor's chunks in order.
     acc_t* contributions = static_cast<acc_t*>(params.contributions);
-    for (int32_t t = threadIdx.x; t < params.num_tensors; t += kThreads) {
-      const int32_t first = params.tensors[t].first_chunk;
-      const int32_t stop = t + 1 < params.num_tensors ? params.tensors[t + 1].first_chunk : params.num_chunks;
+    const ChunkList& list = params.list;
+    for (int32_t t = threadIdx.x; t < list.num_tensors; t += kThreads) {
+      const int32_t first = list.tensors[t].first_chunk;
+      const int32_t stop = t + 1 < list.num_tensors ? list.tensors[t + 1].first_chunk : list.num_chunks;
       const acc_t partial = blocked_combine(kind, partials + first, stop - first);
       contributions[t] = total_contribution(kind, partial);
       if (per_tensor_out != nullptr) per_tensor_out[t] = norm_finalize<kind>(partial, p);
     }
     __syncthreads();  // contributions are read below by other threads of this block
     source = contributions;
-    count = params.num_tensors;
+    count = list.num_tensors;
   }
   acc_t local = acc_t(0);
   for (int64_t i = threadIdx.x; i < count; i += kThreads) local = norm_combine<kind>(local, source[i]);
@@ -103,14 +104,10 @@ __global__ void __launch_bounds__(kThreads, 1) multi_tensor_norm_kernel(const No
   __shared__ bool is_last_block;
   const acc_t p = static_cast<acc_t>(params.p);
   acc_t* partials = static_cast<acc_t*>(params.chunk_partials);
-  for (int64_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
-    const ChunkMeta chunk = params.chunks[c];
-    const TensorMeta meta = params.tensors[chunk.tensor];
-    int64_t begin, end;
-    chunk_range(meta, chunk, params.chunk_size, &begin, &end);
+  for_each_chunk(params.list, [&](int64_t c, const ChunkMeta&, const TensorMeta& meta, int64_t begin, int64_t end) {
     const acc_t block_partial = block_reduce<kind>(chunk_thread_partial<kind>(meta, begin, end, p), scratch);
     if (threadIdx.x == 0) partials[c] = block_partial;
-  }
+  });
   // Thread 0 wrote this block's partials; its acq_rel ticket publishes them, and the last
   // ticket's acquire (spread to the block by the barrier) makes every block's partials visible.
   // The counter is zeroed by a memset before each launch (captured with it in a graph).

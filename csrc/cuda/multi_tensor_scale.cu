@@ -43,15 +43,11 @@ struct MulDouble {
 
 // Two resident blocks per SM (at most 64 registers) for enough loads in flight.
 __global__ void __launch_bounds__(kThreads, 2) multi_tensor_scale_kernel(const ScaleParams params) {
-  for (int64_t c = blockIdx.x; c < params.num_chunks; c += gridDim.x) {
-    const ChunkMeta chunk = params.chunks[c];
+  for_each_chunk(params.list, [&](int64_t, const ChunkMeta& chunk, const TensorMeta& meta, int64_t begin, int64_t end) {
     const double coef = coefficient(params, chunk.tensor);
-    if (coef == 1.0) continue;  // uniform across the block: nothing to write
-    const TensorMeta meta = params.tensors[chunk.tensor];
-    int64_t begin, end;
-    chunk_range(meta, chunk, params.chunk_size, &begin, &end);
+    if (coef == 1.0) return;  // uniform across the block: nothing to write
     apply_chunk(meta, begin, end, MulFloat{static_cast<float>(coef)}, MulDouble{coef});
-  }
+  });
 }
 
 }  // namespace
