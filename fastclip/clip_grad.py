@@ -53,13 +53,13 @@ def _parameters_and_grads(parameters):
     return params, _grads_of(params)
 
 
-def _nonnegative(value, arg, allow_inf=True):
+def _nonnegative(value, arg):
     try:
         value = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{arg} must be a number, got {value!r}") from None
-    if math.isnan(value) or value < 0 or (not allow_inf and math.isinf(value)):
-        raise ValueError(f"{arg} must be >= 0{'' if allow_inf else ' and finite'}, got {value}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{arg} must be >= 0, got {value}")
     return value
 
 
@@ -96,16 +96,13 @@ def _raise_if_nonfinite(total_norm, norm_type):
             "`error_if_nonfinite=False`")
 
 
-def _total_norm(tensors, norm_type, arg, grads_of=None):
+def _checked(op, *args, items, arg, grads):
+    """op(*args); if the op rejects its list, re-raise naming the bad entry of ``items``."""
     try:
-        total, _ = _ops.multi_tensor_norm(tensors, norm_type, False)
+        return op(*args)
     except (RuntimeError, TypeError):
-        if grads_of is not None:
-            _diagnose(grads_of, arg, grads=True)
-        else:
-            _diagnose(tensors, arg)
+        _diagnose(items, arg, grads=grads)
         raise
-    return total
 
 
 def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
@@ -122,7 +119,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     norm_type = _nonnegative(norm_type, "norm_type")
     if not tensors:
         return torch.tensor(0.0)
-    total = _total_norm(tensors, norm_type, "tensors")
+    total, _ = _checked(_ops.multi_tensor_norm, tensors, norm_type, items=tensors, arg="tensors", grads=False)
     if error_if_nonfinite:
         _raise_if_nonfinite(total, norm_type)
     return total
@@ -134,15 +131,16 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
     Same as :func:`torch.nn.utils.clip_grads_with_norm_`. The coefficient is computed on the
     device from ``total_norm`` (a tensor or a number): no host sync.
     """
-    _, grads = _parameters_and_grads(parameters)
+    params, grads = _parameters_and_grads(parameters)
     max_norm = _nonnegative(max_norm, "max_norm")
     if not grads:
         return
+    device = grads[0].device
     if not isinstance(total_norm, torch.Tensor):
-        total_norm = torch.tensor(float(total_norm), dtype=torch.float32)
-    if total_norm.device != grads[0].device:
-        total_norm = total_norm.to(grads[0].device, non_blocking=True)
-    _ops.multi_tensor_clip_by_norm_(grads, total_norm, max_norm)
+        total_norm = torch.full((), float(total_norm), dtype=torch.float32, device=device)  # a fill, no copy
+    elif total_norm.device != device:
+        total_norm = total_norm.to(device, non_blocking=True)
+    _checked(_ops.multi_tensor_clip_by_norm_, grads, total_norm, max_norm, items=params, arg="parameters", grads=True)
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
@@ -169,15 +167,12 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not grads:
         return torch.tensor(0.0)
     if error_if_nonfinite:  # the norm must be seen on the host before any grad is touched
-        total = _total_norm(grads, norm_type, "parameters", grads_of=params)
+        total, _ = _checked(_ops.multi_tensor_norm, grads, norm_type, items=params, arg="parameters", grads=True)
         _raise_if_nonfinite(total, norm_type)
         _ops.multi_tensor_clip_by_norm_(grads, total, max_norm)
         return total
-    try:
-        return _ops.multi_tensor_clip_grad_norm_(grads, max_norm, norm_type)
-    except (RuntimeError, TypeError):
-        _diagnose(params, "parameters", grads=True)
-        raise
+    return _checked(_ops.multi_tensor_clip_grad_norm_, grads, max_norm, norm_type, items=params, arg="parameters",
+                    grads=True)
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):
@@ -189,8 +184,4 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     clip_value = _nonnegative(clip_value, "clip_value")
     if not grads:
         return
-    try:
-        _ops.multi_tensor_clamp_(grads, clip_value)
-    except (RuntimeError, TypeError):
-        _diagnose(params, "parameters", grads=True)
-        raise
+    _checked(_ops.multi_tensor_clamp_, grads, clip_value, items=params, arg="parameters", grads=True)

@@ -1,5 +1,6 @@
 """Shared fixtures and the one table of tolerances used by every test."""
 
+import os
 import random
 
 import pytest
@@ -64,7 +65,8 @@ def make_params(tensors):
 
 @pytest.fixture
 def gen():
-    """A generator with a fresh seed per test; the seed is printed (shown by pytest on failure)."""
-    seed = random.SystemRandom().randrange(2**31)
+    """A generator with a fresh seed per test; the seed is printed (shown by pytest on failure).
+    FASTCLIP_TEST_SEED=<seed> replays a failure."""
+    seed = int(os.environ.get("FASTCLIP_TEST_SEED", random.SystemRandom().randrange(2**31)))
     print(f"generator seed: {seed}")
     return torch.Generator().manual_seed(seed)

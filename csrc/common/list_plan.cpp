@@ -88,6 +88,10 @@ void check_norm_type(double norm_type) {
               "fastclip: norm_type must be >= 0 or inf, got ", norm_type);
 }
 
+void check_nonnegative(double value, const char* arg) {
+  TORCH_CHECK(!std::isnan(value) && value >= 0.0, "fastclip: ", arg, " must be >= 0, got ", value);
+}
+
 void check_scalar_tensor(const at::Tensor& t, const char* arg, at::TensorList tensors, bool allow_per_tensor) {
   TORCH_CHECK(t.defined(), "fastclip: ", arg, " is undefined");
   TORCH_CHECK(is_supported_dtype(t.scalar_type()), "fastclip: ", arg, " must be float32, float16, bfloat16 or float64, got ",

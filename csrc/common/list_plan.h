@@ -36,6 +36,9 @@ void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated);
 // Checks norm_type: p >= 0 or +inf.
 void check_norm_type(double norm_type);
 
+// Checks a bound such as max_norm or clip_value: >= 0 (inf allowed), not NaN.
+void check_nonnegative(double value, const char* arg);
+
 // A 0-d or per-tensor scale/norm tensor must be floating point, on the list's device, of the right size.
 void check_scalar_tensor(const at::Tensor& t, const char* arg, at::TensorList tensors, bool allow_per_tensor);
 

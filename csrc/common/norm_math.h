@@ -125,11 +125,12 @@ FASTCLIP_HD acc_t norm_finalize(NormKind kind, acc_t partial, acc_t p) {
   }
 }
 
-// torch's clip coefficient: clamp(max_norm / (total + 1e-6), max=1). A NaN total gives NaN
-// (every grad becomes NaN), an infinite total gives 0, exactly as torch.
+// torch's clip coefficient: clamp(max_norm / (total + 1e-6), max=1), rounded as torch rounds it
+// (Python's `max_norm / tensor` is tensor.reciprocal() * max_norm), so the coefficient is the
+// same bits. A NaN total gives NaN (every grad becomes NaN), an infinite total gives 0.
 template <typename acc_t>
 FASTCLIP_HD acc_t clip_coefficient(acc_t max_norm, acc_t total_norm) {
-  acc_t coef = max_norm / (total_norm + acc_t(kClipEps));
+  const acc_t coef = (acc_t(1) / (total_norm + acc_t(kClipEps))) * max_norm;
   return coef > acc_t(1) ? acc_t(1) : coef;
 }
 

@@ -1,7 +1,6 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <cmath>
 
 #include "../common/list_plan.h"
 #include "cpu_chunk_ops.h"
@@ -12,7 +11,7 @@ namespace cpu {
 namespace {
 
 void multi_tensor_clamp_cpu(at::TensorList tensors, double clip_value) {
-  TORCH_CHECK(!std::isnan(clip_value) && clip_value >= 0.0, "fastclip: clip_value must be >= 0, got ", clip_value);
+  check_nonnegative(clip_value, "clip_value");
   check_tensor_list(tensors, "tensors", /*mutated=*/true);
   const ListPlan plan = plan_tensor_list(tensors, kCpuChunkSize);
   for_each_chunk(plan, [&](int64_t, const TensorMeta& meta, int64_t begin, int64_t end) {

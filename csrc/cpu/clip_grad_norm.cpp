@@ -1,7 +1,6 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <cmath>
 #include <vector>
 
 #include "../common/list_plan.h"
@@ -13,7 +12,7 @@ namespace {
 
 // multi_tensor_norm followed by multi_tensor_clip_by_norm_, with one plan for both passes.
 at::Tensor multi_tensor_clip_grad_norm_cpu(at::TensorList tensors, double max_norm, double norm_type) {
-  TORCH_CHECK(!std::isnan(max_norm) && max_norm >= 0.0, "fastclip: max_norm must be >= 0, got ", max_norm);
+  check_nonnegative(max_norm, "max_norm");
   check_norm_type(norm_type);
   TORCH_CHECK(!tensors.empty(), "fastclip: tensors must not be empty");
   check_tensor_list(tensors, "tensors", /*mutated=*/true);

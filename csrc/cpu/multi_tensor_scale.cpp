@@ -1,7 +1,6 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <cmath>
 #include <vector>
 
 #include "../common/list_plan.h"
@@ -46,7 +45,7 @@ void multi_tensor_scale_cpu(at::TensorList tensors, const at::Tensor& scale) {
 }
 
 void multi_tensor_clip_by_norm_cpu(at::TensorList tensors, const at::Tensor& total_norm, double max_norm) {
-  TORCH_CHECK(!std::isnan(max_norm) && max_norm >= 0.0, "fastclip: max_norm must be >= 0, got ", max_norm);
+  check_nonnegative(max_norm, "max_norm");
   check_tensor_list(tensors, "tensors", /*mutated=*/true);
   check_scalar_tensor(total_norm, "total_norm", tensors, /*allow_per_tensor=*/false);
   scale_all(tensors, std::vector<double>(tensors.size(), clip_coefficient_of(total_norm, max_norm)));

@@ -9,7 +9,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -184,7 +183,7 @@ void multi_tensor_scale_cuda(at::TensorList tensors, const at::Tensor& scale) {
 }
 
 void multi_tensor_clip_by_norm_cuda(at::TensorList tensors, const at::Tensor& total_norm, double max_norm) {
-  TORCH_CHECK(!std::isnan(max_norm) && max_norm >= 0.0, "fastclip: max_norm must be >= 0, got ", max_norm);
+  check_nonnegative(max_norm, "max_norm");
   check_tensor_list(tensors, "tensors", /*mutated=*/true);
   check_scalar_tensor(total_norm, "total_norm", tensors, /*allow_per_tensor=*/false);
   scale_on_device(tensors, total_norm, FactorKind::kClipByNorm, max_norm);
@@ -192,7 +191,7 @@ void multi_tensor_clip_by_norm_cuda(at::TensorList tensors, const at::Tensor& to
 
 // Norm then scale from one uploaded plan: two kernels, the coefficient computed on the device.
 at::Tensor multi_tensor_clip_grad_norm_cuda(at::TensorList tensors, double max_norm, double norm_type) {
-  TORCH_CHECK(!std::isnan(max_norm) && max_norm >= 0.0, "fastclip: max_norm must be >= 0, got ", max_norm);
+  check_nonnegative(max_norm, "max_norm");
   check_norm_type(norm_type);
   TORCH_CHECK(!tensors.empty(), "fastclip: tensors must not be empty");
   check_tensor_list(tensors, "tensors", /*mutated=*/true);
@@ -205,7 +204,7 @@ at::Tensor multi_tensor_clip_grad_norm_cuda(at::TensorList tensors, double max_n
 }
 
 void multi_tensor_clamp_cuda(at::TensorList tensors, double clip_value) {
-  TORCH_CHECK(!std::isnan(clip_value) && clip_value >= 0.0, "fastclip: clip_value must be >= 0, got ", clip_value);
+  check_nonnegative(clip_value, "clip_value");
   check_tensor_list(tensors, "tensors", /*mutated=*/true);
   if (tensors.empty()) return;
   const c10::cuda::CUDAGuard guard(tensors[0].device());
