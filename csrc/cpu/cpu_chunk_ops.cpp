@@ -108,20 +108,27 @@ FASTCLIP_TARGET_AVX2 inline void store8(c10::Half* p, __m256 v) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
+// One functor per operation, with the scalar, AVX2 and AVX-512 forms side by side.
 struct MulBy {
   float coef;
-  FASTCLIP_TARGET_AVX2 __m256 operator()(__m256 v) const { return _mm256_mul_ps(v, _mm256_set1_ps(coef)); }
   float operator()(float v) const { return v * coef; }
+  FASTCLIP_TARGET_AVX2 __m256 operator()(__m256 v) const { return _mm256_mul_ps(v, _mm256_set1_ps(coef)); }
+  FASTCLIP_TARGET_AVX512 __m512 operator()(__m512 v) const { return _mm512_mul_ps(v, _mm512_set1_ps(coef)); }
 };
 struct ClampTo {
   float bound;
   // Same select order as clamp_symmetric, so a NaN passes through unchanged.
+  float operator()(float v) const { return clamp_symmetric(v, bound); }
   FASTCLIP_TARGET_AVX2 __m256 operator()(__m256 v) const {
     const __m256 hi = _mm256_set1_ps(bound), lo = _mm256_set1_ps(-bound);
     v = _mm256_blendv_ps(v, hi, _mm256_cmp_ps(v, hi, _CMP_GT_OQ));
     return _mm256_blendv_ps(v, lo, _mm256_cmp_ps(v, lo, _CMP_LT_OQ));
   }
-  float operator()(float v) const { return clamp_symmetric(v, bound); }
+  FASTCLIP_TARGET_AVX512 __m512 operator()(__m512 v) const {
+    const __m512 hi = _mm512_set1_ps(bound), lo = _mm512_set1_ps(-bound);
+    v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, hi, _CMP_GT_OQ), hi);
+    return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, lo, _CMP_LT_OQ), lo);
+  }
 };
 
 template <typename half_t, typename Op>
@@ -150,21 +157,6 @@ FASTCLIP_TARGET_AVX512 inline void store16(c10::Half* p, __m512 v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-struct MulBy512 {
-  float coef;
-  FASTCLIP_TARGET_AVX512 __m512 operator()(__m512 v) const { return _mm512_mul_ps(v, _mm512_set1_ps(coef)); }
-  float operator()(float v) const { return v * coef; }
-};
-struct ClampTo512 {
-  float bound;
-  FASTCLIP_TARGET_AVX512 __m512 operator()(__m512 v) const {
-    const __m512 hi = _mm512_set1_ps(bound), lo = _mm512_set1_ps(-bound);
-    v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, hi, _CMP_GT_OQ), hi);
-    return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, lo, _CMP_LT_OQ), lo);
-  }
-  float operator()(float v) const { return clamp_symmetric(v, bound); }
-};
-
 template <typename half_t, typename Op>
 FASTCLIP_TARGET_AVX512 void half_in_place_avx512(half_t* x, int64_t n, const Op& op) {
   int64_t i = 0;
@@ -178,15 +170,15 @@ FASTCLIP_TARGET_AVX512 acc_t partial_by_kind_avx512(NormKind kind, const TensorM
 }
 FASTCLIP_TARGET_AVX512 void scale_by_dtype_avx512(const TensorMeta& meta, int64_t begin, int64_t n, double coef) {
   switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat16: return half_in_place_avx512(static_cast<c10::Half*>(meta.data) + begin, n, MulBy512{static_cast<float>(coef)});
-    case DType::kBFloat16: return half_in_place_avx512(static_cast<c10::BFloat16*>(meta.data) + begin, n, MulBy512{static_cast<float>(coef)});
+    case DType::kFloat16: return half_in_place_avx512(static_cast<c10::Half*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
+    case DType::kBFloat16: return half_in_place_avx512(static_cast<c10::BFloat16*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
     default: return scale_by_dtype(meta, begin, n, coef);
   }
 }
 FASTCLIP_TARGET_AVX512 void clamp_by_dtype_avx512(const TensorMeta& meta, int64_t begin, int64_t n, double bound) {
   switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat16: return half_in_place_avx512(static_cast<c10::Half*>(meta.data) + begin, n, ClampTo512{static_cast<float>(bound)});
-    case DType::kBFloat16: return half_in_place_avx512(static_cast<c10::BFloat16*>(meta.data) + begin, n, ClampTo512{static_cast<float>(bound)});
+    case DType::kFloat16: return half_in_place_avx512(static_cast<c10::Half*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
+    case DType::kBFloat16: return half_in_place_avx512(static_cast<c10::BFloat16*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
     default: return clamp_by_dtype(meta, begin, n, bound);
   }
 }
