@@ -21,7 +21,9 @@ TORCH_LIBRARY(fastclip, m) {
   m.def("multi_tensor_norm(Tensor[] tensors, float norm_type, bool per_tensor) -> (Tensor, Tensor)");
   // tensors[i] *= scale (0-d, or scale[i] when scale holds one value per tensor). A coefficient
   // of exactly 1 writes nothing.
-  m.def("multi_tensor_scale_(Tensor(a!)[] tensors, Tensor scale) -> ()");
+  // With clear_on_zero, a factor of exactly 0 stores zeros (NaN and inf included) instead of
+  // multiplying: the clippers' on_nonfinite="zero".
+  m.def("multi_tensor_scale_(Tensor(a!)[] tensors, Tensor scale, bool clear_on_zero=False) -> ()");
   // tensors *= min(max_norm / (total_norm + 1e-6), 1): torch's clip_grads_with_norm_, with the
   // coefficient computed on the device from total_norm.
   m.def("multi_tensor_clip_by_norm_(Tensor(a!)[] tensors, Tensor total_norm, float max_norm) -> ()");
@@ -30,6 +32,32 @@ TORCH_LIBRARY(fastclip, m) {
   m.def("multi_tensor_clip_grad_norm_(Tensor(a!)[] tensors, float max_norm, float norm_type) -> Tensor");
   // Clamps every element to [-clip_value, clip_value] in place (clip_grad_value_).
   m.def("multi_tensor_clamp_(Tensor(a!)[] tensors, float clip_value) -> ()");
+
+  // The stateful clippers' statistics steps (csrc/common/clip_stats.h). Each reads this step's
+  // norms, updates the state in place and writes `result` (float32[10], the ResultSlot layout)
+  // plus, for the per-tensor forms, one factor and one threshold per entry of `norms`; the grads
+  // are then scaled by multi_tensor_scale_ (or an attached fused optimizer). No host sync.
+  // state: float64[4 + warmup_steps].
+  m.def(
+      "zclip_update_(Tensor norm, Tensor(a!) state, Tensor(b!) result, float alpha, float z_thresh, "
+      "float? max_grad_norm, float eps, int warmup_steps, str mode, str clip_option, float clip_factor, "
+      "bool skip_update_on_spike, str on_nonfinite, bool reference) -> ()");
+  // norms[j] belongs to history rows[j] (global scope: one norm, row 0). Whole history when
+  // window has zero columns: lower/upper are float32 heaps, [H, capacity]; else window is a
+  // float32 ring buffer [H, history_size]. counters: int64 [H, 5].
+  m.def(
+      "autoclip_update_(Tensor total_norm, Tensor norms, Tensor rows, Tensor(a!) lower, Tensor(b!) upper, "
+      "Tensor(c!) window, Tensor(d!) counters, Tensor(e!) result, Tensor(f!) coef, Tensor(g!) threshold, "
+      "float percentile, bool lag, str on_nonfinite, bool reference) -> ()");
+  // gamma: float64 [H, 2] (EMA, seen); steps: float64 [1], finite steps so far.
+  m.def(
+      "adagc_update_(Tensor total_norm, Tensor norms, Tensor rows, Tensor(a!) gamma, Tensor(b!) steps, "
+      "Tensor(c!) result, Tensor(d!) coef, Tensor(e!) threshold, float lambda_abs, float lambda_rel, float beta, "
+      "int warmup_steps, float eps, str on_nonfinite, bool reference) -> ()");
+  // NFNets unit-wise clipping (timm's adaptive_clip_grad): each output row of grads[i] (the
+  // whole tensor for 0-d/1-d ones) is scaled so its L2 norm is at most
+  // clip_factor * max(||params[i] row||, eps). One pass: a row is reduced and scaled while in cache.
+  m.def("agc_clip_(Tensor(a!)[] grads, Tensor[] params, float clip_factor, float eps) -> ()");
 }
 
 namespace {
@@ -43,7 +71,7 @@ void reject_sparse(const c10::OperatorHandle& op, torch::jit::Stack*) {
 
 void register_sparse_rejections(torch::Library& m) {
   for (const char* name : {"multi_tensor_norm", "multi_tensor_scale_", "multi_tensor_clip_by_norm_", "multi_tensor_clip_grad_norm_",
-                           "multi_tensor_clamp_"}) {
+                           "multi_tensor_clamp_", "agc_clip_"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
   }
 }

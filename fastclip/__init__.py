@@ -6,11 +6,24 @@ scale, no host sync, any mix of float32/float16/bfloat16/float64 tensors in one 
 """
 
 from . import _ops as ops
+from .adagc import AdaGC
+from .agc import AGC, adaptive_clip_grad_
+from .autoclip import AutoClip
 from .clip_grad import clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_, get_total_norm
+from .clipper import Clipper, ClipResult, NormClip
+from .zclip import ZClip
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AGC",
+    "AdaGC",
+    "AutoClip",
+    "ClipResult",
+    "Clipper",
+    "NormClip",
+    "ZClip",
+    "adaptive_clip_grad_",
     "clip_grad_norm_",
     "clip_grad_value_",
     "clip_grads_with_norm_",

@@ -43,7 +43,7 @@ def _multi_tensor_norm_fake(tensors, norm_type, per_tensor):
 
 
 @torch.library.register_fake("fastclip::multi_tensor_scale_")
-def _multi_tensor_scale_fake(tensors, scale):
+def _multi_tensor_scale_fake(tensors, scale, clear_on_zero=False):
     _check_one_device(tensors, ("scale", scale))
 
 
@@ -69,9 +69,11 @@ def multi_tensor_norm(tensors, norm_type=2.0, per_tensor=False):
     return _ops.multi_tensor_norm(tensors, float(norm_type), per_tensor)
 
 
-def multi_tensor_scale_(tensors, scale):
-    """tensors[i] *= scale (a 0-d tensor, or one value per tensor), in place."""
-    _ops.multi_tensor_scale_(tensors, scale)
+def multi_tensor_scale_(tensors, scale, clear_on_zero=False):
+    """tensors[i] *= scale (a 0-d tensor, or one value per tensor), in place.
+
+    With ``clear_on_zero``, a factor of exactly 0 stores zeros (NaN and inf included)."""
+    _ops.multi_tensor_scale_(tensors, scale, clear_on_zero)
 
 
 def multi_tensor_clip_by_norm_(tensors, total_norm, max_norm):
@@ -87,3 +89,58 @@ def multi_tensor_clip_grad_norm_(tensors, max_norm, norm_type=2.0):
 def multi_tensor_clamp_(tensors, clip_value):
     """Clamps every element to [-clip_value, clip_value], in place."""
     _ops.multi_tensor_clamp_(tensors, float(clip_value))
+
+
+# The stateful clippers' statistics ops only mutate their (small) state and output tensors.
+
+
+@torch.library.register_fake("fastclip::zclip_update_")
+def _zclip_update_fake(norm, state, result, *args):
+    _check_one_device([norm], ("state", state), ("result", result))
+
+
+@torch.library.register_fake("fastclip::autoclip_update_")
+def _autoclip_update_fake(total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold, *args):
+    others = [("norms", norms), ("rows", rows), ("lower", lower), ("upper", upper), ("window", window)]
+    others += [("counters", counters), ("result", result), ("coef", coef), ("threshold", threshold)]
+    _check_one_device([total_norm], *others)
+
+
+@torch.library.register_fake("fastclip::adagc_update_")
+def _adagc_update_fake(total_norm, norms, rows, gamma, steps, result, coef, threshold, *args):
+    others = [("norms", norms), ("rows", rows), ("gamma", gamma), ("steps", steps), ("result", result)]
+    others += [("coef", coef), ("threshold", threshold)]
+    _check_one_device([total_norm], *others)
+
+
+@torch.library.register_fake("fastclip::agc_clip_")
+def _agc_clip_fake(grads, params, clip_factor, eps):
+    torch._check(len(grads) == len(params), lambda: "fastclip: grads and params must have the same length")
+    _check_one_device(grads, *[(f"params[{i}]", p) for i, p in enumerate(params)])
+
+
+def zclip_update_(norm, state, result, alpha, z_thresh, max_grad_norm, eps, warmup_steps, mode, clip_option,
+                  clip_factor, skip_update_on_spike, on_nonfinite, reference):
+    """One ZClip statistics step (csrc/common/clip_stats.h): updates ``state``, writes ``result``."""
+    _ops.zclip_update_(norm, state, result, float(alpha), float(z_thresh),
+                       None if max_grad_norm is None else float(max_grad_norm), float(eps), int(warmup_steps), mode,
+                       clip_option, float(clip_factor), bool(skip_update_on_spike), on_nonfinite, bool(reference))
+
+
+def autoclip_update_(total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold, percentile,
+                     lag, on_nonfinite, reference):
+    """One AutoClip step over the histories ``rows``: thresholds, factors and the histories' update."""
+    _ops.autoclip_update_(total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold,
+                          float(percentile), bool(lag), on_nonfinite, bool(reference))
+
+
+def adagc_update_(total_norm, norms, rows, gamma, steps, result, coef, threshold, lambda_abs, lambda_rel, beta,
+                  warmup_steps, eps, on_nonfinite, reference):
+    """One AdaGC step: per-tensor factors and thresholds, EMA update of ``gamma``."""
+    _ops.adagc_update_(total_norm, norms, rows, gamma, steps, result, coef, threshold, float(lambda_abs),
+                       float(lambda_rel), float(beta), int(warmup_steps), float(eps), on_nonfinite, bool(reference))
+
+
+def agc_clip_(grads, params, clip_factor, eps):
+    """NFNets unit-wise clipping of ``grads`` against ``params``, in place, one pass."""
+    _ops.agc_clip_(grads, params, float(clip_factor), float(eps))

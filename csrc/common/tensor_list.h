@@ -12,6 +12,16 @@ namespace fastclip {
 
 enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
 
+FASTCLIP_HD int64_t dtype_size(int32_t dtype) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::kFloat32: return 4;
+    case DType::kFloat16: return 2;
+    case DType::kBFloat16: return 2;
+    case DType::kFloat64: return 8;
+  }
+  return 0;
+}
+
 struct TensorMeta {
   void* data;           // first element; the tensor is dense over [data, data + numel)
   int64_t numel;

@@ -14,10 +14,11 @@ namespace cpu {
 // (total in the plan's promoted dtype, per-tensor norms in the accumulation dtype or empty).
 std::tuple<at::Tensor, at::Tensor> norm_pass(const ListPlan& plan, double norm_type, bool per_tensor);
 
-// tensors[t] *= coef_per_tensor[t]; tensors whose coefficient is exactly 1 are not written.
+// tensors[t] *= coef_per_tensor[t]; tensors whose coefficient is exactly 1 are not written, and
+// with clear_on_zero those whose coefficient is exactly 0 are filled with zeros.
 // Chunks are visited in reverse, so a pass that follows norm_pass starts on the data that
 // pass left in cache.
-void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor);
+void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor, bool clear_on_zero = false);
 
 // torch's clip coefficient from a total norm tensor: float math, or double for a float64 norm.
 double clip_coefficient_of(const at::Tensor& total_norm, double max_norm);

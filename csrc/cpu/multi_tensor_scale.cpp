@@ -1,6 +1,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <cstring>
 #include <vector>
 
 #include "../common/list_plan.h"
@@ -11,12 +12,17 @@
 namespace fastclip {
 namespace cpu {
 
-void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor) {
+void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor, bool clear_on_zero) {
   for_each_chunk(
       plan,
       [&](int64_t, const TensorMeta& meta, int64_t begin, int64_t end) {
         const double coef = coef_per_tensor[&meta - plan.tensors.data()];
-        if (coef != 1.0) chunk_scale(meta, begin, end, coef);
+        if (clear_on_zero && coef == 0.0) {
+          const int64_t bytes = dtype_size(meta.dtype);
+          std::memset(static_cast<char*>(meta.data) + begin * bytes, 0, (end - begin) * bytes);
+        } else if (coef != 1.0) {
+          chunk_scale(meta, begin, end, coef);
+        }
       },
       /*reverse=*/true);
 }
@@ -28,20 +34,20 @@ double clip_coefficient_of(const at::Tensor& total_norm, double max_norm) {
 
 namespace {
 
-void scale_all(at::TensorList tensors, const std::vector<double>& coef_per_tensor) {
+void scale_all(at::TensorList tensors, const std::vector<double>& coef_per_tensor, bool clear_on_zero = false) {
   const ListPlan plan = plan_tensor_list(tensors, kCpuChunkSize);
-  scale_pass(plan, coef_per_tensor);
+  scale_pass(plan, coef_per_tensor, clear_on_zero);
   finish_mutation(plan, tensors);
 }
 
-void multi_tensor_scale_cpu(at::TensorList tensors, const at::Tensor& scale) {
+void multi_tensor_scale_cpu(at::TensorList tensors, const at::Tensor& scale, bool clear_on_zero) {
   check_tensor_list(tensors, "tensors", /*mutated=*/true);
   check_scalar_tensor(scale, "scale", tensors, /*allow_per_tensor=*/true);
   const at::Tensor values = scale.to(at::kDouble).contiguous().reshape({-1});
   const double* v = values.data_ptr<double>();
   std::vector<double> coef(tensors.size());
   for (size_t t = 0; t < tensors.size(); ++t) coef[t] = values.numel() == 1 ? v[0] : v[t];
-  scale_all(tensors, coef);
+  scale_all(tensors, coef, clear_on_zero);
 }
 
 void multi_tensor_clip_by_norm_cpu(at::TensorList tensors, const at::Tensor& total_norm, double max_norm) {

@@ -1,0 +1,64 @@
+"""AdaGC: per-tensor adaptive thresholds from an EMA of each tensor's clipped norm (Wang et al.,
+"AdaGC: Improving Training Stability for Large Language Model Pretraining")."""
+
+import torch
+
+from . import _ops
+from .clipper import _NUM_SLOTS, Clipper, _check_int, _check_number
+
+__all__ = ["AdaGC"]
+
+
+class AdaGC(Clipper):
+    """Per-tensor clipping against ``lambda_rel`` times an EMA of each tensor's own clipped norm.
+
+    Steps ``1..warmup_steps`` clip globally: every grad is scaled by ``lambda_abs / (norm + eps)``
+    when that is below 1, and each tensor's ``gamma`` starts as the running minimum of its norm
+    after that scaling. Afterwards tensor i is clipped to ``lambda_rel * gamma_i`` (factor
+    ``thr / (norm_i + eps)`` when ``norm_i > thr``) and ``gamma_i = beta * gamma_i + (1 - beta) *
+    min(norm_i, thr)``. Defaults are the paper's (the authors' Megatron patch uses
+    ``lambda_rel=1.04, beta=0.99``).
+
+    ``step().coef`` and ``.threshold`` hold one value per tensor that had a grad, in parameter
+    order. A tensor first seen after warm-up is not clipped on that step and starts its EMA there.
+    Non-finite steps leave every ``gamma`` and the step count unchanged (``on_nonfinite``);
+    ``reference=True`` lets NaN through, as the paper's code does.
+    """
+
+    per_tensor = True
+    folds_into_optimizer = False
+
+    def __init__(self, parameters, lambda_abs=1.0, lambda_rel=1.05, beta=0.98, warmup_steps=100, eps=1e-6,
+                 on_nonfinite="skip", reference=False):
+        super().__init__(parameters, on_nonfinite, reference)
+        inf = float("inf")
+        self.lambda_abs = _check_number(lambda_abs, "lambda_abs", "AdaGC", 0.0, inf, low_open=True, high_open=True)
+        self.lambda_rel = _check_number(lambda_rel, "lambda_rel", "AdaGC", 0.0, inf, low_open=True, high_open=True)
+        self.beta = _check_number(beta, "beta", "AdaGC", 0.0, 1.0, low_open=True, high_open=True)
+        self.warmup_steps = _check_int(warmup_steps, "warmup_steps", "AdaGC")
+        self.eps = _check_number(eps, "eps", "AdaGC", 0.0, inf, high_open=True)
+        self._rows = None
+
+    def _config(self):
+        return {"lambda_abs": self.lambda_abs, "lambda_rel": self.lambda_rel, "beta": self.beta,
+                "warmup_steps": self.warmup_steps, "eps": self.eps, "reference": self.reference}
+
+    def _check_loaded_state(self, state):
+        if set(state) != {"gamma", "steps"} or state["gamma"].shape != (len(self._params), 2):
+            raise ValueError(f"AdaGC: the checkpoint's state does not match this clipper's {len(self._params)} "
+                             "parameters")
+
+    def _update(self, total, per_tensor, present, device, policy):
+        if "gamma" not in self._state:
+            self._state["gamma"] = torch.zeros(len(self._params), 2, dtype=torch.float64, device=device)
+            self._state["steps"] = torch.zeros(1, dtype=torch.float64, device=device)
+        present = tuple(present)
+        if self._rows is None or self._rows[0] != present or self._rows[1].device != device:
+            self._rows = (present, torch.tensor(present, dtype=torch.int64).to(device))
+        values = torch.empty(_NUM_SLOTS, dtype=torch.float32, device=device)
+        coef = torch.empty(len(present), dtype=torch.float32, device=device)
+        threshold = torch.empty_like(coef)
+        _ops.adagc_update_(total, per_tensor, self._rows[1], self._state["gamma"], self._state["steps"], values, coef,
+                           threshold, self.lambda_abs, self.lambda_rel, self.beta, self.warmup_steps, self.eps,
+                           policy, self.reference)
+        return values, coef, coef, threshold

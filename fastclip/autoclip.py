@@ -1,0 +1,112 @@
+"""AutoClip: clip to a percentile of the history of gradient norms (Seetharaman et al., "AutoClip:
+Adaptive Gradient Clipping for Source Separation Networks"), and the ``autoclip`` package's
+``QuantileClip``, with the history on the device."""
+
+import math
+
+import torch
+
+from . import _ops
+from .clipper import _NUM_SLOTS, Clipper, _check_choice, _check_int, _check_number
+
+__all__ = ["AutoClip"]
+
+_COUNTERS = 5  # lower size, upper size, poisoned, window count, window head (csrc/common/clip_stats.h)
+_GROWTH = 4096  # history columns added at a time
+
+
+class AutoClip(Clipper):
+    """Clips the grads to the ``percentile``-th percentile (0-100, linear interpolation as numpy's
+    default and ``torch.quantile``) of the norms seen so far, with torch's factor
+    ``min(threshold / (norm + 1e-6), 1)``.
+
+    * ``history_size=None`` keeps the whole history (the paper). It costs O(log T) per step, not
+      O(T): the history is split at the percentile's rank into two heaps on the device, so a
+      history of a million steps clips as fast as a fresh one. 4 bytes per step kept.
+    * ``history_size=N`` keeps the last N norms (a ring buffer; a step costs O(N) on the device).
+    * ``scope="global"`` uses the total norm; ``scope="tensor"`` keeps one history and threshold per
+      parameter tensor (a tensor whose grad is None in a step keeps its history unchanged).
+    * ``lag=0`` puts the current norm in the history before taking the percentile (the paper);
+      ``lag=1`` takes it over the previous norms only, so the first step is not clipped (the
+      ``autoclip`` package's ``QuantileClip(quantile=percentile/100, history_length=N,
+      global_threshold=scope == "global")``).
+
+    Non-finite norms never enter the history (see ``on_nonfinite``); ``reference=True``
+    reproduces the peers, where one NaN makes every later threshold NaN.
+    """
+
+    def __init__(self, parameters, percentile=10.0, history_size=None, scope="global", lag=0, on_nonfinite="skip",
+                 reference=False):
+        super().__init__(parameters, on_nonfinite, reference)
+        self.percentile = _check_number(percentile, "percentile", "AutoClip", 0.0, 100.0)
+        if history_size is not None:
+            _check_int(history_size, "history_size", "AutoClip", low=1)
+            if history_size >= 2**31:
+                raise ValueError(f"AutoClip: history_size must be < 2**31, got {history_size}")
+        self.history_size = history_size
+        self.scope = _check_choice(scope, "scope", ("global", "tensor"), "AutoClip")
+        self.lag = _check_choice(lag, "lag", (0, 1), "AutoClip")
+        self.per_tensor = self.scope == "tensor"
+        self.folds_into_optimizer = not self.per_tensor
+        self._rows = None  # (positions, device tensor) of the last step's present grads
+
+    def _config(self):
+        return {"percentile": self.percentile, "history_size": self.history_size, "scope": self.scope,
+                "lag": self.lag, "reference": self.reference}
+
+    def _num_histories(self):
+        return len(self._params) if self.per_tensor else 1
+
+    def _check_loaded_state(self, state):
+        h = self._num_histories()
+        ok = set(state) == {"lower", "upper", "window", "counters"} and state["counters"].shape == (h, _COUNTERS)
+        ok = ok and all(state[k].dim() == 2 and state[k].shape[0] == h for k in ("lower", "upper", "window"))
+        window = 0 if self.history_size is None else self.history_size
+        if not ok or state["window"].shape[1] != window:
+            raise ValueError("AutoClip: the checkpoint's state does not match this clipper's parameters and history")
+
+    def _lower_size(self, count):
+        # The heaps' split for `count` norms: the lowest floor(q (count-1)) + 1 go below.
+        return math.floor(self.percentile / 100.0 * (count - 1)) + 1 if count > 0 else 0
+
+    def _ensure_capacity(self, device):
+        h = self._num_histories()
+        if "counters" not in self._state:
+            window = 0 if self.history_size is None else self.history_size
+            self._state = {
+                "lower": torch.empty(h, 0, dtype=torch.float32, device=device),
+                "upper": torch.empty(h, 0, dtype=torch.float32, device=device),
+                "window": torch.zeros(h, window, dtype=torch.float32, device=device),
+                "counters": torch.zeros(h, _COUNTERS, dtype=torch.int64, device=device),
+            }
+        if self.history_size is not None:
+            return
+        # After this step a history holds at most steps+1 norms; both heap sizes grow with it.
+        count = self._steps + 1
+        for key, need in (("lower", self._lower_size(count)), ("upper", count - self._lower_size(count))):
+            have = self._state[key].shape[1]
+            if need > have:
+                grown = torch.empty(h, -(-need // _GROWTH) * _GROWTH, dtype=torch.float32, device=device)
+                grown[:, :have] = self._state[key]
+                self._state[key] = grown
+
+    def _rows_for(self, present, device):
+        if self._rows is None or self._rows[0] != present or self._rows[1].device != device:
+            self._rows = (present, torch.tensor(present, dtype=torch.int64).to(device, non_blocking=True))
+        return self._rows[1]
+
+    def _update(self, total, per_tensor, present, device, policy):
+        self._ensure_capacity(device)
+        if self.per_tensor:
+            norms, rows = per_tensor, self._rows_for(tuple(present), device)
+        else:
+            norms, rows = total.reshape(1), self._rows_for((0,), device)
+        values = torch.empty(_NUM_SLOTS, dtype=torch.float32, device=device)
+        coef = torch.empty(norms.shape[0], dtype=torch.float32, device=device)
+        threshold = torch.empty_like(coef)
+        s = self._state
+        _ops.autoclip_update_(total, norms, rows, s["lower"], s["upper"], s["window"], s["counters"], values, coef,
+                              threshold, self.percentile, self.lag == 1, policy, self.reference)
+        if self.per_tensor:
+            return values, coef, coef, threshold
+        return values, coef, None, None

@@ -1,0 +1,286 @@
+"""The stateful clippers' shared machinery: parameters, the step result, state_dict, attach.
+
+A clipper is built like a ``torch.optim`` optimizer, from an iterable of parameters or of param
+groups (a group's other keys, such as ``lr``, are ignored, so ``optimizer.param_groups`` works),
+and ``step()`` clips the parameters' ``.grad`` in place. Everything a step computes stays on the
+grads' device: nothing syncs the host unless ``on_nonfinite="error"``.
+"""
+
+import torch
+
+from . import _ops
+
+__all__ = ["Clipper", "ClipResult", "NormClip"]
+
+# Slots of the float32 result tensor the stats ops write (csrc/common/clip_stats.h, ResultSlot).
+_NORM, _THRESHOLD, _COEF, _CLIPPED, _NONFINITE, _GRAD_SCALE, _FOUND_INF, _ZSCORE, _MEAN, _STD = range(10)
+_NUM_SLOTS = 10
+
+_POLICIES = ("skip", "zero", "propagate", "error")
+
+
+class ClipResult:
+    """One step's outcome, as device tensors: reading one (``float(r.norm)``) is when you sync.
+
+    ``norm``: the pre-clip total norm. ``threshold``: the clip value in force. ``coef``: the factor
+    applied to every grad (a 0-d tensor), or one per tensor for per-tensor clippers (a 1-d tensor
+    in the order of the parameters that had grads). ``clipped``: whether any grad was scaled down.
+    ``nonfinite``: whether the norm was NaN or inf. ZClip adds ``zscore``, ``mean`` and ``std``
+    (NaN during warm-up and on non-finite steps).
+    """
+
+    def __init__(self, values, coef=None, threshold=None):
+        self._values = values
+        self.norm = values[_NORM]
+        self.threshold = values[_THRESHOLD] if threshold is None else threshold
+        self.coef = values[_COEF] if coef is None else coef
+        self.clipped = values[_CLIPPED] != 0
+        self.nonfinite = values[_NONFINITE] != 0
+        self.zscore = values[_ZSCORE]
+        self.mean = values[_MEAN]
+        self.std = values[_STD]
+
+    def __repr__(self):
+        return f"ClipResult(norm={self.norm}, threshold={self.threshold}, coef={self.coef}, clipped={self.clipped})"
+
+
+def _flatten_parameters(parameters, clipper_name):
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    try:
+        entries = list(parameters)
+    except TypeError:
+        raise TypeError(f"{clipper_name}: parameters must be an iterable of Tensors or of param groups (dicts), got "
+                        f"{type(parameters).__name__}") from None
+    params = []
+    for g, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            if "params" not in entry:
+                raise ValueError(f"{clipper_name}: param group {g} has no 'params' key")
+            group = entry["params"]
+            params.extend([group] if isinstance(group, torch.Tensor) else list(group))
+        else:
+            params.append(entry)
+    for i, p in enumerate(params):
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"{clipper_name}: parameters[{i}] is a {type(p).__name__}, not a Tensor")
+    if len({id(p) for p in params}) != len(params):
+        raise ValueError(f"{clipper_name}: some parameters appear more than once")
+    if not params:
+        raise ValueError(f"{clipper_name}: got an empty parameter list")
+    return params
+
+
+def _check_choice(value, name, choices, clipper_name):
+    if value not in choices:
+        raise ValueError(f"{clipper_name}: {name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+def _check_number(value, name, clipper_name, low=None, high=None, low_open=False, high_open=False, allow_none=False):
+    """value as a float within [low, high] (open ends where asked), with an error naming it otherwise."""
+    if value is None and allow_none:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{clipper_name}: {name} must be a number, got {value!r}") from None
+    ok = x == x
+    if low is not None:
+        ok = ok and (x > low if low_open else x >= low)
+    if high is not None:
+        ok = ok and (x < high if high_open else x <= high)
+    if not ok:
+        lo = "-inf" if low is None else f"{'(' if low_open else '['}{low}"
+        hi = "inf" if high is None else f"{high}{')' if high_open else ']'}"
+        raise ValueError(f"{clipper_name}: {name} must lie in {lo}, {hi}, got {value!r}")
+    return x
+
+
+def _check_int(value, name, clipper_name, low=0):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{clipper_name}: {name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+class Clipper:
+    """Base class: subclasses define ``_update(total, per_tensor, present, device)``, which runs the
+    stats op and returns ``(result values, factor tensor, per-tensor coef or None, per-tensor
+    threshold or None)``, and the state they keep (``_state_tensors``)."""
+
+    per_tensor = False  # per-tensor norms are needed (AdaGC, AutoClip with scope="tensor")
+    folds_into_optimizer = True  # one factor for every grad: an attached fused optimizer can apply it
+
+    def __init__(self, parameters, on_nonfinite="skip", reference=False):
+        name = type(self).__name__
+        self._params = _flatten_parameters(parameters, name)
+        self.on_nonfinite = _check_choice(on_nonfinite, "on_nonfinite", _POLICIES, name)
+        self.reference = bool(reference)
+        self._state = {}  # name -> tensor, created on the grads' device at the first step
+        self._steps = 0  # steps that reached the statistics (host count: capacity planning only)
+        self._pending = None  # (grad_scale, found_inf) for an attached fused optimizer
+        self._hooks = []
+
+    # -- the step -------------------------------------------------------------------------
+
+    def _grads(self):
+        present = [i for i, p in enumerate(self._params) if p.grad is not None]
+        return present, [self._params[i].grad for i in present]
+
+    @torch.no_grad()
+    def step(self):
+        """Clips the parameters' grads in place and returns a :class:`ClipResult` (device tensors).
+
+        No host sync, except with ``on_nonfinite="error"``, which reads the norm to raise.
+        """
+        present, grads = self._grads()
+        if not grads:
+            values = torch.zeros(_NUM_SLOTS, dtype=torch.float32, device=self._params[0].device)
+            values[[_COEF, _GRAD_SCALE]] = 1.0
+            self._pending = None
+            return ClipResult(values)
+        device = grads[0].device
+        self._move_state(device)
+        total, per_tensor = _ops.multi_tensor_norm(grads, self._norm_type(), self.per_tensor)
+        if self.on_nonfinite == "error" and not bool(torch.isfinite(total)):
+            raise RuntimeError(f"{type(self).__name__}: the total norm of the gradients is {float(total)}; "
+                               "statistics and grads were left untouched (on_nonfinite='error')")
+        policy = "skip" if self.on_nonfinite == "error" else self.on_nonfinite
+        values, factor, coef, threshold = self._update(total, per_tensor, present, device, policy)
+        self._steps += 1
+        self._apply(grads, values, factor)
+        return ClipResult(values, coef, threshold)
+
+    def _norm_type(self):
+        return 2.0
+
+    def _apply(self, grads, values, factor):
+        clear = self.on_nonfinite == "zero"
+        if self._pending_optimizer() and self.folds_into_optimizer:
+            self._pending = (values[_GRAD_SCALE], values[_FOUND_INF])
+            if clear:  # zero the grads of a non-finite step; the optimizer applies the factor
+                _ops.multi_tensor_scale_(grads, 1.0 - values[_NONFINITE], True)
+            return
+        _ops.multi_tensor_scale_(grads, factor, clear)
+
+    # -- attach to an optimizer -----------------------------------------------------------
+
+    def _pending_optimizer(self):
+        return bool(self._hooks)
+
+    def attach(self, optimizer):
+        """Hands each step's coefficient to ``optimizer``.
+
+        For torch's fused Adam/AdamW (``fused=True``) and other optimizers that read
+        ``grad_scale``/``found_inf`` (``_step_supports_amp_scaling``), the next ``optimizer.step()``
+        divides the grads by ``1/coef`` inside its own kernel, so the clipper does not write the
+        grads at all: a step costs one read of the grads (the norm) instead of three passes
+        (read, then read and write). ``.grad`` keeps the unclipped values. A non-finite step with
+        ``on_nonfinite="skip"`` sets ``found_inf``, so the optimizer skips it. Composes with
+        ``torch.amp.GradScaler`` (call ``scaler.unscale_(optimizer)`` before ``clipper.step()``):
+        the scales multiply and a step is skipped if either asks. Per-tensor clippers (AdaGC,
+        AutoClip with ``scope="tensor"``, AGC) and other optimizers keep scaling the grads
+        themselves; for them ``attach`` only forwards ``found_inf``. Returns ``self``.
+        """
+        if self._hooks:
+            raise RuntimeError(f"{type(self).__name__} is already attached to an optimizer")
+        if not getattr(optimizer, "_step_supports_amp_scaling", False):
+            return self
+        self._hooks = [optimizer.register_step_pre_hook(self._before_optimizer_step),
+                       optimizer.register_step_post_hook(self._after_optimizer_step)]
+        return self
+
+    def detach(self):
+        """Undoes :meth:`attach`."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        self._pending = None
+
+    def _before_optimizer_step(self, optimizer, args, kwargs):
+        self._saved_attrs = {k: optimizer.__dict__.get(k) for k in ("grad_scale", "found_inf")}
+        if self._pending is None:
+            return
+        grad_scale, found_inf = self._pending
+        current = getattr(optimizer, "grad_scale", None)
+        optimizer.grad_scale = grad_scale if current is None else current * grad_scale
+        current = getattr(optimizer, "found_inf", None)
+        optimizer.found_inf = found_inf if current is None else torch.maximum(current, found_inf)
+
+    def _after_optimizer_step(self, optimizer, args, kwargs):
+        for key, value in self._saved_attrs.items():
+            if value is None:
+                optimizer.__dict__.pop(key, None)
+            else:
+                setattr(optimizer, key, value)
+        self._pending = None
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _move_state(self, device):
+        for key, t in self._state.items():
+            if t.device != device:
+                self._state[key] = t.to(device)
+
+    def _config(self):
+        """Hyperparameters a checkpoint must agree with to be loaded."""
+        return {}
+
+    def state_dict(self):
+        """Statistics, counters and histories (per-tensor state is keyed by parameter position)."""
+        return {"config": self._config(), "steps": self._steps,
+                "state": {k: t.detach().clone() for k, t in self._state.items()}}
+
+    def load_state_dict(self, state_dict):
+        """Restores :meth:`state_dict`'s output; the tensors may come from any device."""
+        name = type(self).__name__
+        try:
+            config, steps, state = state_dict["config"], state_dict["steps"], state_dict["state"]
+        except (KeyError, TypeError):
+            raise ValueError(f"{name}: state_dict must hold 'config', 'steps' and 'state'") from None
+        if config != self._config():
+            raise ValueError(f"{name}: the checkpoint was saved with {config}, this clipper has {self._config()}")
+        self._check_loaded_state(state)
+        device = next(iter(self._state.values())).device if self._state else None
+        self._state = {k: (t.to(device) if device is not None else t).clone() for k, t in state.items()}
+        self._steps = int(steps)
+
+    def _check_loaded_state(self, state):
+        pass
+
+    def reset(self):
+        """Forgets every statistic and history: the next step is the first."""
+        self._state = {}
+        self._steps = 0
+        self._pending = None
+
+
+class NormClip(Clipper):
+    """A fixed threshold: the stateful form of :func:`fastclip.clip_grad_norm_`, so every clipper
+    shares one interface (``step()``, ``attach``, non-finite policies). Factor as torch computes
+    it: ``min(max_norm / (norm + 1e-6), 1)``."""
+
+    def __init__(self, parameters, max_norm, norm_type=2.0, on_nonfinite="skip"):
+        super().__init__(parameters, on_nonfinite)
+        self.max_norm = _check_number(max_norm, "max_norm", "NormClip", low=0.0)
+        self.norm_type = _check_number(norm_type, "norm_type", "NormClip", low=0.0)
+
+    def _norm_type(self):
+        return self.norm_type
+
+    def _config(self):
+        return {"max_norm": self.max_norm, "norm_type": self.norm_type}
+
+    def _update(self, total, per_tensor, present, device, policy):
+        norm = total.float()
+        coef = torch.clamp((norm + 1e-6).reciprocal() * self.max_norm, max=1.0)
+        nonfinite = ~torch.isfinite(norm)
+        if policy == "skip":
+            coef = torch.where(nonfinite, 1.0, coef)
+        elif policy == "zero":
+            coef = torch.where(nonfinite, 0.0, coef)
+        found_inf = (nonfinite & (policy == "skip")).float()
+        nan = torch.full_like(norm, float("nan"))
+        values = torch.stack([norm, torch.full_like(norm, self.max_norm), coef, (coef < 1).float(), nonfinite.float(),
+                              coef.reciprocal(), found_inf, nan, nan, nan])
+        return values, values[_COEF], None, None
