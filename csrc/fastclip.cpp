@@ -40,7 +40,7 @@ TORCH_LIBRARY(fastclip, m) {
   // state: float64[4 + warmup_steps].
   m.def(
       "zclip_update_(Tensor norm, Tensor(a!) state, Tensor(b!) result, float alpha, float z_thresh, "
-      "float? max_grad_norm, float eps, int warmup_steps, str mode, str clip_option, float clip_factor, "
+      "float? max_grad_norm, float eps, int warmup_steps, str threshold_mode, str clip_option, float clip_factor, "
       "bool skip_update_on_spike, str on_nonfinite, bool reference) -> ()");
   // norms[j] belongs to history rows[j] (global scope: one norm, row 0). Whole history when
   // window has zero columns: lower/upper are float32 heaps, [H, capacity]; else window is a

@@ -74,8 +74,8 @@ class AutoClip(Clipper):
         if "counters" not in self._state:
             window = 0 if self.history_size is None else self.history_size
             self._state = {
-                "lower": torch.empty(h, 0, dtype=torch.float32, device=device),
-                "upper": torch.empty(h, 0, dtype=torch.float32, device=device),
+                "lower": torch.zeros(h, 0, dtype=torch.float32, device=device),
+                "upper": torch.zeros(h, 0, dtype=torch.float32, device=device),
                 "window": torch.zeros(h, window, dtype=torch.float32, device=device),
                 "counters": torch.zeros(h, _COUNTERS, dtype=torch.int64, device=device),
             }
@@ -86,7 +86,8 @@ class AutoClip(Clipper):
         for key, need in (("lower", self._lower_size(count)), ("upper", count - self._lower_size(count))):
             have = self._state[key].shape[1]
             if need > have:
-                grown = torch.empty(h, -(-need // _GROWTH) * _GROWTH, dtype=torch.float32, device=device)
+                # Zeros, not garbage: a checkpoint of the same history is the same bytes.
+                grown = torch.zeros(h, -(-need // _GROWTH) * _GROWTH, dtype=torch.float32, device=device)
                 grown[:, :have] = self._state[key]
                 self._state[key] = grown
 

@@ -17,6 +17,7 @@ _NORM, _THRESHOLD, _COEF, _CLIPPED, _NONFINITE, _GRAD_SCALE, _FOUND_INF, _ZSCORE
 _NUM_SLOTS = 10
 
 _POLICIES = ("skip", "zero", "propagate", "error")
+_ABSENT = object()  # an optimizer attribute that was not set (GradScaler may set one to None)
 
 
 class ClipResult:
@@ -198,7 +199,7 @@ class Clipper:
         self._pending = None
 
     def _before_optimizer_step(self, optimizer, args, kwargs):
-        self._saved_attrs = {k: optimizer.__dict__.get(k) for k in ("grad_scale", "found_inf")}
+        self._saved_attrs = {k: optimizer.__dict__.get(k, _ABSENT) for k in ("grad_scale", "found_inf")}
         if self._pending is None:
             return
         grad_scale, found_inf = self._pending
@@ -209,7 +210,7 @@ class Clipper:
 
     def _after_optimizer_step(self, optimizer, args, kwargs):
         for key, value in self._saved_attrs.items():
-            if value is None:
+            if value is _ABSENT:
                 optimizer.__dict__.pop(key, None)
             else:
                 setattr(optimizer, key, value)
