@@ -239,3 +239,18 @@ def test_normclip_matches_clip_grad_norm(gen):
         result = clipper.step()
         np.testing.assert_allclose(float(result.norm), float(expected), rtol=RTOL_PARITY)
         assert_grads_match(list(ours_model.parameters()), list(peer_model.parameters()), step=step)
+
+
+def test_agc_long_rows_and_empty(gen):
+    """Rows longer than the CPU's in-cache limit take the chunked path; empty tensors have no rows."""
+    shapes = [(300_001,), (2, 270_000), (0, 4), (3, 5)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.01) for s in shapes]
+    peers = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    grads = [torch.randn(s, generator=gen) for s in shapes]
+    set_grads(params, grads)
+    set_grads(peers, grads)
+    fastclip.adaptive_clip_grad_(params, clip_factor=0.01)
+    timm_agc.adaptive_clip_grad(peers, clip_factor=0.01)
+    for a, b in zip(params, peers):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=0.0)
+    assert not torch.equal(params[0].grad, grads[0])  # really clipped

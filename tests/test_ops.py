@@ -316,3 +316,20 @@ def test_cpu_instruction_set_variants_agree(tmp_path, gen):
                 bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}
                 for a, b in zip(value, base[key]):
                     assert torch.equal(a.view(bits[a.element_size()]), b.view(bits[b.element_size()])), (isa, key)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scale_clear_on_zero(device, gen):
+    """clear_on_zero stores zeros where the factor is exactly 0 (NaN and inf too); without it,
+    0 * NaN stays NaN as in torch. Other factors multiply as usual."""
+    tensors = [torch.randn(100, generator=gen).to(device), torch.randn(7, 3, generator=gen).to(device)]
+    tensors[0][5] = float("nan")
+    tensors[1][0, 0] = float("inf")
+    expected_second = tensors[1] * 0.5
+    cleared = [t.clone() for t in tensors]
+    fastclip.ops.multi_tensor_scale_(cleared, torch.tensor([0.0, 0.5], device=device), True)
+    assert torch.count_nonzero(cleared[0]) == 0
+    torch.testing.assert_close(cleared[1], expected_second)
+    kept = [t.clone() for t in tensors]
+    fastclip.ops.multi_tensor_scale_(kept, torch.tensor(0.0, device=device))
+    assert torch.isnan(kept[0][5]) and torch.isnan(kept[1][0, 0])

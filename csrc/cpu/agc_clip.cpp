@@ -1,19 +1,24 @@
-// NFNets unit-wise clipping on the CPU: each output row is reduced (param and grad norms) and
-// scaled by the same thread right away, so the row is read from memory once and rewritten from cache.
+// NFNets unit-wise clipping on the CPU. A row of ordinary length is reduced (param and grad
+// norms) and scaled by the same thread right away, so it is read from memory once and rewritten
+// from cache. Rows too long for that (a huge 1-d tensor is one row) are cut into chunks: the
+// chunks' partial sums are computed in parallel and combined in chunk order, then scaled in parallel.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <vector>
 
 #include "../common/agc_math.h"
+#include "../common/list_plan.h"
 #include "../common/stats_args.h"
+#include "cpu_chunk_ops.h"
 
 namespace fastclip {
 namespace cpu {
 namespace {
+
+constexpr int64_t kLongRow = 4 * kCpuChunkSize;
 
 // A tensor whose output rows are contiguous blocks (dim 0 outermost, any order inside a row) is
 // used in place; anything else through a contiguous copy.
@@ -21,62 +26,73 @@ bool rows_are_blocks(const at::Tensor& t) {
   return t.is_non_overlapping_and_dense() && (t.dim() <= 1 || t.numel() == 0 || t.stride(0) == t.numel() / t.size(0));
 }
 
-template <typename scalar_t>
-double row_sum_of_squares(const scalar_t* x, int64_t n) {
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = static_cast<double>(x[i]);
-    sum += v * v;
+TensorMeta meta_of(const at::Tensor& t) {
+  return TensorMeta{t.data_ptr(), t.numel(), static_cast<int32_t>(to_dtype(t.scalar_type())), 0};
+}
+
+double sum_of_squares(const TensorMeta& meta, int64_t begin, int64_t end) {
+  if (static_cast<DType>(meta.dtype) == DType::kFloat64) return chunk_partial(NormKind::kL2, meta, begin, end, 2.0);
+  return chunk_partial(NormKind::kL2, meta, begin, end, 2.0f);
+}
+
+struct Unit {  // one output row of one tensor
+  TensorMeta grad, param;
+  int64_t begin, end;  // elements of the row
+  bool double_math;
+  double factor(double param_sq, double grad_sq, double clip_factor, double eps) const {
+    return double_math ? agc_factor<double>(std::sqrt(param_sq), std::sqrt(grad_sq), clip_factor, eps)
+                       : agc_factor<float>(std::sqrt(param_sq), std::sqrt(grad_sq), clip_factor, eps);
   }
-  return sum;
-}
-
-double sum_of_squares(const at::Tensor& t, int64_t offset, int64_t n) {
-  return AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "agc_norm", [&] {
-    return row_sum_of_squares(t.const_data_ptr<scalar_t>() + offset, n);
-  });
-}
-
-void scale_row(at::Tensor& t, int64_t offset, int64_t n, double factor) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "agc_scale", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
-    scalar_t* x = t.mutable_data_ptr<scalar_t>() + offset;
-    const opmath_t f = static_cast<opmath_t>(factor);
-    for (int64_t i = 0; i < n; ++i) x[i] = static_cast<scalar_t>(static_cast<opmath_t>(x[i]) * f);
-  });
-}
-
-struct RowTask {
-  int32_t tensor;
-  int64_t row;
 };
 
 void agc_clip_cpu(at::TensorList grads, at::TensorList params, double clip_factor, double eps) {
   check_agc_args(grads, params, clip_factor, eps);
   std::vector<at::Tensor> grad_rows(grads.size()), param_rows(params.size());
-  std::vector<RowTask> tasks;
+  std::vector<Unit> short_rows, long_rows;
   for (size_t i = 0; i < grads.size(); ++i) {
     grad_rows[i] = rows_are_blocks(grads[i]) ? grads[i] : grads[i].contiguous();
     param_rows[i] = rows_are_blocks(params[i]) ? params[i] : params[i].contiguous();
-    for (int64_t r = 0; r < agc_num_rows(grads[i].dim(), grads[i].numel(), grads[i].dim() ? grads[i].size(0) : 1); ++r) {
-      tasks.push_back({static_cast<int32_t>(i), r});
+    const at::Tensor& g = grad_rows[i];
+    const int64_t rows = agc_num_rows(g.dim(), g.numel(), g.dim() ? g.size(0) : 1);
+    const int64_t n = rows ? g.numel() / rows : 0;
+    const bool double_math = g.scalar_type() == at::kDouble || params[i].scalar_type() == at::kDouble;
+    for (int64_t r = 0; r < rows; ++r) {
+      const Unit unit{meta_of(g), meta_of(param_rows[i]), r * n, (r + 1) * n, double_math};
+      (n > kLongRow ? long_rows : short_rows).push_back(unit);
     }
   }
-  at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
+  // Short rows: a few rows per task, each reduced and scaled while in cache.
+  at::parallel_for(0, static_cast<int64_t>(short_rows.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
-      at::Tensor& g = grad_rows[tasks[k].tensor];
-      const at::Tensor& p = param_rows[tasks[k].tensor];
-      const int64_t rows = agc_num_rows(g.dim(), g.numel(), g.dim() ? g.size(0) : 1);
-      const int64_t n = g.numel() / rows;
-      const int64_t offset = tasks[k].row * n;
-      const bool double_math = g.scalar_type() == at::kDouble || p.scalar_type() == at::kDouble;
-      const double param_norm = std::sqrt(sum_of_squares(p, offset, n));
-      const double grad_norm = std::sqrt(sum_of_squares(g, offset, n));
-      const double factor = double_math ? agc_factor<double>(param_norm, grad_norm, clip_factor, eps)
-                                        : agc_factor<float>(param_norm, grad_norm, clip_factor, eps);
-      if (factor != 1.0) scale_row(g, offset, n, factor);
+      const Unit& u = short_rows[k];
+      const double f = u.factor(sum_of_squares(u.param, u.begin, u.end), sum_of_squares(u.grad, u.begin, u.end),
+                                clip_factor, eps);
+      if (f != 1.0) chunk_scale(u.grad, u.begin, u.end, f);
     }
   });
+  // Long rows: chunk partials in parallel, a fixed-order combine, then a parallel scale.
+  for (const Unit& u : long_rows) {
+    const int64_t chunks = (u.end - u.begin + kCpuChunkSize - 1) / kCpuChunkSize;
+    std::vector<double> param_sq(chunks), grad_sq(chunks);
+    auto chunk_begin = [&](int64_t c) { return u.begin + c * kCpuChunkSize; };
+    auto chunk_end = [&](int64_t c) { return std::min(u.end, chunk_begin(c) + kCpuChunkSize); };
+    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        param_sq[c] = sum_of_squares(u.param, chunk_begin(c), chunk_end(c));
+        grad_sq[c] = sum_of_squares(u.grad, chunk_begin(c), chunk_end(c));
+      }
+    });
+    double p = 0.0, g = 0.0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      p += param_sq[c];
+      g += grad_sq[c];
+    }
+    const double f = u.factor(p, g, clip_factor, eps);
+    if (f == 1.0) continue;
+    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) chunk_scale(u.grad, chunk_begin(c), chunk_end(c), f);
+    });
+  }
   for (size_t i = 0; i < grads.size(); ++i) {
     if (!grad_rows[i].is_same(grads[i])) grads[i].copy_(grad_rows[i]);
   }
