@@ -35,11 +35,18 @@ class ClipResult:
         self.norm = values[_NORM]
         self.threshold = values[_THRESHOLD] if threshold is None else threshold
         self.coef = values[_COEF] if coef is None else coef
-        self.clipped = values[_CLIPPED] != 0
-        self.nonfinite = values[_NONFINITE] != 0
         self.zscore = values[_ZSCORE]
         self.mean = values[_MEAN]
         self.std = values[_STD]
+
+    # Computed when read, so a step launches nothing for results nobody looks at.
+    @property
+    def clipped(self):
+        return self._values[_CLIPPED] != 0
+
+    @property
+    def nonfinite(self):
+        return self._values[_NONFINITE] != 0
 
     def __repr__(self):
         return f"ClipResult(norm={self.norm}, threshold={self.threshold}, coef={self.coef}, clipped={self.clipped})"
