@@ -131,7 +131,7 @@ def case_autoclip_history(device, timer, repeat, gen):
     lower_size = int(0.10 * (steps - 1)) + 1
     state = {"lower": norms[:lower_size].flip(0).reshape(1, -1).clone(), "upper": norms[lower_size:].reshape(1, -1).clone(),
              "window": torch.zeros(1, 0), "counters": torch.tensor([[lower_size, steps - lower_size, 0, 0, 0]])}
-    long.load_state_dict({"config": long._config(), "steps": steps, "state": state})
+    long.load_state_dict({"config": long._config(), "host": {"steps": steps}, "state": state})
     t = interleaved(timer, {"paper (numpy percentile), 50 steps": paper, "fastclip.AutoClip, 50 steps": ours.step,
                             "fastclip.AutoClip, 1,000,000 steps": long.step,
                             "fastclip.get_total_norm (norm alone)": lambda: fastclip.get_total_norm(

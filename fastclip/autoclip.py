@@ -31,13 +31,19 @@ class AutoClip(Clipper):
       ``autoclip`` package's ``QuantileClip(quantile=percentile/100, history_length=N,
       global_threshold=scope == "global")``).
 
+    The whole history's buffers grow (on the host, 4,096 steps at a time) as steps are taken.
+    Inside a ``torch.compile`` region they cannot grow: pass ``reserve_steps`` (the number of
+    steps you will take) to size them up front; a history that fills up stops taking norms.
+
     Non-finite norms never enter the history (see ``on_nonfinite``); ``reference=True``
     reproduces the peers, where one NaN makes every later threshold NaN.
     """
 
-    def __init__(self, parameters, percentile=10.0, history_size=None, scope="global", lag=0, on_nonfinite="skip",
-                 reference=False):
+    def __init__(self, parameters, percentile=10.0, history_size=None, scope="global", lag=0, reserve_steps=0,
+                 on_nonfinite="skip", reference=False):
         super().__init__(parameters, on_nonfinite, reference)
+        self.reserve_steps = _check_int(reserve_steps, "reserve_steps", "AutoClip")
+        self._steps = 0  # steps taken, counted on the host to size the whole history's heaps
         self.percentile = _check_number(percentile, "percentile", "AutoClip", 0.0, 100.0)
         if history_size is not None:
             _check_int(history_size, "history_size", "AutoClip", low=1)
@@ -57,6 +63,12 @@ class AutoClip(Clipper):
     def _num_histories(self):
         return len(self._params) if self.per_tensor else 1
 
+    def _host_state(self):
+        return {"steps": self._steps}
+
+    def _load_host_state(self, host):
+        self._steps = int(host.get("steps", 0))
+
     def _check_loaded_state(self, state):
         h = self._num_histories()
         ok = set(state) == {"lower", "upper", "window", "counters"} and state["counters"].shape == (h, _COUNTERS)
@@ -64,30 +76,46 @@ class AutoClip(Clipper):
         window = 0 if self.history_size is None else self.history_size
         if not ok or state["window"].shape[1] != window:
             raise ValueError("AutoClip: the checkpoint's state does not match this clipper's parameters and history")
+        counters = state["counters"].cpu()
+        within = (counters[:, 0] <= state["lower"].shape[1]).all() and (counters[:, 1] <= state["upper"].shape[1]).all()
+        within = within and (counters[:, 3] <= window).all() and (counters[:, :2] >= 0).all()
+        if not within:
+            raise ValueError("AutoClip: the checkpoint's history counters exceed its buffers")
 
     def _lower_size(self, count):
         # The heaps' split for `count` norms: the lowest floor(q (count-1)) + 1 go below.
         return math.floor(self.percentile / 100.0 * (count - 1)) + 1 if count > 0 else 0
 
+    def _heap_columns(self, count, key):
+        need = self._lower_size(count) if key == "lower" else count - self._lower_size(count)
+        return -(-need // _GROWTH) * _GROWTH
+
     def _ensure_capacity(self, device):
         h = self._num_histories()
         if "counters" not in self._state:
             window = 0 if self.history_size is None else self.history_size
+            heap = 0 if self.history_size is not None else self.reserve_steps
+            # Zeros, not garbage: a checkpoint of the same history is the same bytes.
             self._state = {
-                "lower": torch.zeros(h, 0, dtype=torch.float32, device=device),
-                "upper": torch.zeros(h, 0, dtype=torch.float32, device=device),
+                "lower": torch.zeros(h, self._heap_columns(heap, "lower"), dtype=torch.float32, device=device),
+                "upper": torch.zeros(h, self._heap_columns(heap, "upper"), dtype=torch.float32, device=device),
                 "window": torch.zeros(h, window, dtype=torch.float32, device=device),
                 "counters": torch.zeros(h, _COUNTERS, dtype=torch.int64, device=device),
             }
         if self.history_size is not None:
             return
-        # After this step a history holds at most steps+1 norms; both heap sizes grow with it.
-        count = self._steps + 1
-        for key, need in (("lower", self._lower_size(count)), ("upper", count - self._lower_size(count))):
+        if torch.compiler.is_compiling():
+            if not self.reserve_steps:
+                raise RuntimeError("AutoClip(history_size=None) cannot grow its history inside torch.compile: "
+                                   "pass reserve_steps=<number of steps> to size it up front")
+            return
+        # After this step a history holds at most `steps` norms; both heap sizes grow with it.
+        self._steps += 1
+        count = max(self._steps, self.reserve_steps)
+        for key in ("lower", "upper"):
             have = self._state[key].shape[1]
-            if need > have:
-                # Zeros, not garbage: a checkpoint of the same history is the same bytes.
-                grown = torch.zeros(h, -(-need // _GROWTH) * _GROWTH, dtype=torch.float32, device=device)
+            if self._heap_columns(count, key) > have:
+                grown = torch.zeros(h, self._heap_columns(count, key), dtype=torch.float32, device=device)
                 grown[:, :have] = self._state[key]
                 self._state[key] = grown
 

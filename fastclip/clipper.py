@@ -125,7 +125,6 @@ class Clipper:
         self.on_nonfinite = _check_choice(on_nonfinite, "on_nonfinite", _POLICIES, name)
         self.reference = bool(reference)
         self._state = {}  # name -> tensor, created on the grads' device at the first step
-        self._steps = 0  # steps that reached the statistics (host count: capacity planning only)
         self._pending = None  # (grad_scale, found_inf) for an attached fused optimizer
         self._hooks = []
 
@@ -155,7 +154,6 @@ class Clipper:
                                "statistics and grads were left untouched (on_nonfinite='error')")
         policy = "skip" if self.on_nonfinite == "error" else self.on_nonfinite
         values, factor, coef, threshold = self._update(total, per_tensor, present, device, policy)
-        self._steps += 1
         self._apply(grads, values, factor)
         return ClipResult(values, coef, threshold)
 
@@ -236,22 +234,28 @@ class Clipper:
 
     def state_dict(self):
         """Statistics, counters and histories (per-tensor state is keyed by parameter position)."""
-        return {"config": self._config(), "steps": self._steps,
+        return {"config": self._config(), "host": self._host_state(),
                 "state": {k: t.detach().clone() for k, t in self._state.items()}}
+
+    def _host_state(self):
+        return {}
 
     def load_state_dict(self, state_dict):
         """Restores :meth:`state_dict`'s output; the tensors may come from any device."""
         name = type(self).__name__
         try:
-            config, steps, state = state_dict["config"], state_dict["steps"], state_dict["state"]
+            config, host, state = state_dict["config"], state_dict["host"], state_dict["state"]
         except (KeyError, TypeError):
-            raise ValueError(f"{name}: state_dict must hold 'config', 'steps' and 'state'") from None
+            raise ValueError(f"{name}: state_dict must hold 'config', 'host' and 'state'") from None
         if config != self._config():
             raise ValueError(f"{name}: the checkpoint was saved with {config}, this clipper has {self._config()}")
         self._check_loaded_state(state)
         device = next(iter(self._state.values())).device if self._state else None
         self._state = {k: (t.to(device) if device is not None else t).clone() for k, t in state.items()}
-        self._steps = int(steps)
+        self._load_host_state(host)
+
+    def _load_host_state(self, host):
+        pass
 
     def _check_loaded_state(self, state):
         pass
@@ -259,7 +263,7 @@ class Clipper:
     def reset(self):
         """Forgets every statistic and history: the next step is the first."""
         self._state = {}
-        self._steps = 0
+        self._load_host_state({})
         self._pending = None
 
 

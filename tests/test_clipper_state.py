@@ -223,7 +223,7 @@ def test_param_groups_and_no_grads():
     clipper = fastclip.ZClip([{"params": params[:2], "lr": 0.1}, {"params": params[2:]}])
     result = clipper.step()  # no grads yet: nothing to do, nothing recorded
     assert float(result.norm) == 0 and float(result.coef) == 1
-    assert clipper.state_dict()["steps"] == 0
+    assert clipper.state_dict()["state"] == {}
 
 
 def make_opt_pair(fused_model, plain_model, **kw):
@@ -375,18 +375,35 @@ def test_statistics_ops_name_bad_arguments():
         fastclip.ops.agc_clip_([torch.ones(3), torch.ones(4)], [torch.ones(3), torch.ones(5)], 0.01, 1e-3)
 
 
-def test_clipper_under_torch_compile(gen):
+COMPILED = dict(CLIPPERS, autoclip=lambda p: fastclip.AutoClip(p, percentile=25.0, reserve_steps=100),
+                **{"autoclip-tensor": lambda p: fastclip.AutoClip(p, percentile=40.0, scope="tensor", reserve_steps=15)})
+
+
+@pytest.mark.parametrize("name", list(COMPILED))
+def test_clipper_under_torch_compile(name, gen):
+    """step() traced whole (fullgraph): same norms and grads as eager, no recompile per step."""
+    torch._dynamo.reset()
     model, twin = twin_models()
-    clipper = fastclip.ZClip(model.parameters(), warmup_steps=3)
-    eager = fastclip.ZClip(twin.parameters(), warmup_steps=3)
+    clipper = COMPILED[name](model.parameters())
+    eager = COMPILED[name](twin.parameters())
 
     @torch.compile(fullgraph=True, backend="aot_eager")
     def clip():
         return clipper.step().norm
 
-    for grads in spiky_grads(gen, SHAPES, 8, (6,)):
-        set_grads(model.parameters(), grads)
-        set_grads(twin.parameters(), grads)
-        torch.testing.assert_close(clip(), eager.step().norm)
-        for a, b in zip(model.parameters(), twin.parameters()):
-            torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+    with torch._dynamo.config.patch(recompile_limit=3):  # the first step creates the state: one recompile
+        for step, grads in enumerate(spiky_grads(gen, SHAPES, 15, (12,))):
+            set_grads(model.parameters(), grads)
+            set_grads(twin.parameters(), grads)
+            torch.testing.assert_close(clip(), eager.step().norm, rtol=0, atol=0, equal_nan=True)
+            for a, b in zip(model.parameters(), twin.parameters()):
+                torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0, msg=lambda m: f"step {step}: {m}")
+
+
+def test_whole_history_under_compile_needs_reserve_steps(gen):
+    torch._dynamo.reset()
+    model, = twin_models(n=1)
+    clipper = fastclip.AutoClip(model.parameters())
+    set_grads(model.parameters(), spiky_grads(gen, SHAPES, 1)[0])
+    with pytest.raises(Exception, match="reserve_steps"):
+        torch.compile(lambda: clipper.step().norm, fullgraph=True, backend="aot_eager")()

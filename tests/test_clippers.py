@@ -254,3 +254,20 @@ def test_agc_long_rows_and_empty(gen):
     for a, b in zip(params, peers):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=0.0)
     assert not torch.equal(params[0].grad, grads[0])  # really clipped
+
+
+def test_full_history_drops_norms_without_overflow():
+    """Heaps sized for 4 norms and fed 10 (a loaded or reserved state too small): nothing is
+    written past the buffers, the history stops growing, the flag says so."""
+    counters = torch.zeros(1, 5, dtype=torch.int64)
+    lower, upper = torch.zeros(1, 2), torch.zeros(1, 2)
+    guard_lower, guard_upper = torch.full((1, 8), 7.0), torch.full((1, 8), 7.0)
+    guard_lower[:, :2], guard_upper[:, :2] = lower, upper
+    rows = torch.zeros(1, dtype=torch.int64)
+    for x in range(1, 11):
+        total = torch.tensor(float(x))
+        fastclip.ops.autoclip_update_(total, total.reshape(1), rows, guard_lower[:, :2], guard_upper[:, :2],
+                                      torch.zeros(1, 0), counters, torch.empty(10), torch.empty(1), torch.empty(1),
+                                      50.0, False, "skip", False)
+    assert counters[0, 0] <= 2 and counters[0, 1] <= 2 and counters[0, 2] == 2
+    assert (guard_lower[:, 2:] == 7).all() and (guard_upper[:, 2:] == 7).all()

@@ -194,16 +194,25 @@ FASTCLIP_HD float heap_replace_root(float* heap, int64_t size, float x) {
 }
 
 struct SplitHeaps {
-  float* lower;  // max-heap, capacity >= the lower size the host planned for
+  float* lower;  // max-heap
   float* upper;  // min-heap
+  int64_t lower_capacity, upper_capacity;
   int64_t* counters;
 };
+
+// counters[2]: why the history stopped changing.
+constexpr int64_t kHistoryPoisoned = 1;  // reference mode: a NaN entered; every threshold is NaN
+constexpr int64_t kHistoryFull = 2;      // the host did not grow the heaps in time; norms are dropped
 
 FASTCLIP_HD void split_heaps_insert(const SplitHeaps& h, double q, float x) {
   int64_t& lower_size = h.counters[0];
   int64_t& upper_size = h.counters[1];
   const int64_t count = lower_size + upper_size + 1;
   const bool lower_grows = quantile_rank(q, count) + 1 > lower_size;
+  if (lower_grows ? lower_size >= h.lower_capacity : upper_size >= h.upper_capacity) {
+    h.counters[2] = kHistoryFull;  // never write past the buffers, whatever state was loaded
+    return;
+  }
   if (lower_grows) {
     if (upper_size > 0 && x > h.upper[0]) x = heap_replace_root<false>(h.upper, upper_size, x);
     heap_push<true>(h.lower, lower_size, x);
@@ -233,6 +242,7 @@ struct WindowHistory {
 FASTCLIP_HD void window_insert(const WindowHistory& w, float x) {
   int64_t& count = w.counters[3];
   int64_t& head = w.counters[4];
+  if (head < 0 || head >= w.capacity) head = 0;  // never write outside the ring, whatever was loaded
   w.values[head] = x;
   head = head + 1 == w.capacity ? 0 : head + 1;
   if (count < w.capacity) ++count;
@@ -250,19 +260,20 @@ FASTCLIP_HD float from_order_key(uint32_t key) {
   return x;
 }
 
-// The k-th smallest (0-based) of values[0, count): a radix select, four passes of 8 bits.
+// The k-th smallest (0-based) of values[0, count): a radix select, eight passes of 4 bits (a
+// 16-counter histogram: small enough for a GPU thread's registers or a tiny stack frame).
 FASTCLIP_HD float radix_select(const float* values, int64_t count, int64_t k) {
   uint32_t prefix = 0;
-  uint32_t histogram[256];
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    const uint32_t high_mask = shift == 24 ? 0u : ~((1u << (shift + 8)) - 1u);
-    for (int d = 0; d < 256; ++d) histogram[d] = 0;
+  int64_t histogram[16];
+  for (int shift = 28; shift >= 0; shift -= 4) {
+    const uint32_t high_mask = shift == 28 ? 0u : ~((1u << (shift + 4)) - 1u);
+    for (int d = 0; d < 16; ++d) histogram[d] = 0;
     for (int64_t i = 0; i < count; ++i) {
       const uint32_t key = order_key(values[i]);
-      if ((key & high_mask) == prefix) ++histogram[(key >> shift) & 0xffu];
+      if ((key & high_mask) == prefix) ++histogram[(key >> shift) & 0xfu];
     }
     uint32_t digit = 0;
-    while (k >= static_cast<int64_t>(histogram[digit])) k -= histogram[digit++];
+    while (digit < 15 && k >= histogram[digit]) k -= histogram[digit++];
     prefix |= digit << shift;
   }
   return from_order_key(prefix);
@@ -282,7 +293,7 @@ FASTCLIP_HD float next_above(const float* values, int64_t count, float x) {
 }
 
 FASTCLIP_HD double window_quantile(const WindowHistory& w, double q) {
-  const int64_t count = w.counters[3];
+  const int64_t count = w.counters[3] < w.capacity ? w.counters[3] : w.capacity;
   if (count == 0) return fc_inf();
   const int64_t k = quantile_rank(q, count);
   const float lo = radix_select(w.values, count, k);
@@ -309,13 +320,13 @@ struct AutoClipHistory {
 };
 
 FASTCLIP_HD double autoclip_quantile(const AutoClipConfig& c, const AutoClipHistory& h) {
-  if (h.heaps.counters[2] != 0) return fc_nan();  // reference mode: a NaN entered the history
+  if (h.heaps.counters[2] == kHistoryPoisoned) return fc_nan();
   return c.whole_history ? split_heaps_quantile(h.heaps, c.q) : window_quantile(h.window, c.q);
 }
 
 FASTCLIP_HD void autoclip_insert(const AutoClipConfig& c, const AutoClipHistory& h, float norm) {
   if (norm != norm) {
-    h.heaps.counters[2] = 1;
+    h.heaps.counters[2] = kHistoryPoisoned;
     return;
   }
   if (c.whole_history) split_heaps_insert(h.heaps, c.q, norm);

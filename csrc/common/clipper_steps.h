@@ -58,7 +58,8 @@ FASTCLIP_HD void autoclip_entry(const AutoClipConfig& c, const AutoClipBuffers& 
   if (skips_statistics(c.reference, total_norm)) return write_skipped_entry(out, j, c.policy, total_norm);
   const int64_t row = out.rows[j];
   int64_t* counters = b.counters + row * kHistoryCounters;
-  const AutoClipHistory history{SplitHeaps{b.lower + row * b.lower_capacity, b.upper + row * b.upper_capacity, counters},
+  const AutoClipHistory history{SplitHeaps{b.lower + row * b.lower_capacity, b.upper + row * b.upper_capacity,
+                                           b.lower_capacity, b.upper_capacity, counters},
                                 WindowHistory{b.window + row * b.window_size, b.window_size, counters}};
   const float norm_f = static_cast<float>(norm);
   const double threshold = autoclip_step(c, history, norm_f);

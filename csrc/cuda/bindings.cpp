@@ -1,35 +1,21 @@
 // Torch-facing CUDA entry points: argument checks, device guard, current stream, metadata
 // upload and workspace, then one launch per op through launch.h. No host sync anywhere.
 #include <ATen/ATen.h>
-#include <ATen/core/CachingHostAllocator.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
-#include <mutex>
-#include <vector>
 
 #include "../common/list_plan.h"
+#include "device_upload.h"
 #include "launch.h"
 
 namespace fastclip {
 namespace cuda {
 namespace {
-
-int multiprocessor_count(int device) {
-  static std::mutex mutex;
-  static std::vector<int> counts;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (static_cast<size_t>(device) >= counts.size()) counts.resize(device + 1, 0);
-  if (counts[device] == 0) {
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device));
-  }
-  return counts[device];
-}
 
 // Two blocks of kThreads per SM keep every SM streaming.
 int max_blocks(int device) { return 2 * multiprocessor_count(device); }
@@ -49,45 +35,24 @@ int grid_for(int32_t num_chunks, int device) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_chunks, max_blocks(device))));
 }
 
-// Pinned host buffers read by copies captured into a CUDA graph must outlive the graph: they
-// are kept for the life of the process (a few bytes per tensor per capture).
-void keep_alive_for_graphs(const at::Tensor& host_buffer) {
-  static std::mutex mutex;
-  static std::vector<at::Tensor> kept;
-  std::lock_guard<std::mutex> lock(mutex);
-  kept.push_back(host_buffer);
-}
-
 struct DeviceList {
   at::Tensor buffer;  // holds both arrays
   ChunkList list;
 };
 
-// Copies the plan's metadata to the device on `stream` through a pinned staging buffer.
-DeviceList upload(const ListPlan& plan, const at::Device& device, cudaStream_t stream) {
+// Copies the plan's metadata (the tensor array, then the chunk array at a 16-byte aligned
+// offset) to the device on `stream` through a pinned staging buffer.
+DeviceList upload(const ListPlan& plan, const c10::cuda::CUDAStream& stream) {
   const size_t tensor_bytes = plan.tensors.size() * sizeof(TensorMeta);
   const size_t chunk_offset = (tensor_bytes + 15) / 16 * 16;
-  const size_t total_bytes = std::max<size_t>(16, chunk_offset + plan.chunks.size() * sizeof(ChunkMeta));
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-  at::Tensor host;
-  {
-    // torch's pinned allocator may query events, which a capture in global mode forbids.
-    const c10::cuda::CUDAStreamCaptureModeGuard relaxed(cudaStreamCaptureModeRelaxed);
-    host = at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
-  }
-  uint8_t* host_ptr = host.data_ptr<uint8_t>();
-  if (tensor_bytes) std::memcpy(host_ptr, plan.tensors.data(), tensor_bytes);
-  if (!plan.chunks.empty()) std::memcpy(host_ptr + chunk_offset, plan.chunks.data(), plan.chunks.size() * sizeof(ChunkMeta));
-  at::Tensor dev = at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).device(device));
-  C10_CUDA_CHECK(cudaMemcpyAsync(dev.data_ptr(), host_ptr, total_bytes, cudaMemcpyHostToDevice, stream));
-  if (capture == cudaStreamCaptureStatusNone) {
-    // The pinned block returns to torch's cache only once the copy has run.
-    at::getHostAllocator(at::kCUDA)->record_event(host_ptr, host.storage().data_ptr().get_context(),
-                                                   c10::cuda::getCurrentCUDAStream(device.index()).unwrap());
-  } else {
-    keep_alive_for_graphs(host);
-  }
+  const size_t chunk_bytes = plan.chunks.size() * sizeof(ChunkMeta);
+  at::Tensor dev = upload_to_device(
+      chunk_offset + chunk_bytes,
+      [&](uint8_t* host) {
+        if (tensor_bytes) std::memcpy(host, plan.tensors.data(), tensor_bytes);
+        if (chunk_bytes) std::memcpy(host + chunk_offset, plan.chunks.data(), chunk_bytes);
+      },
+      stream);
   const uint8_t* base = dev.data_ptr<uint8_t>();
   ChunkList list;
   list.tensors = reinterpret_cast<const TensorMeta*>(base);
@@ -111,10 +76,10 @@ struct DeviceListPlan {
 // Callers hold a CUDAGuard for tensors[0]'s device while using the result.
 DeviceListPlan prepare(at::TensorList tensors) {
   const at::Device device = tensors[0].device();
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(device.index());
   ListPlan plan = plan_tensor_list(tensors, chunk_size_for(tensors, device.index()));
-  DeviceList list = upload(plan, device, stream);
-  return DeviceListPlan{std::move(plan), std::move(list), device, stream};
+  DeviceList list = upload(plan, stream);
+  return DeviceListPlan{std::move(plan), std::move(list), device, stream.stream()};
 }
 
 std::tuple<at::Tensor, at::Tensor> launch_norm(const DeviceListPlan& prepared, double norm_type, bool per_tensor) {
@@ -148,7 +113,8 @@ std::tuple<at::Tensor, at::Tensor> launch_norm(const DeviceListPlan& prepared, d
   return {total, per_tensor_norms};
 }
 
-void launch_scale(const DeviceListPlan& prepared, const at::Tensor& factor, FactorKind kind, double bound) {
+void launch_scale(const DeviceListPlan& prepared, const at::Tensor& factor, FactorKind kind, double bound,
+                  bool clear_on_zero = false) {
   const at::Tensor factor_values = factor.contiguous();
   ScaleParams params;
   params.list = prepared.device_list.list;
@@ -156,6 +122,7 @@ void launch_scale(const DeviceListPlan& prepared, const at::Tensor& factor, Fact
   params.factor = factor_values.data_ptr();
   params.factor_dtype = static_cast<int32_t>(to_dtype(factor_values.scalar_type()));
   params.bound = bound;
+  params.clear_on_zero = clear_on_zero;
   C10_CUDA_CHECK(launch_multi_tensor_scale(params, prepared.grid(), prepared.stream));
 }
 
@@ -167,19 +134,21 @@ std::tuple<at::Tensor, at::Tensor> multi_tensor_norm_cuda(at::TensorList tensors
   return launch_norm(prepare(tensors), norm_type, per_tensor);
 }
 
-void scale_on_device(at::TensorList tensors, const at::Tensor& factor, FactorKind kind, double bound) {
+void scale_on_device(at::TensorList tensors, const at::Tensor& factor, FactorKind kind, double bound,
+                     bool clear_on_zero = false) {
   if (tensors.empty()) return;
   const c10::cuda::CUDAGuard guard(tensors[0].device());
   const DeviceListPlan prepared = prepare(tensors);
-  launch_scale(prepared, factor, kind, bound);
+  launch_scale(prepared, factor, kind, bound, clear_on_zero);
   finish_mutation(prepared.plan, tensors);
 }
 
-void multi_tensor_scale_cuda(at::TensorList tensors, const at::Tensor& scale) {
+void multi_tensor_scale_cuda(at::TensorList tensors, const at::Tensor& scale, bool clear_on_zero) {
   check_tensor_list(tensors, "tensors", /*mutated=*/true);
   check_scalar_tensor(scale, "scale", tensors, /*allow_per_tensor=*/true);
   // check_scalar_tensor admits one value, or one per tensor.
-  scale_on_device(tensors, scale, scale.numel() == 1 ? FactorKind::kScalar : FactorKind::kPerTensor, 0.0);
+  scale_on_device(tensors, scale, scale.numel() == 1 ? FactorKind::kScalar : FactorKind::kPerTensor, 0.0,
+                  clear_on_zero);
 }
 
 void multi_tensor_clip_by_norm_cuda(at::TensorList tensors, const at::Tensor& total_norm, double max_norm) {

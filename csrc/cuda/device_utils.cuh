@@ -49,6 +49,14 @@ __device__ __forceinline__ Vec16<scalar_t> load_vec16_readonly(const scalar_t* p
   return out;
 }
 
+// For data this kernel also writes (so not the read-only path): cached in L2 only, coherent.
+template <typename scalar_t>
+__device__ __forceinline__ Vec16<scalar_t> load_vec16_coherent(const scalar_t* p) {
+  Vec16<scalar_t> out;
+  *reinterpret_cast<uint4*>(&out) = __ldcg(reinterpret_cast<const uint4*>(p));
+  return out;
+}
+
 // For the read-modify-write pass: streaming (evict-first) loads and stores, since every byte
 // is touched exactly once.
 template <typename scalar_t>
@@ -73,24 +81,35 @@ __device__ __forceinline__ int64_t misaligned_head(const scalar_t* p, int64_t n)
   return head < n ? head : n;
 }
 
+// Element `index` of a device array of `dtype` (a DType), widened to double (exactly).
+__device__ __forceinline__ double load_as_double(const void* data, int32_t dtype, int64_t index) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::kFloat32: return static_cast<const float*>(data)[index];
+    case DType::kFloat16: return __half2float(static_cast<const __half*>(data)[index]);
+    case DType::kBFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(data)[index]);
+    case DType::kFloat64: return static_cast<const double*>(data)[index];
+  }
+  return 0.0;
+}
+
 template <typename acc_t>
 __device__ __forceinline__ acc_t shfl_down(acc_t v, int offset) {
   return __shfl_down_sync(0xffffffffu, v, offset);
 }
 
 // Reduces one value per thread with `combine` in a fixed tree (warp shuffles, then the warps'
-// results in order). The result is valid on thread 0. `scratch` holds kThreads / 32 values.
-// Ends with a barrier, so scratch may be reused right after.
-template <NormKind kind, typename acc_t>
+// results in order). The result is valid on thread 0. `scratch` holds kBlockThreads / 32 values.
+// Ends with a barrier, so scratch may be reused right after. blockDim.x must be kBlockThreads.
+template <NormKind kind, typename acc_t, int kBlockThreads = kThreads>
 __device__ acc_t block_reduce(acc_t value, acc_t* scratch) {
-  static_assert(kThreads % 32 == 0 && kThreads / 32 <= 32, "the second stage reduces one warp's worth");
+  static_assert(kBlockThreads % 32 == 0 && kBlockThreads / 32 <= 32, "the second stage reduces one warp's worth");
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   for (int offset = 16; offset > 0; offset >>= 1) value = norm_combine<kind>(value, shfl_down(value, offset));
   if (lane == 0) scratch[warp] = value;
   __syncthreads();
   if (warp == 0) {
-    constexpr int kWarps = kThreads / 32;
+    constexpr int kWarps = kBlockThreads / 32;
     value = lane < kWarps ? scratch[lane] : acc_t(0);
     for (int offset = 16; offset > 0; offset >>= 1) value = norm_combine<kind>(value, shfl_down(value, offset));
   }

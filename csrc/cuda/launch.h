@@ -52,6 +52,7 @@ struct ScaleParams {
   const void* factor;   // device values of factor_dtype
   int32_t factor_dtype; // a DType
   double bound;         // max_norm for kClipByNorm
+  bool clear_on_zero;   // a coefficient of exactly 0 stores zeros (NaN and inf become 0)
 };
 
 cudaError_t launch_multi_tensor_scale(const ScaleParams& params, int num_blocks, cudaStream_t stream);
@@ -62,6 +63,31 @@ struct ClampParams {
 };
 
 cudaError_t launch_multi_tensor_clamp(const ClampParams& params, int num_blocks, cudaStream_t stream);
+
+// NFNets unit-wise clipping (agc_clip_). One entry per tensor that has rows; the entries' global
+// rows are [first_row, first_row + num_rows), increasing and back to back from 0.
+struct AgcTensor {
+  void* grad;         // row r is elements [r * row_length, (r + 1) * row_length)
+  const void* param;  // same layout as grad
+  int64_t num_rows;   // >= 1
+  int64_t row_length;
+  int64_t first_row;
+  int32_t grad_dtype;   // a DType
+  int32_t param_dtype;  // a DType
+};
+
+struct AgcParams {
+  const AgcTensor* tensors;  // device memory
+  int32_t num_tensors;       // >= 1
+  int64_t total_rows;
+  double clip_factor;
+  double eps;
+};
+
+constexpr int kAgcThreads = 256;
+constexpr int kAgcBlocksPerSM = 3;  // the kernel's launch bounds; the grid is at most this many per SM
+
+cudaError_t launch_agc_clip(const AgcParams& params, int num_blocks, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fastclip

@@ -1,30 +1,21 @@
 // In-place multi-tensor scale by a device-held factor (one value, one per tensor, or torch's
 // clip coefficient computed from a device-held total norm). One launch, no host sync; a tensor
-// whose coefficient is exactly 1 is not written.
+// whose coefficient is exactly 1 is not written, and with clear_on_zero one whose coefficient is
+// exactly 0 is filled with zeros.
 #include "elementwise_inplace.cuh"
 
 namespace fastclip {
 namespace cuda {
 namespace {
 
-__device__ double load_factor(const void* factor, int32_t dtype, int64_t index) {
-  switch (static_cast<DType>(dtype)) {
-    case DType::kFloat32: return static_cast<const float*>(factor)[index];
-    case DType::kFloat16: return __half2float(static_cast<const __half*>(factor)[index]);
-    case DType::kBFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(factor)[index]);
-    case DType::kFloat64: return static_cast<const double*>(factor)[index];
-  }
-  return 0.0;
-}
-
 // The coefficient for `tensor`, computed as the CPU backend does (common/norm_math.h): in
 // float, or in double when the factor is float64.
 __device__ double coefficient(const ScaleParams& params, int32_t tensor) {
   switch (params.factor_kind) {
-    case FactorKind::kScalar: return load_factor(params.factor, params.factor_dtype, 0);
-    case FactorKind::kPerTensor: return load_factor(params.factor, params.factor_dtype, tensor);
+    case FactorKind::kScalar: return load_as_double(params.factor, params.factor_dtype, 0);
+    case FactorKind::kPerTensor: return load_as_double(params.factor, params.factor_dtype, tensor);
     case FactorKind::kClipByNorm: {
-      const double total = load_factor(params.factor, params.factor_dtype, 0);
+      const double total = load_as_double(params.factor, params.factor_dtype, 0);
       if (static_cast<DType>(params.factor_dtype) == DType::kFloat64) return clip_coefficient<double>(params.bound, total);
       return clip_coefficient<float>(static_cast<float>(params.bound), static_cast<float>(total));
     }
@@ -40,12 +31,21 @@ struct MulDouble {
   double coef;
   __device__ double operator()(double x) const { return x * coef; }
 };
+// clear_on_zero: a stored zero, whatever x was (NaN and inf included).
+template <typename opmath_t>
+struct Zero {
+  __device__ opmath_t operator()(opmath_t) const { return opmath_t(0); }
+};
 
 // Two resident blocks per SM (at most 64 registers) for enough loads in flight.
 __global__ void __launch_bounds__(kThreads, 2) multi_tensor_scale_kernel(const ScaleParams params) {
   for_each_chunk(params.list, [&](int64_t, const ChunkMeta& chunk, const TensorMeta& meta, int64_t begin, int64_t end) {
-    const double coef = coefficient(params, chunk.tensor);
-    if (coef == 1.0) return;  // uniform across the block: nothing to write
+    const double coef = coefficient(params, chunk.tensor);  // uniform across the block
+    if (params.clear_on_zero && coef == 0.0) {
+      apply_chunk(meta, begin, end, Zero<float>{}, Zero<double>{});
+      return;
+    }
+    if (coef == 1.0) return;  // nothing to write
     apply_chunk(meta, begin, end, MulFloat{static_cast<float>(coef)}, MulDouble{coef});
   });
 }
