@@ -92,14 +92,6 @@ __device__ double row_sum_squares(const void* data, int32_t dtype, int64_t offse
   return 0.0;
 }
 
-struct MulFloat {
-  float factor;
-  __device__ float operator()(float x) const { return x * factor; }
-};
-struct MulDouble {
-  double factor;
-  __device__ double operator()(double x) const { return x * factor; }
-};
 
 // The largest entry whose first row is <= row (first rows increase strictly from 0).
 __device__ int32_t tensor_of_row(const AgcParams& params, int64_t row) {

@@ -68,5 +68,15 @@ __device__ void apply_chunk(const TensorMeta& meta, int64_t begin, int64_t end, 
   apply_range(meta.data, meta.dtype, begin, end, float_op, double_op);
 }
 
+// x * factor in the opmath type: float for float32/float16/bfloat16 data, double for float64.
+struct MulFloat {
+  float factor;
+  __device__ float operator()(float x) const { return x * factor; }
+};
+struct MulDouble {
+  double factor;
+  __device__ double operator()(double x) const { return x * factor; }
+};
+
 }  // namespace cuda
 }  // namespace fastclip

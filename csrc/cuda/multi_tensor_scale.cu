@@ -23,14 +23,6 @@ __device__ double coefficient(const ScaleParams& params, int32_t tensor) {
   return 1.0;
 }
 
-struct MulFloat {
-  float coef;
-  __device__ float operator()(float x) const { return x * coef; }
-};
-struct MulDouble {
-  double coef;
-  __device__ double operator()(double x) const { return x * coef; }
-};
 // clear_on_zero: a stored zero, whatever x was (NaN and inf included).
 template <typename opmath_t>
 struct Zero {
