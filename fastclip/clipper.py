@@ -162,17 +162,16 @@ class Clipper:
 
     def _apply(self, grads, values, factor):
         clear = self.on_nonfinite == "zero"
-        if self._pending_optimizer() and self.folds_into_optimizer:
+        if self._hooks and self.folds_into_optimizer:
             self._pending = (values[_GRAD_SCALE], values[_FOUND_INF])
             if clear:  # zero the grads of a non-finite step; the optimizer applies the factor
                 _ops.multi_tensor_scale_(grads, 1.0 - values[_NONFINITE], True)
             return
+        if self._hooks:  # per-tensor factors: scaled here, the skip still goes to the optimizer
+            self._pending = (None, values[_FOUND_INF])
         _ops.multi_tensor_scale_(grads, factor, clear)
 
     # -- attach to an optimizer -----------------------------------------------------------
-
-    def _pending_optimizer(self):
-        return bool(self._hooks)
 
     def attach(self, optimizer):
         """Hands each step's coefficient to ``optimizer``.
@@ -209,7 +208,8 @@ class Clipper:
             return
         grad_scale, found_inf = self._pending
         current = getattr(optimizer, "grad_scale", None)
-        optimizer.grad_scale = grad_scale if current is None else current * grad_scale
+        if grad_scale is not None:
+            optimizer.grad_scale = grad_scale if current is None else current * grad_scale
         current = getattr(optimizer, "found_inf", None)
         optimizer.found_inf = found_inf if current is None else torch.maximum(current, found_inf)
 

@@ -252,10 +252,12 @@ def test_attach_fused_adamw_matches_clip_then_step(name, gen):
     assert not hasattr(attached_opt, "grad_scale") and not hasattr(attached_opt, "found_inf")
 
 
-def test_attach_skips_nonfinite_step(gen):
+@pytest.mark.parametrize("name", ["zclip", "adagc", "autoclip-tensor"])
+def test_attach_skips_nonfinite_step(name, gen):
+    """Folded (ZClip) or not (per-tensor clippers), a non-finite step reaches the optimizer as found_inf."""
     model, = twin_models(n=1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
-    clipper = fastclip.ZClip(model.parameters(), warmup_steps=3).attach(opt)
+    clipper = CLIPPERS[name](model.parameters()).attach(opt)
     for grads in spiky_grads(gen, SHAPES, 5):
         set_grads(model.parameters(), grads)
         clipper.step()
