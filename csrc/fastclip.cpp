@@ -42,14 +42,14 @@ TORCH_LIBRARY(fastclip, m) {
       "zclip_update_(Tensor norm, Tensor(a!) state, Tensor(b!) result, float alpha, float z_thresh, "
       "float? max_grad_norm, float eps, int warmup_steps, str threshold_mode, str clip_option, float clip_factor, "
       "bool skip_update_on_spike, str on_nonfinite, bool reference) -> ()");
-  // norms[j] belongs to history rows[j] (global scope: one norm, row 0). Whole history when
+  // norms[j] belongs to history rows[j] (global scope: one norm, row 0); rows must be distinct. Whole history when
   // window has zero columns: lower/upper are float32 heaps, [H, capacity]; else window is a
   // float32 ring buffer [H, history_size]. counters: int64 [H, 5].
   m.def(
       "autoclip_update_(Tensor total_norm, Tensor norms, Tensor rows, Tensor(a!) lower, Tensor(b!) upper, "
       "Tensor(c!) window, Tensor(d!) counters, Tensor(e!) result, Tensor(f!) coef, Tensor(g!) threshold, "
       "float percentile, bool lag, str on_nonfinite, bool reference) -> ()");
-  // gamma: float64 [H, 2] (EMA, seen); steps: float64 [1], finite steps so far.
+  // gamma: float64 [H, 2] (EMA, seen), rows as above; steps: float64 [1], finite steps so far.
   m.def(
       "adagc_update_(Tensor total_norm, Tensor norms, Tensor rows, Tensor(a!) gamma, Tensor(b!) steps, "
       "Tensor(c!) result, Tensor(d!) coef, Tensor(e!) threshold, float lambda_abs, float lambda_rel, float beta, "

@@ -4,7 +4,7 @@
 import torch
 
 from . import _ops
-from .clipper import _NUM_SLOTS, Clipper, _check_int, _check_number
+from .clipper import _NUM_SLOTS, Clipper, _check_int, _check_number, _index_tensor
 
 __all__ = ["AdaGC"]
 
@@ -54,7 +54,7 @@ class AdaGC(Clipper):
             self._state["steps"] = torch.zeros(1, dtype=torch.float64, device=device)
         present = tuple(present)
         if self._rows is None or self._rows[0] != present or self._rows[1].device != device:
-            self._rows = (present, torch.tensor(present, dtype=torch.int64).to(device))
+            self._rows = (present, _index_tensor(present, device))
         values = torch.empty(_NUM_SLOTS, dtype=torch.float32, device=device)
         coef = torch.empty(len(present), dtype=torch.float32, device=device)
         threshold = torch.empty_like(coef)

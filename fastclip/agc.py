@@ -4,7 +4,7 @@ Without Normalization"): unit-wise, against the parameters' own norms."""
 import torch
 
 from . import _ops
-from .clipper import Clipper, ClipResult, _check_number
+from .clipper import Clipper, ClipResult, _check_number, _idle_result
 
 __all__ = ["AGC", "adaptive_clip_grad_"]
 
@@ -45,6 +45,4 @@ class AGC(Clipper):
         if params:
             _ops.agc_clip_([p.grad for p in params], [p.detach() for p in params], self.clip_factor, self.eps)
         device = params[0].grad.device if params else self._params[0].device
-        nan = float("nan")
-        # norm, threshold, coef, clipped, nonfinite, grad_scale, found_inf, zscore, mean, std
-        return ClipResult(torch.tensor([nan, nan, 1.0, 0.0, 0.0, 1.0, 0.0, nan, nan, nan], device=device))
+        return ClipResult(_idle_result(device, float("nan")))

@@ -7,7 +7,7 @@ import math
 import torch
 
 from . import _ops
-from .clipper import _NUM_SLOTS, Clipper, _check_choice, _check_int, _check_number
+from .clipper import _NUM_SLOTS, Clipper, _check_choice, _check_int, _check_number, _index_tensor
 
 __all__ = ["AutoClip"]
 
@@ -32,8 +32,10 @@ class AutoClip(Clipper):
       global_threshold=scope == "global")``).
 
     The whole history's buffers grow (on the host, 4,096 steps at a time) as steps are taken.
-    Inside a ``torch.compile`` region they cannot grow: pass ``reserve_steps`` (the number of
-    steps you will take) to size them up front; a history that fills up stops taking norms.
+    Inside a ``torch.compile`` region or a captured CUDA graph they cannot grow: pass
+    ``reserve_steps`` (the number of steps you will take that way) to size them up front, and
+    capture after a first eager step (which creates the state); a history that fills up stops
+    taking norms.
 
     Non-finite norms never enter the history (see ``on_nonfinite``); ``reference=True``
     reproduces the peers, where one NaN makes every later threshold NaN.
@@ -68,6 +70,9 @@ class AutoClip(Clipper):
 
     def _load_host_state(self, host):
         self._steps = int(host.get("steps", 0))
+        if "counters" in self._state:  # never plan below what the histories really hold (one sync, at load)
+            counters = self._state["counters"].cpu()
+            self._steps = max(self._steps, int((counters[:, 0] + counters[:, 1]).max()))
 
     def _check_loaded_state(self, state):
         h = self._num_histories()
@@ -78,7 +83,7 @@ class AutoClip(Clipper):
             raise ValueError("AutoClip: the checkpoint's state does not match this clipper's parameters and history")
         counters = state["counters"].cpu()
         within = (counters[:, 0] <= state["lower"].shape[1]).all() and (counters[:, 1] <= state["upper"].shape[1]).all()
-        within = within and (counters[:, 3] <= window).all() and (counters[:, :2] >= 0).all()
+        within = within and (counters[:, 3] <= window).all() and (counters[:, [0, 1, 3]] >= 0).all()
         if not within:
             raise ValueError("AutoClip: the checkpoint's history counters exceed its buffers")
 
@@ -111,7 +116,9 @@ class AutoClip(Clipper):
             return
         # After this step a history holds at most `steps` norms; both heap sizes grow with it.
         self._steps += 1
-        count = max(self._steps, self.reserve_steps)
+        # reserve_steps on top: steps taken inside compiled regions or CUDA-graph replays are
+        # not counted here.
+        count = self._steps + self.reserve_steps
         for key in ("lower", "upper"):
             have = self._state[key].shape[1]
             if self._heap_columns(count, key) > have:
@@ -121,7 +128,7 @@ class AutoClip(Clipper):
 
     def _rows_for(self, present, device):
         if self._rows is None or self._rows[0] != present or self._rows[1].device != device:
-            self._rows = (present, torch.tensor(present, dtype=torch.int64).to(device, non_blocking=True))
+            self._rows = (present, _index_tensor(present, device))
         return self._rows[1]
 
     def _update(self, total, per_tensor, present, device, policy):

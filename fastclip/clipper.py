@@ -111,6 +111,25 @@ def _check_int(value, name, clipper_name, low=0):
     return value
 
 
+def _idle_result(device, norm):
+    """The result of a step that scaled nothing (coefficient 1, nothing clipped or non-finite),
+    built on the device by fills: no host data is copied, so nothing syncs."""
+    values = torch.full((_NUM_SLOTS,), float("nan"), dtype=torch.float32, device=device)
+    values[_NORM] = norm
+    values[_COEF:_FOUND_INF + 1] = 0.0
+    values[_COEF] = 1.0
+    values[_GRAD_SCALE] = 1.0
+    return values
+
+
+def _index_tensor(indices, device):
+    """int64 indices on `device`, copied without blocking the host."""
+    t = torch.tensor(indices, dtype=torch.int64)
+    if torch.device(device).type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 class Clipper:
     """Base class: subclasses define ``_update(total, per_tensor, present, device)``, which runs the
     stats op and returns ``(result values, factor tensor, per-tensor coef or None, per-tensor
@@ -142,10 +161,8 @@ class Clipper:
         """
         present, grads = self._grads()
         if not grads:
-            values = torch.zeros(_NUM_SLOTS, dtype=torch.float32, device=self._params[0].device)
-            values[[_COEF, _GRAD_SCALE]] = 1.0
             self._pending = None
-            return ClipResult(values)
+            return ClipResult(_idle_result(self._params[0].device, 0.0))
         device = grads[0].device
         self._move_state(device)
         total, per_tensor = _ops.multi_tensor_norm(grads, self._norm_type(), self.per_tensor)

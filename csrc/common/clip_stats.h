@@ -92,6 +92,8 @@ FASTCLIP_HD void zclip_step(const ZClipConfig& c, double* state, double norm, fl
   }
   if (initialized == 0.0) {
     // Warm-up: collect, clip exactly as torch.nn.utils.clip_grad_norm_(params, max_grad_norm).
+    // (A count outside the buffer, NaN included, can only come from a corrupt state: restart.)
+    if (!(collected >= 0.0 && collected < static_cast<double>(c.warmup_steps))) collected = 0.0;
     buffer[static_cast<int64_t>(collected)] = norm;
     collected += 1.0;
     if (collected >= static_cast<double>(c.warmup_steps)) {
@@ -204,9 +206,19 @@ struct SplitHeaps {
 constexpr int64_t kHistoryPoisoned = 1;  // reference mode: a NaN entered; every threshold is NaN
 constexpr int64_t kHistoryFull = 2;      // the host did not grow the heaps in time; norms are dropped
 
+// Sizes that fit the buffers (anything else comes from a corrupt state and is never indexed).
+FASTCLIP_HD bool split_heaps_consistent(const SplitHeaps& h) {
+  return h.counters[0] >= 0 && h.counters[1] >= 0 && h.counters[0] <= h.lower_capacity &&
+         h.counters[1] <= h.upper_capacity;
+}
+
 FASTCLIP_HD void split_heaps_insert(const SplitHeaps& h, double q, float x) {
   int64_t& lower_size = h.counters[0];
   int64_t& upper_size = h.counters[1];
+  if (!split_heaps_consistent(h)) {
+    h.counters[2] = kHistoryFull;
+    return;
+  }
   const int64_t count = lower_size + upper_size + 1;
   const bool lower_grows = quantile_rank(q, count) + 1 > lower_size;
   if (lower_grows ? lower_size >= h.lower_capacity : upper_size >= h.upper_capacity) {
@@ -224,9 +236,11 @@ FASTCLIP_HD void split_heaps_insert(const SplitHeaps& h, double q, float x) {
 
 // The q-quantile (linear interpolation) of the whole history; +inf when it is empty.
 FASTCLIP_HD double split_heaps_quantile(const SplitHeaps& h, double q) {
+  if (!split_heaps_consistent(h)) return fc_nan();
   const int64_t lower_size = h.counters[0];
   const int64_t count = lower_size + h.counters[1];
   if (count == 0) return fc_inf();
+  if (lower_size == 0) return fc_nan();  // unreachable from a consistent history
   const double lo = h.lower[0];
   const double hi = h.counters[1] > 0 ? static_cast<double>(h.upper[0]) : lo;
   return quantile_lerp(lo, hi, q * static_cast<double>(count - 1) - static_cast<double>(lower_size - 1));
@@ -294,7 +308,7 @@ FASTCLIP_HD float next_above(const float* values, int64_t count, float x) {
 
 FASTCLIP_HD double window_quantile(const WindowHistory& w, double q) {
   const int64_t count = w.counters[3] < w.capacity ? w.counters[3] : w.capacity;
-  if (count == 0) return fc_inf();
+  if (count <= 0) return fc_inf();
   const int64_t k = quantile_rank(q, count);
   const float lo = radix_select(w.values, count, k);
   float hi = lo;
@@ -325,6 +339,7 @@ FASTCLIP_HD double autoclip_quantile(const AutoClipConfig& c, const AutoClipHist
 }
 
 FASTCLIP_HD void autoclip_insert(const AutoClipConfig& c, const AutoClipHistory& h, float norm) {
+  if (h.heaps.counters[2] == kHistoryPoisoned) return;  // stays poisoned, even once full
   if (norm != norm) {
     h.heaps.counters[2] = kHistoryPoisoned;
     return;

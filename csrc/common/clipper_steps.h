@@ -15,8 +15,13 @@ struct EntryOutputs {
   float* threshold;
 };
 
+// An entry whose row is out of range (only a raw op call can pass one; the GPU cannot check
+// without a sync) is left unclipped and updates nothing.
 FASTCLIP_HD bool entry_row_valid(const EntryOutputs& out, int64_t j) {
-  return out.rows[j] >= 0 && out.rows[j] < out.num_rows;
+  if (out.rows[j] >= 0 && out.rows[j] < out.num_rows) return true;
+  out.coef[j] = 1.0f;
+  out.threshold[j] = static_cast<float>(fc_nan());
+  return false;
 }
 
 // A non-finite total norm outside reference mode: every statistic stays as it was.
