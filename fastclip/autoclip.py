@@ -42,8 +42,8 @@ class AutoClip(Clipper):
     """
 
     def __init__(self, parameters, percentile=10.0, history_size=None, scope="global", lag=0, reserve_steps=0,
-                 on_nonfinite="skip", reference=False):
-        super().__init__(parameters, on_nonfinite, reference)
+                 on_nonfinite="skip", reference=False, process_group=None):
+        super().__init__(parameters, on_nonfinite, reference, process_group)
         self.reserve_steps = _check_int(reserve_steps, "reserve_steps", "AutoClip")
         self._steps = 0  # steps taken, counted on the host to size the whole history's heaps
         self.percentile = _check_number(percentile, "percentile", "AutoClip", 0.0, 100.0)

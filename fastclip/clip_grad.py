@@ -21,6 +21,7 @@ import warnings
 import torch
 
 from . import _ops
+from .distributed import as_groups, reduce_norms
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
 
@@ -105,7 +106,18 @@ def _checked(op, *args, items, arg, grads):
         raise
 
 
-def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+def _distributed_total(tensors, norm_type, groups, items, arg, grads, device):
+    """The norm of the whole model: this rank's per-tensor norms, one all-reduce per group."""
+    if tensors:
+        local_total, per = _checked(_ops.multi_tensor_norm, tensors, norm_type, True, items=items, arg=arg,
+                                    grads=grads)
+        dtype = local_total.dtype
+    else:  # nothing here, but this rank still takes part in the all-reduce
+        per, dtype = torch.zeros(0, dtype=torch.float32, device=device), torch.float32
+    return reduce_norms(per, norm_type, groups, dtype)[0]
+
+
+def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None, process_group=None):
     """Norm of all elements of ``tensors``, as if they were concatenated into one vector.
 
     Same as :func:`torch.nn.utils.get_total_norm`: ``norm_type`` may be any p >= 0 or ``inf``
@@ -114,9 +126,21 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
 
     ``error_if_nonfinite=True`` raises RuntimeError on a NaN or infinite total; this reads the
     total on the host, a device sync. Otherwise nothing syncs.
+
+    ``process_group`` (a group or a list of groups, reduced in turn): the tensors are this rank's
+    part of the model (whole tensors or shards) and the result is the norm of all of it, the same
+    on every rank. A rank with no tensors takes part with an empty partial (a CPU tensor: pass
+    at least one, possibly empty, tensor on the backend's device for NCCL).
     """
     tensors = _as_list(tensors, "tensors")
     norm_type = _nonnegative(norm_type, "norm_type")
+    groups = as_groups(process_group)
+    if groups:
+        total = _distributed_total(tensors, norm_type, groups, tensors, "tensors", False,
+                                   tensors[0].device if tensors else "cpu")
+        if error_if_nonfinite:
+            _raise_if_nonfinite(total, norm_type)
+        return total
     if not tensors:
         return torch.tensor(0.0)
     total, _ = _checked(_ops.multi_tensor_norm, tensors, norm_type, items=tensors, arg="tensors", grads=False)
@@ -143,7 +167,7 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
     _checked(_ops.multi_tensor_clip_by_norm_, grads, total_norm, max_norm, items=params, arg="parameters", grads=True)
 
 
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None, process_group=None):
     """Clips the gradient norm of ``parameters`` in place and returns the total norm.
 
     A drop-in replacement for :func:`torch.nn.utils.clip_grad_norm_`, with the same arguments,
@@ -158,12 +182,25 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         norm_type: p >= 0 or ``inf``.
         error_if_nonfinite: raise on a NaN/inf total (syncs).
         foreach: accepted for compatibility; ignored.
+        process_group: None, a group or a list of groups: the grads are this rank's part of the
+            model (whole tensors or shards); the norm is that of the whole model, the same on
+            every rank, and every rank scales its own grads by the same coefficient. One
+            all-reduce of one float64 per group, on the current stream.
     Returns:
         The total norm of the grads before clipping (0-d tensor).
     """
     params, grads = _parameters_and_grads(parameters)
     max_norm = _nonnegative(max_norm, "max_norm")
     norm_type = _nonnegative(norm_type, "norm_type")
+    groups = as_groups(process_group)
+    if groups:
+        device = grads[0].device if grads else (params[0].device if params else "cpu")
+        total = _distributed_total(grads, norm_type, groups, params, "parameters", True, device)
+        if error_if_nonfinite:
+            _raise_if_nonfinite(total, norm_type)
+        if grads:
+            _ops.multi_tensor_clip_by_norm_(grads, total, max_norm)
+        return total
     if not grads:
         return torch.tensor(0.0)
     if error_if_nonfinite:  # the norm must be seen on the host before any grad is touched

@@ -2,13 +2,16 @@
 
 A clipper is built like a ``torch.optim`` optimizer, from an iterable of parameters or of param
 groups (a group's other keys, such as ``lr``, are ignored, so ``optimizer.param_groups`` works),
-and ``step()`` clips the parameters' ``.grad`` in place. Everything a step computes stays on the
+and ``step()`` clips the parameters' ``.grad`` in place. With ``process_group=`` (a group or a
+list of groups, see :mod:`fastclip.distributed`) the norms are those of the whole model across
+the ranks, so every rank computes the same statistics and coefficient and scales its own shards. Everything a step computes stays on the
 grads' device: nothing syncs the host unless ``on_nonfinite="error"``.
 """
 
 import torch
 
 from . import _ops
+from .distributed import as_groups, check_same_lists, reduce_norms
 
 __all__ = ["Clipper", "ClipResult", "NormClip"]
 
@@ -138,9 +141,11 @@ class Clipper:
     per_tensor = False  # per-tensor norms are needed (AdaGC, AutoClip with scope="tensor")
     folds_into_optimizer = True  # one factor for every grad: an attached fused optimizer can apply it
 
-    def __init__(self, parameters, on_nonfinite="skip", reference=False):
+    def __init__(self, parameters, on_nonfinite="skip", reference=False, process_group=None):
         name = type(self).__name__
         self._params = _flatten_parameters(parameters, name)
+        self._groups = as_groups(process_group)
+        self._lists_checked = False
         self.on_nonfinite = _check_choice(on_nonfinite, "on_nonfinite", _POLICIES, name)
         self.reference = bool(reference)
         self._state = {}  # name -> tensor, created on the grads' device at the first step
@@ -160,12 +165,12 @@ class Clipper:
         No host sync, except with ``on_nonfinite="error"``, which reads the norm to raise.
         """
         present, grads = self._grads()
-        if not grads:
+        if not grads and not self._groups:
             self._pending = None
             return ClipResult(_idle_result(self._params[0].device, 0.0))
-        device = grads[0].device
+        device = grads[0].device if grads else self._params[0].device
         self._move_state(device)
-        total, per_tensor = _ops.multi_tensor_norm(grads, self._norm_type(), self.per_tensor)
+        total, per_tensor = self._norms(grads, device)
         if self.on_nonfinite == "error" and not bool(torch.isfinite(total)):
             raise RuntimeError(f"{type(self).__name__}: the total norm of the gradients is {float(total)}; "
                                "statistics and grads were left untouched (on_nonfinite='error')")
@@ -176,6 +181,20 @@ class Clipper:
 
     def _norm_type(self):
         return 2.0
+
+    def _norms(self, grads, device):
+        """(total, per-tensor norms or None): this rank's, or the whole model's with process_group."""
+        if not self._groups:
+            return _ops.multi_tensor_norm(grads, self._norm_type(), self.per_tensor)
+        if self.per_tensor and not self._lists_checked:  # once: a length mismatch would garble the vector
+            check_same_lists(len(grads), self._groups, "grads")
+            self._lists_checked = True
+        if grads:
+            local_total, local = _ops.multi_tensor_norm(grads, self._norm_type(), True)
+            dtype = local_total.dtype
+        else:  # this rank holds no grads: it still takes part in the all-reduce
+            local, dtype = torch.zeros(0, dtype=torch.float32, device=device), torch.float32
+        return reduce_norms(local, self._norm_type(), self._groups, dtype, self.per_tensor)
 
     def _apply(self, grads, values, factor):
         clear = self.on_nonfinite == "zero"
@@ -289,8 +308,8 @@ class NormClip(Clipper):
     shares one interface (``step()``, ``attach``, non-finite policies). Factor as torch computes
     it: ``min(max_norm / (norm + 1e-6), 1)``."""
 
-    def __init__(self, parameters, max_norm, norm_type=2.0, on_nonfinite="skip"):
-        super().__init__(parameters, on_nonfinite)
+    def __init__(self, parameters, max_norm, norm_type=2.0, on_nonfinite="skip", process_group=None):
+        super().__init__(parameters, on_nonfinite, process_group=process_group)
         self.max_norm = _check_number(max_norm, "max_norm", "NormClip", low=0.0)
         self.norm_type = _check_number(norm_type, "norm_type", "NormClip", low=0.0)
 

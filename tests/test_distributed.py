@@ -1,0 +1,147 @@
+"""Norms and clippers across ranks (gloo on the CPU): every rank holds shards of the same tensors;
+the norm and the clipped shards must equal the single-process result on the whole tensors, and
+every rank must end with bitwise the same clipper state. Each test spawns its own processes."""
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import fastclip
+
+SHAPES = [(9, 5), (7,), (1,), (16, 3, 2), (3,)]  # (1,) and (3,) leave some ranks an empty shard
+SPIKES = (40, 41, 90, 150)
+RTOL = 2e-5
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _full_grads(step, seed=1234):
+    g = torch.Generator().manual_seed(seed + step)
+    scale = 0.1 * (1 + 0.3 * math.sin(step / 9)) * (25.0 if step in SPIKES else 1.0)
+    return [torch.randn(s, generator=g, dtype=torch.float64).float() * scale for s in SHAPES]
+
+
+def _shard(t, rank, world):
+    return t.tensor_split(world, dim=0)[rank].clone()
+
+
+def _params(shapes_or_tensors):
+    return [torch.nn.Parameter(torch.zeros_like(t)) for t in shapes_or_tensors]
+
+
+def _set(params, grads):
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+
+
+def _check_functions(rank, world, group):
+    for norm_type in (2.0, float("inf"), 3.0):
+        full = _full_grads(7)
+        full_params, shard_params = _params(full), _params([_shard(t, rank, world) for t in full])
+        _set(full_params, full)
+        _set(shard_params, [_shard(t, rank, world) for t in full])
+        expected = torch.nn.utils.clip_grad_norm_(full_params, 0.5, norm_type)
+        total = fastclip.clip_grad_norm_(shard_params, 0.5, norm_type, process_group=group)
+        torch.testing.assert_close(total, expected, rtol=RTOL, atol=0)
+        for p, f in zip(shard_params, full_params):
+            torch.testing.assert_close(p.grad, _shard(f.grad, rank, world), rtol=RTOL, atol=1e-8)
+        again = fastclip.get_total_norm([_shard(t, rank, world) for t in full], norm_type, process_group=group)
+        torch.testing.assert_close(again, expected, rtol=RTOL, atol=0)
+
+
+CLIPPERS = {
+    "zclip": lambda p, **kw: fastclip.ZClip(p, warmup_steps=10, max_grad_norm=2.0, **kw),
+    "autoclip": lambda p, **kw: fastclip.AutoClip(p, percentile=20.0, **kw),
+    "autoclip-tensor": lambda p, **kw: fastclip.AutoClip(p, percentile=50.0, history_size=16, scope="tensor", **kw),
+    "adagc": lambda p, **kw: fastclip.AdaGC(p, warmup_steps=20, beta=0.9, **kw),
+    "normclip": lambda p, **kw: fastclip.NormClip(p, max_norm=1.0, **kw),
+}
+
+
+def _check_clippers(rank, world, group, steps):
+    for name, make in CLIPPERS.items():
+        full_params = _params(_full_grads(0))
+        shard_params = _params([_shard(t, rank, world) for t in _full_grads(0)])
+        reference, sharded = make(full_params), make(shard_params, process_group=group)
+        for step in range(steps):
+            full = _full_grads(step)
+            _set(full_params, full)
+            _set(shard_params, [_shard(t, rank, world) for t in full])
+            expected, result = reference.step(), sharded.step()
+            torch.testing.assert_close(result.norm, expected.norm, rtol=RTOL, atol=0,
+                                       msg=lambda m: f"{name} step {step}: {m}")
+            for p, f in zip(shard_params, full_params):
+                torch.testing.assert_close(p.grad, _shard(f.grad, rank, world), rtol=RTOL, atol=1e-8,
+                                           msg=lambda m: f"{name} step {step}: {m}")
+        for key, value in sharded.state_dict()["state"].items():  # bitwise the same on every rank
+            gathered = [torch.empty_like(value) for _ in range(world)]
+            dist.all_gather(gathered, value.contiguous())
+            for other in gathered:
+                assert torch.equal(other.view(torch.uint8), value.view(torch.uint8)), f"{name} {key} differs"
+
+
+def _scenario_sharded(rank, world):
+    _check_functions(rank, world, dist.group.WORLD)
+    _check_clippers(rank, world, dist.group.WORLD, steps=200)
+
+
+def _scenario_group_list(rank, world):
+    # Shards over 4 ranks; reduced over {0,1},{2,3} and then over {0,2},{1,3}: the whole model.
+    pairs_a = [dist.new_group([0, 1]), dist.new_group([2, 3])]
+    pairs_b = [dist.new_group([0, 2]), dist.new_group([1, 3])]
+    groups = [pairs_a[rank // 2], pairs_b[rank % 2]]
+    _check_functions(rank, world, groups)
+    _check_clippers(rank, world, groups, steps=60)
+
+
+def _scenario_length_mismatch(rank, world):
+    params = _params(_full_grads(0))[: len(SHAPES) - rank]  # rank 1 has one tensor fewer
+    _set(params, _full_grads(0))
+    clipper = fastclip.AdaGC(params, process_group=dist.group.WORLD)
+    with pytest.raises(RuntimeError, match="different lengths"):
+        clipper.step()
+
+
+SCENARIOS = {"sharded": _scenario_sharded, "group_list": _scenario_group_list,
+             "length_mismatch": _scenario_length_mismatch}
+
+
+def _worker(rank, world, port, scenario):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        SCENARIOS[scenario](rank, world)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(scenario, world):
+    mp.spawn(_worker, args=(world, _free_port(), scenario), nprocs=world, join=True)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_sharded_norms_and_clippers_match_single_process(world):
+    _spawn("sharded", world)
+
+
+def test_list_of_groups_reduces_in_turn():
+    _spawn("group_list", 4)
+
+
+def test_ranks_with_different_lists_get_an_error_not_a_hang():
+    _spawn("length_mismatch", 2)
+
+
+def test_process_group_needs_initialized_distributed():
+    with pytest.raises(RuntimeError, match="not initialized"):
+        fastclip.get_total_norm([torch.ones(3)], process_group=[object()])
