@@ -5,6 +5,7 @@ import torch
 
 from . import _ops
 from .clipper import Clipper, ClipResult, _check_number, _idle_result
+from .distributed import split_dtensors
 
 __all__ = ["AGC", "adaptive_clip_grad_"]
 
@@ -14,9 +15,18 @@ def adaptive_clip_grad_(parameters, clip_factor=0.01, eps=1e-3):
     grad (dim 0 of a 2-d+ tensor; a 0-d/1-d tensor is one unit) is scaled so its L2 norm is at
     most ``clip_factor * max(||param row||, eps)``. One pass over params and grads."""
     params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+    _agc(params, clip_factor, eps)
+
+
+def _agc(params, clip_factor, eps):
     with_grads = [p for p in params if p.grad is not None]
     if with_grads:
-        _ops.agc_clip_([p.grad for p in with_grads], [p.detach() for p in with_grads], clip_factor, eps)
+        # DTensors: each rank clips its local rows. Row-sharded weights (Shard(0), FSDP2) hold
+        # whole rows, so this is exact and needs no communication; a weight sharded along another
+        # dim is clipped by the norms of its local pieces of each row.
+        grads, _ = split_dtensors([p.grad for p in with_grads], "grads")
+        values, _ = split_dtensors([p.detach() for p in with_grads], "params")
+        _ops.agc_clip_(grads, values, clip_factor, eps)
 
 
 class AGC(Clipper):
@@ -41,8 +51,6 @@ class AGC(Clipper):
 
     @torch.no_grad()
     def step(self):
-        params = [p for p in self._params if p.grad is not None]
-        if params:
-            _ops.agc_clip_([p.grad for p in params], [p.detach() for p in params], self.clip_factor, self.eps)
-        device = params[0].grad.device if params else self._params[0].device
+        _agc(self._params, self.clip_factor, self.eps)
+        device = self._params[0].device
         return ClipResult(_idle_result(device, float("nan")))

@@ -21,7 +21,7 @@ import warnings
 import torch
 
 from . import _ops
-from .distributed import as_groups, reduce_norms
+from .distributed import as_groups, reduce_norms, split_dtensors
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
 
@@ -106,7 +106,7 @@ def _checked(op, *args, items, arg, grads):
         raise
 
 
-def _distributed_total(tensors, norm_type, groups, items, arg, grads, device):
+def _distributed_total(tensors, norm_type, groups, items, arg, grads, device, keys=None):
     """The norm of the whole model: this rank's per-tensor norms, one all-reduce per group."""
     if tensors:
         local_total, per = _checked(_ops.multi_tensor_norm, tensors, norm_type, True, items=items, arg=arg,
@@ -114,7 +114,7 @@ def _distributed_total(tensors, norm_type, groups, items, arg, grads, device):
         dtype = local_total.dtype
     else:  # nothing here, but this rank still takes part in the all-reduce
         per, dtype = torch.zeros(0, dtype=torch.float32, device=device), torch.float32
-    return reduce_norms(per, norm_type, groups, dtype)[0]
+    return reduce_norms(per, norm_type, groups, dtype, keys=keys)[0]
 
 
 def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None, process_group=None):
@@ -135,9 +135,10 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     tensors = _as_list(tensors, "tensors")
     norm_type = _nonnegative(norm_type, "norm_type")
     groups = as_groups(process_group)
-    if groups:
-        total = _distributed_total(tensors, norm_type, groups, tensors, "tensors", False,
-                                   tensors[0].device if tensors else "cpu")
+    local, keys = split_dtensors(tensors)
+    if groups or keys is not None:
+        total = _distributed_total(local, norm_type, groups, tensors, "tensors", False,
+                                   local[0].device if local else "cpu", keys)
         if error_if_nonfinite:
             _raise_if_nonfinite(total, norm_type)
         return total
@@ -159,6 +160,9 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
     max_norm = _nonnegative(max_norm, "max_norm")
     if not grads:
         return
+    grads, _ = split_dtensors(grads, "grads")  # every rank scales its own shards
+    if hasattr(total_norm, "full_tensor"):  # torch's DTensor norm (a partial or replicated DTensor)
+        total_norm = total_norm.full_tensor()
     device = grads[0].device
     if not isinstance(total_norm, torch.Tensor):
         total_norm = torch.full((), float(total_norm), dtype=torch.float32, device=device)  # a fill, no copy
@@ -193,13 +197,14 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     max_norm = _nonnegative(max_norm, "max_norm")
     norm_type = _nonnegative(norm_type, "norm_type")
     groups = as_groups(process_group)
-    if groups:
-        device = grads[0].device if grads else (params[0].device if params else "cpu")
-        total = _distributed_total(grads, norm_type, groups, params, "parameters", True, device)
+    local, keys = split_dtensors(grads, "grads")
+    if groups or keys is not None:
+        device = local[0].device if local else (params[0].device if params else "cpu")
+        total = _distributed_total(local, norm_type, groups, params, "parameters", True, device, keys)
         if error_if_nonfinite:
             _raise_if_nonfinite(total, norm_type)
-        if grads:
-            _ops.multi_tensor_clip_by_norm_(grads, total, max_norm)
+        if local:
+            _ops.multi_tensor_clip_by_norm_(local, total, max_norm)
         return total
     if not grads:
         return torch.tensor(0.0)
@@ -221,4 +226,5 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     clip_value = _nonnegative(clip_value, "clip_value")
     if not grads:
         return
+    grads, _ = split_dtensors(grads, "grads")
     _checked(_ops.multi_tensor_clamp_, grads, clip_value, items=params, arg="parameters", grads=True)

@@ -11,7 +11,8 @@ grads' device: nothing syncs the host unless ``on_nonfinite="error"``.
 import torch
 
 from . import _ops
-from .distributed import as_groups, check_same_lists, reduce_norms
+from .distributed import as_groups, check_same_lists, reduce_norms, split_dtensors
+from .distributed import index_tensor as _index_tensor  # noqa: F401  (used by the per-tensor clippers)
 
 __all__ = ["Clipper", "ClipResult", "NormClip"]
 
@@ -125,14 +126,6 @@ def _idle_result(device, norm):
     return values
 
 
-def _index_tensor(indices, device):
-    """int64 indices on `device`, copied without blocking the host."""
-    t = torch.tensor(indices, dtype=torch.int64)
-    if torch.device(device).type == "cuda":
-        t = t.pin_memory()
-    return t.to(device, non_blocking=True)
-
-
 class Clipper:
     """Base class: subclasses define ``_update(total, per_tensor, present, device)``, which runs the
     stats op and returns ``(result values, factor tensor, per-tensor coef or None, per-tensor
@@ -168,9 +161,10 @@ class Clipper:
         if not grads and not self._groups:
             self._pending = None
             return ClipResult(_idle_result(self._params[0].device, 0.0))
+        grads, keys = split_dtensors(grads, "grads")  # DTensors: their local shards, and how to reduce them
         device = grads[0].device if grads else self._params[0].device
         self._move_state(device)
-        total, per_tensor = self._norms(grads, device)
+        total, per_tensor = self._norms(grads, device, keys)
         if self.on_nonfinite == "error" and not bool(torch.isfinite(total)):
             raise RuntimeError(f"{type(self).__name__}: the total norm of the gradients is {float(total)}; "
                                "statistics and grads were left untouched (on_nonfinite='error')")
@@ -182,9 +176,10 @@ class Clipper:
     def _norm_type(self):
         return 2.0
 
-    def _norms(self, grads, device):
-        """(total, per-tensor norms or None): this rank's, or the whole model's with process_group."""
-        if not self._groups:
+    def _norms(self, grads, device, keys):
+        """(total, per-tensor norms or None): this rank's, or the whole model's with process_group
+        or DTensor grads."""
+        if not self._groups and keys is None:
             return _ops.multi_tensor_norm(grads, self._norm_type(), self.per_tensor)
         if self.per_tensor and not self._lists_checked:  # once: a length mismatch would garble the vector
             check_same_lists(len(grads), self._groups, "grads")
@@ -194,7 +189,7 @@ class Clipper:
             dtype = local_total.dtype
         else:  # this rank holds no grads: it still takes part in the all-reduce
             local, dtype = torch.zeros(0, dtype=torch.float32, device=device), torch.float32
-        return reduce_norms(local, self._norm_type(), self._groups, dtype, self.per_tensor)
+        return reduce_norms(local, self._norm_type(), self._groups, dtype, self.per_tensor, keys)
 
     def _apply(self, grads, values, factor):
         clear = self.on_nonfinite == "zero"

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.distributed as dist
 
-__all__ = ["as_groups", "reduce_norms"]
+__all__ = ["as_groups", "reduce_norms", "split_dtensors"]
 
 
 def as_groups(process_group, where="process_group"):
@@ -28,39 +28,102 @@ def as_groups(process_group, where="process_group"):
     return groups
 
 
+def index_tensor(indices, device):
+    """int64 indices on `device`, copied without blocking the host."""
+    t = torch.tensor(indices, dtype=torch.int64)
+    if torch.device(device).type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def _check_norm_type(norm_type):
     if norm_type == 0:
         raise ValueError("fastclip: norm_type=0 (the count of nonzero tensors) cannot be combined across ranks: "
                          "a sharded tensor would be counted once per rank")
 
 
-def reduce_norms(per_tensor, norm_type, groups, total_dtype, keep_per_tensor=False):
+def _dtensor_type():
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch built without distributed
+        return None
+    return DTensor
+
+
+def split_dtensors(tensors, where="tensors"):
+    """(local tensors, keys): DTensors (FSDP2, tensor parallel) are replaced by their local shards,
+    and keys[i] names the process groups over which tensor i's partial sums are reduced: the
+    mesh dims on which it is sharded (a replicated dim holds the same values on every rank, so it
+    counts once). keys[i] is None for a plain tensor (reduced over ``process_group``), and the
+    keys are None altogether when the list holds no DTensor."""
+    dtensor = _dtensor_type()
+    if dtensor is None or not any(isinstance(t, dtensor) for t in tensors):
+        return tensors, None
+    local, keys = [], []
+    for i, t in enumerate(tensors):
+        if not isinstance(t, dtensor):
+            local.append(t)
+            keys.append(None)
+            continue
+        for placement in t.placements:
+            if placement.is_partial():
+                raise RuntimeError(f"fastclip: {where}[{i}] is a DTensor with a Partial placement (pending "
+                                   "reduction); redistribute it to Shard or Replicate first")
+        local.append(t._local_tensor)
+        keys.append(tuple(t.device_mesh.get_group(d) for d, pl in enumerate(t.placements) if pl.is_shard()))
+    return local, keys
+
+
+def reduce_norms(per_tensor, norm_type, groups, total_dtype, keep_per_tensor=False, keys=None):
     """The norms of the whole model from this rank's per-tensor norms.
 
     ``per_tensor``: this rank's norm of each of its tensors (the ``per_tensor`` output of
-    ``multi_tensor_norm``). Sums of ``|g|^p`` (max of ``|g|`` for inf) are combined in float64: one
-    scalar per group, or, with ``keep_per_tensor``, one vector holding every tensor's partial
-    (every rank must then list the same tensors in the same order, each holding its shard).
-    Returns ``(total in total_dtype, per-tensor norms or None)``.
+    ``multi_tensor_norm``). Sums of ``|g|^p`` (max of ``|g|`` for inf) are combined in float64:
+    for the tensors of each key (see :func:`split_dtensors`; plain tensors use ``groups``), one
+    scalar all-reduce per group, or, with ``keep_per_tensor``, one vector holding each of those
+    tensors' partials (every rank must then list the same tensors in the same order, each
+    holding its shard). Returns ``(total in total_dtype, per-tensor norms or None)``.
     """
     _check_norm_type(norm_type)
     infinite = math.isinf(norm_type)
     op = dist.ReduceOp.MAX if infinite else dist.ReduceOp.SUM
     partial = per_tensor.double() if infinite else per_tensor.double().pow(norm_type)
-    if not keep_per_tensor:
-        partial = partial.max() if infinite else partial.sum()
-        partial = partial.reshape(1)
-        if per_tensor.numel() == 0:
-            partial = torch.zeros(1, dtype=torch.float64, device=per_tensor.device)
-    for group in groups:
-        dist.all_reduce(partial, op=op, group=group)
-    if infinite:
-        total = partial.max() if partial.numel() else partial.new_zeros(())
-        full = partial
+    n = partial.numel()
+    # Tensors reduced over the same groups travel together, in order of first appearance (the
+    # same on every rank, since the ranks list the same tensors).
+    by_groups = {}
+    for i in range(n):
+        key = groups if keys is None or keys[i] is None else keys[i]
+        by_groups.setdefault(key, []).append(i)
+    if not by_groups:
+        by_groups[groups] = []
+    sums = []
+    full = partial.clone() if keep_per_tensor else None
+    for key_groups, indices in by_groups.items():
+        index = index_tensor(indices, partial.device) if len(indices) != n else None
+        part = partial if index is None else partial.index_select(0, index)
+        if not keep_per_tensor:
+            part = (part.max() if infinite else part.sum()).reshape(1) if part.numel() else part.new_zeros(1)
+        for group in key_groups:
+            dist.all_reduce(part, op=op, group=group)
+        if keep_per_tensor:
+            if index is None:
+                full = part
+            else:
+                full.index_copy_(0, index, part)
+        else:
+            sums.append(part)
+    if keep_per_tensor:
+        combined = full
     else:
-        total = partial.sum().pow(1.0 / norm_type)
-        full = partial.pow(1.0 / norm_type)
-    return total.to(total_dtype).reshape(()), (full.to(per_tensor.dtype) if keep_per_tensor else None)
+        combined = torch.cat(sums)
+    if infinite:
+        total = combined.max() if combined.numel() else combined.new_zeros(())
+        norms = full
+    else:
+        total = combined.sum().pow(1.0 / norm_type)
+        norms = full.pow(1.0 / norm_type) if keep_per_tensor else None
+    return total.to(total_dtype).reshape(()), (norms.to(per_tensor.dtype) if keep_per_tensor else None)
 
 
 def check_same_lists(count, groups, what):

@@ -67,21 +67,27 @@ CLIPPERS = {
 }
 
 
-def _check_clippers(rank, world, group, steps):
+def _check_clippers(rank, world, group, steps, shard=None, local=None):
+    """Each clipper on this rank's pieces (``shard(full, i)``; plain shards by default) against the
+    same clipper on the whole tensors; ``local(grad, full, i)`` compares a clipped piece."""
+    shard = shard or (lambda t, i: _shard(t, rank, world))
+    local = local or (lambda g, f, i: (g, _shard(f, rank, world)))
+    kwargs = {} if group is None else {"process_group": group}
     for name, make in CLIPPERS.items():
         full_params = _params(_full_grads(0))
-        shard_params = _params([_shard(t, rank, world) for t in _full_grads(0)])
-        reference, sharded = make(full_params), make(shard_params, process_group=group)
+        shard_params = [torch.nn.Parameter(shard(torch.zeros_like(t), i)) for i, t in enumerate(_full_grads(0))]
+        reference, sharded = make(full_params), make(shard_params, **kwargs)
         for step in range(steps):
             full = _full_grads(step)
             _set(full_params, full)
-            _set(shard_params, [_shard(t, rank, world) for t in full])
+            for i, (p, t) in enumerate(zip(shard_params, full)):
+                p.grad = shard(t, i)
             expected, result = reference.step(), sharded.step()
             torch.testing.assert_close(result.norm, expected.norm, rtol=RTOL, atol=0,
                                        msg=lambda m: f"{name} step {step}: {m}")
-            for p, f in zip(shard_params, full_params):
-                torch.testing.assert_close(p.grad, _shard(f.grad, rank, world), rtol=RTOL, atol=1e-8,
-                                           msg=lambda m: f"{name} step {step}: {m}")
+            for i, (p, f) in enumerate(zip(shard_params, full_params)):
+                ours, theirs = local(p.grad, f.grad, i)
+                torch.testing.assert_close(ours, theirs, rtol=RTOL, atol=1e-8, msg=lambda m: f"{name} step {step}: {m}")
         for key, value in sharded.state_dict()["state"].items():  # bitwise the same on every rank
             gathered = [torch.empty_like(value) for _ in range(world)]
             dist.all_gather(gathered, value.contiguous())
@@ -111,8 +117,72 @@ def _scenario_length_mismatch(rank, world):
         clipper.step()
 
 
+def _dtensor_checks(rank, world, mesh, placements):
+    """DTensor grads with the given placement per tensor: norms, clipped shards and clippers
+    against the single-process result on the whole tensors, no process_group needed."""
+    from torch.distributed.tensor import distribute_tensor
+
+    def shard(t, i):
+        return distribute_tensor(t.clone(), mesh, placements[i % len(placements)])
+
+    def local(g, f, i):
+        return g.to_local(), shard(f, i).to_local()
+
+    for norm_type in (2.0, float("inf")):
+        full = _full_grads(3)
+        params = [torch.nn.Parameter(shard(torch.zeros_like(t), i)) for i, t in enumerate(full)]
+        for i, (p, t) in enumerate(zip(params, full)):
+            p.grad = shard(t, i)
+        expected = torch.linalg.vector_norm(torch.cat([t.flatten() for t in full]), norm_type)
+        total = fastclip.clip_grad_norm_(params, 0.5, norm_type)
+        assert not hasattr(total, "placements")  # the full norm, a plain tensor
+        torch.testing.assert_close(total, expected, rtol=RTOL, atol=0)
+        coef = min(1.0, 0.5 / (float(expected) + 1e-6))
+        for i, (p, t) in enumerate(zip(params, full)):
+            torch.testing.assert_close(p.grad.to_local(), shard(t * coef, i).to_local(), rtol=RTOL, atol=1e-8)
+    _check_clippers(rank, world, None, steps=60, shard=shard, local=local)
+
+
+def _scenario_dtensor_1d(rank, world):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    _dtensor_checks(rank, world, mesh, [(Shard(0),), (Replicate(),), (Shard(0),)])
+
+
+def _scenario_dtensor_2d(rank, world):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard
+
+    mesh = init_device_mesh("cpu", (2, world // 2))
+    _dtensor_checks(rank, world, mesh, [(Shard(0), Replicate()), (Replicate(), Shard(0)), (Shard(0), Shard(0)),
+                                        (Replicate(), Replicate())])
+
+
+def _scenario_fsdp2(rank, world):
+    """fully_shard on the CPU: fastclip on one copy, torch on an identical one (all Shard(0))."""
+    from torch.distributed.fsdp import fully_shard
+
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5))
+        fully_shard(model)
+        models.append(model)
+    x = torch.randn(8, 12, generator=torch.Generator().manual_seed(rank))
+    for model in models:
+        model(x).pow(2).sum().backward()
+    ours = fastclip.clip_grad_norm_(models[0].parameters(), 0.1)
+    theirs = torch.nn.utils.clip_grad_norm_(models[1].parameters(), 0.1)
+    torch.testing.assert_close(ours, theirs.full_tensor(), rtol=RTOL, atol=0)
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a.grad.to_local(), b.grad.to_local(), rtol=RTOL, atol=1e-8)
+
+
 SCENARIOS = {"sharded": _scenario_sharded, "group_list": _scenario_group_list,
-             "length_mismatch": _scenario_length_mismatch}
+             "length_mismatch": _scenario_length_mismatch, "dtensor_1d": _scenario_dtensor_1d,
+             "dtensor_2d": _scenario_dtensor_2d, "fsdp2": _scenario_fsdp2}
 
 
 def _worker(rank, world, port, scenario):
@@ -140,6 +210,19 @@ def test_list_of_groups_reduces_in_turn():
 
 def test_ranks_with_different_lists_get_an_error_not_a_hang():
     _spawn("length_mismatch", 2)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_dtensor_grads_on_a_1d_mesh(world):
+    _spawn("dtensor_1d", world)
+
+
+def test_dtensor_grads_on_a_2d_mesh():
+    _spawn("dtensor_2d", 4)
+
+
+def test_fsdp2_matches_torch():
+    _spawn("fsdp2", 2)
 
 
 def test_process_group_needs_initialized_distributed():
