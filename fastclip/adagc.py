@@ -4,7 +4,8 @@
 import torch
 
 from . import _ops
-from .clipper import _NUM_SLOTS, Clipper, _check_int, _check_number, _index_tensor
+from .clipper import _NUM_SLOTS, Clipper, _check_int, _check_number
+from .distributed import index_tensor as _index_tensor
 
 __all__ = ["AdaGC"]
 
@@ -29,8 +30,8 @@ class AdaGC(Clipper):
     folds_into_optimizer = False
 
     def __init__(self, parameters, lambda_abs=1.0, lambda_rel=1.05, beta=0.98, warmup_steps=100, eps=1e-6,
-                 on_nonfinite="skip", reference=False, process_group=None):
-        super().__init__(parameters, on_nonfinite, reference, process_group)
+                 on_nonfinite="skip", reference=False, **options):
+        super().__init__(parameters, on_nonfinite, reference, **options)
         inf = float("inf")
         self.lambda_abs = _check_number(lambda_abs, "lambda_abs", "AdaGC", 0.0, inf, low_open=True, high_open=True)
         self.lambda_rel = _check_number(lambda_rel, "lambda_rel", "AdaGC", 0.0, inf, low_open=True, high_open=True)

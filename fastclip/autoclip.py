@@ -7,7 +7,8 @@ import math
 import torch
 
 from . import _ops
-from .clipper import _NUM_SLOTS, Clipper, _check_choice, _check_int, _check_number, _index_tensor
+from .clipper import _NUM_SLOTS, Clipper, _check_choice, _check_int, _check_number
+from .distributed import index_tensor as _index_tensor
 
 __all__ = ["AutoClip"]
 
@@ -42,8 +43,11 @@ class AutoClip(Clipper):
     """
 
     def __init__(self, parameters, percentile=10.0, history_size=None, scope="global", lag=0, reserve_steps=0,
-                 on_nonfinite="skip", reference=False, process_group=None):
-        super().__init__(parameters, on_nonfinite, reference, process_group)
+                 on_nonfinite="skip", reference=False, **options):
+        self.scope = _check_choice(scope, "scope", ("global", "tensor"), "AutoClip")
+        self.per_tensor = self.scope == "tensor"
+        self.folds_into_optimizer = not self.per_tensor
+        super().__init__(parameters, on_nonfinite, reference, **options)
         self.reserve_steps = _check_int(reserve_steps, "reserve_steps", "AutoClip")
         self._steps = 0  # steps taken, counted on the host to size the whole history's heaps
         self.percentile = _check_number(percentile, "percentile", "AutoClip", 0.0, 100.0)
@@ -52,10 +56,7 @@ class AutoClip(Clipper):
             if history_size >= 2**31:
                 raise ValueError(f"AutoClip: history_size must be < 2**31, got {history_size}")
         self.history_size = history_size
-        self.scope = _check_choice(scope, "scope", ("global", "tensor"), "AutoClip")
         self.lag = _check_choice(lag, "lag", (0, 1), "AutoClip")
-        self.per_tensor = self.scope == "tensor"
-        self.folds_into_optimizer = not self.per_tensor
         self._rows = None  # (positions, device tensor) of the last step's present grads
 
     def _config(self):

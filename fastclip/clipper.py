@@ -2,9 +2,18 @@
 
 A clipper is built like a ``torch.optim`` optimizer, from an iterable of parameters or of param
 groups (a group's other keys, such as ``lr``, are ignored, so ``optimizer.param_groups`` works),
-and ``step()`` clips the parameters' ``.grad`` in place. With ``process_group=`` (a group or a
-list of groups, see :mod:`fastclip.distributed`) the norms are those of the whole model across
-the ranks, so every rank computes the same statistics and coefficient and scales its own shards. Everything a step computes stays on the
+and ``step()`` clips the parameters' ``.grad`` in place.
+
+Options every clipper takes (keywords):
+
+* ``process_group``: a group or a list of groups (see :mod:`fastclip.distributed`): the norms are
+  those of the whole model across the ranks, so every rank computes the same statistics and
+  coefficient and scales its own shards. DTensor grads (FSDP2, tensor parallel) need no group.
+* ``norm_parameters``: the parameters whose grads enter the norm, when that set differs from the
+  set that is scaled (Megatron counts shared and tensor-parallel-duplicate parameters once in the
+  norm but scales every copy). Total-norm clippers only.
+* ``grad_attr``: the attribute holding the grads, e.g. ``"main_grad"`` for Megatron-style fp32
+  gradient buffers (default ``"grad"``). Everything a step computes stays on the
 grads' device: nothing syncs the host unless ``on_nonfinite="error"``.
 """
 
@@ -12,7 +21,6 @@ import torch
 
 from . import _ops
 from .distributed import as_groups, check_same_lists, reduce_norms, split_dtensors
-from .distributed import index_tensor as _index_tensor  # noqa: F401  (used by the per-tensor clippers)
 
 __all__ = ["Clipper", "ClipResult", "NormClip"]
 
@@ -134,11 +142,21 @@ class Clipper:
     per_tensor = False  # per-tensor norms are needed (AdaGC, AutoClip with scope="tensor")
     folds_into_optimizer = True  # one factor for every grad: an attached fused optimizer can apply it
 
-    def __init__(self, parameters, on_nonfinite="skip", reference=False, process_group=None):
+    def __init__(self, parameters, on_nonfinite="skip", reference=False, *, process_group=None,
+                 norm_parameters=None, grad_attr="grad"):
         name = type(self).__name__
         self._params = _flatten_parameters(parameters, name)
         self._groups = as_groups(process_group)
         self._lists_checked = False
+        if not isinstance(grad_attr, str) or not grad_attr.isidentifier():
+            raise ValueError(f"{name}: grad_attr must be an attribute name such as 'grad' or 'main_grad', "
+                             f"got {grad_attr!r}")
+        self.grad_attr = grad_attr
+        self._norm_params = None
+        if norm_parameters is not None:
+            if self.per_tensor:
+                raise ValueError(f"{name}: norm_parameters applies to clippers of the total norm, not per-tensor ones")
+            self._norm_params = _flatten_parameters(norm_parameters, name)
         self.on_nonfinite = _check_choice(on_nonfinite, "on_nonfinite", _POLICIES, name)
         self.reference = bool(reference)
         self._state = {}  # name -> tensor, created on the grads' device at the first step
@@ -147,9 +165,11 @@ class Clipper:
 
     # -- the step -------------------------------------------------------------------------
 
-    def _grads(self):
-        present = [i for i, p in enumerate(self._params) if p.grad is not None]
-        return present, [self._params[i].grad for i in present]
+    def _grads(self, params=None):
+        params = self._params if params is None else params
+        grads = [getattr(p, self.grad_attr, None) for p in params]
+        present = [i for i, g in enumerate(grads) if g is not None]
+        return present, [grads[i] for i in present]
 
     @torch.no_grad()
     def step(self):
@@ -158,13 +178,15 @@ class Clipper:
         No host sync, except with ``on_nonfinite="error"``, which reads the norm to raise.
         """
         present, grads = self._grads()
-        if not grads and not self._groups:
+        norm_grads = grads if self._norm_params is None else self._grads(self._norm_params)[1]
+        if not norm_grads and not self._groups:
             self._pending = None
             return ClipResult(_idle_result(self._params[0].device, 0.0))
-        grads, keys = split_dtensors(grads, "grads")  # DTensors: their local shards, and how to reduce them
-        device = grads[0].device if grads else self._params[0].device
+        grads, _ = split_dtensors(grads, "grads")  # DTensors: their local shards, scaled in place
+        norm_grads, keys = split_dtensors(norm_grads, "grads")  # ... and how their partials are reduced
+        device = norm_grads[0].device if norm_grads else self._params[0].device
         self._move_state(device)
-        total, per_tensor = self._norms(grads, device, keys)
+        total, per_tensor = self._norms(norm_grads, device, keys)
         if self.on_nonfinite == "error" and not bool(torch.isfinite(total)):
             raise RuntimeError(f"{type(self).__name__}: the total norm of the gradients is {float(total)}; "
                                "statistics and grads were left untouched (on_nonfinite='error')")
@@ -303,8 +325,8 @@ class NormClip(Clipper):
     shares one interface (``step()``, ``attach``, non-finite policies). Factor as torch computes
     it: ``min(max_norm / (norm + 1e-6), 1)``."""
 
-    def __init__(self, parameters, max_norm, norm_type=2.0, on_nonfinite="skip", process_group=None):
-        super().__init__(parameters, on_nonfinite, process_group=process_group)
+    def __init__(self, parameters, max_norm, norm_type=2.0, on_nonfinite="skip", **options):
+        super().__init__(parameters, on_nonfinite, **options)
         self.max_norm = _check_number(max_norm, "max_norm", "NormClip", low=0.0)
         self.norm_type = _check_number(norm_type, "norm_type", "NormClip", low=0.0)
 

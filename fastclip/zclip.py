@@ -38,8 +38,8 @@ class ZClip(Clipper):
 
     def __init__(self, parameters, alpha=0.97, z_thresh=2.5, max_grad_norm=1.0, eps=1e-6, warmup_steps=25,
                  mode="zscore", clip_option="adaptive_scaling", clip_factor=1.0, skip_update_on_spike=False,
-                 on_nonfinite="skip", reference=False, process_group=None):
-        super().__init__(parameters, on_nonfinite, reference, process_group)
+                 on_nonfinite="skip", reference=False, **options):
+        super().__init__(parameters, on_nonfinite, reference, **options)
         self.alpha = _check_number(alpha, "alpha", "ZClip", 0.0, 1.0, low_open=True, high_open=True)
         self.z_thresh = _check_number(z_thresh, "z_thresh", "ZClip", 0.0, float("inf"), low_open=True, high_open=True)
         self.max_grad_norm = _check_number(max_grad_norm, "max_grad_norm", "ZClip", 0.0, low_open=True,

@@ -6,7 +6,6 @@ import torch
 from clipper_refs import SHAPES, set_grads, spiky_grads, twin_models
 from test_clipper_state import CLIPPERS, SPIKES, run
 
-import fastclip
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -88,7 +87,7 @@ def test_graph_capture_replays_steps(name, gen):
     for p, g in zip(graph_model.parameters(), static):
         p.grad = g
     captured.step()  # allocates the state outside the graph
-    eager_results = run(eager, list(eager_model.parameters()), steps[:1])
+    run(eager, list(eager_model.parameters()), steps[:1])  # the step taken before the capture
     graph = torch.cuda.CUDAGraph()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())

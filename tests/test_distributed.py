@@ -3,7 +3,6 @@ the norm and the clipped shards must equal the single-process result on the whol
 every rank must end with bitwise the same clipper state. Each test spawns its own processes."""
 
 import math
-import os
 import socket
 
 import pytest
@@ -189,7 +188,7 @@ def _worker(rank, world, port, scenario):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        SCENARIOS[scenario](rank, world)
+        (SCENARIOS[scenario] if isinstance(scenario, str) else scenario)(rank, world)
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -197,6 +196,11 @@ def _worker(rank, world, port, scenario):
 
 def _spawn(scenario, world):
     mp.spawn(_worker, args=(world, _free_port(), scenario), nprocs=world, join=True)
+
+
+def _spawn_worker_with(scenario_fn, world):
+    """Runs ``scenario_fn(rank, world)`` (a module-level function) on `world` gloo ranks."""
+    _spawn(scenario_fn, world)
 
 
 @pytest.mark.parametrize("world", [2, 4])
