@@ -105,7 +105,7 @@ def _scenario_group_list(rank, world):
     pairs_b = [dist.new_group([0, 2]), dist.new_group([1, 3])]
     groups = [pairs_a[rank // 2], pairs_b[rank % 2]]
     _check_functions(rank, world, groups)
-    _check_clippers(rank, world, groups, steps=60)
+    _check_clippers(rank, world, groups, steps=200)
 
 
 def _scenario_length_mismatch(rank, world):
@@ -139,7 +139,7 @@ def _dtensor_checks(rank, world, mesh, placements):
         coef = min(1.0, 0.5 / (float(expected) + 1e-6))
         for i, (p, t) in enumerate(zip(params, full)):
             torch.testing.assert_close(p.grad.to_local(), shard(t * coef, i).to_local(), rtol=RTOL, atol=1e-8)
-    _check_clippers(rank, world, None, steps=60, shard=shard, local=local)
+    _check_clippers(rank, world, None, steps=200, shard=shard, local=local)
 
 
 def _scenario_dtensor_1d(rank, world):
@@ -177,6 +177,20 @@ def _scenario_fsdp2(rank, world):
     torch.testing.assert_close(ours, theirs.full_tensor(), rtol=RTOL, atol=0)
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(a.grad.to_local(), b.grad.to_local(), rtol=RTOL, atol=1e-8)
+    # A clipper on the FSDP2 grads against the same clipper on the gathered full grads.
+    model = models[0]
+    reference_params = [torch.nn.Parameter(torch.zeros(p.shape)) for p in model.parameters()]
+    clipper = fastclip.ZClip(model.parameters(), warmup_steps=3, max_grad_norm=0.05)
+    reference = fastclip.ZClip(reference_params, warmup_steps=3, max_grad_norm=0.05)
+    for step in range(20):
+        model.zero_grad()
+        model(x * (1 + step % 5) * (8.0 if step == 15 else 1.0)).pow(2).sum().backward()
+        for r, p in zip(reference_params, model.parameters()):
+            r.grad = p.grad.full_tensor()
+        result, expected = clipper.step(), reference.step()
+        torch.testing.assert_close(result.norm, expected.norm, rtol=RTOL, atol=0)
+        for r, p in zip(reference_params, model.parameters()):
+            torch.testing.assert_close(p.grad.full_tensor(), r.grad, rtol=RTOL, atol=1e-8)
 
 
 SCENARIOS = {"sharded": _scenario_sharded, "group_list": _scenario_group_list,
