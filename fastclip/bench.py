@@ -1,0 +1,370 @@
+"""``fastclip bench``: clipping throughput on this machine, fastclip against torch and the peers.
+
+Suites of realistic gradient shapes (see :data:`SUITES`); every method of a case runs on the same
+grads, timed in interleaved rounds, each timed call really clipping (the grads are scaled back
+up, untimed, before every call). The machine's memory ceilings (a large read-only sum and a large
+in-place multiply) are measured in the same run, and each method is reported as median time,
+spread (min-max), speedup over torch's foreach path, and fraction of the memory floor
+``B / read_ceiling + 2 B / in_place_ceiling`` (B = grad bytes; one read pass for the norm, one
+read-write pass for the scale), plus kernel launches per call on CUDA.
+"""
+
+import argparse
+import csv
+import json
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+import fastclip
+
+GPT2_LAYER = [(768,), (768,), (768, 2304), (2304,), (768, 768), (768,), (768,), (768,), (768, 3072), (3072,),
+              (3072, 768), (768,)]
+GPT2_124M = [(50257, 768), (1024, 768)] + GPT2_LAYER * 12 + [(768,), (768,)]
+LLAMA_LAYER = [(4096, 4096)] * 4 + [(11008, 4096), (11008, 4096), (4096, 11008), (4096,), (4096,)]
+LLAMA_7B = [(32000, 4096)] + LLAMA_LAYER * 32 + [(4096,), (32000, 4096)]
+
+# name -> (shapes, dtypes cycled over the tensors or None for --dtype, what it is)
+SUITES = {
+    "gpt2-124m": (GPT2_124M, None, "GPT-2 124M, 148 tensors"),
+    "llama-7b": (LLAMA_7B, None, "Llama 7B, 291 tensors (use --shard N: one rank of an N-way FSDP shard)"),
+    "many-small": ([(4096,)] * 10000, None, "10,000 tensors of 4,096 elements"),
+    "one-huge": ([(2**28,)], None, "one tensor of 2^28 elements"),
+    "mixed": (GPT2_124M, (torch.float32, torch.bfloat16), "GPT-2 124M, float32 and bfloat16 alternating"),
+}
+QUICK_SUITES = ["gpt2-124m", "many-small", "mixed"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+CEILING_BYTES = 1 << 30  # large enough to stream from memory, not from cache
+
+
+def shard_shapes(shapes, shards):
+    """One rank's shapes under an N-way FSDP shard: dim 0 split into N (the first, largest piece)."""
+    if shards == 1:
+        return list(shapes)
+    return [((-(-s[0] // shards),) + tuple(s[1:])) for s in shapes]
+
+
+def make_grads(shapes, dtypes, device, generator):
+    grads = []
+    for i, shape in enumerate(shapes):
+        g = torch.empty(shape, dtype=torch.float32).normal_(generator=generator)
+        grads.append(g.to(device=device, dtype=dtypes[i % len(dtypes)]))
+    return grads
+
+
+class Timer:
+    """Wall time per call on the CPU, CUDA events on the GPU."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, fn, repeat, warmup=2, setup=None):
+        for _ in range(warmup):
+            if setup:
+                setup()
+            fn()
+        samples = []
+        for _ in range(repeat):
+            if setup:
+                setup()  # untimed
+            if self.cuda:
+                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                stop.record()
+                stop.synchronize()
+                samples.append(start.elapsed_time(stop) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - t0)
+        return samples
+
+
+def measure_ceilings(device, timer, repeat):
+    """Read-only and in-place bandwidth in bytes/s, each the median of `repeat` runs."""
+    buf = torch.empty(CEILING_BYTES // 4, dtype=torch.float32, device=device).normal_()
+
+    def read():
+        buf.sum()
+
+    def in_place():
+        buf.mul_(0.999)
+
+    result = {"read_bytes_per_s": CEILING_BYTES / statistics.median(timer(read, repeat)),
+              "in_place_bytes_per_s": 2 * CEILING_BYTES / statistics.median(timer(in_place, repeat))}
+    del buf
+    return result
+
+
+def kernel_launches(fn, device):
+    """Kernels one call launches (CUDA only; copies and memsets not counted)."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+               and "emcpy" not in e.name and "emset" not in e.name)
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+class _Holder(torch.nn.Module):
+    """Parameters whose grads are the benchmark's grads (zclip takes a module). The weights are
+    zero-stride views: only .grad is read, so they cost no memory."""
+
+    def __init__(self, grads):
+        super().__init__()
+        self.params = torch.nn.ParameterList()
+        for g in grads:
+            p = torch.nn.Parameter(torch.zeros((), device=g.device, dtype=g.dtype).expand(g.shape))
+            p.grad = g
+            self.params.append(p)
+
+
+def _methods(holder, max_norm, quick, device):
+    """name -> step function, for the methods available here."""
+    params = list(holder.parameters())
+    methods = {
+        "fastclip": lambda: fastclip.clip_grad_norm_(params, max_norm),
+        "torch_foreach": lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True),
+        "torch_loop": lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False),
+    }
+    if not quick:
+        compiled = torch.compile(lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
+        methods["torch_compile"] = compiled
+    try:
+        import zclip
+    except ImportError:
+        zclip = None
+    if zclip is not None:
+        peer = zclip.ZClip(warmup_steps=1, max_grad_norm=max_norm)
+        ours = fastclip.ZClip(params, warmup_steps=1, max_grad_norm=max_norm)
+        methods["zclip"] = lambda: peer.step(holder)
+        methods["fastclip.ZClip"] = ours.step
+    try:
+        import autoclip.torch as autoclip_torch
+    except ImportError:
+        autoclip_torch = None
+    if autoclip_torch is not None:
+        peer_auto = autoclip_torch.QuantileClip(params, quantile=0.1, history_length=1000, global_threshold=True)
+        ours_auto = fastclip.AutoClip(params, percentile=10.0, history_size=1000, lag=1)
+        methods["autoclip"] = peer_auto.step
+        methods["fastclip.AutoClip"] = ours_auto.step
+    if device.type == "cuda":
+        methods.update(_vendor_l2norm(params))
+    return methods
+
+
+def _vendor_l2norm(params):
+    """Transformer Engine's or apex's multi-tensor L2 norm (norm only), when importable."""
+    grads = [p.grad for p in params if p.grad.dtype == torch.float32]
+    try:
+        from transformer_engine.pytorch.optimizers import multi_tensor_applier, multi_tensor_l2norm
+    except ImportError:
+        try:
+            import amp_C
+            from apex.multi_tensor_apply import multi_tensor_applier
+            multi_tensor_l2norm = amp_C.multi_tensor_l2norm
+        except ImportError:
+            return {}
+    flag = torch.zeros(1, dtype=torch.int, device=grads[0].device)
+    return {"vendor_l2norm (norm only)": lambda: multi_tensor_applier(multi_tensor_l2norm, flag, [grads], False)}
+
+
+def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, progress=None):
+    grads = make_grads(shapes, dtypes, device, generator)
+    holder = _Holder(grads)
+    max_norm = 0.5
+    fastclip.clip_grad_norm_(list(holder.parameters()), max_norm)
+    grad_bytes = sum(g.numel() * g.element_size() for g in grads)
+
+    # Clipped grads have norm max_norm and clipping them again changes nothing; so before every
+    # timed call, untimed, the grads are scaled up by 4 (exact in every dtype): every call clips.
+    def restore():
+        torch._foreach_mul_(grads, 4.0)
+
+    methods = _methods(holder, max_norm, quick, device)
+    for name, fn in methods.items():
+        if progress:
+            progress(f"{suite}: warm-up {name}")
+        timer(fn, 0, warmup=2, setup=restore)
+    samples = {m: [] for m in methods}
+    names = list(methods)
+    for r in range(repeat):
+        if progress:
+            progress(f"{suite}: round {r + 1}/{repeat}")
+        for k in range(len(names)):
+            method = names[(r + k) % len(names)]
+            samples[method] += timer(methods[method], 1, warmup=0, setup=restore)
+    results = {}
+    for method, fn in methods.items():
+        median = statistics.median(samples[method])
+        results[method] = {"median_s": median, "min_s": min(samples[method]), "max_s": max(samples[method]),
+                           "gb_per_s": 3 * grad_bytes / median / 1e9, "kernel_launches": kernel_launches(fn, device)}
+    for r in results.values():
+        r["speedup_vs_torch_foreach"] = results["torch_foreach"]["median_s"] / r["median_s"]
+    return {"suite": suite, "dtypes": sorted({str(d).replace("torch.", "") for d in dtypes}), "tensors": len(grads),
+            "grad_bytes": grad_bytes, "methods": results}
+
+
+def add_floor(case, ceilings):
+    b = case["grad_bytes"]
+    case["floor_s"] = b / ceilings["read_bytes_per_s"] + 2 * b / ceilings["in_place_bytes_per_s"]
+    for r in case["methods"].values():
+        r["fraction_of_floor"] = case["floor_s"] / r["median_s"]
+
+
+def rows(report):
+    for case in report["cases"]:
+        for method, r in case["methods"].items():
+            yield {"suite": case["suite"], "dtypes": "+".join(case["dtypes"]), "tensors": case["tensors"],
+                   "method": method, "median_ms": r["median_s"] * 1e3, "min_ms": r["min_s"] * 1e3,
+                   "max_ms": r["max_s"] * 1e3, "speedup_vs_torch_foreach": r["speedup_vs_torch_foreach"],
+                   "fraction_of_floor": r["fraction_of_floor"], "kernel_launches": r["kernel_launches"]}
+
+
+def print_table(report, out=sys.stdout):
+    c = report["ceilings"]
+    print(f"\n{report['device']}, torch {report['torch']}, median of {report['repeat']} rounds; ceilings measured "
+          f"in this run: read {c['read_bytes_per_s'] / 1e9:.1f} GB/s, in-place {c['in_place_bytes_per_s'] / 1e9:.1f} GB/s",
+          file=out)
+    header = f"{'suite':12s} {'dtype':16s} {'method':26s} {'median ms':>10s} {'min-max ms':>17s} {'vs torch':>9s} {'of floor':>9s}"
+    cuda = report["device_type"] == "cuda"
+    print(header + (f" {'launches':>8s}" if cuda else ""), file=out)
+    for r in rows(report):
+        line = (f"{r['suite']:12s} {r['dtypes']:16s} {r['method']:26s} {r['median_ms']:10.2f} "
+                f"{r['min_ms']:8.2f}-{r['max_ms']:<8.2f} {r['speedup_vs_torch_foreach']:8.2f}x "
+                f"{r['fraction_of_floor']:8.0%}")
+        print(line + (f" {r['kernel_launches']:8d}" if cuda else ""), file=out)
+
+
+def write_csv(report, path):
+    data = list(rows(report))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(data[0]))
+        writer.writeheader()
+        writer.writerows(data)
+
+
+def write_plot(report, path, metric="fraction_of_floor"):
+    """A grouped bar chart: one group per suite, one bar per method."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("fastclip bench: --plot needs matplotlib (pip install matplotlib)") from None
+    cases = report["cases"]
+    methods = list(dict.fromkeys(m for case in cases for m in case["methods"]))
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(cases)), 4.2))
+    for k, method in enumerate(methods):
+        xs = [i + (k - (len(methods) - 1) / 2) * width for i, case in enumerate(cases) if method in case["methods"]]
+        ys = [case["methods"][method][metric] * (100 if metric == "fraction_of_floor" else 1e3)
+              for case in cases if method in case["methods"]]
+        ax.bar(xs, ys, width, label=method)
+    ax.set_xticks(range(len(cases)), [f"{c['suite']}\n{'+'.join(c['dtypes'])}" for c in cases])
+    ax.set_ylabel("% of the memory floor (higher is faster)" if metric == "fraction_of_floor" else "median ms")
+    ax.set_title(f"clip_grad_norm_ and clippers on {report['device']}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _progress_printer(total):
+    done = [0]
+    tty = sys.stderr.isatty()
+
+    def progress(message):
+        done[0] += 1
+        filled = min(30, 30 * done[0] // max(total, 1))
+        line = f"[{'#' * filled}{'.' * (30 - filled)}] {message}"
+        if tty:
+            print("\r" + line.ljust(100)[:100], end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    return progress
+
+
+def add_arguments(parser):
+    parser.add_argument("--suite", action="append", choices=list(SUITES), metavar="NAME",
+                        help=f"a suite to run (repeatable): {', '.join(SUITES)}. Default: all but llama-7b, "
+                             f"or {', '.join(QUICK_SUITES)} with --quick")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                        help="grad dtype (the mixed suite always alternates float32 and bfloat16)")
+    parser.add_argument("--device", default=None, help="cuda when available, else cpu")
+    parser.add_argument("--repeat", type=int, default=None, help="timed rounds per case (default 15; 5 with --quick)")
+    parser.add_argument("--shard", type=int, default=1, help="divide every tensor's dim 0 as an N-way FSDP shard would")
+    parser.add_argument("--quick", action="store_true", help="a short run (under a minute on 2 CPU cores)")
+    parser.add_argument("--json", help="write the results as JSON to this file")
+    parser.add_argument("--csv", help="write one row per case and method to this CSV file")
+    parser.add_argument("--plot", help="write a PNG bar chart (fraction of the memory floor) to this file")
+
+
+def run(args):
+    if args.repeat is not None and args.repeat < 1:
+        raise SystemExit(f"fastclip bench: --repeat must be >= 1, got {args.repeat}")
+    if args.shard < 1:
+        raise SystemExit(f"fastclip bench: --shard must be >= 1, got {args.shard}")
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as e:
+        raise SystemExit(f"fastclip bench: bad --device {args.device!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("fastclip bench: --device cuda but no CUDA GPU is available")
+    suites = args.suite or (QUICK_SUITES if args.quick else [s for s in SUITES if s != "llama-7b"])
+    repeat = args.repeat or (5 if args.quick else 15)
+    timer = Timer(device)
+    generator = torch.Generator().manual_seed(0)
+    progress = _progress_printer(len(suites) * (repeat + 9) + 2)
+    progress("memory ceilings")
+    ceilings_before = measure_ceilings(device, timer, 3 if args.quick else 7)
+    report = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
+              "fastclip": fastclip.__version__, "threads": torch.get_num_threads(), "repeat": repeat,
+              "quick": args.quick, "shard": args.shard, "cases": []}
+    for suite in suites:
+        shapes, dtypes, _ = SUITES[suite]
+        report["cases"].append(run_case(suite, shard_shapes(shapes, args.shard), dtypes or (DTYPES[args.dtype],),
+                                        device, timer, repeat, generator, args.quick, progress))
+    progress("memory ceilings")
+    ceilings_after = measure_ceilings(device, timer, 3 if args.quick else 7)
+    report["ceilings"] = {k: max(ceilings_before[k], ceilings_after[k]) for k in ceilings_before}
+    for case in report["cases"]:
+        add_floor(case, report["ceilings"])
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print_table(report)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    if args.csv:
+        write_csv(report, args.csv)
+    if args.plot:
+        write_plot(report, args.plot)
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastclip bench", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

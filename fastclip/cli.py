@@ -1,0 +1,25 @@
+"""The ``fastclip`` command: ``fastclip bench`` (clipping throughput on this machine) and
+``fastclip demo`` (adaptive clipping against gradient spikes in a small training run).
+Also ``python -m fastclip``."""
+
+import argparse
+import sys
+
+from . import bench, demo
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastclip", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", metavar="{bench,demo}")
+    commands.required = True
+    bench.add_arguments(commands.add_parser("bench", help="benchmark fastclip against torch and the peers",
+                                            description=bench.__doc__.split("\n")[0]))
+    demo.add_arguments(commands.add_parser("demo", help="train a small LM through gradient spikes, with and "
+                                           "without (adaptive) clipping", description=demo.__doc__.split("\n")[0]))
+    args = parser.parse_args(argv)
+    (bench.run if args.command == "bench" else demo.run)(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""``fastclip demo``: why adaptive clipping exists, in one small training run.
+
+A small causal transformer language model learns a synthetic language (a fixed random bigram
+chain, generated here: nothing is downloaded). At known steps a corrupted batch arrives whose
+loss is scaled up by ``--spike-scale`` (as a broken loss scale or a bad shard would do): a
+gradient spike. The same run, from the same seed, is trained with no clipping, a fixed
+threshold (``NormClip``), ZClip and AutoClip; the demo prints the final losses, how many steps
+each clipper clipped and the worst loss after a spike, and writes a PNG of the loss curves and,
+for the adaptive clippers, the gradient norm against the threshold.
+"""
+
+import argparse
+import json
+import math
+import time
+
+import torch
+
+import fastclip
+
+VOCAB, SEQ, BATCH = 48, 32, 16
+
+
+def bigram_chain(generator):
+    """Transition probabilities: each token has a few likely successors (a learnable language)."""
+    logits = torch.randn(VOCAB, VOCAB, generator=generator) * 4.0
+    return torch.softmax(logits, dim=-1)
+
+
+def sample_batch(chain, generator):
+    tokens = torch.empty(BATCH, SEQ + 1, dtype=torch.long)
+    tokens[:, 0] = torch.randint(0, VOCAB, (BATCH,), generator=generator)
+    for t in range(SEQ):
+        tokens[:, t + 1] = torch.multinomial(chain[tokens[:, t]], 1, generator=generator).squeeze(1)
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+class TinyLM(torch.nn.Module):
+    def __init__(self, width=64, layers=2, heads=4):
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, width)
+        self.position = torch.nn.Parameter(torch.randn(SEQ, width) * 0.02)
+        layer = torch.nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True,
+                                                 norm_first=True)
+        self.blocks = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = torch.nn.Linear(width, VOCAB)
+        self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(SEQ), persistent=False)
+
+    def forward(self, tokens):
+        x = self.embed(tokens) + self.position
+        return self.head(self.blocks(x, mask=self.mask, is_causal=True))
+
+
+CLIPPERS = {
+    "no clipping": None,
+    "fixed (NormClip, 1.0)": lambda p: fastclip.NormClip(p, max_norm=1.0),
+    "ZClip": lambda p: fastclip.ZClip(p, warmup_steps=20, max_grad_norm=None),
+    "AutoClip (p10)": lambda p: fastclip.AutoClip(p, percentile=10.0),
+}
+
+
+def train(name, steps, spikes, spike_scale, seed, lr):
+    torch.manual_seed(seed)
+    data_gen = torch.Generator().manual_seed(seed)
+    chain = bigram_chain(torch.Generator().manual_seed(1))
+    model = TinyLM()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    clipper = CLIPPERS[name](model.parameters()) if CLIPPERS[name] else None
+    losses, norms, thresholds, clipped = [], [], [], 0
+    for step in range(steps):
+        inputs, targets = sample_batch(chain, data_gen)
+        if step in spikes:  # a corrupted batch: random targets, and the loss blown up
+            targets = torch.randint(0, VOCAB, targets.shape, generator=data_gen)
+        logits = model(inputs)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+        optimizer.zero_grad()
+        (loss * (spike_scale if step in spikes else 1.0)).backward()
+        if clipper is None:
+            norms.append(float(fastclip.get_total_norm([p.grad for p in model.parameters()])))
+            thresholds.append(float("nan"))
+        else:
+            result = clipper.step()
+            norms.append(float(result.norm))
+            if isinstance(clipper, fastclip.ZClip):  # the bound a norm must exceed to count as a spike
+                thresholds.append(float(result.mean + clipper.z_thresh * result.std))
+            else:
+                thresholds.append(float(result.threshold))
+            clipped += bool(result.clipped)
+        optimizer.step()
+        losses.append(float(loss))
+    return {"losses": losses, "norms": norms, "thresholds": thresholds, "steps_clipped": clipped}
+
+
+def summarize(runs, spikes, tail):
+    summary = {}
+    for name, run in runs.items():
+        losses = run["losses"]
+        clean = [l for i, l in enumerate(losses) if i not in spikes]
+        after = [losses[i] for s in spikes for i in range(s + 1, min(s + 11, len(losses))) if i not in spikes]
+        summary[name] = {"final_loss": sum(clean[-tail:]) / len(clean[-tail:]),
+                         "worst_loss_after_a_spike": max(after) if after else float("nan"),
+                         "steps_clipped": run["steps_clipped"], "largest_grad_norm": max(run["norms"])}
+    return summary
+
+
+def write_plot(runs, spikes, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("fastclip demo: the plot needs matplotlib (pip install matplotlib), or pass --no-plot") from None
+    adaptive = [n for n in runs if n.startswith(("ZClip", "AutoClip"))]
+    fig, axes = plt.subplots(1, 1 + len(adaptive), figsize=(5 * (1 + len(adaptive)), 4))
+    for name, run in runs.items():
+        axes[0].plot(run["losses"], label=name, linewidth=1)
+    for s in spikes:
+        axes[0].axvline(s, color="grey", alpha=0.3, linewidth=0.8)
+    axes[0].set(title="training loss (grey: injected spikes)", xlabel="step", ylabel="loss", yscale="log")
+    axes[0].legend(fontsize=8)
+    for ax, name in zip(axes[1:], adaptive):
+        ax.plot(runs[name]["norms"], label="gradient norm (pre-clip)", linewidth=1)
+        label = "spike bound: mean + z_thresh * std" if name.startswith("ZClip") else "threshold (10th percentile)"
+        ax.plot(runs[name]["thresholds"], label=label, linewidth=1)
+        ax.set(title=name, xlabel="step", yscale="log")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def add_arguments(parser):
+    parser.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
+    parser.add_argument("--spikes", default="120,121,200,250",
+                        help="comma-separated steps that get a corrupted, blown-up batch")
+    parser.add_argument("--spike-scale", type=float, default=1e4, help="how much a spike scales the loss")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", default="fastclip-demo.png", help="where to write the PNG")
+    parser.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    parser.add_argument("--json", help="write the curves and the summary as JSON to this file")
+
+
+def run(args):
+    if args.steps < 10:
+        raise SystemExit(f"fastclip demo: --steps must be >= 10, got {args.steps}")
+    try:
+        spikes = {int(s) for s in args.spikes.split(",") if s.strip()}
+    except ValueError:
+        raise SystemExit(f"fastclip demo: --spikes must be comma-separated step numbers, got {args.spikes!r}") from None
+    if not math.isfinite(args.spike_scale) or args.spike_scale <= 0:
+        raise SystemExit(f"fastclip demo: --spike-scale must be finite and > 0, got {args.spike_scale}")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    runs = {}
+    for name in CLIPPERS:
+        start = time.perf_counter()
+        runs[name] = train(name, args.steps, spikes, args.spike_scale, args.seed, args.lr)
+        print(f"  trained with {name:24s} in {time.perf_counter() - start:5.1f} s")
+    summary = summarize(runs, spikes, tail=max(5, args.steps // 10))
+    print(f"\n{'run':24s} {'final loss':>10s} {'worst loss after a spike':>25s} {'steps clipped':>14s}")
+    for name, s in summary.items():
+        print(f"{name:24s} {s['final_loss']:10.3f} {s['worst_loss_after_a_spike']:25.3f} {s['steps_clipped']:14d}")
+    if not args.no_plot:
+        write_plot(runs, spikes, args.plot)
+        print(f"\nplot: {args.plot}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"spikes": sorted(spikes), "summary": summary, "runs": runs}, f)
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastclip demo", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
