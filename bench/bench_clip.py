@@ -22,78 +22,15 @@ Results are printed and written as JSON.
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
-import time
 
 import torch
 
 import fastclip
 
-GPT2_LAYER = [(768,), (768,), (768, 2304), (2304,), (768, 768), (768,), (768,), (768,), (768, 3072), (3072,),
-              (3072, 768), (768,)]
-GPT2_124M = [(50257, 768), (1024, 768)] + GPT2_LAYER * 12 + [(768,), (768,)]
-CEILING_BYTES = 1 << 30  # large enough to stream from memory, not from cache
-
-
-def make_grads(shapes, dtype, device, generator):
-    grads = []
-    for shape in shapes:
-        g = torch.empty(shape, dtype=torch.float32).normal_(generator=generator)
-        grads.append(g.to(device=device, dtype=dtype))
-    return grads
-
-
-class Timer:
-    def __init__(self, device):
-        self.cuda = device.type == "cuda"
-
-    def __call__(self, fn, repeat, warmup=2, setup=None):
-        for _ in range(warmup):
-            if setup:
-                setup()
-            fn()
-        samples = []
-        for _ in range(repeat):
-            if setup:
-                setup()  # untimed
-            if self.cuda:
-                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                stop.record()
-                stop.synchronize()
-                samples.append(start.elapsed_time(stop) / 1e3)
-            else:
-                t0 = time.perf_counter()
-                fn()
-                samples.append(time.perf_counter() - t0)
-        return samples
-
-
-def measure_ceilings(device, timer, repeat):
-    """Read-only and in-place bandwidth in bytes/s, each the median of `repeat` runs."""
-    n = CEILING_BYTES // 4
-    buf = torch.empty(n, dtype=torch.float32, device=device).normal_()
-    read = statistics.median(timer(lambda: buf.sum(), repeat))
-    inplace = statistics.median(timer(lambda: buf.mul_(0.999), repeat))
-    del buf
-    return {"read_bytes_per_s": CEILING_BYTES / read, "in_place_bytes_per_s": 2 * CEILING_BYTES / inplace}
-
-
-def kernel_launches(fn, device):
-    if device.type != "cuda":
-        return None
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-               and "emcpy" not in e.name and "emset" not in e.name)
+# Shapes, timing and ceilings are shared with `fastclip bench` (fastclip/bench.py).
+from fastclip.bench import GPT2_124M, Timer, device_name, kernel_launches, make_grads, measure_ceilings
 
 
 def run_case(name, shapes, dtype, device, timer, repeat, generator, include_loop, clips=True):
@@ -151,12 +88,6 @@ def add_floor(case, ceilings):
     case["floor_s"] = grad_bytes / ceilings["read_bytes_per_s"] + 2 * grad_bytes / ceilings["in_place_bytes_per_s"]
     for r in case["methods"].values():
         r["fraction_of_floor"] = case["floor_s"] / r["median_s"]
-
-
-def device_name(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
 def print_table(report):

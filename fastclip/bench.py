@@ -21,6 +21,8 @@ import torch
 
 import fastclip
 
+__all__ = ["SUITES", "add_arguments", "main", "run", "shard_shapes"]
+
 GPT2_LAYER = [(768,), (768,), (768, 2304), (2304,), (768, 768), (768,), (768,), (768,), (768, 3072), (3072,),
               (3072, 768), (768,)]
 GPT2_124M = [(50257, 768), (1024, 768)] + GPT2_LAYER * 12 + [(768,), (768,)]
@@ -38,6 +40,7 @@ SUITES = {
 QUICK_SUITES = ["gpt2-124m", "many-small", "mixed"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 CEILING_BYTES = 1 << 30  # large enough to stream from memory, not from cache
+COMPILE_MAX_TENSORS = 1000
 
 
 def shard_shapes(shapes, shards):
@@ -48,6 +51,8 @@ def shard_shapes(shapes, shards):
 
 
 def make_grads(shapes, dtypes, device, generator):
+    """Fresh normal grads, one per shape, cycling through dtypes (or all of one dtype)."""
+    dtypes = (dtypes,) if isinstance(dtypes, torch.dtype) else tuple(dtypes)
     grads = []
     for i, shape in enumerate(shapes):
         g = torch.empty(shape, dtype=torch.float32).normal_(generator=generator)
@@ -116,6 +121,7 @@ def kernel_launches(fn, device):
 
 
 def device_name(device):
+    """The GPU's name, or the CPU's with the thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
@@ -142,7 +148,9 @@ def _methods(holder, max_norm, quick, device):
         "torch_foreach": lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True),
         "torch_loop": lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False),
     }
-    if not quick:
+    # torch.compile traces every tensor: on thousands of them compiling takes minutes, so the
+    # compiled method runs on lists of up to COMPILE_MAX_TENSORS (and not with --quick).
+    if not quick and len(params) <= COMPILE_MAX_TENSORS:
         compiled = torch.compile(lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
         methods["torch_compile"] = compiled
     try:
@@ -185,6 +193,7 @@ def _vendor_l2norm(params):
 
 
 def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, progress=None):
+    """Times every available method on one set of grads, in interleaved rounds."""
     grads = make_grads(shapes, dtypes, device, generator)
     holder = _Holder(grads)
     max_norm = 0.5
@@ -221,6 +230,7 @@ def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, pro
 
 
 def add_floor(case, ceilings):
+    """Adds the memory floor of a case and each method's fraction of it."""
     b = case["grad_bytes"]
     case["floor_s"] = b / ceilings["read_bytes_per_s"] + 2 * b / ceilings["in_place_bytes_per_s"]
     for r in case["methods"].values():
@@ -228,6 +238,7 @@ def add_floor(case, ceilings):
 
 
 def rows(report):
+    """One flat record per case and method (the CSV rows)."""
     for case in report["cases"]:
         for method, r in case["methods"].items():
             yield {"suite": case["suite"], "dtypes": "+".join(case["dtypes"]), "tensors": case["tensors"],
@@ -237,6 +248,7 @@ def rows(report):
 
 
 def print_table(report, out=sys.stdout):
+    """The terminal table."""
     c = report["ceilings"]
     print(f"\n{report['device']}, torch {report['torch']}, median of {report['repeat']} rounds; ceilings measured "
           f"in this run: read {c['read_bytes_per_s'] / 1e9:.1f} GB/s, in-place {c['in_place_bytes_per_s'] / 1e9:.1f} GB/s",
@@ -252,6 +264,7 @@ def print_table(report, out=sys.stdout):
 
 
 def write_csv(report, path):
+    """Writes :func:`rows` as CSV."""
     data = list(rows(report))
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(data[0]))
@@ -303,6 +316,7 @@ def _progress_printer(total):
 
 
 def add_arguments(parser):
+    """Adds the bench options to an argparse parser."""
     parser.add_argument("--suite", action="append", choices=list(SUITES), metavar="NAME",
                         help=f"a suite to run (repeatable): {', '.join(SUITES)}. Default: all but llama-7b, "
                              f"or {', '.join(QUICK_SUITES)} with --quick")
@@ -318,6 +332,7 @@ def add_arguments(parser):
 
 
 def run(args):
+    """Runs the benchmark for parsed options; prints the table, writes the files, returns the report."""
     if args.repeat is not None and args.repeat < 1:
         raise SystemExit(f"fastclip bench: --repeat must be >= 1, got {args.repeat}")
     if args.shard < 1:
@@ -361,6 +376,7 @@ def run(args):
 
 
 def main(argv=None):
+    """``fastclip bench`` with its own argument parser."""
     parser = argparse.ArgumentParser(prog="fastclip bench", description=__doc__.split("\n")[0])
     add_arguments(parser)
     run(parser.parse_args(argv))

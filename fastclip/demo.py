@@ -18,6 +18,8 @@ import torch
 
 import fastclip
 
+__all__ = ["CLIPPERS", "add_arguments", "main", "run", "train"]
+
 VOCAB, SEQ, BATCH = 48, 32, 16
 
 
@@ -28,6 +30,7 @@ def bigram_chain(generator):
 
 
 def sample_batch(chain, generator):
+    """A batch of sequences from the chain: (inputs, next-token targets)."""
     tokens = torch.empty(BATCH, SEQ + 1, dtype=torch.long)
     tokens[:, 0] = torch.randint(0, VOCAB, (BATCH,), generator=generator)
     for t in range(SEQ):
@@ -60,6 +63,7 @@ CLIPPERS = {
 
 
 def train(name, steps, spikes, spike_scale, seed, lr):
+    """One run with the clipper `name` (a key of CLIPPERS): per-step losses, norms, thresholds."""
     torch.manual_seed(seed)
     data_gen = torch.Generator().manual_seed(seed)
     chain = bigram_chain(torch.Generator().manual_seed(1))
@@ -87,11 +91,12 @@ def train(name, steps, spikes, spike_scale, seed, lr):
                 thresholds.append(float(result.threshold))
             clipped += bool(result.clipped)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return {"losses": losses, "norms": norms, "thresholds": thresholds, "steps_clipped": clipped}
 
 
 def summarize(runs, spikes, tail):
+    """Final loss (mean of the last `tail` clean steps), worst loss after a spike, steps clipped."""
     summary = {}
     for name, run in runs.items():
         losses = run["losses"]
@@ -104,6 +109,7 @@ def summarize(runs, spikes, tail):
 
 
 def write_plot(runs, spikes, path):
+    """Loss curves, and norm against threshold for the adaptive clippers, as a PNG."""
     try:
         import matplotlib
 
@@ -131,6 +137,7 @@ def write_plot(runs, spikes, path):
 
 
 def add_arguments(parser):
+    """Adds the demo options to an argparse parser."""
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
     parser.add_argument("--spikes", default="120,121,200,250",
                         help="comma-separated steps that get a corrupted, blown-up batch")
@@ -143,6 +150,7 @@ def add_arguments(parser):
 
 
 def run(args):
+    """Trains every run for parsed options, prints the summary, writes the files; returns the summary."""
     if args.steps < 10:
         raise SystemExit(f"fastclip demo: --steps must be >= 10, got {args.steps}")
     try:
@@ -171,6 +179,7 @@ def run(args):
 
 
 def main(argv=None):
+    """``fastclip demo`` with its own argument parser."""
     parser = argparse.ArgumentParser(prog="fastclip demo", description=__doc__.split("\n")[0])
     add_arguments(parser)
     run(parser.parse_args(argv))
