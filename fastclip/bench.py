@@ -3,7 +3,8 @@
 Suites of realistic gradient shapes (see :data:`SUITES`); every method of a case runs on the same
 grads, timed in interleaved rounds, each timed call really clipping (the grads are scaled back
 up, untimed, before every call). The machine's memory ceilings (a large read-only sum and a large
-in-place multiply) are measured in the same run, and each method is reported as median time,
+in-place multiply) are timed in the same interleaved rounds as the methods of each case, so the
+host's drift touches them alike, and each method is reported as median time,
 spread (min-max), speedup over torch's foreach path, and fraction of the memory floor
 ``B / read_ceiling + 2 B / in_place_ceiling`` (B = grad bytes; one read pass for the norm, one
 read-write pass for the scale), plus kernel launches per call on CUDA.
@@ -11,6 +12,7 @@ read-write pass for the scale), plus kernel launches per call on CUDA.
 
 import argparse
 import csv
+import glob
 import json
 import platform
 import statistics
@@ -20,6 +22,7 @@ import time
 import torch
 
 import fastclip
+from fastclip._outputs import check_matplotlib, check_output, write_atomically
 
 __all__ = ["SUITES", "add_arguments", "main", "run", "shard_shapes"]
 
@@ -89,20 +92,28 @@ class Timer:
         return samples
 
 
+def ceiling_probes(device):
+    """The ceiling measurements as calls on one buffer of CEILING_BYTES: (call, ceiling it measures,
+    bytes it moves). The read ceiling is the faster of torch's sum and a BLAS dot product: on some
+    CPUs torch's sum streams measurably slower than the memory allows."""
+    buf = torch.empty(CEILING_BYTES // 4, dtype=torch.float32, device=device).normal_()
+    return {"read_sum": (lambda: buf.sum(), "read_bytes_per_s", CEILING_BYTES),
+            "read_dot": (lambda: torch.dot(buf, buf), "read_bytes_per_s", CEILING_BYTES),
+            "in_place_mul": (lambda: buf.mul_(0.999), "in_place_bytes_per_s", 2 * CEILING_BYTES)}
+
+
+def ceilings_from(probes, samples):
+    """Bytes/s per ceiling: the best median over the probes that measure it."""
+    ceilings = {}
+    for name, (_, ceiling, moved) in probes.items():
+        ceilings[ceiling] = max(ceilings.get(ceiling, 0.0), moved / statistics.median(samples[name]))
+    return ceilings
+
+
 def measure_ceilings(device, timer, repeat):
     """Read-only and in-place bandwidth in bytes/s, each the median of `repeat` runs."""
-    buf = torch.empty(CEILING_BYTES // 4, dtype=torch.float32, device=device).normal_()
-
-    def read():
-        buf.sum()
-
-    def in_place():
-        buf.mul_(0.999)
-
-    result = {"read_bytes_per_s": CEILING_BYTES / statistics.median(timer(read, repeat)),
-              "in_place_bytes_per_s": 2 * CEILING_BYTES / statistics.median(timer(in_place, repeat))}
-    del buf
-    return result
+    probes = ceiling_probes(device)
+    return ceilings_from(probes, {name: timer(fn, repeat) for name, (fn, _, _) in probes.items()})
 
 
 def kernel_launches(fn, device):
@@ -121,10 +132,36 @@ def kernel_launches(fn, device):
 
 
 def device_name(device):
-    """The GPU's name, or the CPU's with the thread count."""
+    """The GPU's name, or the CPU's model with its thread count and last-level cache (a grad list
+    that fits in a large L3 can beat the DRAM floor)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cache = last_level_cache_bytes()
+    cache_text = f", {cache >> 20} MiB last-level cache" if cache else ""
+    return f"{name} ({torch.get_num_threads()} threads{cache_text})"
+
+
+def last_level_cache_bytes():
+    """The largest CPU cache Linux reports, in bytes (0 when unknown)."""
+    sizes = []
+    for index in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            with open(index) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        if text and text[-1] in units and text[:-1].isdigit():
+            sizes.append(int(text[:-1]) * units[text[-1]])
+        elif text.isdigit():
+            sizes.append(int(text))
+    return max(sizes, default=0)
 
 
 class _Holder(torch.nn.Module):
@@ -192,8 +229,10 @@ def _vendor_l2norm(params):
     return {"vendor_l2norm (norm only)": lambda: multi_tensor_applier(multi_tensor_l2norm, flag, [grads], False)}
 
 
-def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, progress=None):
-    """Times every available method on one set of grads, in interleaved rounds."""
+def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, progress=None, probes=None):
+    """Times every available method on one set of grads, in interleaved rounds; with ``probes``
+    (:func:`ceiling_probes`) the memory ceilings join the same rounds, and the case gets its own
+    ``ceilings`` measured alongside it."""
     grads = make_grads(shapes, dtypes, device, generator)
     holder = _Holder(grads)
     max_norm = 0.5
@@ -210,14 +249,18 @@ def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, pro
         if progress:
             progress(f"{suite}: warm-up {name}")
         timer(fn, 0, warmup=2, setup=restore)
-    samples = {m: [] for m in methods}
-    names = list(methods)
+    probes = probes or {}
+    samples = {m: [] for m in [*methods, *probes]}
+    names = list(samples)
     for r in range(repeat):
         if progress:
             progress(f"{suite}: round {r + 1}/{repeat}")
         for k in range(len(names)):
-            method = names[(r + k) % len(names)]
-            samples[method] += timer(methods[method], 1, warmup=0, setup=restore)
+            name = names[(r + k) % len(names)]
+            if name in probes:
+                samples[name] += timer(probes[name][0], 1, warmup=0)
+            else:
+                samples[name] += timer(methods[name], 1, warmup=0, setup=restore)
     results = {}
     for method, fn in methods.items():
         median = statistics.median(samples[method])
@@ -225,8 +268,11 @@ def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, pro
                            "gb_per_s": 3 * grad_bytes / median / 1e9, "kernel_launches": kernel_launches(fn, device)}
     for r in results.values():
         r["speedup_vs_torch_foreach"] = results["torch_foreach"]["median_s"] / r["median_s"]
-    return {"suite": suite, "dtypes": sorted({str(d).replace("torch.", "") for d in dtypes}), "tensors": len(grads),
+    case = {"suite": suite, "dtypes": sorted({str(d).replace("torch.", "") for d in dtypes}), "tensors": len(grads),
             "grad_bytes": grad_bytes, "methods": results}
+    if probes:
+        case["ceilings"] = ceilings_from(probes, samples)
+    return case
 
 
 def add_floor(case, ceilings):
@@ -249,10 +295,14 @@ def rows(report):
 
 def print_table(report, out=sys.stdout):
     """The terminal table."""
-    c = report["ceilings"]
-    print(f"\n{report['device']}, torch {report['torch']}, median of {report['repeat']} rounds; ceilings measured "
-          f"in this run: read {c['read_bytes_per_s'] / 1e9:.1f} GB/s, in-place {c['in_place_bytes_per_s'] / 1e9:.1f} GB/s",
-          file=out)
+    def spread(key):
+        values = [case["ceilings"][key] for case in report["cases"]]
+        low, high = f"{min(values) / 1e9:.1f}", f"{max(values) / 1e9:.1f}"
+        return low if low == high else f"{low}-{high}"
+
+    print(f"\n{report['device']}, torch {report['torch']}, median of {report['repeat']} rounds; memory ceilings "
+          f"timed in the same rounds: read {spread('read_bytes_per_s')} GB/s, in-place {spread('in_place_bytes_per_s')} "
+          f"GB/s", file=out)
     header = f"{'suite':12s} {'dtype':16s} {'method':26s} {'median ms':>10s} {'min-max ms':>17s} {'vs torch':>9s} {'of floor':>9s}"
     cuda = report["device_type"] == "cuda"
     print(header + (f" {'launches':>8s}" if cuda else ""), file=out)
@@ -263,13 +313,22 @@ def print_table(report, out=sys.stdout):
         print(line + (f" {r['kernel_launches']:8d}" if cuda else ""), file=out)
 
 
+def _dump_json(data, path, **kwargs):
+    with open(path, "w") as f:
+        json.dump(data, f, **kwargs)
+
+
 def write_csv(report, path):
     """Writes :func:`rows` as CSV."""
     data = list(rows(report))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(data[0]))
-        writer.writeheader()
-        writer.writerows(data)
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(data[0]))
+            writer.writeheader()
+            writer.writerows(data)
+
+    write_atomically(path, write)
 
 
 def write_plot(report, path, metric="fraction_of_floor"):
@@ -290,12 +349,14 @@ def write_plot(report, path, metric="fraction_of_floor"):
         ys = [case["methods"][method][metric] * (100 if metric == "fraction_of_floor" else 1e3)
               for case in cases if method in case["methods"]]
         ax.bar(xs, ys, width, label=method)
+    if metric == "fraction_of_floor":
+        ax.axhline(100, color="black", linewidth=0.8, linestyle="--")  # the DRAM floor
     ax.set_xticks(range(len(cases)), [f"{c['suite']}\n{'+'.join(c['dtypes'])}" for c in cases])
     ax.set_ylabel("% of the memory floor (higher is faster)" if metric == "fraction_of_floor" else "median ms")
     ax.set_title(f"clip_grad_norm_ and clippers on {report['device']}")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -343,31 +404,35 @@ def run(args):
         raise SystemExit(f"fastclip bench: bad --device {args.device!r}: {e}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("fastclip bench: --device cuda but no CUDA GPU is available")
+    check_output("fastclip bench", "--json", args.json)
+    check_output("fastclip bench", "--csv", args.csv)
+    check_output("fastclip bench", "--plot", args.plot, suffix=".png")
+    if args.plot:
+        check_matplotlib("fastclip bench", "--plot")
     suites = args.suite or (QUICK_SUITES if args.quick else [s for s in SUITES if s != "llama-7b"])
     repeat = args.repeat or (5 if args.quick else 15)
     timer = Timer(device)
     generator = torch.Generator().manual_seed(0)
-    progress = _progress_printer(len(suites) * (repeat + 9) + 2)
-    progress("memory ceilings")
-    ceilings_before = measure_ceilings(device, timer, 3 if args.quick else 7)
+    progress = _progress_printer(len(suites) * (repeat + 9))
+    probes = ceiling_probes(device)
+    for fn, _, _ in probes.values():
+        timer(fn, 0, warmup=2)
     report = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
               "fastclip": fastclip.__version__, "threads": torch.get_num_threads(), "repeat": repeat,
               "quick": args.quick, "shard": args.shard, "cases": []}
     for suite in suites:
         shapes, dtypes, _ = SUITES[suite]
         report["cases"].append(run_case(suite, shard_shapes(shapes, args.shard), dtypes or (DTYPES[args.dtype],),
-                                        device, timer, repeat, generator, args.quick, progress))
-    progress("memory ceilings")
-    ceilings_after = measure_ceilings(device, timer, 3 if args.quick else 7)
-    report["ceilings"] = {k: max(ceilings_before[k], ceilings_after[k]) for k in ceilings_before}
+                                        device, timer, repeat, generator, args.quick, progress, probes))
+    del probes
     for case in report["cases"]:
-        add_floor(case, report["ceilings"])
+        add_floor(case, case["ceilings"])
+    report["ceilings"] = {k: max(case["ceilings"][k] for case in report["cases"]) for k in report["cases"][0]["ceilings"]}
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print_table(report)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        write_atomically(args.json, lambda tmp: _dump_json(report, tmp, indent=1))
     if args.csv:
         write_csv(report, args.csv)
     if args.plot:

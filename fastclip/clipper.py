@@ -54,10 +54,12 @@ class ClipResult:
     # Computed when read, so a step launches nothing for results nobody looks at.
     @property
     def clipped(self):
+        """Bool device tensor: whether this step scaled the grads down (no sync until read)."""
         return self._values[_CLIPPED] != 0
 
     @property
     def nonfinite(self):
+        """Bool device tensor: whether the norm was inf or NaN, so the statistics were left alone."""
         return self._values[_NONFINITE] != 0
 
     def __repr__(self):

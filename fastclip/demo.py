@@ -17,6 +17,7 @@ import time
 import torch
 
 import fastclip
+from fastclip._outputs import check_matplotlib, check_output, write_atomically
 
 __all__ = ["CLIPPERS", "add_arguments", "main", "run", "train"]
 
@@ -132,7 +133,7 @@ def write_plot(runs, spikes, path):
         ax.set(title=name, xlabel="step", yscale="log")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
 
@@ -159,6 +160,10 @@ def run(args):
         raise SystemExit(f"fastclip demo: --spikes must be comma-separated step numbers, got {args.spikes!r}") from None
     if not math.isfinite(args.spike_scale) or args.spike_scale <= 0:
         raise SystemExit(f"fastclip demo: --spike-scale must be finite and > 0, got {args.spike_scale}")
+    if not args.no_plot:
+        check_output("fastclip demo", "--plot", args.plot, suffix=".png")
+        check_matplotlib("fastclip demo", "--plot (or pass --no-plot)")
+    check_output("fastclip demo", "--json", args.json)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     runs = {}
     for name in CLIPPERS:
@@ -173,8 +178,11 @@ def run(args):
         write_plot(runs, spikes, args.plot)
         print(f"\nplot: {args.plot}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"spikes": sorted(spikes), "summary": summary, "runs": runs}, f)
+        def write_json(tmp):
+            with open(tmp, "w") as f:
+                json.dump({"spikes": sorted(spikes), "summary": summary, "runs": runs}, f)
+
+        write_atomically(args.json, write_json)
     return summary
 
 

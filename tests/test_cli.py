@@ -33,6 +33,41 @@ def test_bad_arguments_exit_nonzero_with_a_clear_message(args, message):
     assert message in done.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["bench", "--json", "{missing}/out.json"], "--json '{missing}/out.json': the folder"),
+    (["bench", "--csv", "{tmp}"], "is a folder, not a file"),
+    (["bench", "--plot", "{tmp}/chart.txt"], "--plot must name a .png file"),
+    (["demo", "--plot", "{missing}/demo.png"], "--plot '{missing}/demo.png': the folder"),
+    (["demo", "--no-plot", "--json", "{missing}/demo.json"], "--json"),
+])
+def test_unwritable_outputs_fail_before_the_run_and_write_nothing(args, message, tmp_path):
+    paths = {"tmp": str(tmp_path), "missing": str(tmp_path / "missing")}
+    done = fastclip_cli(*[a.format(**paths) for a in args], timeout=60)
+    assert done.returncode != 0
+    assert message.format(**paths) in done.stderr
+    assert "Traceback" not in done.stderr and "memory ceilings" not in done.stderr  # nothing ran
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_are_replaced_whole(tmp_path):
+    from fastclip._outputs import write_atomically
+
+    target = tmp_path / "report.json"
+    target.write_text("previous good report")
+
+    def fails_halfway(tmp):
+        pathlib.Path(tmp).write_text("half a rep")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_atomically(str(target), fails_halfway)
+    assert target.read_text() == "previous good report"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    write_atomically(str(target), lambda tmp: pathlib.Path(tmp).write_text("new report"))
+    assert target.read_text() == "new report"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
 def test_console_script_is_installed():
     script = pathlib.Path(sys.executable).parent / "fastclip"
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
@@ -49,6 +84,8 @@ def test_bench_quick_writes_json_csv_and_png(tmp_path):
     assert [c["suite"] for c in report["cases"]] == ["many-small", "mixed"]
     for case in report["cases"]:
         assert {"fastclip", "torch_foreach", "torch_loop"} <= set(case["methods"])
+        assert set(case["ceilings"]) == {"read_bytes_per_s", "in_place_bytes_per_s"}
+        assert all(v > 0 for v in case["ceilings"].values())
         for r in case["methods"].values():
             assert r["min_s"] <= r["median_s"] <= r["max_s"] and r["median_s"] > 0
             assert r["fraction_of_floor"] > 0 and r["speedup_vs_torch_foreach"] > 0

@@ -17,3 +17,39 @@ def test_readme_has_examples():
 def test_readme_example_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(EXAMPLES[index], f"README.md example {index}", "exec"), {"__name__": "__readme__"})
+
+
+def _public_names():
+    import inspect
+
+    import fastclip
+    import fastclip.integrations.megatron as megatron
+
+    modules = [fastclip, megatron]
+    for module in modules:
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            yield f"{module.__name__}.{name}", obj
+            if inspect.isclass(obj):
+                for attr, value in vars(obj).items():
+                    if not attr.startswith("_") and (callable(value) or isinstance(value, property)):
+                        yield f"{module.__name__}.{name}.{attr}", value
+
+
+def test_every_public_name_has_a_docstring():
+    import inspect
+
+    names = list(_public_names())
+    assert len(names) > 20
+    missing = [name for name, obj in names if not (inspect.getdoc(obj) or "").strip()]
+    assert not missing, f"public names without a docstring: {missing}"
+
+
+def test_help_on_a_clipper_shows_its_arguments_and_an_example():
+    import pydoc
+
+    import fastclip
+
+    text = pydoc.render_doc(fastclip.ZClip, renderer=pydoc.plaintext)
+    for needle in ("alpha", "z_thresh", "max_grad_norm", "step(", "state_dict(", "attach("):
+        assert needle in text, needle
