@@ -8,6 +8,8 @@ def check_output(prog, option, path, suffix=None):
     """Exits with a message naming ``option`` if ``path`` cannot be written, before any work is done."""
     if path is None:
         return
+    if not path.strip():
+        raise SystemExit(f"{prog}: {option} needs a file name, got an empty one")
     if suffix is not None and not path.lower().endswith(suffix):
         raise SystemExit(f"{prog}: {option} must name a {suffix} file, got {path!r}")
     if os.path.isdir(path):

@@ -14,6 +14,7 @@ import argparse
 import csv
 import glob
 import json
+import math
 import platform
 import statistics
 import sys
@@ -44,6 +45,7 @@ QUICK_SUITES = ["gpt2-124m", "many-small", "mixed"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 CEILING_BYTES = 1 << 30  # large enough to stream from memory, not from cache
 COMPILE_MAX_TENSORS = 1000
+NORM_ONLY_PREFIX = "norm only: "  # methods that compute the norm and do not clip: floor = 1 read pass
 
 
 def shard_shapes(shapes, shards):
@@ -177,24 +179,29 @@ class _Holder(torch.nn.Module):
             self.params.append(p)
 
 
-def _methods(holder, max_norm, quick, device):
-    """name -> step function, for the methods available here."""
+def _methods(holder, max_norm, quick, device, timed_calls):
+    """The methods available here: (name -> step function, name -> why it was left out)."""
     params = list(holder.parameters())
     methods = {
         "fastclip": lambda: fastclip.clip_grad_norm_(params, max_norm),
         "torch_foreach": lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True),
         "torch_loop": lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False),
     }
+    skipped = {}
     # torch.compile traces every tensor: on thousands of them compiling takes minutes, so the
     # compiled method runs on lists of up to COMPILE_MAX_TENSORS (and not with --quick).
-    if not quick and len(params) <= COMPILE_MAX_TENSORS:
-        compiled = torch.compile(lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
-        methods["torch_compile"] = compiled
+    if quick:
+        skipped["torch_compile"] = "not with --quick (compiling takes a while)"
+    elif len(params) > COMPILE_MAX_TENSORS:
+        skipped["torch_compile"] = f"over {COMPILE_MAX_TENSORS} tensors (compiling would take minutes)"
+    else:
+        methods["torch_compile"] = torch.compile(
+            lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
     try:
         import zclip
     except ImportError:
-        zclip = None
-    if zclip is not None:
+        skipped["zclip"] = "not installed (pip install zclip)"
+    else:
         peer = zclip.ZClip(warmup_steps=1, max_grad_norm=max_norm)
         ours = fastclip.ZClip(params, warmup_steps=1, max_grad_norm=max_norm)
         methods["zclip"] = lambda: peer.step(holder)
@@ -202,20 +209,31 @@ def _methods(holder, max_norm, quick, device):
     try:
         import autoclip.torch as autoclip_torch
     except ImportError:
-        autoclip_torch = None
-    if autoclip_torch is not None:
+        skipped["autoclip"] = "not installed (pip install autoclip)"
+    else:
         peer_auto = autoclip_torch.QuantileClip(params, quantile=0.1, history_length=1000, global_threshold=True)
         ours_auto = fastclip.AutoClip(params, percentile=10.0, history_size=1000, lag=1)
+        # A history of norms at max_norm (the grads' norm now), long enough that its 10th
+        # percentile stays there through every timed call: each timed call, at 4 x max_norm, clips.
+        for _ in range(min(1000, 10 + timed_calls // 4)):
+            peer_auto.step()
+            ours_auto.step()
         methods["autoclip"] = peer_auto.step
         methods["fastclip.AutoClip"] = ours_auto.step
     if device.type == "cuda":
-        methods.update(_vendor_l2norm(params))
-    return methods
+        vendor, why = _vendor_l2norm(params)
+        methods.update(vendor)
+        if why:
+            skipped["vendor_l2norm"] = why
+    return methods, skipped
 
 
 def _vendor_l2norm(params):
-    """Transformer Engine's or apex's multi-tensor L2 norm (norm only), when importable."""
+    """Transformer Engine's or apex's multi-tensor L2 norm of the float32 grads (norm only), when
+    importable: ({name: call}, None), or ({}, why not)."""
     grads = [p.grad for p in params if p.grad.dtype == torch.float32]
+    if not grads:
+        return {}, "its multi-tensor L2 norm takes float32 grads only"
     try:
         from transformer_engine.pytorch.optimizers import multi_tensor_applier, multi_tensor_l2norm
     except ImportError:
@@ -224,15 +242,16 @@ def _vendor_l2norm(params):
             from apex.multi_tensor_apply import multi_tensor_applier
             multi_tensor_l2norm = amp_C.multi_tensor_l2norm
         except ImportError:
-            return {}
+            return {}, "neither Transformer Engine nor apex is importable"
     flag = torch.zeros(1, dtype=torch.int, device=grads[0].device)
-    return {"vendor_l2norm (norm only)": lambda: multi_tensor_applier(multi_tensor_l2norm, flag, [grads], False)}
+    return {NORM_ONLY_PREFIX + "vendor_l2norm": lambda: multi_tensor_applier(multi_tensor_l2norm, flag, [grads], False)}, None
 
 
 def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, progress=None, probes=None):
     """Times every available method on one set of grads, in interleaved rounds; with ``probes``
     (:func:`ceiling_probes`) the memory ceilings join the same rounds, and the case gets its own
-    ``ceilings`` measured alongside it."""
+    ``ceilings`` measured alongside it. A method that fails its warm-up (e.g. torch.compile without
+    a working compiler) is left out and listed under ``skipped`` with the reason."""
     grads = make_grads(shapes, dtypes, device, generator)
     holder = _Holder(grads)
     max_norm = 0.5
@@ -244,11 +263,26 @@ def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, pro
     def restore():
         torch._foreach_mul_(grads, 4.0)
 
-    methods = _methods(holder, max_norm, quick, device)
-    for name, fn in methods.items():
+    def total_norm():
+        return float(fastclip.get_total_norm(grads))
+
+    methods, skipped = _methods(holder, max_norm, quick, device, timed_calls=repeat + 2)
+    if progress:
+        progress.add(len(methods))
+    clips = {}
+    for name, fn in list(methods.items()):
         if progress:
             progress(f"{suite}: warm-up {name}")
-        timer(fn, 0, warmup=2, setup=restore)
+        clips[name] = True
+        try:
+            for _ in range(2):  # each warm-up call is checked: did it really clip?
+                restore()
+                before = total_norm()
+                fn()
+                clips[name] = clips[name] and total_norm() < 0.99 * before
+        except Exception as e:  # a peer or torch.compile failing here must not end the whole run
+            del methods[name]
+            skipped[name] = f"failed in warm-up: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
     probes = probes or {}
     samples = {m: [] for m in [*methods, *probes]}
     names = list(samples)
@@ -261,15 +295,19 @@ def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, pro
                 samples[name] += timer(probes[name][0], 1, warmup=0)
             else:
                 samples[name] += timer(methods[name], 1, warmup=0, setup=restore)
+    fp32_bytes = sum(g.numel() * g.element_size() for g in grads if g.dtype == torch.float32)
     results = {}
     for method, fn in methods.items():
         median = statistics.median(samples[method])
+        norm_only = method.startswith(NORM_ONLY_PREFIX)
+        moved = fp32_bytes if norm_only else 3 * grad_bytes
         results[method] = {"median_s": median, "min_s": min(samples[method]), "max_s": max(samples[method]),
-                           "gb_per_s": 3 * grad_bytes / median / 1e9, "kernel_launches": kernel_launches(fn, device)}
+                           "gb_per_s": moved / median / 1e9, "kernel_launches": kernel_launches(fn, device),
+                           "clips": False if norm_only else clips[method], "norm_only": norm_only}
     for r in results.values():
         r["speedup_vs_torch_foreach"] = results["torch_foreach"]["median_s"] / r["median_s"]
     case = {"suite": suite, "dtypes": sorted({str(d).replace("torch.", "") for d in dtypes}), "tensors": len(grads),
-            "grad_bytes": grad_bytes, "methods": results}
+            "grad_bytes": grad_bytes, "float32_bytes": fp32_bytes, "methods": results, "skipped": skipped}
     if probes:
         case["ceilings"] = ceilings_from(probes, samples)
     return case
@@ -280,17 +318,21 @@ def add_floor(case, ceilings):
     b = case["grad_bytes"]
     case["floor_s"] = b / ceilings["read_bytes_per_s"] + 2 * b / ceilings["in_place_bytes_per_s"]
     for r in case["methods"].values():
-        r["fraction_of_floor"] = case["floor_s"] / r["median_s"]
+        # A norm-only method's floor is one read pass over what it reads.
+        floor = case.get("float32_bytes", b) / ceilings["read_bytes_per_s"] if r.get("norm_only") else case["floor_s"]
+        r["fraction_of_floor"] = floor / r["median_s"]
 
 
 def rows(report):
     """One flat record per case and method (the CSV rows)."""
     for case in report["cases"]:
         for method, r in case["methods"].items():
-            yield {"suite": case["suite"], "dtypes": "+".join(case["dtypes"]), "tensors": case["tensors"],
-                   "method": method, "median_ms": r["median_s"] * 1e3, "min_ms": r["min_s"] * 1e3,
-                   "max_ms": r["max_s"] * 1e3, "speedup_vs_torch_foreach": r["speedup_vs_torch_foreach"],
-                   "fraction_of_floor": r["fraction_of_floor"], "kernel_launches": r["kernel_launches"]}
+            yield {"suite": case["suite"], "shard": report.get("shard", 1), "dtypes": "+".join(case["dtypes"]),
+                   "tensors": case["tensors"], "method": method, "median_ms": r["median_s"] * 1e3,
+                   "min_ms": r["min_s"] * 1e3, "max_ms": r["max_s"] * 1e3,
+                   "speedup_vs_torch_foreach": r["speedup_vs_torch_foreach"],
+                   "fraction_of_floor": r["fraction_of_floor"], "kernel_launches": r["kernel_launches"],
+                   "clips": r.get("clips", True)}
 
 
 def print_table(report, out=sys.stdout):
@@ -306,11 +348,27 @@ def print_table(report, out=sys.stdout):
     header = f"{'suite':12s} {'dtype':16s} {'method':26s} {'median ms':>10s} {'min-max ms':>17s} {'vs torch':>9s} {'of floor':>9s}"
     cuda = report["device_type"] == "cuda"
     print(header + (f" {'launches':>8s}" if cuda else ""), file=out)
+    unclipped = False
     for r in rows(report):
-        line = (f"{r['suite']:12s} {r['dtypes']:16s} {r['method']:26s} {r['median_ms']:10.2f} "
+        suite = r["suite"] if r["shard"] == 1 else f"{r['suite']}/{r['shard']}"
+        method = r["method"]
+        if not r["clips"] and not method.startswith(NORM_ONLY_PREFIX):
+            method, unclipped = method + " (*)", True
+        line = (f"{suite:12s} {r['dtypes']:16s} {method:26s} {r['median_ms']:10.2f} "
                 f"{r['min_ms']:8.2f}-{r['max_ms']:<8.2f} {r['speedup_vs_torch_foreach']:8.2f}x "
                 f"{r['fraction_of_floor']:8.0%}")
         print(line + (f" {r['kernel_launches']:8d}" if cuda else ""), file=out)
+    if report.get("shard", 1) > 1:
+        print(f"/{report['shard']}: one rank's share of an {report['shard']}-way FSDP shard (--shard)", file=out)
+    if unclipped:
+        print("(*) did not reduce the norm in a checked warm-up call: its time is not a clipping call's", file=out)
+    skipped = {}
+    for case in report["cases"]:
+        for method, why in case.get("skipped", {}).items():
+            skipped.setdefault((method, why), []).append(case["suite"])
+    for (method, why), suites in skipped.items():
+        where = "" if len(suites) == len(report["cases"]) else f" ({', '.join(suites)})"
+        print(f"left out: {method}{where}: {why}", file=out)
 
 
 def _dump_json(data, path, **kwargs):
@@ -361,18 +419,20 @@ def write_plot(report, path, metric="fraction_of_floor"):
 
 
 def _progress_printer(total):
-    done = [0]
+    """A progress bar on stderr; ``progress.add(n)`` grows the total once a case knows its methods."""
+    done, total = [0], [total]
     tty = sys.stderr.isatty()
 
     def progress(message):
         done[0] += 1
-        filled = min(30, 30 * done[0] // max(total, 1))
+        filled = min(30, 30 * done[0] // max(total[0], 1))
         line = f"[{'#' * filled}{'.' * (30 - filled)}] {message}"
         if tty:
             print("\r" + line.ljust(100)[:100], end="", file=sys.stderr, flush=True)
         else:
             print(line, file=sys.stderr, flush=True)
 
+    progress.add = lambda n: total.__setitem__(0, total[0] + n)
     return progress
 
 
@@ -398,12 +458,7 @@ def run(args):
         raise SystemExit(f"fastclip bench: --repeat must be >= 1, got {args.repeat}")
     if args.shard < 1:
         raise SystemExit(f"fastclip bench: --shard must be >= 1, got {args.shard}")
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as e:
-        raise SystemExit(f"fastclip bench: bad --device {args.device!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("fastclip bench: --device cuda but no CUDA GPU is available")
+    device = _parse_device(args.device)
     check_output("fastclip bench", "--json", args.json)
     check_output("fastclip bench", "--csv", args.csv)
     check_output("fastclip bench", "--plot", args.plot, suffix=".png")
@@ -411,9 +466,74 @@ def run(args):
         check_matplotlib("fastclip bench", "--plot")
     suites = args.suite or (QUICK_SUITES if args.quick else [s for s in SUITES if s != "llama-7b"])
     repeat = args.repeat or (5 if args.quick else 15)
+    for suite in suites:
+        _check_memory(suite, shard_shapes(SUITES[suite][0], args.shard), SUITES[suite][1] or (DTYPES[args.dtype],),
+                      device)
+    try:
+        report = _run_suites(args, device, suites, repeat)
+    except torch.OutOfMemoryError as e:
+        raise SystemExit(f"fastclip bench: out of memory on {device} ({str(e).splitlines()[0]}); "
+                         "try fewer suites or --shard N") from None
+    print_table(report)
+    if args.json:
+        write_atomically(args.json, lambda tmp: _dump_json(report, tmp, indent=1))
+    if args.csv:
+        write_csv(report, args.csv)
+    if args.plot:
+        write_plot(report, args.plot)
+    return report
+
+
+def _parse_device(text):
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"fastclip bench: --device must be cpu, cuda or cuda:N, got {text!r}")
+    if device.type == "cpu":
+        return torch.device("cpu")  # torch accepts cpu:N; there is one CPU device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"fastclip bench: --device {text} but no CUDA GPU is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SystemExit(f"fastclip bench: --device {text} but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def available_memory_bytes(device):
+    """Free memory on the device (MemAvailable on the host for the CPU); None when unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(suite, shapes, dtypes, device):
+    dtypes = tuple(dtypes)
+    need = CEILING_BYTES + sum(math.prod(shape) * dtypes[i % len(dtypes)].itemsize for i, shape in enumerate(shapes))
+    free = available_memory_bytes(device)
+    if free is not None and need * 1.1 > free:
+        hint = " (use --shard N)" if suite == "llama-7b" else ""
+        raise SystemExit(f"fastclip bench: suite {suite} needs about {need / 2**30:.1f} GiB on {device} "
+                         f"and {free / 2**30:.1f} GiB is free{hint}")
+
+
+def _run_suites(args, device, suites, repeat):
     timer = Timer(device)
     generator = torch.Generator().manual_seed(0)
-    progress = _progress_printer(len(suites) * (repeat + 9))
+    progress = _progress_printer(len(suites) * repeat)
     probes = ceiling_probes(device)
     for fn, _, _ in probes.values():
         timer(fn, 0, warmup=2)
@@ -430,13 +550,6 @@ def run(args):
     report["ceilings"] = {k: max(case["ceilings"][k] for case in report["cases"]) for k in report["cases"][0]["ceilings"]}
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    print_table(report)
-    if args.json:
-        write_atomically(args.json, lambda tmp: _dump_json(report, tmp, indent=1))
-    if args.csv:
-        write_csv(report, args.csv)
-    if args.plot:
-        write_plot(report, args.plot)
     return report
 
 

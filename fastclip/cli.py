@@ -17,7 +17,11 @@ def main(argv=None):
     demo.add_arguments(commands.add_parser("demo", help="train a small LM through gradient spikes, with and "
                                            "without (adaptive) clipping", description=demo.__doc__.split("\n")[0]))
     args = parser.parse_args(argv)
-    (bench.run if args.command == "bench" else demo.run)(args)
+    try:
+        (bench.run if args.command == "bench" else demo.run)(args)
+    except KeyboardInterrupt:  # output files are written whole or not at all, so nothing is left half-done
+        print(f"\nfastclip {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

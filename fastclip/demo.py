@@ -137,11 +137,17 @@ def write_plot(runs, spikes, path):
     plt.close(fig)
 
 
+def default_spikes(steps):
+    """Two spikes in a row, then two lone ones, spread over the run: 120, 121, 200, 250 for 300 steps."""
+    return {steps * 2 // 5, steps * 2 // 5 + 1, steps * 2 // 3, steps * 5 // 6}
+
+
 def add_arguments(parser):
     """Adds the demo options to an argparse parser."""
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
-    parser.add_argument("--spikes", default="120,121,200,250",
-                        help="comma-separated steps that get a corrupted, blown-up batch")
+    parser.add_argument("--spikes", default=None,
+                        help="comma-separated steps that get a corrupted, blown-up batch (default: at 40%%, "
+                             "40%% + 1 step, 67%% and 83%% of --steps: 120,121,200,250 for 300)")
     parser.add_argument("--spike-scale", type=float, default=1e4, help="how much a spike scales the loss")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -155,11 +161,23 @@ def run(args):
     if args.steps < 10:
         raise SystemExit(f"fastclip demo: --steps must be >= 10, got {args.steps}")
     try:
-        spikes = {int(s) for s in args.spikes.split(",") if s.strip()}
+        spikes = (default_spikes(args.steps) if args.spikes is None
+                  else {int(s) for s in args.spikes.split(",") if s.strip()})
     except ValueError:
         raise SystemExit(f"fastclip demo: --spikes must be comma-separated step numbers, got {args.spikes!r}") from None
+    outside = sorted(s for s in spikes if not 0 <= s < args.steps)
+    if outside:
+        raise SystemExit(f"fastclip demo: --spikes must be steps in [0, {args.steps}) (--steps {args.steps}), "
+                         f"got {', '.join(map(str, outside))}")
+    if len(spikes) > args.steps // 2:
+        raise SystemExit(f"fastclip demo: --spikes must leave most steps clean, got {len(spikes)} spikes "
+                         f"in {args.steps} steps")
     if not math.isfinite(args.spike_scale) or args.spike_scale <= 0:
         raise SystemExit(f"fastclip demo: --spike-scale must be finite and > 0, got {args.spike_scale}")
+    if not math.isfinite(args.lr) or args.lr <= 0:
+        raise SystemExit(f"fastclip demo: --lr must be finite and > 0, got {args.lr}")
+    if not 0 <= args.seed < 2**63:
+        raise SystemExit(f"fastclip demo: --seed must be in [0, 2**63), got {args.seed}")
     if not args.no_plot:
         check_output("fastclip demo", "--plot", args.plot, suffix=".png")
         check_matplotlib("fastclip demo", "--plot (or pass --no-plot)")
@@ -180,10 +198,22 @@ def run(args):
     if args.json:
         def write_json(tmp):
             with open(tmp, "w") as f:
-                json.dump({"spikes": sorted(spikes), "summary": summary, "runs": runs}, f)
+                # NaN (no threshold without a clipper) and inf (a norm that overflowed) are not JSON: null.
+                json.dump(_nan_to_none({"spikes": sorted(spikes), "summary": summary, "runs": runs}), f,
+                          allow_nan=False)
 
         write_atomically(args.json, write_json)
     return summary
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
 
 
 def main(argv=None):
