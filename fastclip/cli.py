@@ -7,8 +7,12 @@ import sys
 
 from . import bench, demo
 
+__all__ = ["main"]
+
 
 def main(argv=None):
+    """Runs ``fastclip bench`` or ``fastclip demo`` from command-line arguments (``sys.argv[1:]``
+    when ``argv`` is None); returns the exit status (0, or 130 when interrupted)."""
     parser = argparse.ArgumentParser(prog="fastclip", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", metavar="{bench,demo}")
     commands.required = True

@@ -23,12 +23,22 @@ def _public_names():
     import inspect
 
     import fastclip
-    import fastclip.integrations.megatron as megatron
+    import fastclip.bench
+    import fastclip.cli
+    import fastclip.demo
+    import fastclip.distributed
+    import fastclip.integrations.lightning
+    import fastclip.integrations.megatron
 
-    modules = [fastclip, megatron]
+    modules = [fastclip, fastclip.bench, fastclip.cli, fastclip.demo, fastclip.distributed,
+               fastclip.integrations.lightning, fastclip.integrations.megatron]
     for module in modules:
-        for name in getattr(module, "__all__", []):
+        assert module.__all__, module.__name__
+        yield module.__name__, module
+        for name in module.__all__:
             obj = getattr(module, name)
+            if not (callable(obj) or inspect.ismodule(obj)):
+                continue  # data (e.g. bench.SUITES) carries its class's docstring, not ours
             yield f"{module.__name__}.{name}", obj
             if inspect.isclass(obj):
                 for attr, value in vars(obj).items():
