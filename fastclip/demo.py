@@ -182,7 +182,6 @@ def run(args):
         check_output("fastclip demo", "--plot", args.plot, suffix=".png")
         check_matplotlib("fastclip demo", "--plot (or pass --no-plot)")
     check_output("fastclip demo", "--json", args.json)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     runs = {}
     for name in CLIPPERS:
         start = time.perf_counter()

@@ -198,7 +198,7 @@ def test_bench_leaves_out_a_failing_method_and_flags_one_that_does_not_clip(monk
     out = io.StringIO()
     bench.print_table(report, out)
     table = out.getvalue()
-    assert "small/4" in table and "one rank's share of an 4-way FSDP shard" in table
+    assert "small/4" in table and "one rank's share of the grads, sharded 4 ways as FSDP does" in table
     assert "does nothing (*)" in table and "fastclip (*)" not in table
     assert "(*) did not reduce the norm in a checked warm-up call" in table
     assert "left out: broken: failed in warm-up: RuntimeError" in table
