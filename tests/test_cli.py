@@ -233,3 +233,18 @@ def test_demo_default_spikes_follow_the_step_count():
     for steps in (10, 11, 57, 1000):
         spikes = default_spikes(steps)
         assert len(spikes) == 4 and all(0 <= s < steps for s in spikes), steps
+
+
+def test_mixed_suite_mixes_dtypes_in_bytes_not_only_in_name():
+    import math
+
+    from fastclip.bench import SUITES
+
+    shapes, dtypes, _ = SUITES["mixed"]
+    assert len(dtypes) == len(shapes)
+    by_dtype = {}
+    for shape, dtype in zip(shapes, dtypes):
+        by_dtype[dtype] = by_dtype.get(dtype, 0) + math.prod(shape) * dtype.itemsize
+    assert set(by_dtype) == {torch.float32, torch.bfloat16}
+    assert by_dtype[torch.bfloat16] > 0.9 * sum(by_dtype.values())  # the matrices
+    assert sum(d == torch.float32 for d in dtypes) > 90  # the biases and norms: many tensors, few bytes
