@@ -22,6 +22,7 @@ from fastclip._outputs import check_matplotlib, check_output, write_atomically
 __all__ = ["CLIPPERS", "add_arguments", "main", "run", "train"]
 
 VOCAB, SEQ, BATCH = 48, 32, 16
+DEFAULT_STEPS, QUICK_STEPS = 300, 160
 
 
 def bigram_chain(generator):
@@ -144,7 +145,10 @@ def default_spikes(steps):
 
 def add_arguments(parser):
     """Adds the demo options to an argparse parser."""
-    parser.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"training steps per run (default {DEFAULT_STEPS}; {QUICK_STEPS} with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a shorter run: {QUICK_STEPS} steps unless --steps says otherwise (about 10 s on 2 cores)")
     parser.add_argument("--spikes", default=None,
                         help="comma-separated steps that get a corrupted, blown-up batch (default: at 40%%, "
                              "40%% + 1 step, 67%% and 83%% of --steps: 120,121,200,250 for 300)")
@@ -158,6 +162,8 @@ def add_arguments(parser):
 
 def run(args):
     """Trains every run for parsed options, prints the summary, writes the files; returns the summary."""
+    if args.steps is None:
+        args.steps = QUICK_STEPS if args.quick else DEFAULT_STEPS
     if args.steps < 10:
         raise SystemExit(f"fastclip demo: --steps must be >= 10, got {args.steps}")
     try:
