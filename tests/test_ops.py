@@ -280,8 +280,11 @@ ops = torch.ops.fastclip
 g = torch.Generator().manual_seed(int(sys.argv[1]))
 out = {}
 for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-    ts = [(torch.randn(n, generator=g) * 3).to(dtype) for n in (1, 15, 16, 17, 4099, 70001)]
+    # lengths around the 8- and 16-wide vector loops, and their scalar tails
+    ts = [(torch.randn(n, generator=g) * 3).to(dtype) for n in (1, 15, 16, 17, 24, 31, 40, 4099, 70001)]
     ts[3][5] = float("nan")
+    ts[5][20] = float("nan")  # in the 8-wide loop after the 16-wide one
+    ts[6][1], ts[6][38] = float("inf"), -float("inf")
     out[f"norm {dtype}"] = ops.multi_tensor_norm(ts, 2.0, True)
     ops.multi_tensor_scale_(ts, torch.tensor(0.3))
     out[f"scale {dtype}"] = [t.clone() for t in ts]

@@ -1,9 +1,12 @@
 #include "cpu_chunk_ops.h"
 
 #include <cstdlib>
+#include <fstream>
 #include <string>
+#include <type_traits>
 
 #include "cpu_loops.h"
+#include "cpu_parallel.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -92,14 +95,30 @@ FASTCLIP_TARGET_AVX2 inline __m256 load8(const c10::BFloat16* p) {
   const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
 }
-FASTCLIP_TARGET_AVX2 inline void store8(c10::BFloat16* p, __m256 v) {
+// Eight floats rounded to bfloat16, each in the low half of a 32-bit lane.
+FASTCLIP_TARGET_AVX2 inline __m256i bf16_bits_of(__m256 v) {
   const __m256i bits = _mm256_castps_si256(v);
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-  __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7FFF)), lsb), 16);
   const __m256 is_nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-  rounded = _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(is_nan));
+  return _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(is_nan));
+}
+FASTCLIP_TARGET_AVX2 inline void store8(c10::BFloat16* p, __m256 v) {
+  const __m256i rounded = bf16_bits_of(v);
   const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(rounded), _mm256_extracti128_si256(rounded, 1));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+}
+// Sixteen bfloat16 as two float vectors in a lane-interleaved order that store16 undoes: the
+// word unpacks put each value in the high half of a 32-bit lane (its float bits) and the
+// saturating pack puts it back, with no cross-lane shuffle. Only for element-wise operations.
+FASTCLIP_TARGET_AVX2 inline void load16_interleaved(const c10::BFloat16* p, __m256* a, __m256* b) {
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i zero = _mm256_setzero_si256();
+  *a = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, bits));
+  *b = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, bits));
+}
+FASTCLIP_TARGET_AVX2 inline void store16_interleaved(c10::BFloat16* p, __m256 a, __m256 b) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_packus_epi32(bf16_bits_of(a), bf16_bits_of(b)));
 }
 FASTCLIP_TARGET_AVX2 inline __m256 load8(const c10::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -134,6 +153,13 @@ struct ClampTo {
 template <typename half_t, typename Op>
 FASTCLIP_TARGET_AVX2 void half_in_place_avx2(half_t* x, int64_t n, const Op& op) {
   int64_t i = 0;
+  if constexpr (std::is_same_v<half_t, c10::BFloat16>) {
+    for (; i + 16 <= n; i += 16) {
+      __m256 a, b;
+      load16_interleaved(x + i, &a, &b);
+      store16_interleaved(x + i, op(a), op(b));
+    }
+  }
   for (; i + 8 <= n; i += 8) store8(x + i, op(load8(x + i)));
   for (; i < n; ++i) store_from_opmath(x + i, op(load_opmath<float>(x + i)));
 }
@@ -217,7 +243,27 @@ acc_t dispatch_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int
   return partial_by_kind<acc_t>(kind, meta, begin, end - begin, p);
 }
 
+int64_t read_last_level_cache_bytes() {
+  int64_t largest = 0;
+  for (int index = 0; index < 8; ++index) {
+    const std::string path = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size";
+    std::ifstream file(path);
+    int64_t size = 0;
+    std::string unit;
+    if (!(file >> size)) continue;
+    file >> unit;  // "K", "M" or "G" (older kernels: "32K" reads as 32 then "K")
+    const int64_t scale = unit == "K" ? (1 << 10) : unit == "M" ? (1 << 20) : unit == "G" ? (1 << 30) : 1;
+    if (size * scale > largest) largest = size * scale;
+  }
+  return largest;
+}
+
 }  // namespace
+
+int64_t last_level_cache_bytes() {
+  static const int64_t bytes = read_last_level_cache_bytes();
+  return bytes;
+}
 
 float chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t end, float p) {
   return dispatch_partial<float>(kind, meta, begin, end, p);

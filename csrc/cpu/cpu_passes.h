@@ -16,8 +16,8 @@ std::tuple<at::Tensor, at::Tensor> norm_pass(const ListPlan& plan, double norm_t
 
 // tensors[t] *= coef_per_tensor[t]; tensors whose coefficient is exactly 1 are not written, and
 // with clear_on_zero those whose coefficient is exactly 0 are filled with zeros.
-// Chunks are visited in reverse, so a pass that follows norm_pass starts on the data that
-// pass left in cache.
+// Each thread starts on the data a preceding norm_pass left in its cache, most recent first
+// (for_each_chunk's recent_first).
 void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor, bool clear_on_zero = false);
 
 // torch's clip coefficient from a total norm tensor: float math, or double for a float64 norm.

@@ -24,7 +24,7 @@ void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor
           chunk_scale(meta, begin, end, coef);
         }
       },
-      /*reverse=*/true);
+      /*recent_first=*/true);
 }
 
 double clip_coefficient_of(const at::Tensor& total_norm, double max_norm) {
