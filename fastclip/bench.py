@@ -446,7 +446,10 @@ def _progress_printer(total):
 
 
 def add_arguments(parser):
-    """Adds the bench options to an argparse parser."""
+    """Adds the bench options, a description and the list of suites to an argparse parser."""
+    parser.description = __doc__.split("\n")[0].replace("``", "")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "suites:\n" + "\n".join(f"  {name:11s} {what}" for name, (_, _, what) in SUITES.items())
     parser.add_argument("--suite", action="append", choices=list(SUITES), metavar="NAME",
                         help=f"a suite to run (repeatable): {', '.join(SUITES)}. Default: all but llama-7b, "
                              f"or {', '.join(QUICK_SUITES)} with --quick")
@@ -564,7 +567,7 @@ def _run_suites(args, device, suites, repeat):
 
 def main(argv=None):
     """``fastclip bench`` with its own argument parser."""
-    parser = argparse.ArgumentParser(prog="fastclip bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="fastclip bench")
     add_arguments(parser)
     run(parser.parse_args(argv))
 

@@ -13,13 +13,12 @@ __all__ = ["main"]
 def main(argv=None):
     """Runs ``fastclip bench`` or ``fastclip demo`` from command-line arguments (``sys.argv[1:]``
     when ``argv`` is None); returns the exit status (0, or 130 when interrupted)."""
-    parser = argparse.ArgumentParser(prog="fastclip", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="fastclip", description=" ".join(__doc__.split("\n\n")[0].split()).replace("``", ""))
     commands = parser.add_subparsers(dest="command", metavar="{bench,demo}")
     commands.required = True
-    bench.add_arguments(commands.add_parser("bench", help="benchmark fastclip against torch and the peers",
-                                            description=bench.__doc__.split("\n")[0]))
+    bench.add_arguments(commands.add_parser("bench", help="benchmark fastclip against torch and the peers"))
     demo.add_arguments(commands.add_parser("demo", help="train a small LM through gradient spikes, with and "
-                                           "without (adaptive) clipping", description=demo.__doc__.split("\n")[0]))
+                                           "without (adaptive) clipping"))
     args = parser.parse_args(argv)
     try:
         (bench.run if args.command == "bench" else demo.run)(args)

@@ -144,7 +144,8 @@ def default_spikes(steps):
 
 
 def add_arguments(parser):
-    """Adds the demo options to an argparse parser."""
+    """Adds the demo options and a description to an argparse parser."""
+    parser.description = __doc__.split("\n")[0].replace("``", "")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"training steps per run (default {DEFAULT_STEPS}; {QUICK_STEPS} with --quick)")
     parser.add_argument("--quick", action="store_true",
@@ -152,9 +153,10 @@ def add_arguments(parser):
     parser.add_argument("--spikes", default=None,
                         help="comma-separated steps that get a corrupted, blown-up batch (default: at 40%%, "
                              "40%% + 1 step, 67%% and 83%% of --steps: 120,121,200,250 for 300)")
-    parser.add_argument("--spike-scale", type=float, default=1e4, help="how much a spike scales the loss")
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spike-scale", type=float, default=1e4, help="how much a spike scales the loss (default 1e4)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW's learning rate (default 3e-3)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the model's initial weights and the batches, the same for every run (default 0)")
     parser.add_argument("--plot", default="fastclip-demo.png", help="where to write the PNG")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     parser.add_argument("--json", help="write the curves and the summary as JSON to this file")
@@ -223,7 +225,7 @@ def _nan_to_none(value):
 
 def main(argv=None):
     """``fastclip demo`` with its own argument parser."""
-    parser = argparse.ArgumentParser(prog="fastclip demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="fastclip demo")
     add_arguments(parser)
     run(parser.parse_args(argv))
 

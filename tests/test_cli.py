@@ -250,3 +250,13 @@ def test_mixed_suite_mixes_dtypes_in_bytes_not_only_in_name():
     assert set(by_dtype) == {torch.float32, torch.bfloat16}
     assert by_dtype[torch.bfloat16] > 0.9 * sum(by_dtype.values())  # the matrices
     assert sum(d == torch.float32 for d in dtypes) > 90  # the biases and norms: many tensors, few bytes
+
+
+def test_bench_help_lists_every_suite_with_what_it_is():
+    from fastclip.bench import SUITES
+
+    done = fastclip_cli("bench", "--help", timeout=60)
+    assert done.returncode == 0
+    assert "clipping throughput on this machine" in done.stdout and "``" not in done.stdout
+    for name, (_, _, what) in SUITES.items():
+        assert f"  {name:11s} {what}" in done.stdout, name
