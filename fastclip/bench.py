@@ -61,13 +61,18 @@ def shard_shapes(shapes, shards):
     return [((-(-s[0] // shards),) + tuple(s[1:])) for s in shapes]
 
 
+def tensor_dtypes(shapes, dtypes):
+    """One dtype per shape, cycling through ``dtypes`` (or all of one dtype)."""
+    dtypes = (dtypes,) if isinstance(dtypes, torch.dtype) else tuple(dtypes)
+    return [dtypes[i % len(dtypes)] for i in range(len(shapes))]
+
+
 def make_grads(shapes, dtypes, device, generator):
     """Fresh normal grads, one per shape, cycling through dtypes (or all of one dtype)."""
-    dtypes = (dtypes,) if isinstance(dtypes, torch.dtype) else tuple(dtypes)
     grads = []
-    for i, shape in enumerate(shapes):
+    for shape, dtype in zip(shapes, tensor_dtypes(shapes, dtypes)):
         g = torch.empty(shape, dtype=torch.float32).normal_(generator=generator)
-        grads.append(g.to(device=device, dtype=dtypes[i % len(dtypes)]))
+        grads.append(g.to(device=device, dtype=dtype))
     return grads
 
 
@@ -507,14 +512,13 @@ def _parse_device(text):
         raise SystemExit(f"fastclip bench: --device must be cpu, cuda or cuda:N, got {text!r}")
     if device.type == "cpu":
         return torch.device("cpu")  # torch accepts cpu:N; there is one CPU device
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit(f"fastclip bench: --device {text} but no CUDA GPU is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise SystemExit(f"fastclip bench: --device {text} but this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s)")
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
+    if not torch.cuda.is_available():
+        raise SystemExit(f"fastclip bench: --device {text} but no CUDA GPU is available")
+    if device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    if device.index >= torch.cuda.device_count():
+        raise SystemExit(f"fastclip bench: --device {text} but this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -533,8 +537,8 @@ def available_memory_bytes(device):
 
 
 def _check_memory(suite, shapes, dtypes, device):
-    dtypes = tuple(dtypes)
-    need = CEILING_BYTES + sum(math.prod(shape) * dtypes[i % len(dtypes)].itemsize for i, shape in enumerate(shapes))
+    need = CEILING_BYTES + sum(math.prod(shape) * dtype.itemsize
+                               for shape, dtype in zip(shapes, tensor_dtypes(shapes, dtypes)))
     free = available_memory_bytes(device)
     if free is not None and need * 1.1 > free:
         hint = " (use --shard N)" if suite == "llama-7b" else ""
