@@ -108,7 +108,7 @@ FASTCLIP_TARGET_AVX2 inline void store8(c10::BFloat16* p, __m256 v) {
   const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(rounded), _mm256_extracti128_si256(rounded, 1));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
 }
-// Sixteen bfloat16 as two float vectors in a lane-interleaved order that store16 undoes: the
+// Sixteen bfloat16 as two float vectors in a lane-interleaved order that store16_interleaved undoes: the
 // word unpacks put each value in the high half of a 32-bit lane (its float bits) and the
 // saturating pack puts it back, with no cross-lane shuffle. Only for element-wise operations.
 FASTCLIP_TARGET_AVX2 inline void load16_interleaved(const c10::BFloat16* p, __m256* a, __m256* b) {
