@@ -86,6 +86,7 @@ def build_extension():
     print(f"fastclip: building the CUDA extension (toolkit {cuda_home}, "
           f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']})", file=sys.stderr)
     sources += rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu")
+    cxx_flags.append("-DFASTCLIP_WITH_CUDA")
     # After the toolkit's own headers: the wheels also ship a partial cuda_runtime.h.
     wheel_includes = [flag for inc in nvidia_wheel_include_dirs() for flag in ("-idirafter", inc)]
     return CUDAExtension(

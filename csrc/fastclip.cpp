@@ -2,17 +2,6 @@
 // csrc/cpu/*.cpp and csrc/cuda/*.cpp; fake (meta) kernels live in fastclip/_ops.py.
 #include <torch/library.h>
 
-#ifdef FASTCLIP_PYTHON_MODULE
-#include <Python.h>
-
-// `import fastclip._C` loads this library, whose static initialisers register the ops. The
-// module itself is empty: every entry point is a torch op.
-extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
-#endif
-
 TORCH_LIBRARY(fastclip, m) {
   // Returns (total, per_tensor): the p-norm of all elements of all tensors (torch's norm of the
   // per-tensor norms) and, when per_tensor is true, each tensor's norm (else an empty tensor).

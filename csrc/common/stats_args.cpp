@@ -57,8 +57,8 @@ ZClipConfig zclip_config(const at::Tensor& norm, const at::Tensor& state, const 
   check_norm_tensor(norm, "norm", 1);
   TORCH_CHECK(warmup_steps >= 0, "fastclip: warmup_steps must be >= 0, got ", warmup_steps);
   const int64_t warmup = warmup_steps < 1 ? 1 : warmup_steps;
-  check_state_tensor(state, "state", at::kDouble, norm.device(), kZClipHeader + warmup);
-  check_state_tensor(result, "result", at::kFloat, norm.device(), kNumResultSlots);
+  check_state_tensor(state, "state", at::kDouble, norm.device(), zclip_state::header_size + warmup);
+  check_state_tensor(result, "result", at::kFloat, norm.device(), result_slot::count);
   check_unit_interval(alpha, "alpha");
   TORCH_CHECK(std::isfinite(z_thresh) && z_thresh > 0.0, "fastclip: z_thresh must be finite and > 0, got ", z_thresh);
   TORCH_CHECK(!max_grad_norm || (*max_grad_norm > 0.0 && !std::isnan(*max_grad_norm)),
@@ -94,7 +94,7 @@ void check_per_entry_args(const at::Tensor& total_norm, const at::Tensor& norms,
   const at::Device device = total_norm.device();
   TORCH_CHECK(norms.device() == device, "fastclip: norms is on ", norms.device(), " but total_norm is on ", device);
   check_state_tensor(rows, "rows", at::kLong, device, norms.numel());
-  check_state_tensor(result, "result", at::kFloat, device, kNumResultSlots);
+  check_state_tensor(result, "result", at::kFloat, device, result_slot::count);
   check_state_tensor(coef, "coef", at::kFloat, device, norms.numel());
   check_state_tensor(threshold, "threshold", at::kFloat, device, norms.numel());
   if (rows.is_cpu() && rows.numel() > 0) {  // on a GPU this would sync; the kernels ignore rows out of range
@@ -108,8 +108,8 @@ AutoClipConfig autoclip_config(const at::Tensor& total_norm, const at::Tensor& n
                                const at::Tensor& counters, const at::Tensor& result, const at::Tensor& coef,
                                const at::Tensor& threshold, double percentile, bool lag,
                                const std::string& on_nonfinite, bool reference) {
-  TORCH_CHECK(counters.dim() == 2 && counters.size(1) == kHistoryCounters,
-              "fastclip: counters must have shape [histories, ", kHistoryCounters, "], got ", counters.sizes());
+  TORCH_CHECK(counters.dim() == 2 && counters.size(1) == autoclip_counter::count,
+              "fastclip: counters must have shape [histories, ", autoclip_counter::count, "], got ", counters.sizes());
   const int64_t histories = counters.size(0);
   check_per_entry_args(total_norm, norms, rows, result, coef, threshold, histories);
   const at::Device device = total_norm.device();

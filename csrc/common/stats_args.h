@@ -7,7 +7,9 @@
 #include <optional>
 #include <string>
 
-#include "clip_stats.h"
+#include "adagc_step.h"
+#include "autoclip_step.h"
+#include "zclip_step.h"
 
 namespace fastclip {
 

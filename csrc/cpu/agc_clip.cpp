@@ -9,7 +9,7 @@
 #include <cmath>
 #include <vector>
 
-#include "../common/agc_math.h"
+#include "../common/agc_step.h"
 #include "../common/list_plan.h"
 #include "../common/stats_args.h"
 #include "cpu_chunk_ops.h"

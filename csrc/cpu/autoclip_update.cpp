@@ -2,7 +2,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "../common/clipper_steps.h"
 #include "../common/stats_args.h"
 
 namespace fastclip {

@@ -258,7 +258,28 @@ int64_t read_last_level_cache_bytes() {
   return largest;
 }
 
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kGeneric: break;
+  }
+  return "generic";
+}
+
 }  // namespace
+
+const char* const* compiled_isas(int* count) {
+#if FASTCLIP_HAVE_AVX2_VARIANT
+  static const char* const names[] = {"generic", "avx2", "avx512"};
+#else
+  static const char* const names[] = {"generic"};
+#endif
+  *count = static_cast<int>(sizeof(names) / sizeof(names[0]));
+  return names;
+}
+
+const char* isa_in_use() { return isa_name(cpu_isa()); }
 
 int64_t last_level_cache_bytes() {
   static const int64_t bytes = read_last_level_cache_bytes();

@@ -1,13 +1,13 @@
 // NFNets unit-wise clipping (agc_clip_) in one launch: each block takes whole output rows of
 // the list (a grid-stride loop over global row indices), reduces the param row's and the grad
 // row's sums of squares, and rescales the grad row right away while it is still in L2.
-// The factor is common/agc_math.h's, as on the CPU. A row is one block's work: a very long row
+// The factor is common/agc_step.h's, as on the CPU. A row is one block's work: a very long row
 // (a huge 1-d tensor is a single row) streams through one SM, where the CPU op cuts rows over
 // 256K elements into chunks; splitting them here would take a second pass (the factor needs the
 // whole row's norms before any element is scaled).
 #include "elementwise_inplace.cuh"
 
-#include "../common/agc_math.h"
+#include "../common/agc_step.h"
 
 namespace fastclip {
 namespace cuda {

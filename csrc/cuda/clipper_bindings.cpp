@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "../common/agc_math.h"
+#include "../common/agc_step.h"
 #include "../common/list_plan.h"
 #include "../common/stats_args.h"
 #include "clipper_launch.h"

@@ -7,7 +7,9 @@
 
 #include <cstdint>
 
-#include "../common/clipper_steps.h"
+#include "../common/adagc_step.h"
+#include "../common/autoclip_step.h"
+#include "../common/zclip_step.h"
 
 namespace fastclip {
 namespace cuda {

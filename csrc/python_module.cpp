@@ -1,0 +1,88 @@
+// `import fastclip._C` loads this library, whose static initialisers register the ops (every
+// entry point is a torch op). The module itself holds data only: `layouts`, the shared tensor
+// layouts of common/layouts.h, and `build_info`, what this build contains. Only the Python
+// extension defines FASTCLIP_PYTHON_MODULE; the CMake library for C++ users has no module.
+#ifdef FASTCLIP_PYTHON_MODULE
+#include <Python.h>
+
+#include "common/layouts.h"
+#include "cpu/cpu_chunk_ops.h"
+
+#ifdef FASTCLIP_WITH_CUDA
+#include "cuda/build_info.h"
+#endif
+
+namespace {
+
+const char* cuda_archs() {
+#ifdef FASTCLIP_WITH_CUDA
+  return fastclip::cuda::compiled_archs();
+#else
+  return "";  // a CPU-only build
+#endif
+}
+
+// {layout: {field: index}}; nullptr with a Python error set on failure.
+PyObject* make_layouts() {
+  PyObject* layouts = PyDict_New();
+  if (layouts == nullptr) return nullptr;
+  for (const fastclip::LayoutField& field : fastclip::kLayoutFields) {
+    PyObject* fields = PyDict_GetItemString(layouts, field.layout);  // borrowed
+    if (fields == nullptr) {
+      fields = PyDict_New();
+      if (fields == nullptr || PyDict_SetItemString(layouts, field.layout, fields) < 0) {
+        Py_XDECREF(fields);
+        Py_DECREF(layouts);
+        return nullptr;
+      }
+      Py_DECREF(fields);  // the dict holds it
+    }
+    PyObject* index = PyLong_FromLongLong(field.index);
+    if (index == nullptr || PyDict_SetItemString(fields, field.name, index) < 0) {
+      Py_XDECREF(index);
+      Py_DECREF(layouts);
+      return nullptr;
+    }
+    Py_DECREF(index);
+  }
+  return layouts;
+}
+
+PyObject* make_build_info() {
+  int count = 0;
+  const char* const* isas = fastclip::cpu::compiled_isas(&count);
+  PyObject* compiled = PyTuple_New(count);
+  if (compiled == nullptr) return nullptr;
+  for (int i = 0; i < count; ++i) {
+    PyObject* name = PyUnicode_FromString(isas[i]);
+    if (name == nullptr) {
+      Py_DECREF(compiled);
+      return nullptr;
+    }
+    PyTuple_SET_ITEM(compiled, i, name);  // steals the reference
+  }
+  return Py_BuildValue("{s:N,s:s,s:s}", "cpu_isas", compiled, "cpu_isa_in_use", fastclip::cpu::isa_in_use(),
+                       "cuda_archs", cuda_archs());
+}
+
+}  // namespace
+
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  PyObject* module = PyModule_Create(&module_def);
+  if (module == nullptr) return nullptr;
+  PyObject* layouts = make_layouts();
+  if (layouts == nullptr || PyModule_AddObject(module, "layouts", layouts) < 0) {
+    Py_XDECREF(layouts);
+    Py_DECREF(module);
+    return nullptr;
+  }
+  PyObject* build_info = make_build_info();
+  if (build_info == nullptr || PyModule_AddObject(module, "build_info", build_info) < 0) {
+    Py_XDECREF(build_info);
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
+}
+#endif
