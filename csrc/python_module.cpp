@@ -1,11 +1,13 @@
 // `import fastclip._C` loads this library, whose static initialisers register the ops (every
 // entry point is a torch op). The module itself holds data only: `layouts`, the shared tensor
-// layouts of common/layouts.h, and `build_info`, what this build contains. Only the Python
+// layouts of common/layouts.h, `clip_eps`, the epsilon torch adds to the norm before dividing
+// (common/norm_math.h), and `build_info`, what this build contains. Only the Python
 // extension defines FASTCLIP_PYTHON_MODULE; the CMake library for C++ users has no module.
 #ifdef FASTCLIP_PYTHON_MODULE
 #include <Python.h>
 
 #include "common/layouts.h"
+#include "common/norm_math.h"
 #include "cpu/cpu_chunk_ops.h"
 
 #ifdef FASTCLIP_WITH_CUDA
@@ -74,6 +76,10 @@ extern "C" PyObject* PyInit__C(void) {
   PyObject* layouts = make_layouts();
   if (layouts == nullptr || PyModule_AddObject(module, "layouts", layouts) < 0) {
     Py_XDECREF(layouts);
+    Py_DECREF(module);
+    return nullptr;
+  }
+  if (PyModule_AddObject(module, "clip_eps", PyFloat_FromDouble(fastclip::kClipEps)) < 0) {
     Py_DECREF(module);
     return nullptr;
   }
