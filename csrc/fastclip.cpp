@@ -1,5 +1,6 @@
-// The one library definition: every fastclip op's schema. Kernels register per backend in
-// csrc/cpu/*.cpp and csrc/cuda/*.cpp; fake (meta) kernels live in fastclip/_ops.py.
+// The one library definition: every fastclip op's schema. Each op registers its kernels per
+// backend in csrc/cpu/<op>.cpp and csrc/cuda/<op>.cpp (the latter launching csrc/cuda/<op>_kernel.cu),
+// with its argument checks in csrc/common/*_op_args.cpp; fake (meta) kernels live in fastclip/_ops.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY(fastclip, m) {
@@ -22,23 +23,23 @@ TORCH_LIBRARY(fastclip, m) {
   // Clamps every element to [-clip_value, clip_value] in place (clip_grad_value_).
   m.def("multi_tensor_clamp_(Tensor(a!)[] tensors, float clip_value) -> ()");
 
-  // The stateful clippers' statistics steps (csrc/common/clip_stats.h). Each reads this step's
-  // norms, updates the state in place and writes `result` (float32[10], the ResultSlot layout)
+  // The stateful clippers' statistics steps (csrc/common/<clipper>_step.h). Each reads this step's
+  // norms, updates the state in place and writes `result` (float32, common/layouts.h's result slots)
   // plus, for the per-tensor forms, one factor and one threshold per entry of `norms`; the grads
   // are then scaled by multi_tensor_scale_ (or an attached fused optimizer). No host sync.
-  // state: float64[4 + warmup_steps].
+  // state: float64, common/layouts.h's zclip_state header then warmup_steps norms.
   m.def(
       "zclip_update_(Tensor norm, Tensor(a!) state, Tensor(b!) result, float alpha, float z_thresh, "
       "float? max_grad_norm, float eps, int warmup_steps, str threshold_mode, str clip_option, float clip_factor, "
       "bool skip_update_on_spike, str on_nonfinite, bool reference) -> ()");
   // norms[j] belongs to history rows[j] (global scope: one norm, row 0); rows must be distinct. Whole history when
   // window has zero columns: lower/upper are float32 heaps, [H, capacity]; else window is a
-  // float32 ring buffer [H, history_size]. counters: int64 [H, 5].
+  // float32 ring buffer [H, history_size]. counters: int64 [H, common/layouts.h's autoclip_counters].
   m.def(
       "autoclip_update_(Tensor total_norm, Tensor norms, Tensor rows, Tensor(a!) lower, Tensor(b!) upper, "
       "Tensor(c!) window, Tensor(d!) counters, Tensor(e!) result, Tensor(f!) coef, Tensor(g!) threshold, "
       "float percentile, bool lag, str on_nonfinite, bool reference) -> ()");
-  // gamma: float64 [H, 2] (EMA, seen), rows as above; steps: float64 [1], finite steps so far.
+  // gamma: float64 [H, common/layouts.h's adagc_gamma], rows as above; steps: float64 [1], finite steps so far.
   m.def(
       "adagc_update_(Tensor total_norm, Tensor norms, Tensor rows, Tensor(a!) gamma, Tensor(b!) steps, "
       "Tensor(c!) result, Tensor(d!) coef, Tensor(e!) threshold, float lambda_abs, float lambda_rel, float beta, "

@@ -92,6 +92,14 @@ void check_nonnegative(double value, const char* arg) {
   TORCH_CHECK(!std::isnan(value) && value >= 0.0, "fastclip: ", arg, " must be >= 0, got ", value);
 }
 
+void check_finite_positive(double value, const char* arg) {
+  TORCH_CHECK(std::isfinite(value) && value > 0.0, "fastclip: ", arg, " must be finite and > 0, got ", value);
+}
+
+void check_finite_nonnegative(double value, const char* arg) {
+  TORCH_CHECK(std::isfinite(value) && value >= 0.0, "fastclip: ", arg, " must be finite and >= 0, got ", value);
+}
+
 void check_scalar_tensor(const at::Tensor& t, const char* arg, at::TensorList tensors, bool allow_per_tensor) {
   TORCH_CHECK(t.defined(), "fastclip: ", arg, " is undefined");
   TORCH_CHECK(is_supported_dtype(t.scalar_type()), "fastclip: ", arg, " must be float32, float16, bfloat16 or float64, got ",
@@ -139,11 +147,9 @@ ListPlan plan_tensor_list(at::TensorList tensors, int64_t chunk_size) {
   return plan;
 }
 
-void finish_mutation(const ListPlan& plan, at::TensorList tensors) {
+void copy_back(const std::vector<at::Tensor>& worked_on, at::TensorList tensors) {
   for (size_t i = 0; i < tensors.size(); ++i) {
-    if (!plan.dense[i].is_same(tensors[i])) {
-      const_cast<at::Tensor&>(tensors[i]).copy_(plan.dense[i]);
-    }
+    if (!worked_on[i].is_same(tensors[i])) const_cast<at::Tensor&>(tensors[i]).copy_(worked_on[i]);
   }
 }
 

@@ -39,12 +39,18 @@ void check_norm_type(double norm_type);
 // Checks a bound such as max_norm or clip_value: >= 0 (inf allowed), not NaN.
 void check_nonnegative(double value, const char* arg);
 
+// Checks a hyperparameter such as clip_factor (finite and > 0) or eps (finite and >= 0).
+void check_finite_positive(double value, const char* arg);
+void check_finite_nonnegative(double value, const char* arg);
+
 // A 0-d or per-tensor scale/norm tensor must be floating point, on the list's device, of the right size.
 void check_scalar_tensor(const at::Tensor& t, const char* arg, at::TensorList tensors, bool allow_per_tensor);
 
 ListPlan plan_tensor_list(at::TensorList tensors, int64_t chunk_size);
 
-// For in-place ops: copies results computed on contiguous copies back into the original views.
-void finish_mutation(const ListPlan& plan, at::TensorList tensors);
+// For in-place ops: copies results computed on contiguous copies back into the original views
+// (worked_on[i] is tensors[i] itself, or the copy the kernels wrote).
+void copy_back(const std::vector<at::Tensor>& worked_on, at::TensorList tensors);
+inline void finish_mutation(const ListPlan& plan, at::TensorList tensors) { copy_back(plan.dense, tensors); }
 
 }  // namespace fastclip

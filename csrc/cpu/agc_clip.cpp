@@ -9,9 +9,10 @@
 #include <cmath>
 #include <vector>
 
+#include "../common/agc_rows.h"
 #include "../common/agc_step.h"
+#include "../common/list_op_args.h"
 #include "../common/list_plan.h"
-#include "../common/stats_args.h"
 #include "cpu_chunk_ops.h"
 
 namespace fastclip {
@@ -19,12 +20,6 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kLongRow = 4 * kCpuChunkSize;
-
-// A tensor whose output rows are contiguous blocks (dim 0 outermost, any order inside a row) is
-// used in place; anything else through a contiguous copy.
-bool rows_are_blocks(const at::Tensor& t) {
-  return t.is_non_overlapping_and_dense() && (t.dim() <= 1 || t.numel() == 0 || t.stride(0) == t.numel() / t.size(0));
-}
 
 TensorMeta meta_of(const at::Tensor& t) {
   return TensorMeta{t.data_ptr(), t.numel(), static_cast<int32_t>(to_dtype(t.scalar_type())), 0};
@@ -46,18 +41,16 @@ struct Unit {  // one output row of one tensor
 };
 
 void agc_clip_cpu(at::TensorList grads, at::TensorList params, double clip_factor, double eps) {
-  check_agc_args(grads, params, clip_factor, eps);
-  std::vector<at::Tensor> grad_rows(grads.size()), param_rows(params.size());
+  check_agc_clip_args(grads, params, clip_factor, eps);
+  const AgcRows tensors = agc_rows_of(grads, params);
   std::vector<Unit> short_rows, long_rows;
   for (size_t i = 0; i < grads.size(); ++i) {
-    grad_rows[i] = rows_are_blocks(grads[i]) ? grads[i] : grads[i].contiguous();
-    param_rows[i] = rows_are_blocks(params[i]) ? params[i] : params[i].contiguous();
-    const at::Tensor& g = grad_rows[i];
+    const at::Tensor& g = tensors.grads[i];
     const int64_t rows = agc_num_rows(g.dim(), g.numel(), g.dim() ? g.size(0) : 1);
     const int64_t n = rows ? g.numel() / rows : 0;
     const bool double_math = g.scalar_type() == at::kDouble || params[i].scalar_type() == at::kDouble;
     for (int64_t r = 0; r < rows; ++r) {
-      const Unit unit{meta_of(g), meta_of(param_rows[i]), r * n, (r + 1) * n, double_math};
+      const Unit unit{meta_of(g), meta_of(tensors.params[i]), r * n, (r + 1) * n, double_math};
       (n > kLongRow ? long_rows : short_rows).push_back(unit);
     }
   }
@@ -93,9 +86,7 @@ void agc_clip_cpu(at::TensorList grads, at::TensorList params, double clip_facto
       for (int64_t c = begin; c < end; ++c) chunk_scale(u.grad, chunk_begin(c), chunk_end(c), f);
     });
   }
-  for (size_t i = 0; i < grads.size(); ++i) {
-    if (!grad_rows[i].is_same(grads[i])) grads[i].copy_(grad_rows[i]);
-  }
+  copy_back(tensors.grads, grads);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// The two CPU passes over a planned tensor list, shared by the norm, scale and fused clip ops.
+// The two CPU passes over a planned tensor list, shared by the norm, scale and clip ops.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -19,6 +19,9 @@ std::tuple<at::Tensor, at::Tensor> norm_pass(const ListPlan& plan, double norm_t
 // Each thread starts on the data a preceding norm_pass left in its cache, most recent first
 // (for_each_chunk's recent_first).
 void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor, bool clear_on_zero = false);
+
+// scale_pass over a list planned here, written back into views that were not dense.
+void scale_list(at::TensorList tensors, const std::vector<double>& coef_per_tensor, bool clear_on_zero = false);
 
 // torch's clip coefficient from a total norm tensor: float math, or double for a float64 norm.
 double clip_coefficient_of(const at::Tensor& total_norm, double max_norm);

@@ -9,7 +9,7 @@
 
 #include "../common/norm_math.h"
 #include "../common/tensor_list.h"
-#include "launch.h"
+#include "kernels.h"
 
 namespace fastclip {
 namespace cuda {

@@ -1,8 +1,6 @@
-#include <ATen/ATen.h>
 #include <torch/library.h>
 
-
-#include "../common/list_plan.h"
+#include "../common/list_op_args.h"
 #include "cpu_chunk_ops.h"
 #include "cpu_parallel.h"
 
@@ -11,8 +9,7 @@ namespace cpu {
 namespace {
 
 void multi_tensor_clamp_cpu(at::TensorList tensors, double clip_value) {
-  check_nonnegative(clip_value, "clip_value");
-  check_tensor_list(tensors, "tensors", /*mutated=*/true);
+  check_multi_tensor_clamp_args(tensors, clip_value);
   const ListPlan plan = plan_tensor_list(tensors, kCpuChunkSize);
   for_each_chunk(plan, [&](int64_t, const TensorMeta& meta, int64_t begin, int64_t end) {
     chunk_clamp(meta, begin, end, clip_value);
@@ -24,6 +21,4 @@ void multi_tensor_clamp_cpu(at::TensorList tensors, double clip_value) {
 }  // namespace cpu
 }  // namespace fastclip
 
-TORCH_LIBRARY_IMPL(fastclip, CPU, m) {
-  m.impl("multi_tensor_clamp_", &fastclip::cpu::multi_tensor_clamp_cpu);
-}
+TORCH_LIBRARY_IMPL(fastclip, CPU, m) { m.impl("multi_tensor_clamp_", &fastclip::cpu::multi_tensor_clamp_cpu); }

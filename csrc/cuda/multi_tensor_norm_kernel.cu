@@ -3,59 +3,20 @@
 // fixed order into per-tensor norms and the total. Bitwise deterministic for a given list.
 #include <cuda/atomic>
 
-#include "device_utils.cuh"
+#include "launch.cuh"
+#include "vectorized.cuh"
 
 namespace fastclip {
 namespace cuda {
 namespace {
 
-// This thread's share of the partial of elements [begin, end): 16-byte loads when aligned.
-template <NormKind kind, typename scalar_t, typename acc_t>
-__device__ acc_t thread_partial(const scalar_t* data, int64_t begin, int64_t end, acc_t p) {
-  acc_t acc = acc_t(0);
-  const int64_t head = misaligned_head(data + begin, end - begin);
-  for (int64_t i = threadIdx.x; i < head; i += kThreads) {
-    acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(__ldg(data + begin + i)), p));
-  }
-  const scalar_t* x = data + begin + head;
-  const int64_t n = end - begin - head;
-  int64_t scalar_from = 0;
-  {
-    constexpr int kVec = Vec16<scalar_t>::kSize;
-    const int64_t num_vecs = n / kVec;
-    constexpr int kUnroll = 4;
-    int64_t i = threadIdx.x;
-    for (; i + (kUnroll - 1) * kThreads < num_vecs; i += kUnroll * kThreads) {
-      Vec16<scalar_t> vals[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) vals[u] = load_vec16_readonly(x + (i + u * kThreads) * kVec);
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(vals[u].v[j]), p));
-    }
-    for (; i < num_vecs; i += kThreads) {
-      const Vec16<scalar_t> vals = load_vec16_readonly(x + i * kVec);
-#pragma unroll
-      for (int j = 0; j < kVec; ++j) acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(vals.v[j]), p));
-    }
-    scalar_from = num_vecs * kVec;
-  }
-  for (int64_t i = scalar_from + threadIdx.x; i < n; i += kThreads) {
-    acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(__ldg(x + i)), p));
-  }
-  return acc;
-}
-
+// This thread's share of the partial of elements [begin, end) of a chunk.
 template <NormKind kind, typename acc_t>
 __device__ acc_t chunk_thread_partial(const TensorMeta& meta, int64_t begin, int64_t end, acc_t p) {
-  switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat32: return thread_partial<kind>(static_cast<const float*>(meta.data), begin, end, p);
-    case DType::kFloat16: return thread_partial<kind>(static_cast<const __half*>(meta.data), begin, end, p);
-    case DType::kBFloat16: return thread_partial<kind>(static_cast<const __nv_bfloat16*>(meta.data), begin, end, p);
-    case DType::kFloat64: return thread_partial<kind>(static_cast<const double*>(meta.data), begin, end, p);
-  }
-  return acc_t(0);
+  NormAccumulator<kind, acc_t> partial{p};
+  visit_by_dtype<kThreads, /*kUnroll=*/4>(static_cast<const void*>(meta.data), meta.dtype, begin, end - begin, partial,
+                                          partial);
+  return partial.acc;
 }
 
 template <typename acc_t>
@@ -123,13 +84,14 @@ __global__ void __launch_bounds__(kThreads, 1) multi_tensor_norm_kernel(const No
 template <typename acc_t>
 cudaError_t launch_for_acc(const NormParams& params, int num_blocks, cudaStream_t stream) {
   switch (params.kind) {
-    case NormKind::kL2: multi_tensor_norm_kernel<NormKind::kL2, acc_t><<<num_blocks, kThreads, 0, stream>>>(params); break;
-    case NormKind::kL1: multi_tensor_norm_kernel<NormKind::kL1, acc_t><<<num_blocks, kThreads, 0, stream>>>(params); break;
-    case NormKind::kInf: multi_tensor_norm_kernel<NormKind::kInf, acc_t><<<num_blocks, kThreads, 0, stream>>>(params); break;
-    case NormKind::kZero: multi_tensor_norm_kernel<NormKind::kZero, acc_t><<<num_blocks, kThreads, 0, stream>>>(params); break;
-    case NormKind::kGeneral: multi_tensor_norm_kernel<NormKind::kGeneral, acc_t><<<num_blocks, kThreads, 0, stream>>>(params); break;
+    case NormKind::kL2: return launch_kernel(multi_tensor_norm_kernel<NormKind::kL2, acc_t>, num_blocks, kThreads, stream, params);
+    case NormKind::kL1: return launch_kernel(multi_tensor_norm_kernel<NormKind::kL1, acc_t>, num_blocks, kThreads, stream, params);
+    case NormKind::kInf: return launch_kernel(multi_tensor_norm_kernel<NormKind::kInf, acc_t>, num_blocks, kThreads, stream, params);
+    case NormKind::kZero: return launch_kernel(multi_tensor_norm_kernel<NormKind::kZero, acc_t>, num_blocks, kThreads, stream, params);
+    case NormKind::kGeneral:
+      return launch_kernel(multi_tensor_norm_kernel<NormKind::kGeneral, acc_t>, num_blocks, kThreads, stream, params);
   }
-  return cudaGetLastError();
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace

@@ -1,0 +1,73 @@
+#include "cpu_passes.h"
+
+#include <ATen/ATen.h>
+
+#include <cstring>
+
+#include "cpu_chunk_ops.h"
+#include "cpu_parallel.h"
+
+namespace fastclip {
+namespace cpu {
+namespace {
+
+template <typename acc_t>
+std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind kind, acc_t p, bool per_tensor,
+                                                at::ScalarType acc_type) {
+  const int64_t num_chunks = static_cast<int64_t>(plan.chunks.size());
+  const int64_t num_tensors = static_cast<int64_t>(plan.tensors.size());
+  std::vector<acc_t> chunk_partials(num_chunks);
+  for_each_chunk(plan, [&](int64_t c, const TensorMeta& meta, int64_t begin, int64_t end) {
+    chunk_partials[c] = chunk_partial(kind, meta, begin, end, p);
+  });
+
+  at::Tensor per_tensor_norms = at::empty({per_tensor ? num_tensors : 0}, at::TensorOptions().dtype(acc_type));
+  acc_t* per_tensor_out = per_tensor ? per_tensor_norms.data_ptr<acc_t>() : nullptr;
+  std::vector<acc_t> contributions(num_tensors);
+  for (int64_t t = 0; t < num_tensors; ++t) {
+    const int64_t first = plan.tensors[t].first_chunk;
+    const int64_t stop = t + 1 < num_tensors ? plan.tensors[t + 1].first_chunk : num_chunks;
+    const acc_t partial = blocked_combine(kind, chunk_partials.data() + first, stop - first);
+    contributions[t] = total_contribution(kind, partial);
+    if (per_tensor_out) per_tensor_out[t] = norm_finalize(kind, partial, p);
+  }
+  const acc_t total = norm_finalize(kind, blocked_combine(kind, contributions.data(), num_tensors), p);
+  return {at::scalar_tensor(total, at::TensorOptions().dtype(acc_type)).to(plan.promoted_type), per_tensor_norms};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> norm_pass(const ListPlan& plan, double norm_type, bool per_tensor) {
+  const NormKind kind = norm_kind_for(norm_type);
+  if (plan.any_double) return norm_of_plan<double>(plan, kind, norm_type, per_tensor, at::kDouble);
+  return norm_of_plan<float>(plan, kind, static_cast<float>(norm_type), per_tensor, at::kFloat);
+}
+
+void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor, bool clear_on_zero) {
+  for_each_chunk(
+      plan,
+      [&](int64_t, const TensorMeta& meta, int64_t begin, int64_t end) {
+        const double coef = coef_per_tensor[&meta - plan.tensors.data()];
+        if (clear_on_zero && coef == 0.0) {
+          const int64_t bytes = dtype_size(meta.dtype);
+          std::memset(static_cast<char*>(meta.data) + begin * bytes, 0, (end - begin) * bytes);
+        } else if (coef != 1.0) {
+          chunk_scale(meta, begin, end, coef);
+        }
+      },
+      /*recent_first=*/true);
+}
+
+void scale_list(at::TensorList tensors, const std::vector<double>& coef_per_tensor, bool clear_on_zero) {
+  const ListPlan plan = plan_tensor_list(tensors, kCpuChunkSize);
+  scale_pass(plan, coef_per_tensor, clear_on_zero);
+  finish_mutation(plan, tensors);
+}
+
+double clip_coefficient_of(const at::Tensor& total_norm, double max_norm) {
+  if (total_norm.scalar_type() == at::kDouble) return clip_coefficient<double>(max_norm, total_norm.item<double>());
+  return clip_coefficient<float>(static_cast<float>(max_norm), total_norm.item<float>());
+}
+
+}  // namespace cpu
+}  // namespace fastclip

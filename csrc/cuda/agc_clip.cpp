@@ -1,0 +1,73 @@
+// agc_clip_ on CUDA: checks, device guard, current stream, the table of rows uploaded, one launch.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "../common/agc_rows.h"
+#include "../common/agc_step.h"
+#include "../common/list_op_args.h"
+#include "../common/list_plan.h"
+#include "device_upload.h"
+#include "kernels.h"
+
+namespace fastclip {
+namespace cuda {
+namespace {
+
+void agc_clip_cuda(at::TensorList grads, at::TensorList params, double clip_factor, double eps) {
+  check_agc_clip_args(grads, params, clip_factor, eps);
+  if (grads.empty()) return;
+  const at::Device device = grads[0].device();
+  const c10::cuda::CUDAGuard guard(device);
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(device.index());
+  const AgcRows tensors = agc_rows_of(grads, params);
+  std::vector<AgcTensor> table;
+  table.reserve(grads.size());
+  int64_t total_rows = 0;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const at::Tensor& g = tensors.grads[i];
+    const at::Tensor& p = tensors.params[i];
+    const int64_t rows = agc_num_rows(g.dim(), g.numel(), g.dim() ? g.size(0) : 1);
+    if (rows == 0) continue;  // empty: nothing to clip
+    AgcTensor entry;
+    entry.grad = g.data_ptr();
+    entry.param = p.const_data_ptr();
+    entry.num_rows = rows;
+    entry.row_length = g.numel() / rows;
+    entry.first_row = total_rows;
+    entry.grad_dtype = static_cast<int32_t>(to_dtype(g.scalar_type()));
+    entry.param_dtype = static_cast<int32_t>(to_dtype(p.scalar_type()));
+    table.push_back(entry);
+    total_rows += rows;
+  }
+  if (table.empty()) return;
+  TORCH_CHECK(table.size() <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
+              "fastclip: agc_clip_ takes at most 2^31 - 1 non-empty tensors, got ", table.size());
+  const size_t table_bytes = table.size() * sizeof(AgcTensor);
+  const at::Tensor device_table = upload_to_device(
+      table_bytes, [&](uint8_t* host) { std::memcpy(host, table.data(), table_bytes); }, stream);
+  AgcParams launch_params;
+  launch_params.tensors = reinterpret_cast<const AgcTensor*>(device_table.const_data_ptr());
+  launch_params.num_tensors = static_cast<int32_t>(table.size());
+  launch_params.total_rows = total_rows;
+  launch_params.clip_factor = clip_factor;
+  launch_params.eps = eps;
+  // As many blocks as fit on the GPU at once (the kernel's launch bounds); a block per row when fewer.
+  const int64_t resident = kAgcBlocksPerSM * static_cast<int64_t>(multiprocessor_count(device.index()));
+  const int num_blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(total_rows, resident)));
+  C10_CUDA_CHECK(launch_agc_clip(launch_params, num_blocks, stream.stream()));
+  copy_back(tensors.grads, grads);
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace fastclip
+
+TORCH_LIBRARY_IMPL(fastclip, CUDA, m) { m.impl("agc_clip_", &fastclip::cuda::agc_clip_cuda); }

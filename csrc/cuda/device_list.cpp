@@ -1,0 +1,111 @@
+#include "device_list.h"
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "device_upload.h"
+
+namespace fastclip {
+namespace cuda {
+namespace {
+
+// Two blocks of kThreads per SM keep every SM streaming.
+int max_blocks(int device) { return 2 * multiprocessor_count(device); }
+
+// Chunks of at least kMinChunkSize elements, grown (in powers of two) until there are about
+// four per block, so the partials stay few on large lists.
+int64_t chunk_size_for(at::TensorList tensors, int device) {
+  int64_t total = 0;
+  for (const at::Tensor& t : tensors) total += t.numel();
+  const int64_t target_chunks = 4 * static_cast<int64_t>(max_blocks(device));
+  int64_t size = kMinChunkSize;
+  while (total / size > target_chunks) size *= 2;
+  return size;
+}
+
+// Copies the plan's metadata (the tensor array, then the chunk array at a 16-byte aligned
+// offset) to the device on `stream` through a pinned staging buffer.
+at::Tensor upload(const ListPlan& plan, const c10::cuda::CUDAStream& stream, ChunkList* list) {
+  const size_t tensor_bytes = plan.tensors.size() * sizeof(TensorMeta);
+  const size_t chunk_offset = (tensor_bytes + 15) / 16 * 16;
+  const size_t chunk_bytes = plan.chunks.size() * sizeof(ChunkMeta);
+  at::Tensor dev = upload_to_device(
+      chunk_offset + chunk_bytes,
+      [&](uint8_t* host) {
+        if (tensor_bytes) std::memcpy(host, plan.tensors.data(), tensor_bytes);
+        if (chunk_bytes) std::memcpy(host + chunk_offset, plan.chunks.data(), chunk_bytes);
+      },
+      stream);
+  const uint8_t* base = dev.data_ptr<uint8_t>();
+  list->tensors = reinterpret_cast<const TensorMeta*>(base);
+  list->chunks = reinterpret_cast<const ChunkMeta*>(base + chunk_offset);
+  list->num_tensors = static_cast<int32_t>(plan.tensors.size());
+  list->num_chunks = static_cast<int32_t>(plan.chunks.size());
+  list->chunk_size = plan.chunk_size;
+  return dev;
+}
+
+}  // namespace
+
+int DeviceListPlan::grid() const {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(list.num_chunks, max_blocks(device.index()))));
+}
+
+DeviceListPlan prepare_on_device(at::TensorList tensors) {
+  const at::Device device = tensors[0].device();
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(device.index());
+  ListPlan plan = plan_tensor_list(tensors, chunk_size_for(tensors, device.index()));
+  ChunkList list{};
+  at::Tensor metadata = upload(plan, stream, &list);
+  return DeviceListPlan{std::move(plan), std::move(metadata), list, device, stream.stream()};
+}
+
+NormLaunch norm_launch(const DeviceListPlan& prepared, double norm_type, bool per_tensor) {
+  const ListPlan& plan = prepared.plan;
+  const at::ScalarType acc_type = plan.any_double ? at::kDouble : at::kFloat;
+  const int64_t num_tensors = static_cast<int64_t>(plan.tensors.size());
+  const int64_t num_chunks = static_cast<int64_t>(plan.chunks.size());
+  const auto acc_options = at::TensorOptions().dtype(acc_type).device(prepared.device);
+
+  NormLaunch launch;
+  // Scratch: chunk partials, per-tensor contributions, and the ticket counter (zeroed here).
+  launch.scratch = at::empty({num_chunks + num_tensors + 1}, acc_options);
+  uint8_t* scratch_bytes = static_cast<uint8_t*>(launch.scratch.data_ptr());
+  const int64_t element = launch.scratch.element_size();
+  auto* blocks_done = reinterpret_cast<unsigned int*>(scratch_bytes + (num_chunks + num_tensors) * element);
+  C10_CUDA_CHECK(cudaMemsetAsync(blocks_done, 0, sizeof(unsigned int), prepared.stream));
+  launch.total = at::empty({}, at::TensorOptions().dtype(plan.promoted_type).device(prepared.device));
+  launch.per_tensor_norms = at::empty({per_tensor ? num_tensors : 0}, acc_options);
+
+  NormParams& params = launch.params;
+  params.list = prepared.list;
+  params.kind = norm_kind_for(norm_type);
+  params.p = norm_type;
+  params.acc_double = plan.any_double;
+  params.chunk_partials = scratch_bytes;
+  params.contributions = scratch_bytes + num_chunks * element;
+  params.per_tensor_out = per_tensor ? launch.per_tensor_norms.data_ptr() : nullptr;
+  params.total_out = launch.total.data_ptr();
+  params.total_dtype = static_cast<int32_t>(to_dtype(plan.promoted_type));
+  params.blocks_done = blocks_done;
+  return launch;
+}
+
+ClipByNormParams clip_by_norm_params(const DeviceListPlan& prepared, const at::Tensor& total_norm, double max_norm) {
+  return ClipByNormParams{prepared.list, device_values(total_norm), max_norm};
+}
+
+DeviceValues device_values(const at::Tensor& t) {
+  return DeviceValues{t.const_data_ptr(), static_cast<int32_t>(to_dtype(t.scalar_type()))};
+}
+
+EntryParams entry_params(const PerEntryTensors& t) {
+  return EntryParams{device_values(t.total_norm), device_values(t.norms), t.norms.numel(), entry_outputs(t),
+                     t.result.data_ptr<float>()};
+}
+
+}  // namespace cuda
+}  // namespace fastclip

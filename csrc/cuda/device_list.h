@@ -1,0 +1,48 @@
+// Host side of the ops on CUDA: a tensor list planned (common/list_plan.h) with its metadata
+// uploaded to the device, on the current stream of the list's device, and the launch parameters
+// the kernels take from a plan or from device-held tensors. No host sync.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <tuple>
+
+#include "../common/list_plan.h"
+#include "../common/stats_op_args.h"
+#include "kernels.h"
+
+namespace fastclip {
+namespace cuda {
+
+struct DeviceListPlan {
+  ListPlan plan;
+  at::Tensor metadata;  // device memory holding list's arrays
+  ChunkList list;
+  at::Device device;
+  cudaStream_t stream;
+
+  int grid() const;  // blocks for a launch over the list
+};
+
+// Callers hold a CUDAGuard for tensors[0]'s device while using the result.
+DeviceListPlan prepare_on_device(at::TensorList tensors);
+
+// The norm kernel's parameters and outputs: scratch, the total (the list's promoted dtype) and
+// the per-tensor norms (accumulation dtype; empty unless per_tensor).
+struct NormLaunch {
+  NormParams params;
+  at::Tensor scratch, total, per_tensor_norms;
+};
+NormLaunch norm_launch(const DeviceListPlan& prepared, double norm_type, bool per_tensor);
+
+ClipByNormParams clip_by_norm_params(const DeviceListPlan& prepared, const at::Tensor& total_norm, double max_norm);
+
+// A device-held tensor's data as the kernels read it.
+DeviceValues device_values(const at::Tensor& t);
+
+// The per-tensor stats kernels' inputs and outputs (common/stats_op_args.h's PerEntryTensors).
+EntryParams entry_params(const PerEntryTensors& t);
+
+}  // namespace cuda
+}  // namespace fastclip

@@ -1,0 +1,131 @@
+// The interface between the torch-facing CUDA entry points (<op>.cpp) and the kernels
+// (<op>_kernel.cu): a plain parameter struct per kernel and a function that launches it on a
+// stream, returning the launch's error. No torch headers, so the .cu files compile in seconds.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../common/adagc_step.h"
+#include "../common/autoclip_step.h"
+#include "../common/tensor_list.h"
+#include "../common/zclip_step.h"
+
+namespace fastclip {
+namespace cuda {
+
+constexpr int kThreads = 512;
+// GPU chunks are never smaller than this; for large lists they grow so that there are a few
+// chunks per block (fewer partials to combine) while every block still gets work.
+constexpr int64_t kMinChunkSize = 64 * 1024;
+
+// A planned tensor list as the kernels see it (both arrays in device memory).
+struct ChunkList {
+  const TensorMeta* tensors;
+  const ChunkMeta* chunks;
+  int32_t num_tensors;
+  int32_t num_chunks;
+  int64_t chunk_size;
+};
+
+// A contiguous device array of a DType; the kernels widen each element to double.
+struct DeviceValues {
+  const void* data;
+  int32_t dtype;  // a DType
+};
+
+// multi_tensor_norm: every block reduces whole chunks; the last block to finish combines.
+struct NormParams {
+  ChunkList list;
+  NormKind kind;
+  double p;
+  bool acc_double;            // accumulate in double (some input is float64)
+  void* chunk_partials;       // acc[num_chunks], scratch
+  void* contributions;        // acc[num_tensors], scratch
+  void* per_tensor_out;       // acc[num_tensors], or nullptr when per-tensor norms are not wanted
+  void* total_out;            // one element of total_dtype
+  int32_t total_dtype;        // a DType
+  unsigned int* blocks_done;  // zero before the launch; the last block to finish combines
+};
+cudaError_t launch_multi_tensor_norm(const NormParams& params, int num_blocks, cudaStream_t stream);
+
+// multi_tensor_scale_: x *= factor[0], or factor[tensor] with per_tensor.
+struct ScaleParams {
+  ChunkList list;
+  DeviceValues factor;
+  bool per_tensor;
+  bool clear_on_zero;  // a factor of exactly 0 stores zeros (NaN and inf become 0)
+};
+cudaError_t launch_multi_tensor_scale(const ScaleParams& params, int num_blocks, cudaStream_t stream);
+
+// multi_tensor_clip_by_norm_: x *= min(max_norm / (total_norm + 1e-6), 1).
+struct ClipByNormParams {
+  ChunkList list;
+  DeviceValues total_norm;  // one value
+  double max_norm;
+};
+cudaError_t launch_multi_tensor_clip_by_norm(const ClipByNormParams& params, int num_blocks, cudaStream_t stream);
+
+// multi_tensor_clip_grad_norm_: the norm (clip.total_norm is norm.total_out), then the clip by it.
+cudaError_t launch_multi_tensor_clip_grad_norm(const NormParams& norm, const ClipByNormParams& clip, int num_blocks,
+                                               cudaStream_t stream);
+
+// multi_tensor_clamp_: x = clamp(x, -bound, bound).
+struct ClampParams {
+  ChunkList list;
+  double bound;
+};
+cudaError_t launch_multi_tensor_clamp(const ClampParams& params, int num_blocks, cudaStream_t stream);
+
+// zclip_update_: zclip_step on norm[0], from one thread.
+cudaError_t launch_zclip_update(const ZClipConfig& config, DeviceValues norm, double* state, float* result,
+                                cudaStream_t stream);
+
+// The per-tensor stats kernels' inputs and outputs: this step's total norm, the norms of its
+// num_entries entries, and what the step writes.
+struct EntryParams {
+  DeviceValues total_norm;
+  DeviceValues norms;
+  int64_t num_entries;
+  EntryOutputs out;
+  float* result;
+};
+
+// autoclip_update_: autoclip_entry for each entry (one block, a thread per entry), then
+// autoclip_finish.
+cudaError_t launch_autoclip_update(const AutoClipConfig& config, const AutoClipBuffers& buffers,
+                                   const EntryParams& entries, cudaStream_t stream);
+
+// adagc_update_: adagc_entry for each entry (one block, a thread per entry), then adagc_finish,
+// which counts the step in steps[0].
+cudaError_t launch_adagc_update(const AdaGCConfig& config, double* gamma, double* steps, const EntryParams& entries,
+                                cudaStream_t stream);
+
+// agc_clip_: one entry per tensor that has rows; the entries' global rows are
+// [first_row, first_row + num_rows), increasing and back to back from 0.
+struct AgcTensor {
+  void* grad;         // row r is elements [r * row_length, (r + 1) * row_length)
+  const void* param;  // same layout as grad
+  int64_t num_rows;   // >= 1
+  int64_t row_length;
+  int64_t first_row;
+  int32_t grad_dtype;   // a DType
+  int32_t param_dtype;  // a DType
+};
+
+struct AgcParams {
+  const AgcTensor* tensors;  // device memory
+  int32_t num_tensors;       // >= 1
+  int64_t total_rows;
+  double clip_factor;
+  double eps;
+};
+
+constexpr int kAgcThreads = 256;
+constexpr int kAgcBlocksPerSM = 3;  // the kernel's launch bounds; the grid is at most this many per SM
+
+cudaError_t launch_agc_clip(const AgcParams& params, int num_blocks, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace fastclip

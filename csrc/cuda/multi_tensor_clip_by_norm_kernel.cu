@@ -1,0 +1,35 @@
+// In-place multi-tensor scale by torch's clip coefficient, computed on the device from a
+// device-held total norm (clip_grads_with_norm_). One launch, no host sync; nothing is written
+// when the coefficient is exactly 1.
+#include "launch.cuh"
+#include "vectorized.cuh"
+
+namespace fastclip {
+namespace cuda {
+namespace {
+
+// As the CPU backend computes it (common/norm_math.h): in float, or in double for a float64 norm.
+__device__ double clip_coefficient_of(const ClipByNormParams& params) {
+  const double total = load_as_double(params.total_norm.data, params.total_norm.dtype, 0);
+  if (static_cast<DType>(params.total_norm.dtype) == DType::kFloat64) {
+    return clip_coefficient<double>(params.max_norm, total);
+  }
+  return clip_coefficient<float>(static_cast<float>(params.max_norm), static_cast<float>(total));
+}
+
+// Two resident blocks per SM (at most 64 registers) for enough loads in flight.
+__global__ void __launch_bounds__(kThreads, 2) multi_tensor_clip_by_norm_kernel(const ClipByNormParams params) {
+  const double coef = clip_coefficient_of(params);  // uniform across the grid
+  for_each_chunk(params.list, [&](int64_t, const ChunkMeta&, const TensorMeta& meta, int64_t begin, int64_t end) {
+    scale_chunk(meta, begin, end, coef, /*clear_on_zero=*/false);
+  });
+}
+
+}  // namespace
+
+cudaError_t launch_multi_tensor_clip_by_norm(const ClipByNormParams& params, int num_blocks, cudaStream_t stream) {
+  return launch_kernel(multi_tensor_clip_by_norm_kernel, num_blocks, kThreads, stream, params);
+}
+
+}  // namespace cuda
+}  // namespace fastclip

@@ -1,0 +1,154 @@
+// The one vectorised walk over a range of a tensor, run by a whole block, and the visitors the
+// kernels walk with: a norm accumulator (norm, AGC's row norms) and an in-place map (scale,
+// clamp, AGC's row scaling).
+#pragma once
+
+#include <type_traits>
+
+#include "device_utils.cuh"
+
+namespace fastclip {
+namespace cuda {
+
+// Visits x[0, n) with a block of kBlockThreads threads (blockDim.x must be kBlockThreads): the
+// elements before the first 16-byte boundary one at a time, then 16-byte vectors with kUnroll
+// loads in flight per thread before any is used, then the tail one at a time. `visit` provides
+//   element(p)      handle the element at p;
+//   load(p)         the 16 bytes at p, as a Vec16;
+//   vector(p, v)    handle the 16 bytes v loaded from p (and store them back, for in-place maps).
+template <int kBlockThreads, int kUnroll, typename T, typename Visitor>
+__device__ __forceinline__ void visit_vectorized(T* x, int64_t n, Visitor& visit) {
+  using scalar_t = std::remove_const_t<T>;
+  constexpr int kVec = Vec16<scalar_t>::kSize;
+  const int64_t head = misaligned_head(x, n);
+  for (int64_t i = threadIdx.x; i < head; i += kBlockThreads) visit.element(x + i);
+  T* body = x + head;
+  const int64_t m = n - head;
+  const int64_t num_vecs = m / kVec;
+  int64_t i = threadIdx.x;
+  for (; i + (kUnroll - 1) * kBlockThreads < num_vecs; i += kUnroll * kBlockThreads) {
+    Vec16<scalar_t> vals[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) vals[u] = visit.load(body + (i + u * kBlockThreads) * kVec);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) visit.vector(body + (i + u * kBlockThreads) * kVec, vals[u]);
+  }
+  for (; i < num_vecs; i += kBlockThreads) {
+    Vec16<scalar_t> vals = visit.load(body + i * kVec);
+    visit.vector(body + i * kVec, vals);
+  }
+  for (int64_t k = num_vecs * kVec + threadIdx.x; k < m; k += kBlockThreads) visit.element(body + k);
+}
+
+// How a visitor reads data: through the read-only cache (data no thread writes during the
+// kernel), or coherently in L2 (data the kernel also rewrites).
+struct ReadOnlyLoad {
+  template <typename scalar_t>
+  __device__ static scalar_t one(const scalar_t* p) { return __ldg(p); }
+  template <typename scalar_t>
+  __device__ static Vec16<scalar_t> vector(const scalar_t* p) { return load_vec16_readonly(p); }
+};
+struct CoherentLoad {
+  template <typename scalar_t>
+  __device__ static scalar_t one(const scalar_t* p) { return __ldcg(p); }
+  template <typename scalar_t>
+  __device__ static Vec16<scalar_t> vector(const scalar_t* p) { return load_vec16_coherent(p); }
+};
+
+// This thread's partial of a p-norm (norm_math.h) over the elements it visits.
+template <NormKind kind, typename acc_t, typename Load = ReadOnlyLoad>
+struct NormAccumulator {
+  acc_t p;
+  acc_t acc = acc_t(0);
+
+  template <typename scalar_t>
+  __device__ __forceinline__ void add(scalar_t x) { acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(x), p)); }
+  template <typename scalar_t>
+  __device__ __forceinline__ void element(const scalar_t* x) { add(Load::one(x)); }
+  template <typename scalar_t>
+  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const { return Load::vector(x); }
+  template <typename scalar_t>
+  __device__ __forceinline__ void vector(const scalar_t*, const Vec16<scalar_t>& v) {
+#pragma unroll
+    for (int j = 0; j < Vec16<scalar_t>::kSize; ++j) add(v.v[j]);
+  }
+};
+
+// x = op(x) in place, in the opmath type; every byte is touched once, so loads and stores stream.
+template <typename Op>
+struct InPlaceMap {
+  Op op;
+
+  template <typename scalar_t>
+  __device__ __forceinline__ void map(scalar_t& x) const {
+    store_as(x, op(to_acc<typename ScalarOf<scalar_t>::opmath>(x)));
+  }
+  template <typename scalar_t>
+  __device__ __forceinline__ void element(scalar_t* x) const { map(*x); }
+  template <typename scalar_t>
+  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const { return load_vec16_streaming(x); }
+  template <typename scalar_t>
+  __device__ __forceinline__ void vector(scalar_t* x, Vec16<scalar_t>& v) const {
+#pragma unroll
+    for (int j = 0; j < Vec16<scalar_t>::kSize; ++j) map(v.v[j]);
+    store_vec16_streaming(x, v);
+  }
+};
+
+// visit_vectorized over elements [begin, begin + n) of `data`, whose DType is `dtype`: with
+// float_visitor for float32/float16/bfloat16 data, double_visitor for float64. Data is void or
+// const void.
+template <int kBlockThreads, int kUnroll, typename Data, typename FloatVisitor, typename DoubleVisitor>
+__device__ __forceinline__ void visit_by_dtype(Data* data, int32_t dtype, int64_t begin, int64_t n,
+                                               FloatVisitor& float_visitor, DoubleVisitor& double_visitor) {
+  auto as = [&](auto typed) {  // data as a pointer to the dtype's type, const if data is
+    using scalar_t = decltype(typed);
+    return static_cast<std::conditional_t<std::is_const_v<Data>, const scalar_t, scalar_t>*>(data) + begin;
+  };
+  switch (static_cast<DType>(dtype)) {
+    case DType::kFloat32: return visit_vectorized<kBlockThreads, kUnroll>(as(float{}), n, float_visitor);
+    case DType::kFloat16: return visit_vectorized<kBlockThreads, kUnroll>(as(__half{}), n, float_visitor);
+    case DType::kBFloat16: return visit_vectorized<kBlockThreads, kUnroll>(as(__nv_bfloat16{}), n, float_visitor);
+    case DType::kFloat64: return visit_vectorized<kBlockThreads, kUnroll>(as(double{}), n, double_visitor);
+  }
+}
+
+// Applies float_op to elements [begin, end) of float32/float16/bfloat16 data, double_op to
+// float64 data; `dtype` is a DType. Four loads in flight per thread: enough bytes to stream.
+template <int kBlockThreads = kThreads, typename FloatOp, typename DoubleOp>
+__device__ void apply_range(void* data, int32_t dtype, int64_t begin, int64_t end, const FloatOp& float_op,
+                            const DoubleOp& double_op) {
+  InPlaceMap<FloatOp> float_map{float_op};
+  InPlaceMap<DoubleOp> double_map{double_op};
+  visit_by_dtype<kBlockThreads, /*kUnroll=*/4>(data, dtype, begin, end - begin, float_map, double_map);
+}
+
+// x * factor in the opmath type: float for float32/float16/bfloat16 data, double for float64.
+struct MulFloat {
+  float factor;
+  __device__ float operator()(float x) const { return x * factor; }
+};
+struct MulDouble {
+  double factor;
+  __device__ double operator()(double x) const { return x * factor; }
+};
+
+// clear_on_zero: a stored zero, whatever x was (NaN and inf included).
+template <typename opmath_t>
+struct Zero {
+  __device__ opmath_t operator()(opmath_t) const { return opmath_t(0); }
+};
+
+// Scales elements [begin, end) of a planned tensor by coef (uniform across the block): nothing
+// is written for a coefficient of exactly 1, and with clear_on_zero zeros are stored for 0.
+__device__ __forceinline__ void scale_chunk(const TensorMeta& meta, int64_t begin, int64_t end, double coef,
+                                            bool clear_on_zero) {
+  if (clear_on_zero && coef == 0.0) {
+    apply_range(meta.data, meta.dtype, begin, end, Zero<float>{}, Zero<double>{});
+  } else if (coef != 1.0) {
+    apply_range(meta.data, meta.dtype, begin, end, MulFloat{static_cast<float>(coef)}, MulDouble{coef});
+  }
+}
+
+}  // namespace cuda
+}  // namespace fastclip
