@@ -11,8 +11,6 @@ read-write pass for the scale), plus kernel launches per call on CUDA.
 """
 
 import argparse
-import sys
-
 import math
 import sys
 
