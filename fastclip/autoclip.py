@@ -147,3 +147,51 @@ class AutoClip(Clipper):
         if self.per_tensor:
             return values, coef, coef, threshold
         return values, coef, None, None
+
+    def load_history(self, norms):
+        """Seeds the history with a log of past total norms, oldest first, e.g. to resume from the
+        norms a run logged, or to start with the history a long run would have built: afterwards
+        the clipper steps as if its past steps had seen exactly these norms. The loaded history
+        replaces the one the clipper had (an empty tensor is a fresh start).
+
+        ``norms``: a 1-d floating-point tensor of finite norms >= 0 (kept as float32), on any
+        device (the history moves to the grads' device at the next step). With
+        ``history_size=N`` only the last N are kept. ``scope="global"`` only: ``scope="tensor"``
+        keeps one history per tensor.
+
+        Example: ``clipper.load_history(torch.tensor(logged_norms))``.
+        """
+        if self.per_tensor:
+            raise ValueError("AutoClip.load_history: norms seed the one history of scope='global'; "
+                             "this clipper has scope='tensor'")
+        if not isinstance(norms, torch.Tensor) or norms.dim() != 1 or not norms.is_floating_point():
+            what = type(norms).__name__
+            if isinstance(norms, torch.Tensor):
+                what = f"a {norms.dim()}-d {norms.dtype} tensor"
+            raise ValueError(f"AutoClip.load_history: norms must be a 1-d floating-point tensor, got {what}")
+        norms = norms.detach().float()
+        if not bool(torch.isfinite(norms).all()) or bool((norms < 0).any()):
+            raise ValueError("AutoClip.load_history: norms must be finite and >= 0 (as float32)")
+        device, count = norms.device, norms.numel()
+        lower = torch.zeros(1, 0, device=device)
+        upper = torch.zeros(1, 0, device=device)
+        counters = torch.zeros(1, _COUNTERS, dtype=torch.int64, device=device)
+        if self.history_size is None:
+            # Sorted, split at the percentile's rank: descending is a max-heap, ascending a min-heap.
+            ordered = torch.sort(norms).values
+            below = self._lower_size(count)
+            lower = torch.zeros(1, self._heap_columns(count + self.reserve_steps, "lower"), device=device)
+            upper = torch.zeros(1, self._heap_columns(count + self.reserve_steps, "upper"), device=device)
+            lower[0, :below] = ordered[:below].flip(0)
+            upper[0, :count - below] = ordered[below:]
+            counters[0, 0], counters[0, 1] = below, count - below
+            window = torch.zeros(1, 0, device=device)
+        else:
+            # The last N norms, oldest first, the ring's head on the slot written next.
+            kept = norms[-self.history_size:]
+            window = torch.zeros(1, self.history_size, device=device)
+            window[0, :kept.numel()] = kept
+            counters[0, 3], counters[0, 4] = kept.numel(), kept.numel() % self.history_size
+        self.reset()
+        self.load_state_dict({"config": self._config(), "host": {"steps": count},
+                              "state": {"lower": lower, "upper": upper, "window": window, "counters": counters}})

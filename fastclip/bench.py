@@ -11,21 +11,22 @@ read-write pass for the scale), plus kernel launches per call on CUDA.
 """
 
 import argparse
-import csv
-import glob
-import json
 import math
-import platform
-import statistics
 import sys
-import time
 
 import torch
 
 import fastclip
-from fastclip._outputs import check_matplotlib, check_output, write_atomically
 
-__all__ = ["SUITES", "add_arguments", "main", "run", "shard_shapes"]
+from ._outputs import check_matplotlib, check_output, write_atomically
+# The timing, ceilings, floors and output are the harness's, shared with the scripts in bench/
+# (Timer, add_floor and ceiling_probes are imported for run_case's callers, e.g. the tests).
+from .bench_harness import (CEILING_BYTES, NORM_ONLY_PREFIX, Column, Progress, Timer, add_floor,  # noqa: F401
+                            add_floors, available_memory_bytes, baseline_methods, ceiling_probes, clip_case,
+                            format_table, machine_info, make_grads, method_rows, parse_device, report_title,
+                            tensor_dtypes, write_csv, write_json)
+
+__all__ = ["GPT2_124M", "LLAMA_7B", "SUITES", "add_arguments", "main", "run", "shard_shapes"]
 
 GPT2_LAYER = [(768,), (768,), (768, 2304), (2304,), (768, 768), (768,), (768,), (768,), (768, 3072), (3072,),
               (3072, 768), (768,)]
@@ -49,9 +50,7 @@ SUITES = {
 }
 QUICK_SUITES = ["gpt2-124m", "many-small", "mixed"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
-CEILING_BYTES = 1 << 30  # large enough to stream from memory, not from cache
 COMPILE_MAX_TENSORS = 1000
-NORM_ONLY_PREFIX = "norm only: "  # methods that compute the norm and do not clip: floor = 1 read pass
 
 
 def shard_shapes(shapes, shards):
@@ -61,143 +60,10 @@ def shard_shapes(shapes, shards):
     return [((-(-s[0] // shards),) + tuple(s[1:])) for s in shapes]
 
 
-def tensor_dtypes(shapes, dtypes):
-    """One dtype per shape, cycling through ``dtypes`` (or all of one dtype)."""
-    dtypes = (dtypes,) if isinstance(dtypes, torch.dtype) else tuple(dtypes)
-    return [dtypes[i % len(dtypes)] for i in range(len(shapes))]
-
-
-def make_grads(shapes, dtypes, device, generator):
-    """Fresh normal grads, one per shape, cycling through dtypes (or all of one dtype)."""
-    grads = []
-    for shape, dtype in zip(shapes, tensor_dtypes(shapes, dtypes)):
-        g = torch.empty(shape, dtype=torch.float32).normal_(generator=generator)
-        grads.append(g.to(device=device, dtype=dtype))
-    return grads
-
-
-class Timer:
-    """Wall time per call on the CPU, CUDA events on the GPU."""
-
-    def __init__(self, device):
-        self.cuda = device.type == "cuda"
-
-    def __call__(self, fn, repeat, warmup=2, setup=None):
-        for _ in range(warmup):
-            if setup:
-                setup()
-            fn()
-        samples = []
-        for _ in range(repeat):
-            if setup:
-                setup()  # untimed
-            if self.cuda:
-                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                stop.record()
-                stop.synchronize()
-                samples.append(start.elapsed_time(stop) / 1e3)
-            else:
-                t0 = time.perf_counter()
-                fn()
-                samples.append(time.perf_counter() - t0)
-        return samples
-
-
-def ceiling_probes(device):
-    """The ceiling measurements as calls on one buffer of CEILING_BYTES: (call, ceiling it measures,
-    bytes it moves). The read ceiling is the faster of torch's sum and a BLAS dot product: on some
-    CPUs torch's sum streams measurably slower than the memory allows."""
-    buf = torch.empty(CEILING_BYTES // 4, dtype=torch.float32, device=device).normal_()
-    return {"read_sum": (lambda: buf.sum(), "read_bytes_per_s", CEILING_BYTES),
-            "read_dot": (lambda: torch.dot(buf, buf), "read_bytes_per_s", CEILING_BYTES),
-            "in_place_mul": (lambda: buf.mul_(0.999), "in_place_bytes_per_s", 2 * CEILING_BYTES)}
-
-
-def ceilings_from(probes, samples):
-    """Bytes/s per ceiling: the best median over the probes that measure it."""
-    ceilings = {}
-    for name, (_, ceiling, moved) in probes.items():
-        ceilings[ceiling] = max(ceilings.get(ceiling, 0.0), moved / statistics.median(samples[name]))
-    return ceilings
-
-
-def measure_ceilings(device, timer, repeat):
-    """Read-only and in-place bandwidth in bytes/s, each the median of `repeat` runs."""
-    probes = ceiling_probes(device)
-    return ceilings_from(probes, {name: timer(fn, repeat) for name, (fn, _, _) in probes.items()})
-
-
-def kernel_launches(fn, device):
-    """Kernels one call launches (CUDA only; copies and memsets not counted)."""
-    if device.type != "cuda":
-        return None
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-               and "emcpy" not in e.name and "emset" not in e.name)
-
-
-def device_name(device):
-    """The GPU's name, or the CPU's model with its thread count and last-level cache (a grad list
-    that fits in a large L3 can beat the DRAM floor)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cache = last_level_cache_bytes()
-    cache_text = f", {cache >> 20} MiB last-level cache" if cache else ""
-    return f"{name} ({torch.get_num_threads()} threads{cache_text})"
-
-
-def last_level_cache_bytes():
-    """The largest CPU cache Linux reports, in bytes (0 when unknown)."""
-    sizes = []
-    for index in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
-        try:
-            with open(index) as f:
-                text = f.read().strip()
-        except OSError:
-            continue
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-        if text and text[-1] in units and text[:-1].isdigit():
-            sizes.append(int(text[:-1]) * units[text[-1]])
-        elif text.isdigit():
-            sizes.append(int(text))
-    return max(sizes, default=0)
-
-
-class _Holder(torch.nn.Module):
-    """Parameters whose grads are the benchmark's grads (zclip takes a module). The weights are
-    zero-stride views: only .grad is read, so they cost no memory."""
-
-    def __init__(self, grads):
-        super().__init__()
-        self.params = torch.nn.ParameterList()
-        for g in grads:
-            p = torch.nn.Parameter(torch.zeros((), device=g.device, dtype=g.dtype).expand(g.shape))
-            p.grad = g
-            self.params.append(p)
-
-
 def _methods(holder, max_norm, quick, device, timed_calls):
     """The methods available here: (name -> step function, name -> why it was left out)."""
     params = list(holder.parameters())
-    methods = {
-        "fastclip": lambda: fastclip.clip_grad_norm_(params, max_norm),
-        "torch_foreach": lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True),
-        "torch_loop": lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False),
-    }
+    methods = baseline_methods(params, max_norm)
     skipped = {}
     # torch.compile traces every tensor: on thousands of them compiling takes minutes, so the
     # compiled method runs on lists of up to COMPILE_MAX_TENSORS (and not with --quick).
@@ -259,120 +125,50 @@ def _vendor_l2norm(params):
 
 
 def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, progress=None, probes=None):
-    """Times every available method on one set of grads, in interleaved rounds; with ``probes``
-    (:func:`ceiling_probes`) the memory ceilings join the same rounds, and the case gets its own
-    ``ceilings`` measured alongside it. A method that fails its warm-up (e.g. torch.compile without
-    a working compiler) is left out and listed under ``skipped`` with the reason."""
+    """Times every available method on one set of grads (:func:`fastclip.bench_harness.clip_case`,
+    every timed call clipping); with ``probes`` (:func:`ceiling_probes`) the memory ceilings join
+    the same rounds, and the case gets its own ``ceilings`` measured alongside it. A method that
+    fails its warm-up (e.g. torch.compile without a working compiler) is left out and listed
+    under ``skipped`` with the reason."""
     grads = make_grads(shapes, dtypes, device, generator)
-    holder = _Holder(grads)
-    max_norm = 0.5
-    fastclip.clip_grad_norm_(list(holder.parameters()), max_norm)
-    grad_bytes = sum(g.numel() * g.element_size() for g in grads)
-
-    # Clipped grads have norm max_norm and clipping them again changes nothing; so before every
-    # timed call, untimed, the grads are scaled up by 4 (exact in every dtype): every call clips.
-    def restore():
-        torch._foreach_mul_(grads, 4.0)
-
-    def total_norm():
-        return float(fastclip.get_total_norm(grads))
-
-    methods, skipped = _methods(holder, max_norm, quick, device, timed_calls=repeat + 2)
-    if progress:
-        progress.add(len(methods))
-    clips = {}
-    for name, fn in list(methods.items()):
-        if progress:
-            progress(f"{suite}: warm-up {name}")
-        clips[name] = True
-        try:
-            for _ in range(2):  # each warm-up call is checked: did it really clip?
-                restore()
-                before = total_norm()
-                fn()
-                clips[name] = clips[name] and total_norm() < 0.99 * before
-        except Exception as e:  # a peer or torch.compile failing here must not end the whole run
-            del methods[name]
-            skipped[name] = f"failed in warm-up: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-    probes = probes or {}
-    samples = {m: [] for m in [*methods, *probes]}
-    names = list(samples)
-    for r in range(repeat):
-        if progress:
-            progress(f"{suite}: round {r + 1}/{repeat}")
-        for k in range(len(names)):
-            name = names[(r + k) % len(names)]
-            if name in probes:
-                samples[name] += timer(probes[name][0], 1, warmup=0)
-            else:
-                samples[name] += timer(methods[name], 1, warmup=0, setup=restore)
-    fp32_bytes = sum(g.numel() * g.element_size() for g in grads if g.dtype == torch.float32)
-    results = {}
-    for method, fn in methods.items():
-        median = statistics.median(samples[method])
-        norm_only = method.startswith(NORM_ONLY_PREFIX)
-        moved = fp32_bytes if norm_only else 3 * grad_bytes
-        results[method] = {"median_s": median, "min_s": min(samples[method]), "max_s": max(samples[method]),
-                           "gb_per_s": moved / median / 1e9, "kernel_launches": kernel_launches(fn, device),
-                           "clips": False if norm_only else clips[method], "norm_only": norm_only}
-    for r in results.values():
-        r["speedup_vs_torch_foreach"] = results["torch_foreach"]["median_s"] / r["median_s"]
-    case = {"suite": suite, "dtypes": sorted({str(d).replace("torch.", "") for d in dtypes}), "tensors": len(grads),
-            "grad_bytes": grad_bytes, "float32_bytes": fp32_bytes, "methods": results, "skipped": skipped}
-    if probes:
-        case["ceilings"] = ceilings_from(probes, samples)
-    return case
-
-
-def add_floor(case, ceilings):
-    """Adds the memory floor of a case and each method's fraction of it."""
-    b = case["grad_bytes"]
-    case["floor_s"] = b / ceilings["read_bytes_per_s"] + 2 * b / ceilings["in_place_bytes_per_s"]
-    for r in case["methods"].values():
-        # A norm-only method's floor is one read pass over what it reads.
-        floor = case.get("float32_bytes", b) / ceilings["read_bytes_per_s"] if r.get("norm_only") else case["floor_s"]
-        r["fraction_of_floor"] = floor / r["median_s"]
+    case = clip_case(grads, lambda holder, max_norm: _methods(holder, max_norm, quick, device, timed_calls=repeat + 2),
+                     timer, repeat, probes=probes, progress=progress, label=suite)
+    return {"suite": suite, "dtypes": sorted({str(d).replace("torch.", "") for d in dtypes}), **case}
 
 
 def rows(report):
     """One flat record per case and method (the CSV rows)."""
-    for case in report["cases"]:
-        for method, r in case["methods"].items():
-            yield {"suite": case["suite"], "shard": report.get("shard", 1), "dtypes": "+".join(case["dtypes"]),
-                   "tensors": case["tensors"], "method": method, "median_ms": r["median_s"] * 1e3,
-                   "min_ms": r["min_s"] * 1e3, "max_ms": r["max_s"] * 1e3,
-                   "speedup_vs_torch_foreach": r["speedup_vs_torch_foreach"],
-                   "fraction_of_floor": r["fraction_of_floor"], "kernel_launches": r["kernel_launches"],
-                   "clips": r.get("clips", True)}
+    shard = report.get("shard", 1)
+    return method_rows(report["cases"], {"suite": lambda c: c["suite"], "shard": lambda c: shard,
+                                         "dtypes": lambda c: "+".join(c["dtypes"]), "tensors": lambda c: c["tensors"]},
+                       ["median_ms", "min_ms", "max_ms", "speedup_vs_torch_foreach", "fraction_of_floor",
+                        "kernel_launches", "clips"])
+
+
+def _method_label(row):
+    unclipped = not row["clips"] and not row["method"].startswith(NORM_ONLY_PREFIX)
+    return row["method"] + (" (*)" if unclipped else "")
+
+
+TABLE = [Column("suite", lambda r: r["suite"] if r["shard"] == 1 else f"{r['suite']}/{r['shard']}", 12, left=True),
+         Column("dtype", lambda r: r["dtypes"], 16, left=True),
+         Column("method", _method_label, 26, left=True),
+         Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
+         Column("min-max ms", lambda r: f"{r['min_ms']:8.2f}-{r['max_ms']:<8.2f}", 17),
+         Column("vs torch", lambda r: f"{r['speedup_vs_torch_foreach']:.2f}x", 9),
+         Column("of floor", lambda r: f"{r['fraction_of_floor']:.0%}", 9)]
+LAUNCHES = Column("launches", lambda r: f"{r['kernel_launches']}", 8)
 
 
 def print_table(report, out=sys.stdout):
     """The terminal table."""
-    def spread(key):
-        values = [case["ceilings"][key] for case in report["cases"]]
-        low, high = f"{min(values) / 1e9:.1f}", f"{max(values) / 1e9:.1f}"
-        return low if low == high else f"{low}-{high}"
-
-    print(f"\n{report['device']}, torch {report['torch']}, median of {report['repeat']} rounds; memory ceilings "
-          f"timed in the same rounds: read {spread('read_bytes_per_s')} GB/s, in-place {spread('in_place_bytes_per_s')} "
-          f"GB/s", file=out)
-    header = f"{'suite':12s} {'dtype':16s} {'method':26s} {'median ms':>10s} {'min-max ms':>17s} {'vs torch':>9s} {'of floor':>9s}"
-    cuda = report["device_type"] == "cuda"
-    print(header + (f" {'launches':>8s}" if cuda else ""), file=out)
-    unclipped = False
-    for r in rows(report):
-        suite = r["suite"] if r["shard"] == 1 else f"{r['suite']}/{r['shard']}"
-        method = r["method"]
-        if not r["clips"] and not method.startswith(NORM_ONLY_PREFIX):
-            method, unclipped = method + " (*)", True
-        line = (f"{suite:12s} {r['dtypes']:16s} {method:26s} {r['median_ms']:10.2f} "
-                f"{r['min_ms']:8.2f}-{r['max_ms']:<8.2f} {r['speedup_vs_torch_foreach']:8.2f}x "
-                f"{r['fraction_of_floor']:8.0%}")
-        print(line + (f" {r['kernel_launches']:8d}" if cuda else ""), file=out)
+    print("\n" + report_title(report), file=out)
+    table_rows = list(rows(report))
+    print(format_table(table_rows, TABLE + ([LAUNCHES] if report["device_type"] == "cuda" else [])), file=out)
     if report.get("shard", 1) > 1:
         print(f"/{report['shard']}: one rank's share of the grads, sharded {report['shard']} ways as FSDP does "
               "(--shard)", file=out)
-    if unclipped:
+    if any(_method_label(r).endswith(" (*)") for r in table_rows):
         print("(*) did not reduce the norm in a checked warm-up call: its time is not a clipping call's", file=out)
     skipped = {}
     for case in report["cases"]:
@@ -381,24 +177,6 @@ def print_table(report, out=sys.stdout):
     for (method, why), suites in skipped.items():
         where = "" if len(suites) == len(report["cases"]) else f" ({', '.join(suites)})"
         print(f"left out: {method}{where}: {why}", file=out)
-
-
-def _dump_json(data, path, **kwargs):
-    with open(path, "w") as f:
-        json.dump(data, f, **kwargs)
-
-
-def write_csv(report, path):
-    """Writes :func:`rows` as CSV."""
-    data = list(rows(report))
-
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(data[0]))
-            writer.writeheader()
-            writer.writerows(data)
-
-    write_atomically(path, write)
 
 
 def write_plot(report, path, metric="fraction_of_floor"):
@@ -430,24 +208,6 @@ def write_plot(report, path, metric="fraction_of_floor"):
     ax.legend(fontsize=8, ncol=min(4, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight"))
     plt.close(fig)
-
-
-def _progress_printer(total):
-    """A progress bar on stderr; ``progress.add(n)`` grows the total once a case knows its methods."""
-    done, total = [0], [total]
-    tty = sys.stderr.isatty()
-
-    def progress(message):
-        done[0] += 1
-        filled = min(30, 30 * done[0] // max(total[0], 1))
-        line = f"[{'#' * filled}{'.' * (30 - filled)}] {message}"
-        if tty:
-            print("\r" + line.ljust(100)[:100], end="", file=sys.stderr, flush=True)
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-    progress.add = lambda n: total.__setitem__(0, total[0] + n)
-    return progress
 
 
 def add_arguments(parser):
@@ -493,47 +253,16 @@ def run(args):
                          "try fewer suites or --shard N") from None
     print_table(report)
     if args.json:
-        write_atomically(args.json, lambda tmp: _dump_json(report, tmp, indent=1))
+        write_json(report, args.json)
     if args.csv:
-        write_csv(report, args.csv)
+        write_csv(rows(report), args.csv)
     if args.plot:
         write_plot(report, args.plot)
     return report
 
 
 def _parse_device(text):
-    if text is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise SystemExit(f"fastclip bench: --device must be cpu, cuda or cuda:N, got {text!r}")
-    if device.type == "cpu":
-        return torch.device("cpu")  # torch accepts cpu:N; there is one CPU device
-    if not torch.cuda.is_available():
-        raise SystemExit(f"fastclip bench: --device {text} but no CUDA GPU is available")
-    if device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    if device.index >= torch.cuda.device_count():
-        raise SystemExit(f"fastclip bench: --device {text} but this machine has "
-                         f"{torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def available_memory_bytes(device):
-    """Free memory on the device (MemAvailable on the host for the CPU); None when unknown."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return parse_device(text, "fastclip bench")
 
 
 def _check_memory(suite, shapes, dtypes, device):
@@ -549,31 +278,24 @@ def _check_memory(suite, shapes, dtypes, device):
 def _run_suites(args, device, suites, repeat):
     timer = Timer(device)
     generator = torch.Generator().manual_seed(0)
-    progress = _progress_printer(len(suites) * repeat)
+    progress = Progress(len(suites) * repeat)
     probes = ceiling_probes(device)
-    for fn, _, _ in probes.values():
-        timer(fn, 0, warmup=2)
-    report = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
-              "fastclip": fastclip.__version__, "threads": torch.get_num_threads(), "repeat": repeat,
-              "quick": args.quick, "shard": args.shard, "cases": []}
+    report = {**machine_info(device), "repeat": repeat, "quick": args.quick, "shard": args.shard, "cases": []}
     for suite in suites:
         shapes, dtypes, _ = SUITES[suite]
         report["cases"].append(run_case(suite, shard_shapes(shapes, args.shard), dtypes or (DTYPES[args.dtype],),
                                         device, timer, repeat, generator, args.quick, progress, probes))
     del probes
-    for case in report["cases"]:
-        add_floor(case, case["ceilings"])
-    report["ceilings"] = {k: max(case["ceilings"][k] for case in report["cases"]) for k in report["cases"][0]["ceilings"]}
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+    report["ceilings"] = add_floors(report["cases"])
+    progress.close()
     return report
 
 
 def main(argv=None):
-    """``fastclip bench`` with its own argument parser."""
+    """``fastclip bench`` with its own argument parser; returns the report."""
     parser = argparse.ArgumentParser(prog="fastclip bench")
     add_arguments(parser)
-    run(parser.parse_args(argv))
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

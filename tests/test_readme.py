@@ -24,13 +24,14 @@ def _public_names():
 
     import fastclip
     import fastclip.bench
+    import fastclip.bench_harness
     import fastclip.cli
     import fastclip.demo
     import fastclip.distributed
     import fastclip.integrations.lightning
     import fastclip.integrations.megatron
 
-    modules = [fastclip, fastclip.bench, fastclip.cli, fastclip.demo, fastclip.distributed,
+    modules = [fastclip, fastclip.bench, fastclip.bench_harness, fastclip.cli, fastclip.demo, fastclip.distributed,
                fastclip.integrations.lightning, fastclip.integrations.megatron]
     for module in modules:
         assert module.__all__, module.__name__
