@@ -56,8 +56,8 @@ def _raise_if_nonfinite(total_norm, norm_type):
 
 
 def _total_across_ranks(tensors, norm_type, groups, keys, device, items, arg, grads):
-    """The norm of the whole model; an op's rejection of ``tensors`` is re-raised naming the bad
-    entry of ``items``."""
+    """The norm of the whole model (``device``: where a rank with no tensors makes its empty
+    partial); an op's rejection of ``tensors`` is re-raised naming the bad entry of ``items``."""
     return checked(norms_across_ranks, tensors, norm_type, groups, keys, device=device, items=items, arg=arg,
                    grads=grads)[0]
 
@@ -83,8 +83,7 @@ def get_total_norm(tensors: Tensors, norm_type: float = 2.0, error_if_nonfinite:
     groups = as_groups(process_group)
     local, keys = split_dtensors(tensors)
     if groups or keys is not None:
-        total = _total_across_ranks(local, norm_type, groups, keys, local[0].device if local else "cpu", tensors,
-                                    "tensors", False)
+        total = _total_across_ranks(local, norm_type, groups, keys, "cpu", tensors, "tensors", False)
         if error_if_nonfinite:
             _raise_if_nonfinite(total, norm_type)
         return total
@@ -147,7 +146,7 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
     groups = as_groups(process_group)
     local, keys = split_dtensors(grads, "grads")
     if groups or keys is not None:
-        device = local[0].device if local else (params[0].device if params else "cpu")
+        device = params[0].device if params else "cpu"  # for a rank with no grads
         total = _total_across_ranks(local, norm_type, groups, keys, device, params, "parameters", True)
         if error_if_nonfinite:
             _raise_if_nonfinite(total, norm_type)

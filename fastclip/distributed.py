@@ -131,9 +131,10 @@ def norms_across_ranks(tensors: list[torch.Tensor], norm_type: float, groups: tu
                        total_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The norms of the whole model from this rank's ``tensors`` (local tensors or shards, see
     :func:`split_dtensors` for ``keys``): their per-tensor norms in one pass, then
-    :func:`reduce_norms`. A rank with no tensors still takes part in the all-reduce, with an
-    empty partial on ``device``. The total is in ``total_dtype`` (default: the tensors' promoted
-    dtype, float32 for none). Returns ``(total, per-tensor norms or None)``.
+    :func:`reduce_norms` over ``groups``. A rank with no tensors still takes part in the
+    all-reduce, with an empty partial on ``device`` (used for that alone). The total is in
+    ``total_dtype`` (default: the tensors' promoted dtype, float32 for none). Returns
+    ``(total, per-tensor norms or None)``.
     """
     if tensors:
         local_total, per = ops.multi_tensor_norm(tensors, norm_type, True)

@@ -48,9 +48,9 @@ def get_grad_norm_fp32(grads_for_norm: Tensors, norm_type: float = 2, grad_stats
     groups = _stats_groups(grad_stats_parallel_group)
     if keys is not None:  # DTensors: their mesh groups first, then the stats group, as Megatron does
         keys = [tuple(k) + groups if k is not None else groups for k in keys]
-    device = local[0].device if local else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    empty_device = "cuda" if torch.cuda.is_available() else "cpu"  # for a rank with no grads
     # Per-tensor norms combined in float64 as Megatron does, across the groups if there are any.
-    total, _ = norms_across_ranks(local, norm_type, groups, keys, device=device, total_dtype=torch.float32)
+    total, _ = norms_across_ranks(local, norm_type, groups, keys, device=empty_device, total_dtype=torch.float32)
     return float(total) if as_float else total
 
 
