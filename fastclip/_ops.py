@@ -1,14 +1,16 @@
-"""Loads the compiled library once and registers the fake (meta) kernels that torch.compile uses.
+"""The op library's Python side: loads it (:mod:`fastclip._library`), registers the fake (meta)
+kernels that ``torch.compile`` uses, and wraps the clippers' statistics ops.
 
-The functions here are thin, unchecked wrappers around ``torch.ops.fastclip.*``; the public API
-with torch's signatures lives in :mod:`fastclip.clip_grad`.
+The statistics ops (``zclip_update_``, ``autoclip_update_``, ``adagc_update_``) read and write the
+clippers' state tensors, whose layout (:mod:`fastclip._layouts`) is private: only the clippers
+call them. The list ops' public wrappers are in :mod:`fastclip.ops`.
 """
 
 import functools
 
 import torch
 
-from . import _C  # noqa: F401  (loading the library registers torch.ops.fastclip.*)
+from . import _library  # noqa: F401  (loading the library registers torch.ops.fastclip.*)
 
 _ops = torch.ops.fastclip
 
@@ -64,34 +66,13 @@ def _multi_tensor_clamp_fake(tensors, clip_value):
     _check_one_device(tensors)
 
 
-def multi_tensor_norm(tensors, norm_type=2.0, per_tensor=False):
-    """(total, per_tensor_norms) of a non-empty list of tensors on one device."""
-    return _ops.multi_tensor_norm(tensors, float(norm_type), per_tensor)
+@torch.library.register_fake("fastclip::agc_clip_")
+def _agc_clip_fake(grads, params, clip_factor, eps):
+    torch._check(len(grads) == len(params), lambda: "fastclip: grads and params must have the same length")
+    _check_one_device(grads, *[(f"params[{i}]", p) for i, p in enumerate(params)])
 
 
-def multi_tensor_scale_(tensors, scale, clear_on_zero=False):
-    """tensors[i] *= scale (a 0-d tensor, or one value per tensor), in place.
-
-    With ``clear_on_zero``, a factor of exactly 0 stores zeros (NaN and inf included)."""
-    _ops.multi_tensor_scale_(tensors, scale, clear_on_zero)
-
-
-def multi_tensor_clip_by_norm_(tensors, total_norm, max_norm):
-    """tensors *= min(max_norm / (total_norm + 1e-6), 1), in place; no host sync."""
-    _ops.multi_tensor_clip_by_norm_(tensors, total_norm, float(max_norm))
-
-
-def multi_tensor_clip_grad_norm_(tensors, max_norm, norm_type=2.0):
-    """Total norm of a non-empty list, and the list clipped in place to max_norm by it (one call)."""
-    return _ops.multi_tensor_clip_grad_norm_(tensors, float(max_norm), float(norm_type))
-
-
-def multi_tensor_clamp_(tensors, clip_value):
-    """Clamps every element to [-clip_value, clip_value], in place."""
-    _ops.multi_tensor_clamp_(tensors, float(clip_value))
-
-
-# The stateful clippers' statistics ops only mutate their (small) state and output tensors.
+# The statistics ops only mutate their (small) state and output tensors.
 
 
 @torch.library.register_fake("fastclip::zclip_update_")
@@ -113,15 +94,9 @@ def _adagc_update_fake(total_norm, norms, rows, gamma, steps, result, coef, thre
     _check_one_device([total_norm], *others)
 
 
-@torch.library.register_fake("fastclip::agc_clip_")
-def _agc_clip_fake(grads, params, clip_factor, eps):
-    torch._check(len(grads) == len(params), lambda: "fastclip: grads and params must have the same length")
-    _check_one_device(grads, *[(f"params[{i}]", p) for i, p in enumerate(params)])
-
-
 def zclip_update_(norm, state, result, alpha, z_thresh, max_grad_norm, eps, warmup_steps, mode, clip_option,
                   clip_factor, skip_update_on_spike, on_nonfinite, reference):
-    """One ZClip statistics step (csrc/common/clip_stats.h): updates ``state``, writes ``result``."""
+    """One ZClip statistics step (csrc/common/zclip_step.h): updates ``state``, writes ``result``."""
     _ops.zclip_update_(norm, state, result, float(alpha), float(z_thresh),
                        None if max_grad_norm is None else float(max_grad_norm), float(eps), int(warmup_steps), mode,
                        clip_option, float(clip_factor), bool(skip_update_on_spike), on_nonfinite, bool(reference))
@@ -129,18 +104,14 @@ def zclip_update_(norm, state, result, alpha, z_thresh, max_grad_norm, eps, warm
 
 def autoclip_update_(total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold, percentile,
                      lag, on_nonfinite, reference):
-    """One AutoClip step over the histories ``rows``: thresholds, factors and the histories' update."""
+    """One AutoClip step over the histories ``rows`` (csrc/common/autoclip_step.h): thresholds,
+    factors and the histories' update."""
     _ops.autoclip_update_(total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold,
                           float(percentile), bool(lag), on_nonfinite, bool(reference))
 
 
 def adagc_update_(total_norm, norms, rows, gamma, steps, result, coef, threshold, lambda_abs, lambda_rel, beta,
                   warmup_steps, eps, on_nonfinite, reference):
-    """One AdaGC step: per-tensor factors and thresholds, EMA update of ``gamma``."""
+    """One AdaGC step (csrc/common/adagc_step.h): per-tensor factors and thresholds, EMA update of ``gamma``."""
     _ops.adagc_update_(total_norm, norms, rows, gamma, steps, result, coef, threshold, float(lambda_abs),
                        float(lambda_rel), float(beta), int(warmup_steps), float(eps), on_nonfinite, bool(reference))
-
-
-def agc_clip_(grads, params, clip_factor, eps):
-    """NFNets unit-wise clipping of ``grads`` against ``params``, in place, one pass."""
-    _ops.agc_clip_(grads, params, float(clip_factor), float(eps))

@@ -4,8 +4,10 @@
 import torch
 
 from . import _ops
-from .clipper import _NUM_SLOTS, Clipper, _check_int, _check_number
-from .distributed import index_tensor as _index_tensor
+from ._layouts import ADAGC_GAMMA
+from ._types import Params
+from ._validation import check_int, check_number
+from .clipper import Clipper, _entry_outputs
 
 __all__ = ["AdaGC"]
 
@@ -29,37 +31,32 @@ class AdaGC(Clipper):
     per_tensor = True
     folds_into_optimizer = False
 
-    def __init__(self, parameters, lambda_abs=1.0, lambda_rel=1.05, beta=0.98, warmup_steps=100, eps=1e-6,
-                 on_nonfinite="skip", reference=False, **options):
+    def __init__(self, parameters: Params, lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98,
+                 warmup_steps: int = 100, eps: float = 1e-6, on_nonfinite: str = "skip", reference: bool = False,
+                 **options):
         super().__init__(parameters, on_nonfinite, reference, **options)
         inf = float("inf")
-        self.lambda_abs = _check_number(lambda_abs, "lambda_abs", "AdaGC", 0.0, inf, low_open=True, high_open=True)
-        self.lambda_rel = _check_number(lambda_rel, "lambda_rel", "AdaGC", 0.0, inf, low_open=True, high_open=True)
-        self.beta = _check_number(beta, "beta", "AdaGC", 0.0, 1.0, low_open=True, high_open=True)
-        self.warmup_steps = _check_int(warmup_steps, "warmup_steps", "AdaGC")
-        self.eps = _check_number(eps, "eps", "AdaGC", 0.0, inf, high_open=True)
-        self._rows = None
+        self.lambda_abs = check_number(lambda_abs, "lambda_abs", "AdaGC", 0.0, inf, low_open=True, high_open=True)
+        self.lambda_rel = check_number(lambda_rel, "lambda_rel", "AdaGC", 0.0, inf, low_open=True, high_open=True)
+        self.beta = check_number(beta, "beta", "AdaGC", 0.0, 1.0, low_open=True, high_open=True)
+        self.warmup_steps = check_int(warmup_steps, "warmup_steps", "AdaGC")
+        self.eps = check_number(eps, "eps", "AdaGC", 0.0, inf, high_open=True)
 
     def _config(self):
         return {"lambda_abs": self.lambda_abs, "lambda_rel": self.lambda_rel, "beta": self.beta,
                 "warmup_steps": self.warmup_steps, "eps": self.eps, "reference": self.reference}
 
     def _check_loaded_state(self, state):
-        if set(state) != {"gamma", "steps"} or state["gamma"].shape != (len(self._params), 2):
+        if set(state) != {"gamma", "steps"} or state["gamma"].shape != (len(self._params), ADAGC_GAMMA):
             raise ValueError(f"AdaGC: the checkpoint's state does not match this clipper's {len(self._params)} "
                              "parameters")
 
     def _update(self, total, per_tensor, present, device, policy):
         if "gamma" not in self._state:
-            self._state["gamma"] = torch.zeros(len(self._params), 2, dtype=torch.float64, device=device)
+            self._state["gamma"] = torch.zeros(len(self._params), ADAGC_GAMMA, dtype=torch.float64, device=device)
             self._state["steps"] = torch.zeros(1, dtype=torch.float64, device=device)
-        present = tuple(present)
-        if self._rows is None or self._rows[0] != present or self._rows[1].device != device:
-            self._rows = (present, _index_tensor(present, device))
-        values = torch.empty(_NUM_SLOTS, dtype=torch.float32, device=device)
-        coef = torch.empty(len(present), dtype=torch.float32, device=device)
-        threshold = torch.empty_like(coef)
-        _ops.adagc_update_(total, per_tensor, self._rows[1], self._state["gamma"], self._state["steps"], values, coef,
-                           threshold, self.lambda_abs, self.lambda_rel, self.beta, self.warmup_steps, self.eps,
-                           policy, self.reference)
+        rows = self._rows_tensor(tuple(present), device)
+        values, coef, threshold = _entry_outputs(len(present), device)
+        _ops.adagc_update_(total, per_tensor, rows, self._state["gamma"], self._state["steps"], values, coef, threshold,
+                           self.lambda_abs, self.lambda_rel, self.beta, self.warmup_steps, self.eps, policy, self.reference)
         return values, coef, coef, threshold

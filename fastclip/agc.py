@@ -1,32 +1,15 @@
 """NFNets adaptive gradient clipping (Brock et al., "High-Performance Large-Scale Image Recognition
-Without Normalization"): unit-wise, against the parameters' own norms."""
+Without Normalization"): unit-wise, against the parameters' own norms. The function,
+:func:`adaptive_clip_grad_`, lives with the other functions in :mod:`fastclip.clip_grad`."""
 
 import torch
 
-from . import _ops
-from .clipper import Clipper, ClipResult, _check_number, _idle_result
-from .distributed import split_dtensors
+from ._types import Params
+from ._validation import check_number
+from .clip_grad import _agc_clip_params, adaptive_clip_grad_
+from .clipper import Clipper, ClipResult, _idle_result
 
 __all__ = ["AGC", "adaptive_clip_grad_"]
-
-
-def adaptive_clip_grad_(parameters, clip_factor=0.01, eps=1e-3):
-    """Unit-wise clipping in place, as ``timm.utils.adaptive_clip_grad``: each output row of a
-    grad (dim 0 of a 2-d+ tensor; a 0-d/1-d tensor is one unit) is scaled so its L2 norm is at
-    most ``clip_factor * max(||param row||, eps)``. One pass over params and grads."""
-    params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
-    _agc(params, clip_factor, eps)
-
-
-def _agc(params, clip_factor, eps):
-    with_grads = [p for p in params if p.grad is not None]
-    if with_grads:
-        # DTensors: each rank clips its local rows. Row-sharded weights (Shard(0), FSDP2) hold
-        # whole rows, so this is exact and needs no communication; a weight sharded along another
-        # dim is clipped by the norms of its local pieces of each row.
-        grads, _ = split_dtensors([p.grad for p in with_grads], "grads")
-        values, _ = split_dtensors([p.detach() for p in with_grads], "params")
-        _ops.agc_clip_(grads, values, clip_factor, eps)
 
 
 class AGC(Clipper):
@@ -40,17 +23,19 @@ class AGC(Clipper):
 
     folds_into_optimizer = False
 
-    def __init__(self, parameters, clip_factor=0.01, eps=1e-3):
+    def __init__(self, parameters: Params, clip_factor: float = 0.01, eps: float = 1e-3):
         super().__init__(parameters, "propagate")
-        self.clip_factor = _check_number(clip_factor, "clip_factor", "AGC", 0.0, float("inf"), low_open=True,
-                                         high_open=True)
-        self.eps = _check_number(eps, "eps", "AGC", 0.0, float("inf"), high_open=True)
+        self.clip_factor = check_number(clip_factor, "clip_factor", "AGC", 0.0, float("inf"), low_open=True,
+                                        high_open=True)
+        self.eps = check_number(eps, "eps", "AGC", 0.0, float("inf"), high_open=True)
 
     def _config(self):
         return {"clip_factor": self.clip_factor, "eps": self.eps}
 
     @torch.no_grad()
-    def step(self):
-        _agc(self._params, self.clip_factor, self.eps)
+    def step(self) -> ClipResult:
+        """Clips each output row of every grad in place; returns a :class:`ClipResult` whose norm and
+        threshold are NaN and coef is 1 (no total norm is taken)."""
+        _agc_clip_params(self._params, self.clip_factor, self.eps)
         device = self._params[0].device
         return ClipResult(_idle_result(device, float("nan")))

@@ -7,12 +7,14 @@ import math
 import torch
 
 from . import _ops
-from .clipper import _NUM_SLOTS, Clipper, _check_choice, _check_int, _check_number
-from .distributed import index_tensor as _index_tensor
+from ._layouts import AUTOCLIP_COUNTERS, AutoClipCounter
+from ._types import Params
+from ._validation import check_choice, check_int, check_number
+from .clipper import Clipper, _entry_outputs
 
 __all__ = ["AutoClip"]
 
-_COUNTERS = 5  # lower size, upper size, poisoned, window count, window head (csrc/common/clip_stats.h)
+_LOWER, _UPPER, _WINDOW = AutoClipCounter.LOWER_SIZE, AutoClipCounter.UPPER_SIZE, AutoClipCounter.WINDOW_COUNT
 _GROWTH = 4096  # history columns added at a time
 
 
@@ -42,22 +44,20 @@ class AutoClip(Clipper):
     reproduces the peers, where one NaN makes every later threshold NaN.
     """
 
-    def __init__(self, parameters, percentile=10.0, history_size=None, scope="global", lag=0, reserve_steps=0,
-                 on_nonfinite="skip", reference=False, **options):
-        self.scope = _check_choice(scope, "scope", ("global", "tensor"), "AutoClip")
+    def __init__(self, parameters: Params, percentile: float = 10.0, history_size: int | None = None,
+                 scope: str = "global", lag: int = 0, reserve_steps: int = 0, on_nonfinite: str = "skip",
+                 reference: bool = False, **options):
+        self.scope = check_choice(scope, "scope", ("global", "tensor"), "AutoClip")
         self.per_tensor = self.scope == "tensor"
         self.folds_into_optimizer = not self.per_tensor
         super().__init__(parameters, on_nonfinite, reference, **options)
-        self.reserve_steps = _check_int(reserve_steps, "reserve_steps", "AutoClip")
+        self.reserve_steps = check_int(reserve_steps, "reserve_steps", "AutoClip")
         self._steps = 0  # steps taken, counted on the host to size the whole history's heaps
-        self.percentile = _check_number(percentile, "percentile", "AutoClip", 0.0, 100.0)
+        self.percentile = check_number(percentile, "percentile", "AutoClip", 0.0, 100.0)
         if history_size is not None:
-            _check_int(history_size, "history_size", "AutoClip", low=1)
-            if history_size >= 2**31:
-                raise ValueError(f"AutoClip: history_size must be < 2**31, got {history_size}")
+            check_int(history_size, "history_size", "AutoClip", low=1, below_log2=31)
         self.history_size = history_size
-        self.lag = _check_choice(lag, "lag", (0, 1), "AutoClip")
-        self._rows = None  # (positions, device tensor) of the last step's present grads
+        self.lag = check_choice(lag, "lag", (0, 1), "AutoClip")
 
     def _config(self):
         return {"percentile": self.percentile, "history_size": self.history_size, "scope": self.scope,
@@ -73,19 +73,20 @@ class AutoClip(Clipper):
         self._steps = int(host.get("steps", 0))
         if "counters" in self._state:  # never plan below what the histories really hold (one sync, at load)
             counters = self._state["counters"].cpu()
-            self._steps = max(self._steps, int((counters[:, 0] + counters[:, 1]).max()))
+            self._steps = max(self._steps, int((counters[:, _LOWER] + counters[:, _UPPER]).max()))
 
     def _check_loaded_state(self, state):
         h = self._num_histories()
-        ok = set(state) == {"lower", "upper", "window", "counters"} and state["counters"].shape == (h, _COUNTERS)
+        ok = set(state) == {"lower", "upper", "window", "counters"}
+        ok = ok and state["counters"].shape == (h, AUTOCLIP_COUNTERS)
         ok = ok and all(state[k].dim() == 2 and state[k].shape[0] == h for k in ("lower", "upper", "window"))
         window = 0 if self.history_size is None else self.history_size
         if not ok or state["window"].shape[1] != window:
             raise ValueError("AutoClip: the checkpoint's state does not match this clipper's parameters and history")
         counters = state["counters"].cpu()
-        within = (counters[:, 0] <= state["lower"].shape[1]).all() and (counters[:, 1] <= state["upper"].shape[1]).all()
-        within = within and (counters[:, 3] <= window).all() and (counters[:, [0, 1, 3]] >= 0).all()
-        if not within:
+        sizes = counters[:, [_LOWER, _UPPER, _WINDOW]]  # each within its buffer
+        capacity = torch.tensor([state["lower"].shape[1], state["upper"].shape[1], window])
+        if not ((sizes >= 0) & (sizes <= capacity)).all():
             raise ValueError("AutoClip: the checkpoint's history counters exceed its buffers")
 
     def _lower_size(self, count):
@@ -106,7 +107,7 @@ class AutoClip(Clipper):
                 "lower": torch.zeros(h, self._heap_columns(heap, "lower"), dtype=torch.float32, device=device),
                 "upper": torch.zeros(h, self._heap_columns(heap, "upper"), dtype=torch.float32, device=device),
                 "window": torch.zeros(h, window, dtype=torch.float32, device=device),
-                "counters": torch.zeros(h, _COUNTERS, dtype=torch.int64, device=device),
+                "counters": torch.zeros(h, AUTOCLIP_COUNTERS, dtype=torch.int64, device=device),
             }
         if self.history_size is not None:
             return
@@ -127,20 +128,13 @@ class AutoClip(Clipper):
                 grown[:, :have] = self._state[key]
                 self._state[key] = grown
 
-    def _rows_for(self, present, device):
-        if self._rows is None or self._rows[0] != present or self._rows[1].device != device:
-            self._rows = (present, _index_tensor(present, device))
-        return self._rows[1]
-
     def _update(self, total, per_tensor, present, device, policy):
         self._ensure_capacity(device)
         if self.per_tensor:
-            norms, rows = per_tensor, self._rows_for(tuple(present), device)
+            norms, rows = per_tensor, self._rows_tensor(tuple(present), device)
         else:
-            norms, rows = total.reshape(1), self._rows_for((0,), device)
-        values = torch.empty(_NUM_SLOTS, dtype=torch.float32, device=device)
-        coef = torch.empty(norms.shape[0], dtype=torch.float32, device=device)
-        threshold = torch.empty_like(coef)
+            norms, rows = total.reshape(1), self._rows_tensor((0,), device)
+        values, coef, threshold = _entry_outputs(norms.shape[0], device)
         s = self._state
         _ops.autoclip_update_(total, norms, rows, s["lower"], s["upper"], s["window"], s["counters"], values, coef,
                               threshold, self.percentile, self.lag == 1, policy, self.reference)

@@ -1,5 +1,6 @@
-"""Drop-in replacements for ``torch.nn.utils.clip_grad_norm_``, ``get_total_norm``,
-``clip_grads_with_norm_`` and ``clip_grad_value_``.
+"""The functions: drop-in replacements for ``torch.nn.utils.clip_grad_norm_``, ``get_total_norm``,
+``clip_grads_with_norm_`` and ``clip_grad_value_``, and :func:`adaptive_clip_grad_` (``timm``'s
+unit-wise clipping). The stateful clippers are in :mod:`fastclip.clipper` and its neighbours.
 
 Same signatures, defaults, accepted inputs and results as torch (2.6+), computed by fused
 multi-tensor kernels. Where fastclip deliberately differs:
@@ -14,32 +15,24 @@ multi-tensor kernels. Where fastclip deliberately differs:
 * ``foreach`` is accepted for compatibility and ignored: there is one fused path.
 """
 
-import math
 import types
 import warnings
 
 import torch
 
-from . import _ops
-from .distributed import as_groups, reduce_norms, split_dtensors
+from . import ops
+from ._types import ProcessGroups, Tensors
+from ._validation import as_list, checked, diagnose, nonnegative
+from .distributed import as_groups, norms_across_ranks, split_dtensors
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
-
-
-def _as_list(tensors, arg):
-    if isinstance(tensors, torch.Tensor):
-        return [tensors]
-    try:
-        return list(tensors)
-    except TypeError:
-        raise TypeError(f"{arg} must be a Tensor or an iterable of Tensors, got {type(tensors).__name__}") from None
+__all__ = ["adaptive_clip_grad_", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
 
 
 def _grads_of(parameters):
     try:
         return [p.grad for p in parameters if p.grad is not None]
     except AttributeError:
-        _diagnose(parameters, "parameters", grads=True)
+        diagnose(parameters, "parameters", grads=True)
         raise
 
 
@@ -48,45 +41,10 @@ def _parameters_and_grads(parameters):
         params = [parameters]
     else:
         is_generator = isinstance(parameters, types.GeneratorType)
-        params = _as_list(parameters, "parameters")
+        params = as_list(parameters, "parameters")
         if is_generator and not params:
             warnings.warn("`parameters` is an empty generator, no gradient clipping will occur.", stacklevel=3)
     return params, _grads_of(params)
-
-
-def _nonnegative(value, arg):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{arg} must be a number, got {value!r}") from None
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{arg} must be >= 0, got {value}")
-    return value
-
-
-def _diagnose(items, arg, grads=False):
-    """Raises the precise error for the first bad entry of ``items`` (parameters whose ``.grad``
-    is checked when ``grads``). Runs only after an op has rejected the list, so the checks cost
-    nothing on the hot path."""
-    first_device = None
-    for i, item in enumerate(items):
-        where = f"{arg}[{i}]"
-        if not isinstance(item, torch.Tensor):
-            raise TypeError(f"{where} is a {type(item).__name__}, expected a torch.Tensor")
-        t = item.grad if grads else item
-        if grads:
-            if t is None:
-                continue
-            where += ".grad"
-        if t.layout != torch.strided:
-            raise RuntimeError(f"{where} has layout {t.layout}: sparse tensors are not supported")
-        if t.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-            raise RuntimeError(f"{where} has dtype {t.dtype}; supported: float32, float16, bfloat16, float64")
-        if first_device is None:
-            first_device = t.device
-        elif t.device != first_device:
-            raise RuntimeError(f"{where} is on {t.device} but the first one is on {first_device}; "
-                               "all tensors must be on one device")
 
 
 def _raise_if_nonfinite(total_norm, norm_type):
@@ -97,27 +55,15 @@ def _raise_if_nonfinite(total_norm, norm_type):
             "`error_if_nonfinite=False`")
 
 
-def _checked(op, *args, items, arg, grads):
-    """op(*args); if the op rejects its list, re-raise naming the bad entry of ``items``."""
-    try:
-        return op(*args)
-    except (RuntimeError, TypeError):
-        _diagnose(items, arg, grads=grads)
-        raise
+def _total_across_ranks(tensors, norm_type, groups, keys, device, items, arg, grads):
+    """The norm of the whole model (``device``: where a rank with no tensors makes its empty
+    partial); an op's rejection of ``tensors`` is re-raised naming the bad entry of ``items``."""
+    return checked(norms_across_ranks, tensors, norm_type, groups, keys, device=device, items=items, arg=arg,
+                   grads=grads)[0]
 
 
-def _distributed_total(tensors, norm_type, groups, items, arg, grads, device, keys=None):
-    """The norm of the whole model: this rank's per-tensor norms, one all-reduce per group."""
-    if tensors:
-        local_total, per = _checked(_ops.multi_tensor_norm, tensors, norm_type, True, items=items, arg=arg,
-                                    grads=grads)
-        dtype = local_total.dtype
-    else:  # nothing here, but this rank still takes part in the all-reduce
-        per, dtype = torch.zeros(0, dtype=torch.float32, device=device), torch.float32
-    return reduce_norms(per, norm_type, groups, dtype, keys=keys)[0]
-
-
-def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None, process_group=None):
+def get_total_norm(tensors: Tensors, norm_type: float = 2.0, error_if_nonfinite: bool = False,
+                   foreach: bool | None = None, process_group: ProcessGroups = None) -> torch.Tensor:
     """Norm of all elements of ``tensors``, as if they were concatenated into one vector.
 
     Same as :func:`torch.nn.utils.get_total_norm`: ``norm_type`` may be any p >= 0 or ``inf``
@@ -132,32 +78,32 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     on every rank. A rank with no tensors takes part with an empty partial (a CPU tensor: pass
     at least one, possibly empty, tensor on the backend's device for NCCL).
     """
-    tensors = _as_list(tensors, "tensors")
-    norm_type = _nonnegative(norm_type, "norm_type")
+    tensors = as_list(tensors, "tensors")
+    norm_type = nonnegative(norm_type, "norm_type")
     groups = as_groups(process_group)
     local, keys = split_dtensors(tensors)
     if groups or keys is not None:
-        total = _distributed_total(local, norm_type, groups, tensors, "tensors", False,
-                                   local[0].device if local else "cpu", keys)
+        total = _total_across_ranks(local, norm_type, groups, keys, "cpu", tensors, "tensors", False)
         if error_if_nonfinite:
             _raise_if_nonfinite(total, norm_type)
         return total
     if not tensors:
         return torch.tensor(0.0)
-    total, _ = _checked(_ops.multi_tensor_norm, tensors, norm_type, items=tensors, arg="tensors", grads=False)
+    total, _ = checked(ops.multi_tensor_norm, tensors, norm_type, items=tensors, arg="tensors", grads=False)
     if error_if_nonfinite:
         _raise_if_nonfinite(total, norm_type)
     return total
 
 
-def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
+def clip_grads_with_norm_(parameters: Tensors, max_norm: float, total_norm: torch.Tensor | float,
+                          foreach: bool | None = None) -> None:
     """Scales the grads of ``parameters`` in place by ``min(max_norm / (total_norm + 1e-6), 1)``.
 
     Same as :func:`torch.nn.utils.clip_grads_with_norm_`. The coefficient is computed on the
     device from ``total_norm`` (a tensor or a number): no host sync.
     """
     params, grads = _parameters_and_grads(parameters)
-    max_norm = _nonnegative(max_norm, "max_norm")
+    max_norm = nonnegative(max_norm, "max_norm")
     if not grads:
         return
     grads, _ = split_dtensors(grads, "grads")  # every rank scales its own shards
@@ -168,10 +114,11 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
         total_norm = torch.full((), float(total_norm), dtype=torch.float32, device=device)  # a fill, no copy
     elif total_norm.device != device:
         total_norm = total_norm.to(device, non_blocking=True)
-    _checked(_ops.multi_tensor_clip_by_norm_, grads, total_norm, max_norm, items=params, arg="parameters", grads=True)
+    checked(ops.multi_tensor_clip_by_norm_, grads, total_norm, max_norm, items=params, arg="parameters", grads=True)
 
 
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None, process_group=None):
+def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
+                    foreach: bool | None = None, process_group: ProcessGroups = None) -> torch.Tensor:
     """Clips the gradient norm of ``parameters`` in place and returns the total norm.
 
     A drop-in replacement for :func:`torch.nn.utils.clip_grad_norm_`, with the same arguments,
@@ -194,37 +141,57 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         The total norm of the grads before clipping (0-d tensor).
     """
     params, grads = _parameters_and_grads(parameters)
-    max_norm = _nonnegative(max_norm, "max_norm")
-    norm_type = _nonnegative(norm_type, "norm_type")
+    max_norm = nonnegative(max_norm, "max_norm")
+    norm_type = nonnegative(norm_type, "norm_type")
     groups = as_groups(process_group)
     local, keys = split_dtensors(grads, "grads")
     if groups or keys is not None:
-        device = local[0].device if local else (params[0].device if params else "cpu")
-        total = _distributed_total(local, norm_type, groups, params, "parameters", True, device, keys)
+        device = params[0].device if params else "cpu"  # for a rank with no grads
+        total = _total_across_ranks(local, norm_type, groups, keys, device, params, "parameters", True)
         if error_if_nonfinite:
             _raise_if_nonfinite(total, norm_type)
         if local:
-            _ops.multi_tensor_clip_by_norm_(local, total, max_norm)
+            ops.multi_tensor_clip_by_norm_(local, total, max_norm)
         return total
     if not grads:
         return torch.tensor(0.0)
     if error_if_nonfinite:  # the norm must be seen on the host before any grad is touched
-        total, _ = _checked(_ops.multi_tensor_norm, grads, norm_type, items=params, arg="parameters", grads=True)
+        total, _ = checked(ops.multi_tensor_norm, grads, norm_type, items=params, arg="parameters", grads=True)
         _raise_if_nonfinite(total, norm_type)
-        _ops.multi_tensor_clip_by_norm_(grads, total, max_norm)
+        ops.multi_tensor_clip_by_norm_(grads, total, max_norm)
         return total
-    return _checked(_ops.multi_tensor_clip_grad_norm_, grads, max_norm, norm_type, items=params, arg="parameters",
-                    grads=True)
+    return checked(ops.multi_tensor_clip_grad_norm_, grads, max_norm, norm_type, items=params, arg="parameters",
+                   grads=True)
 
 
-def clip_grad_value_(parameters, clip_value, foreach=None):
+def clip_grad_value_(parameters: Tensors, clip_value: float, foreach: bool | None = None) -> None:
     """Clamps the grads of ``parameters`` in place to ``[-clip_value, clip_value]``.
 
     Same as :func:`torch.nn.utils.clip_grad_value_` (NaN stays NaN); ``clip_value`` must be >= 0.
     """
     params, grads = _parameters_and_grads(parameters)
-    clip_value = _nonnegative(clip_value, "clip_value")
+    clip_value = nonnegative(clip_value, "clip_value")
     if not grads:
         return
     grads, _ = split_dtensors(grads, "grads")
-    _checked(_ops.multi_tensor_clamp_, grads, clip_value, items=params, arg="parameters", grads=True)
+    checked(ops.multi_tensor_clamp_, grads, clip_value, items=params, arg="parameters", grads=True)
+
+
+def adaptive_clip_grad_(parameters: Tensors, clip_factor: float = 0.01, eps: float = 1e-3) -> None:
+    """Unit-wise clipping in place, as ``timm.utils.adaptive_clip_grad``: each output row of a
+    grad (dim 0 of a 2-d+ tensor; a 0-d/1-d tensor is one unit) is scaled so its L2 norm is at
+    most ``clip_factor * max(||param row||, eps)``. One pass over params and grads."""
+    params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+    _agc_clip_params(params, clip_factor, eps)
+
+
+def _agc_clip_params(params, clip_factor, eps):
+    """:func:`adaptive_clip_grad_` of a list of parameters (shared with the ``AGC`` clipper)."""
+    with_grads = [p for p in params if p.grad is not None]
+    if with_grads:
+        # DTensors: each rank clips its local rows. Row-sharded weights (Shard(0), FSDP2) hold
+        # whole rows, so this is exact and needs no communication; a weight sharded along another
+        # dim is clipped by the norms of its local pieces of each row.
+        grads, _ = split_dtensors([p.grad for p in with_grads], "grads")
+        values, _ = split_dtensors([p.detach() for p in with_grads], "params")
+        ops.agc_clip_(grads, values, clip_factor, eps)

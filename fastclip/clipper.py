@@ -19,14 +19,13 @@ grads' device: nothing syncs the host unless ``on_nonfinite="error"``.
 
 import torch
 
-from . import _ops
-from .distributed import as_groups, check_same_lists, reduce_norms, split_dtensors
+from . import ops
+from ._layouts import CLIP_EPS, ResultSlot, empty_result, write_outcome
+from ._types import Params, ProcessGroups
+from ._validation import check_choice, check_grad_attr, check_number, flatten_parameters
+from .distributed import as_groups, check_same_lists, index_tensor, norms_across_ranks, split_dtensors
 
 __all__ = ["Clipper", "ClipResult", "NormClip"]
-
-# Slots of the float32 result tensor the stats ops write (csrc/common/clip_stats.h, ResultSlot).
-_NORM, _THRESHOLD, _COEF, _CLIPPED, _NONFINITE, _GRAD_SCALE, _FOUND_INF, _ZSCORE, _MEAN, _STD = range(10)
-_NUM_SLOTS = 10
 
 _POLICIES = ("skip", "zero", "propagate", "error")
 _ABSENT = object()  # an optimizer attribute that was not set (GradScaler may set one to None)
@@ -42,128 +41,70 @@ class ClipResult:
     (NaN during warm-up and on non-finite steps).
     """
 
-    def __init__(self, values, coef=None, threshold=None):
+    def __init__(self, values: torch.Tensor, coef: torch.Tensor | None = None,
+                 threshold: torch.Tensor | None = None):
         self._values = values
-        self.norm = values[_NORM]
-        self.threshold = values[_THRESHOLD] if threshold is None else threshold
-        self.coef = values[_COEF] if coef is None else coef
-        self.zscore = values[_ZSCORE]
-        self.mean = values[_MEAN]
-        self.std = values[_STD]
+        self.norm: torch.Tensor = values[ResultSlot.NORM]
+        self.threshold: torch.Tensor = values[ResultSlot.THRESHOLD] if threshold is None else threshold
+        self.coef: torch.Tensor = values[ResultSlot.COEF] if coef is None else coef
+        self.zscore: torch.Tensor = values[ResultSlot.ZSCORE]
+        self.mean: torch.Tensor = values[ResultSlot.MEAN]
+        self.std: torch.Tensor = values[ResultSlot.STD]
 
     # Computed when read, so a step launches nothing for results nobody looks at.
     @property
-    def clipped(self):
+    def clipped(self) -> torch.Tensor:
         """Bool device tensor: whether this step scaled the grads down (no sync until read)."""
-        return self._values[_CLIPPED] != 0
+        return self._values[ResultSlot.CLIPPED] != 0
 
     @property
-    def nonfinite(self):
+    def nonfinite(self) -> torch.Tensor:
         """Bool device tensor: whether the norm was inf or NaN, so the statistics were left alone."""
-        return self._values[_NONFINITE] != 0
+        return self._values[ResultSlot.NONFINITE] != 0
 
     def __repr__(self):
         return f"ClipResult(norm={self.norm}, threshold={self.threshold}, coef={self.coef}, clipped={self.clipped})"
 
 
-def _flatten_parameters(parameters, clipper_name):
-    if isinstance(parameters, torch.Tensor):
-        parameters = [parameters]
-    try:
-        entries = list(parameters)
-    except TypeError:
-        raise TypeError(f"{clipper_name}: parameters must be an iterable of Tensors or of param groups (dicts), got "
-                        f"{type(parameters).__name__}") from None
-    params = []
-    for g, entry in enumerate(entries):
-        if isinstance(entry, dict):
-            if "params" not in entry:
-                raise ValueError(f"{clipper_name}: param group {g} has no 'params' key")
-            group = entry["params"]
-            params.extend([group] if isinstance(group, torch.Tensor) else list(group))
-        else:
-            params.append(entry)
-    for i, p in enumerate(params):
-        if not isinstance(p, torch.Tensor):
-            raise TypeError(f"{clipper_name}: parameters[{i}] is a {type(p).__name__}, not a Tensor")
-    if len({id(p) for p in params}) != len(params):
-        raise ValueError(f"{clipper_name}: some parameters appear more than once")
-    if not params:
-        raise ValueError(f"{clipper_name}: got an empty parameter list")
-    return params
-
-
-def _check_choice(value, name, choices, clipper_name):
-    if value not in choices:
-        raise ValueError(f"{clipper_name}: {name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
-    return value
-
-
-def _check_number(value, name, clipper_name, low=None, high=None, low_open=False, high_open=False, allow_none=False):
-    """value as a float within [low, high] (open ends where asked), with an error naming it otherwise."""
-    if value is None and allow_none:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{clipper_name}: {name} must be a number, got {value!r}") from None
-    ok = x == x
-    if low is not None:
-        ok = ok and (x > low if low_open else x >= low)
-    if high is not None:
-        ok = ok and (x < high if high_open else x <= high)
-    if not ok:
-        lo = "-inf" if low is None else f"{'(' if low_open else '['}{low}"
-        hi = "inf" if high is None else f"{high}{')' if high_open else ']'}"
-        raise ValueError(f"{clipper_name}: {name} must lie in {lo}, {hi}, got {value!r}")
-    return x
-
-
-def _check_int(value, name, clipper_name, low=0):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{clipper_name}: {name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 def _idle_result(device, norm):
     """The result of a step that scaled nothing (coefficient 1, nothing clipped or non-finite),
     built on the device by fills: no host data is copied, so nothing syncs."""
-    values = torch.full((_NUM_SLOTS,), float("nan"), dtype=torch.float32, device=device)
-    values[_NORM] = norm
-    values[_COEF:_FOUND_INF + 1] = 0.0
-    values[_COEF] = 1.0
-    values[_GRAD_SCALE] = 1.0
-    return values
+    return write_outcome(empty_result(device), norm, float("nan"), 1.0, False, "skip")
+
+
+def _entry_outputs(entries, device):
+    """``(result, coef, threshold)``: the buffers a per-entry stats op writes, ``entries`` factors
+    and thresholds."""
+    coef = torch.empty(entries, dtype=torch.float32, device=device)
+    return empty_result(device), coef, torch.empty_like(coef)
 
 
 class Clipper:
-    """Base class: subclasses define ``_update(total, per_tensor, present, device)``, which runs the
-    stats op and returns ``(result values, factor tensor, per-tensor coef or None, per-tensor
-    threshold or None)``, and the state they keep (``_state_tensors``)."""
+    """Base class: subclasses define ``_update(total, per_tensor, present, device, policy)``, which
+    runs the stats op and returns ``(result values, factor tensor, per-tensor coef or None,
+    per-tensor threshold or None)``, and keep their state tensors in ``self._state``."""
 
     per_tensor = False  # per-tensor norms are needed (AdaGC, AutoClip with scope="tensor")
     folds_into_optimizer = True  # one factor for every grad: an attached fused optimizer can apply it
 
-    def __init__(self, parameters, on_nonfinite="skip", reference=False, *, process_group=None,
-                 norm_parameters=None, grad_attr="grad"):
+    def __init__(self, parameters: Params, on_nonfinite: str = "skip", reference: bool = False, *,
+                 process_group: ProcessGroups = None, norm_parameters: Params | None = None, grad_attr: str = "grad"):
         name = type(self).__name__
-        self._params = _flatten_parameters(parameters, name)
+        self._params = flatten_parameters(parameters, name)
         self._groups = as_groups(process_group)
         self._lists_checked = False
-        if not isinstance(grad_attr, str) or not grad_attr.isidentifier():
-            raise ValueError(f"{name}: grad_attr must be an attribute name such as 'grad' or 'main_grad', "
-                             f"got {grad_attr!r}")
-        self.grad_attr = grad_attr
+        self.grad_attr = check_grad_attr(grad_attr, name)
         self._norm_params = None
         if norm_parameters is not None:
             if self.per_tensor:
                 raise ValueError(f"{name}: norm_parameters applies to clippers of the total norm, not per-tensor ones")
-            self._norm_params = _flatten_parameters(norm_parameters, name)
-        self.on_nonfinite = _check_choice(on_nonfinite, "on_nonfinite", _POLICIES, name)
+            self._norm_params = flatten_parameters(norm_parameters, name)
+        self.on_nonfinite = check_choice(on_nonfinite, "on_nonfinite", _POLICIES, name)
         self.reference = bool(reference)
         self._state = {}  # name -> tensor, created on the grads' device at the first step
         self._pending = None  # (grad_scale, found_inf) for an attached fused optimizer
         self._hooks = []
+        self._rows = None  # (state rows, the same as a device tensor) of the last step
 
     # -- the step -------------------------------------------------------------------------
 
@@ -174,7 +115,7 @@ class Clipper:
         return present, [grads[i] for i in present]
 
     @torch.no_grad()
-    def step(self):
+    def step(self) -> ClipResult:
         """Clips the parameters' grads in place and returns a :class:`ClipResult` (device tensors).
 
         No host sync, except with ``on_nonfinite="error"``, which reads the norm to raise.
@@ -200,35 +141,37 @@ class Clipper:
     def _norm_type(self):
         return 2.0
 
+    def _rows_tensor(self, rows, device):
+        """The state rows ``rows`` (a tuple) as an int64 device tensor, copied again only when they change."""
+        if self._rows is None or self._rows[0] != rows or self._rows[1].device != device:
+            self._rows = (rows, index_tensor(rows, device))
+        return self._rows[1]
+
     def _norms(self, grads, device, keys):
         """(total, per-tensor norms or None): this rank's, or the whole model's with process_group
         or DTensor grads."""
         if not self._groups and keys is None:
-            return _ops.multi_tensor_norm(grads, self._norm_type(), self.per_tensor)
+            return ops.multi_tensor_norm(grads, self._norm_type(), self.per_tensor)
         if self.per_tensor and not self._lists_checked:  # once: a length mismatch would garble the vector
             check_same_lists(len(grads), self._groups, "grads")
             self._lists_checked = True
-        if grads:
-            local_total, local = _ops.multi_tensor_norm(grads, self._norm_type(), True)
-            dtype = local_total.dtype
-        else:  # this rank holds no grads: it still takes part in the all-reduce
-            local, dtype = torch.zeros(0, dtype=torch.float32, device=device), torch.float32
-        return reduce_norms(local, self._norm_type(), self._groups, dtype, self.per_tensor, keys)
+        return norms_across_ranks(grads, self._norm_type(), self._groups, keys, device=device,
+                                  keep_per_tensor=self.per_tensor)
 
     def _apply(self, grads, values, factor):
         clear = self.on_nonfinite == "zero"
         if self._hooks and self.folds_into_optimizer:
-            self._pending = (values[_GRAD_SCALE], values[_FOUND_INF])
+            self._pending = (values[ResultSlot.GRAD_SCALE], values[ResultSlot.FOUND_INF])
             if clear:  # zero the grads of a non-finite step; the optimizer applies the factor
-                _ops.multi_tensor_scale_(grads, 1.0 - values[_NONFINITE], True)
+                ops.multi_tensor_scale_(grads, 1.0 - values[ResultSlot.NONFINITE], True)
             return
         if self._hooks:  # per-tensor factors: scaled here, the skip still goes to the optimizer
-            self._pending = (None, values[_FOUND_INF])
-        _ops.multi_tensor_scale_(grads, factor, clear)
+            self._pending = (None, values[ResultSlot.FOUND_INF])
+        ops.multi_tensor_scale_(grads, factor, clear)
 
     # -- attach to an optimizer -----------------------------------------------------------
 
-    def attach(self, optimizer):
+    def attach(self, optimizer: torch.optim.Optimizer) -> "Clipper":
         """Hands each step's coefficient to ``optimizer``.
 
         For torch's fused Adam/AdamW (``fused=True``) and other optimizers that read
@@ -250,7 +193,7 @@ class Clipper:
                        optimizer.register_step_post_hook(self._after_optimizer_step)]
         return self
 
-    def detach(self):
+    def detach(self) -> None:
         """Undoes :meth:`attach`."""
         for hook in self._hooks:
             hook.remove()
@@ -287,7 +230,7 @@ class Clipper:
         """Hyperparameters a checkpoint must agree with to be loaded."""
         return {}
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """Statistics, counters and histories (per-tensor state is keyed by parameter position)."""
         return {"config": self._config(), "host": self._host_state(),
                 "state": {k: t.detach().clone() for k, t in self._state.items()}}
@@ -295,7 +238,7 @@ class Clipper:
     def _host_state(self):
         return {}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict) -> None:
         """Restores :meth:`state_dict`'s output; the tensors may come from any device."""
         name = type(self).__name__
         try:
@@ -315,7 +258,7 @@ class Clipper:
     def _check_loaded_state(self, state):
         pass
 
-    def reset(self):
+    def reset(self) -> None:
         """Forgets every statistic and history: the next step is the first."""
         self._state = {}
         self._load_host_state({})
@@ -327,10 +270,11 @@ class NormClip(Clipper):
     shares one interface (``step()``, ``attach``, non-finite policies). Factor as torch computes
     it: ``min(max_norm / (norm + 1e-6), 1)``."""
 
-    def __init__(self, parameters, max_norm, norm_type=2.0, on_nonfinite="skip", **options):
+    def __init__(self, parameters: Params, max_norm: float, norm_type: float = 2.0, on_nonfinite: str = "skip",
+                 **options):
         super().__init__(parameters, on_nonfinite, **options)
-        self.max_norm = _check_number(max_norm, "max_norm", "NormClip", low=0.0)
-        self.norm_type = _check_number(norm_type, "norm_type", "NormClip", low=0.0)
+        self.max_norm = check_number(max_norm, "max_norm", "NormClip", low=0.0)
+        self.norm_type = check_number(norm_type, "norm_type", "NormClip", low=0.0)
 
     def _norm_type(self):
         return self.norm_type
@@ -340,14 +284,11 @@ class NormClip(Clipper):
 
     def _update(self, total, per_tensor, present, device, policy):
         norm = total.float()
-        coef = torch.clamp((norm + 1e-6).reciprocal() * self.max_norm, max=1.0)
+        coef = torch.clamp((norm + CLIP_EPS).reciprocal() * self.max_norm, max=1.0)
         nonfinite = ~torch.isfinite(norm)
         if policy == "skip":
             coef = torch.where(nonfinite, 1.0, coef)
         elif policy == "zero":
             coef = torch.where(nonfinite, 0.0, coef)
-        found_inf = (nonfinite & (policy == "skip")).float()
-        nan = torch.full_like(norm, float("nan"))
-        values = torch.stack([norm, torch.full_like(norm, self.max_norm), coef, (coef < 1).float(), nonfinite.float(),
-                              coef.reciprocal(), found_inf, nan, nan, nan])
-        return values, values[_COEF], None, None
+        values = write_outcome(empty_result(device), norm, self.max_norm, coef, nonfinite, policy)
+        return values, values[ResultSlot.COEF], None, None

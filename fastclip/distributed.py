@@ -8,14 +8,19 @@ The collectives run on the current stream: nothing syncs the host.
 """
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["as_groups", "reduce_norms", "split_dtensors"]
+from . import ops
+from ._types import ProcessGroups
+from ._validation import check_norm_type_across_ranks
+
+__all__ = ["as_groups", "norms_across_ranks", "reduce_norms", "split_dtensors"]
 
 
-def as_groups(process_group, where="process_group"):
+def as_groups(process_group: ProcessGroups, where: str = "process_group") -> tuple:
     """``process_group`` as a tuple of groups (empty for None), checked."""
     if process_group is None:
         return ()
@@ -28,18 +33,12 @@ def as_groups(process_group, where="process_group"):
     return groups
 
 
-def index_tensor(indices, device):
+def index_tensor(indices: Sequence[int], device: torch.device | str) -> torch.Tensor:
     """int64 indices on `device`, copied without blocking the host."""
     t = torch.tensor(indices, dtype=torch.int64)
     if torch.device(device).type == "cuda":
         t = t.pin_memory()
     return t.to(device, non_blocking=True)
-
-
-def _check_norm_type(norm_type):
-    if norm_type == 0:
-        raise ValueError("fastclip: norm_type=0 (the count of nonzero tensors) cannot be combined across ranks: "
-                         "a sharded tensor would be counted once per rank")
 
 
 def _dtensor_type():
@@ -50,7 +49,7 @@ def _dtensor_type():
     return DTensor
 
 
-def split_dtensors(tensors, where="tensors"):
+def split_dtensors(tensors: list[torch.Tensor], where: str = "tensors") -> tuple[list[torch.Tensor], list | None]:
     """(local tensors, keys): DTensors (FSDP2, tensor parallel) are replaced by their local shards,
     and keys[i] names the process groups over which tensor i's partial sums are reduced: the
     mesh dims on which it is sharded (a replicated dim holds the same values on every rank, so it
@@ -74,7 +73,8 @@ def split_dtensors(tensors, where="tensors"):
     return local, keys
 
 
-def reduce_norms(per_tensor, norm_type, groups, total_dtype, keep_per_tensor=False, keys=None):
+def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, total_dtype: torch.dtype,
+                 keep_per_tensor: bool = False, keys: list | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The norms of the whole model from this rank's per-tensor norms.
 
     ``per_tensor``: this rank's norm of each of its tensors (the ``per_tensor`` output of
@@ -84,7 +84,7 @@ def reduce_norms(per_tensor, norm_type, groups, total_dtype, keep_per_tensor=Fal
     tensors' partials (every rank must then list the same tensors in the same order, each
     holding its shard). Returns ``(total in total_dtype, per-tensor norms or None)``.
     """
-    _check_norm_type(norm_type)
+    check_norm_type_across_ranks(norm_type)
     infinite = math.isinf(norm_type)
     op = dist.ReduceOp.MAX if infinite else dist.ReduceOp.SUM
     partial = per_tensor.double() if infinite else per_tensor.double().pow(norm_type)
@@ -126,7 +126,25 @@ def reduce_norms(per_tensor, norm_type, groups, total_dtype, keep_per_tensor=Fal
     return total.to(total_dtype).reshape(()), (norms.to(per_tensor.dtype) if keep_per_tensor else None)
 
 
-def check_same_lists(count, groups, what):
+def norms_across_ranks(tensors: list[torch.Tensor], norm_type: float, groups: tuple, keys: list | None = None, *,
+                       device: torch.device | str, keep_per_tensor: bool = False,
+                       total_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The norms of the whole model from this rank's ``tensors`` (local tensors or shards, see
+    :func:`split_dtensors` for ``keys``): their per-tensor norms in one pass, then
+    :func:`reduce_norms` over ``groups``. A rank with no tensors still takes part in the
+    all-reduce, with an empty partial on ``device`` (used for that alone). The total is in
+    ``total_dtype`` (default: the tensors' promoted dtype, float32 for none). Returns
+    ``(total, per-tensor norms or None)``.
+    """
+    if tensors:
+        local_total, per = ops.multi_tensor_norm(tensors, norm_type, True)
+        dtype = local_total.dtype
+    else:  # nothing here, but this rank still takes part in the all-reduce
+        per, dtype = torch.zeros(0, dtype=torch.float32, device=device), torch.float32
+    return reduce_norms(per, norm_type, groups, total_dtype or dtype, keep_per_tensor, keys)
+
+
+def check_same_lists(count: int, groups: tuple, what: str) -> None:
     """Raises on every rank if the ranks of any group hold lists of different lengths (one small
     all-reduce and one host read: call it once, not per step)."""
     probe = torch.tensor([count, -count], dtype=torch.int64)

@@ -5,11 +5,12 @@ statistics kept on the device."""
 import torch
 
 from . import _ops
-from .clipper import _NUM_SLOTS, Clipper, _check_choice, _check_int, _check_number
+from ._layouts import ZCLIP_HEADER, ResultSlot, empty_result
+from ._types import Params
+from ._validation import check_choice, check_int, check_number
+from .clipper import Clipper
 
 __all__ = ["ZClip"]
-
-_HEADER = 4  # mean, var, warm-up count, initialised (csrc/common/clip_stats.h)
 
 
 class ZClip(Clipper):
@@ -36,20 +37,21 @@ class ZClip(Clipper):
     ``reference=True`` reproduces the package, NaN poisoning included.
     """
 
-    def __init__(self, parameters, alpha=0.97, z_thresh=2.5, max_grad_norm=1.0, eps=1e-6, warmup_steps=25,
-                 mode="zscore", clip_option="adaptive_scaling", clip_factor=1.0, skip_update_on_spike=False,
-                 on_nonfinite="skip", reference=False, **options):
+    def __init__(self, parameters: Params, alpha: float = 0.97, z_thresh: float = 2.5,
+                 max_grad_norm: float | None = 1.0, eps: float = 1e-6, warmup_steps: int = 25, mode: str = "zscore",
+                 clip_option: str = "adaptive_scaling", clip_factor: float = 1.0, skip_update_on_spike: bool = False,
+                 on_nonfinite: str = "skip", reference: bool = False, **options):
         super().__init__(parameters, on_nonfinite, reference, **options)
-        self.alpha = _check_number(alpha, "alpha", "ZClip", 0.0, 1.0, low_open=True, high_open=True)
-        self.z_thresh = _check_number(z_thresh, "z_thresh", "ZClip", 0.0, float("inf"), low_open=True, high_open=True)
-        self.max_grad_norm = _check_number(max_grad_norm, "max_grad_norm", "ZClip", 0.0, low_open=True,
-                                           allow_none=True)
-        self.eps = _check_number(eps, "eps", "ZClip", 0.0, float("inf"), high_open=True)
-        self.warmup_steps = _check_int(warmup_steps, "warmup_steps", "ZClip")
-        self.mode = _check_choice(str(mode).lower(), "mode", ("zscore", "percentile"), "ZClip")
-        self.clip_option = _check_choice(str(clip_option).lower(), "clip_option", ("adaptive_scaling", "mean"), "ZClip")
-        self.clip_factor = _check_number(clip_factor, "clip_factor", "ZClip", 0.0, float("inf"), low_open=True,
-                                         high_open=True)
+        self.alpha = check_number(alpha, "alpha", "ZClip", 0.0, 1.0, low_open=True, high_open=True)
+        self.z_thresh = check_number(z_thresh, "z_thresh", "ZClip", 0.0, float("inf"), low_open=True, high_open=True)
+        self.max_grad_norm = check_number(max_grad_norm, "max_grad_norm", "ZClip", 0.0, low_open=True,
+                                          allow_none=True)
+        self.eps = check_number(eps, "eps", "ZClip", 0.0, float("inf"), high_open=True)
+        self.warmup_steps = check_int(warmup_steps, "warmup_steps", "ZClip")
+        self.mode = check_choice(str(mode).lower(), "mode", ("zscore", "percentile"), "ZClip")
+        self.clip_option = check_choice(str(clip_option).lower(), "clip_option", ("adaptive_scaling", "mean"), "ZClip")
+        self.clip_factor = check_number(clip_factor, "clip_factor", "ZClip", 0.0, float("inf"), low_open=True,
+                                        high_open=True)
         self.skip_update_on_spike = bool(skip_update_on_spike)
 
     def _config(self):
@@ -59,7 +61,7 @@ class ZClip(Clipper):
                 "reference": self.reference}
 
     def _state_size(self):
-        return _HEADER + max(1, self.warmup_steps)
+        return ZCLIP_HEADER + max(1, self.warmup_steps)  # the header, then the warm-up norms
 
     def _check_loaded_state(self, state):
         if set(state) != {"stats"} or state["stats"].shape != (self._state_size(),):
@@ -69,8 +71,8 @@ class ZClip(Clipper):
     def _update(self, total, per_tensor, present, device, policy):
         if "stats" not in self._state:
             self._state["stats"] = torch.zeros(self._state_size(), dtype=torch.float64, device=device)
-        values = torch.empty(_NUM_SLOTS, dtype=torch.float32, device=device)
+        values = empty_result(device)
         _ops.zclip_update_(total, self._state["stats"], values, self.alpha, self.z_thresh, self.max_grad_norm,
                            self.eps, self.warmup_steps, self.mode, self.clip_option, self.clip_factor,
                            self.skip_update_on_spike, policy, self.reference)
-        return values, values[2], None, None
+        return values, values[ResultSlot.COEF], None, None

@@ -295,3 +295,21 @@ def test_compiled_ops_with_inductor(gen):
 
     total = clip(tensors)
     assert_close_to(total, expected_total, rtol=0)
+
+
+def test_distributed_local_step_alone(gen):
+    """The local step every distributed path shares (fastclip.distributed.norms_across_ranks) with
+    no group: the norm of this rank's tensors; a rank with none gives 0 in float32 (it would
+    still join the all-reduce)."""
+    from fastclip.distributed import norms_across_ranks
+
+    tensors = random_tensors([(5, 3), (17,), (0,)], [torch.float32, torch.bfloat16], "cpu", gen)
+    for norm_type in (2.0, 1.0, math.inf):
+        total, per = norms_across_ranks(tensors, norm_type, (), device="cpu", keep_per_tensor=True)
+        assert total.dtype == torch.float32 and per.shape == (3,)
+        assert_close_to(total, fastclip.get_total_norm(tensors, norm_type), rtol=RTOL_SUM[torch.float32])
+        assert_close_to(per, [reference_norm([t], norm_type) for t in tensors], rtol=RTOL_SUM[torch.float32])
+    total, per = norms_across_ranks([], 2.0, (), device="cpu")
+    assert total.item() == 0.0 and total.dtype == torch.float32 and per is None
+    with pytest.raises(ValueError, match="norm_type=0"):
+        norms_across_ranks(tensors, 0.0, (), device="cpu")

@@ -361,18 +361,18 @@ def test_statistics_ops_name_bad_arguments():
     norm = torch.tensor(1.0)
     result = torch.empty(10)
     with pytest.raises(RuntimeError, match="state must hold 7 elements"):
-        fastclip.ops.zclip_update_(norm, torch.zeros(5, dtype=torch.float64), result, 0.9, 2.5, 1.0, 1e-6, 3,
-                                   "zscore", "mean", 1.0, False, "skip", False)
+        fastclip._ops.zclip_update_(norm, torch.zeros(5, dtype=torch.float64), result, 0.9, 2.5, 1.0, 1e-6, 3,
+                                    "zscore", "mean", 1.0, False, "skip", False)
     with pytest.raises(RuntimeError, match="state must be Double"):
-        fastclip.ops.zclip_update_(norm, torch.zeros(7), result, 0.9, 2.5, 1.0, 1e-6, 3, "zscore", "mean", 1.0,
-                                   False, "skip", False)
+        fastclip._ops.zclip_update_(norm, torch.zeros(7), result, 0.9, 2.5, 1.0, 1e-6, 3, "zscore", "mean", 1.0,
+                                    False, "skip", False)
     with pytest.raises(RuntimeError, match="on_nonfinite"):
-        fastclip.ops.zclip_update_(norm, torch.zeros(7, dtype=torch.float64), result, 0.9, 2.5, 1.0, 1e-6, 3,
-                                   "zscore", "mean", 1.0, False, "error", False)
+        fastclip._ops.zclip_update_(norm, torch.zeros(7, dtype=torch.float64), result, 0.9, 2.5, 1.0, 1e-6, 3,
+                                    "zscore", "mean", 1.0, False, "error", False)
     with pytest.raises(RuntimeError, match="rows must lie in"):
-        fastclip.ops.adagc_update_(norm, torch.ones(2), torch.tensor([0, 5]), torch.zeros(2, 2, dtype=torch.float64),
-                                   torch.zeros(1, dtype=torch.float64), result, torch.empty(2), torch.empty(2), 1.0,
-                                   1.05, 0.98, 2, 1e-6, "skip", False)
+        fastclip._ops.adagc_update_(norm, torch.ones(2), torch.tensor([0, 5]), torch.zeros(2, 2, dtype=torch.float64),
+                                    torch.zeros(1, dtype=torch.float64), result, torch.empty(2), torch.empty(2), 1.0,
+                                    1.05, 0.98, 2, 1e-6, "skip", False)
     with pytest.raises(RuntimeError, match=r"grads\[1\] has shape"):
         fastclip.ops.agc_clip_([torch.ones(3), torch.ones(4)], [torch.ones(3), torch.ones(5)], 0.01, 1e-3)
 

@@ -136,8 +136,8 @@ def _quantile_op_run(norms, percentile, window, lag):
     for x in norms:
         total = torch.tensor(x, dtype=torch.float32)
         values, coef, thr = torch.empty(10), torch.empty(1), torch.empty(1)
-        fastclip.ops.autoclip_update_(total, total.reshape(1), rows, lower, upper, ring, counters, values, coef, thr,
-                                      percentile, lag, "skip", False)
+        fastclip._ops.autoclip_update_(total, total.reshape(1), rows, lower, upper, ring, counters, values, coef, thr,
+                                       percentile, lag, "skip", False)
         out.append(float(thr))
     return out
 
@@ -266,9 +266,9 @@ def test_full_history_drops_norms_without_overflow():
     rows = torch.zeros(1, dtype=torch.int64)
     for x in range(1, 11):
         total = torch.tensor(float(x))
-        fastclip.ops.autoclip_update_(total, total.reshape(1), rows, guard_lower[:, :2], guard_upper[:, :2],
-                                      torch.zeros(1, 0), counters, torch.empty(10), torch.empty(1), torch.empty(1),
-                                      50.0, False, "skip", False)
+        fastclip._ops.autoclip_update_(total, total.reshape(1), rows, guard_lower[:, :2], guard_upper[:, :2],
+                                       torch.zeros(1, 0), counters, torch.empty(10), torch.empty(1), torch.empty(1),
+                                       50.0, False, "skip", False)
     assert counters[0, 0] <= 2 and counters[0, 1] <= 2 and counters[0, 2] == 2
     assert (guard_lower[:, 2:] == 7).all() and (guard_upper[:, 2:] == 7).all()
 
@@ -280,8 +280,8 @@ def test_poisoned_history_stays_poisoned_when_full():
     thresholds = []
     for x in [1.0, float("nan"), 2.0, 3.0, 4.0, 5.0, 6.0]:
         total, thr = torch.tensor(x), torch.empty(1)
-        fastclip.ops.autoclip_update_(total, total.reshape(1), rows, lower, upper, torch.zeros(1, 0), counters,
-                                      torch.empty(10), torch.empty(1), thr, 50.0, False, "propagate", True)
+        fastclip._ops.autoclip_update_(total, total.reshape(1), rows, lower, upper, torch.zeros(1, 0), counters,
+                                       torch.empty(10), torch.empty(1), thr, 50.0, False, "propagate", True)
         thresholds.append(float(thr))
     assert thresholds[0] == 1.0 and all(t != t for t in thresholds[1:])
 
@@ -291,6 +291,6 @@ def test_zclip_corrupt_warmup_count_never_indexes_out_of_bounds(collected):
     state = torch.zeros(4 + 3, dtype=torch.float64)
     state[2] = collected
     result = torch.empty(10)
-    fastclip.ops.zclip_update_(torch.tensor(2.0), state, result, 0.9, 2.5, 1.0, 1e-6, 3, "zscore", "mean", 1.0,
-                               False, "skip", False)
+    fastclip._ops.zclip_update_(torch.tensor(2.0), state, result, 0.9, 2.5, 1.0, 1e-6, 3, "zscore", "mean", 1.0,
+                                False, "skip", False)
     assert state[2] == 1 and state[4] == 2.0  # restarted the warm-up at the first slot

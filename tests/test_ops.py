@@ -336,3 +336,29 @@ def test_scale_clear_on_zero(device, gen):
     kept = [t.clone() for t in tensors]
     fastclip.ops.multi_tensor_scale_(kept, torch.tensor(0.0, device=device))
     assert torch.isnan(kept[0][5]) and torch.isnan(kept[1][0, 0])
+
+
+def test_public_wrappers_are_the_list_ops():
+    """fastclip.ops wraps the list ops; each wrapper gives the op's result."""
+    assert set(fastclip.ops.__all__) == {"multi_tensor_norm", "multi_tensor_scale_", "multi_tensor_clip_by_norm_",
+                                         "multi_tensor_clip_grad_norm_", "multi_tensor_clamp_", "agc_clip_"}
+    for name in fastclip.ops.__all__:
+        assert hasattr(ops, name) and getattr(fastclip.ops, name).__doc__, name
+    t = [torch.full((4,), 3.0), torch.full((16,), -2.0)]
+    total, per = fastclip.ops.multi_tensor_norm(t, 2, per_tensor=True)  # an int norm_type is accepted
+    assert total.item() == 10.0 and per.tolist() == [6.0, 8.0]
+    assert fastclip.ops.multi_tensor_clip_grad_norm_(t, 5, 2).item() == 10.0
+    torch.testing.assert_close(t[1], torch.full((16,), -1.0))
+    fastclip.ops.multi_tensor_clamp_(t, 1)
+    assert t[0].max().item() == 1.0
+
+
+@pytest.mark.parametrize("name", ["zclip_update_", "autoclip_update_", "adagc_update_"])
+def test_stats_ops_are_not_public_wrappers(name):
+    """Their state layout is private: fastclip.ops no longer wraps them, and says where they are."""
+    with pytest.raises(AttributeError) as info:
+        getattr(fastclip.ops, name)
+    assert f"torch.ops.fastclip.{name}" in str(info.value) and "private" in str(info.value)
+    assert name not in dir(fastclip.ops) and hasattr(ops, name)
+    with pytest.raises(AttributeError, match="no attribute 'not_an_op'"):
+        fastclip.ops.not_an_op

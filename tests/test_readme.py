@@ -23,15 +23,24 @@ def _public_names():
     import inspect
 
     import fastclip
+    import fastclip.adagc
+    import fastclip.agc
+    import fastclip.autoclip
     import fastclip.bench
     import fastclip.bench_harness
     import fastclip.cli
+    import fastclip.clip_grad
+    import fastclip.clipper
     import fastclip.demo
     import fastclip.distributed
     import fastclip.integrations.lightning
     import fastclip.integrations.megatron
+    import fastclip.ops
+    import fastclip.zclip
 
-    modules = [fastclip, fastclip.bench, fastclip.bench_harness, fastclip.cli, fastclip.demo, fastclip.distributed,
+    modules = [fastclip, fastclip.ops, fastclip.clip_grad, fastclip.clipper, fastclip.zclip, fastclip.autoclip,
+               fastclip.adagc, fastclip.agc, fastclip.bench, fastclip.bench_harness, fastclip.cli, fastclip.demo,
+               fastclip.distributed,
                fastclip.integrations.lightning, fastclip.integrations.megatron]
     for module in modules:
         assert module.__all__, module.__name__

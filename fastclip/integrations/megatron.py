@@ -15,13 +15,14 @@ with a fastclip clipper (ZClip, AutoClip, NormClip...), with the statistics on t
 agreeing on every rank. Megatron itself is not imported by this module until :func:`patch` runs.
 """
 
-import math
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 
-from .. import _ops
-from ..distributed import as_groups, reduce_norms, split_dtensors
+from .. import ops
+from .._types import ProcessGroups, Tensors
+from ..distributed import as_groups, norms_across_ranks, split_dtensors
 
 __all__ = ["clip_grad_by_total_norm_fp32", "get_grad_norm_fp32", "patch", "unpatch"]
 
@@ -32,7 +33,8 @@ def _stats_groups(grad_stats_parallel_group):
     return as_groups(grad_stats_parallel_group, "grad_stats_parallel_group")
 
 
-def get_grad_norm_fp32(grads_for_norm, norm_type=2, grad_stats_parallel_group=None, *, as_float=False):
+def get_grad_norm_fp32(grads_for_norm: Tensors, norm_type: float = 2, grad_stats_parallel_group: ProcessGroups = None,
+                       *, as_float: bool = False) -> torch.Tensor | float:
     """The norm of ``grads_for_norm`` across the model-parallel (or distributed-optimizer) ranks.
 
     Every rank passes the grads it counts (shared and tensor-parallel-duplicate parameters
@@ -46,16 +48,9 @@ def get_grad_norm_fp32(grads_for_norm, norm_type=2, grad_stats_parallel_group=No
     groups = _stats_groups(grad_stats_parallel_group)
     if keys is not None:  # DTensors: their mesh groups first, then the stats group, as Megatron does
         keys = [tuple(k) + groups if k is not None else groups for k in keys]
-    device = local[0].device if local else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if local:
-        _, per = _ops.multi_tensor_norm(local, norm_type, True)
-    else:  # nothing here, but this rank still takes part in the all-reduce
-        per = torch.zeros(0, dtype=torch.float32, device=device)
-    if groups or keys is not None:
-        total, _ = reduce_norms(per, norm_type, groups, torch.float32, keys=keys)
-    else:
-        total = (per.double().max() if math.isinf(norm_type) else per.double().pow(norm_type).sum().pow(
-            1.0 / norm_type)).float() if per.numel() else torch.zeros((), device=device)
+    empty_device = "cuda" if torch.cuda.is_available() else "cpu"  # for a rank with no grads
+    # Per-tensor norms combined in float64 as Megatron does, across the groups if there are any.
+    total, _ = norms_across_ranks(local, norm_type, groups, keys, device=empty_device, total_dtype=torch.float32)
     return float(total) if as_float else total
 
 
@@ -66,7 +61,8 @@ def _grads_of(parameters, use_decoupled_grad):
     return split_dtensors([g.detach() for g in grads if g is not None], attr)[0]
 
 
-def clip_grad_by_total_norm_fp32(parameters, max_norm, total_norm, use_decoupled_grad=False):
+def clip_grad_by_total_norm_fp32(parameters: Tensors, max_norm: float, total_norm: torch.Tensor | float,
+                                 use_decoupled_grad: bool = False) -> None:
     """Scales the grads (``.grad``, or ``.decoupled_grad``) of every parameter by
     ``min(max_norm / (total_norm + 1e-6), 1)``, computed on the device; ``total_norm`` may be a
     float or a tensor (e.g. from :func:`get_grad_norm_fp32`)."""
@@ -78,7 +74,7 @@ def clip_grad_by_total_norm_fp32(parameters, max_norm, total_norm, use_decoupled
         total = total_norm.to(device, non_blocking=True).float().reshape(())
     else:
         total = torch.full((), float(total_norm), dtype=torch.float32, device=device)
-    _ops.multi_tensor_clip_by_norm_(grads, total, float(max_norm))
+    ops.multi_tensor_clip_by_norm_(grads, total, float(max_norm))
 
 
 _PATCHED = {}
@@ -106,7 +102,7 @@ def _norm_parameters(megatron_optimizer):
     return [p for p in megatron_optimizer.get_parameters() if id(getattr(p, "grad", None)) in counted]
 
 
-def patch(clipper=None, *, sync_free=False):
+def patch(clipper: Callable | None = None, *, sync_free: bool = False) -> list:
     """Makes Megatron-core clip with fastclip, in place, for every optimizer it builds.
 
     ``clipper=None``: the fixed threshold stays Megatron's (``--clip-grad``); its
@@ -155,7 +151,7 @@ def patch(clipper=None, *, sync_free=False):
     return modules
 
 
-def unpatch():
+def unpatch() -> None:
     """Restores what :func:`patch` replaced."""
     for (owner, name), original in _PATCHED.items():
         setattr(owner, name, original)

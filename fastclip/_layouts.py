@@ -1,0 +1,112 @@
+"""Names for the small tensors that cross the C++/Python boundary, with their indices read from the
+compiled library (``fastclip._C.layouts``, made from csrc/common/layouts.h), so no index or size is
+copied by hand; and :func:`write_outcome`, the Python twin of C++'s ``write_outcome``
+(csrc/common/clip_outcome.h), for the steps that run no stats op.
+
+The members are listed here by name, so the code reads ``ResultSlot.COEF``; their values come
+from C++, and tests/test_layouts.py checks that these names are exactly the exported ones.
+"""
+
+import enum
+
+import torch
+
+from ._library import _C
+
+_SLOT = _C.layouts["result_slots"]
+_ZCLIP = _C.layouts["zclip_state"]
+_COUNTER = _C.layouts["autoclip_counters"]
+_STOPPED = _C.layouts["autoclip_stopped"]
+_GAMMA = _C.layouts["adagc_gamma"]
+
+#: torch's epsilon in ``max_norm / (total_norm + eps)`` (csrc/common/norm_math.h, kClipEps).
+CLIP_EPS: float = _C.clip_eps
+
+
+class ResultSlot(enum.IntEnum):
+    """Slots of the float32 result tensor every step writes (see ``ClipResult``)."""
+
+    NORM = _SLOT["norm"]  # pre-clip total norm
+    THRESHOLD = _SLOT["threshold"]  # clip value in force (NaN for per-tensor clippers)
+    COEF = _SLOT["coef"]  # factor applied to every grad (1 for per-tensor clippers)
+    CLIPPED = _SLOT["clipped"]  # 1 if some grad was scaled by a factor below 1
+    NONFINITE = _SLOT["nonfinite"]  # 1 if the total norm was NaN or inf
+    GRAD_SCALE = _SLOT["grad_scale"]  # what an attached fused optimizer divides the grads by (1/coef)
+    FOUND_INF = _SLOT["found_inf"]  # what it reads to skip the step
+    ZSCORE = _SLOT["zscore"]  # ZClip only, NaN elsewhere and during warm-up
+    MEAN = _SLOT["mean"]
+    STD = _SLOT["std"]
+
+
+class ZClipState(enum.IntEnum):
+    """The header of ZClip's float64 state; the warm-up buffer of norms follows it."""
+
+    MEAN = _ZCLIP["mean"]  # EMA of the norm
+    VAR = _ZCLIP["var"]  # EMA of its variance
+    COLLECTED = _ZCLIP["collected"]  # warm-up norms collected so far
+    INITIALIZED = _ZCLIP["initialized"]  # 1 once the warm-up has set mean and var
+
+
+class AutoClipCounter(enum.IntEnum):
+    """Columns of AutoClip's int64 counters, one row per history."""
+
+    LOWER_SIZE = _COUNTER["lower_size"]  # norms in the lower (max-)heap
+    UPPER_SIZE = _COUNTER["upper_size"]  # norms in the upper (min-)heap
+    STOPPED = _COUNTER["stopped"]  # an AutoClipStopped value
+    WINDOW_COUNT = _COUNTER["window_count"]  # norms in the ring buffer (history_size=N)
+    WINDOW_HEAD = _COUNTER["window_head"]  # its next write position
+
+
+class AutoClipStopped(enum.IntEnum):
+    """Values of ``AutoClipCounter.STOPPED``: why a history stopped changing."""
+
+    RUNNING = _STOPPED["running"]
+    POISONED = _STOPPED["poisoned"]  # reference mode: a NaN entered, every threshold is NaN
+    FULL = _STOPPED["full"]  # the heaps were not grown in time: norms are dropped
+
+
+class AdaGCGamma(enum.IntEnum):
+    """Columns of AdaGC's float64 gamma, one row per tensor."""
+
+    VALUE = _GAMMA["value"]  # EMA of the tensor's clipped norm
+    SEEN = _GAMMA["seen"]  # 1 once it has one
+
+
+#: Each enum by its key in ``fastclip._C.layouts``.
+LAYOUTS = {"result_slots": ResultSlot, "zclip_state": ZClipState, "autoclip_counters": AutoClipCounter,
+           "autoclip_stopped": AutoClipStopped, "adagc_gamma": AdaGCGamma}
+
+RESULT_SLOTS = len(ResultSlot)  # the result tensor's size
+ZCLIP_HEADER = len(ZClipState)  # where ZClip's warm-up buffer starts
+AUTOCLIP_COUNTERS = len(AutoClipCounter)
+ADAGC_GAMMA = len(AdaGCGamma)
+
+
+def empty_result(device) -> torch.Tensor:
+    """An uninitialised float32 result tensor on ``device``, for a stats op to write."""
+    return torch.empty(RESULT_SLOTS, dtype=torch.float32, device=device)
+
+
+def _float32(value, op):
+    """``op(value)`` in float32: device ops for a tensor (no sync); for a Python number, the same op
+    on the host, returned as a number (written by a fill, so nothing is copied to the device)."""
+    if isinstance(value, torch.Tensor):
+        return op(value.float())
+    return op(torch.tensor(float(value), dtype=torch.float32)).item()
+
+
+def write_outcome(result: torch.Tensor, norm, threshold, coef, nonfinite, policy: str) -> torch.Tensor:
+    """Writes the slots every step shares, as C++'s ``write_outcome`` does, from the pre-clip norm,
+    the threshold in force, the coefficient applied to the whole list, whether the norm was
+    non-finite and the on_nonfinite policy. Each value is a Python number or a 0-d tensor on
+    ``result``'s device; nothing syncs the host. Returns ``result``."""
+    result[ResultSlot.NORM] = norm
+    result[ResultSlot.THRESHOLD] = threshold
+    result[ResultSlot.COEF] = coef
+    result[ResultSlot.CLIPPED] = _float32(coef, lambda c: (c < 1).float())
+    result[ResultSlot.NONFINITE] = _float32(nonfinite, lambda n: n)
+    result[ResultSlot.GRAD_SCALE] = _float32(coef, torch.reciprocal)
+    result[ResultSlot.FOUND_INF] = _float32(nonfinite, lambda n: n * (policy == "skip"))
+    for slot in (ResultSlot.ZSCORE, ResultSlot.MEAN, ResultSlot.STD):
+        result[slot] = float("nan")
+    return result
