@@ -142,7 +142,7 @@ class AutoClip(Clipper):
             return values, coef, coef, threshold
         return values, coef, None, None
 
-    def load_history(self, norms):
+    def load_history(self, norms: torch.Tensor) -> None:
         """Seeds the history with a log of past total norms, oldest first, e.g. to resume from the
         norms a run logged, or to start with the history a long run would have built: afterwards
         the clipper steps as if its past steps had seen exactly these norms. The loaded history
@@ -153,7 +153,8 @@ class AutoClip(Clipper):
         ``history_size=N`` only the last N are kept. ``scope="global"`` only: ``scope="tensor"``
         keeps one history per tensor.
 
-        Example: ``clipper.load_history(torch.tensor(logged_norms))``.
+        Example: ``clipper.load_history(torch.tensor(logged_norms))``. It checks the norms on
+        the host (a sync): call it before training, not in the step.
         """
         if self.per_tensor:
             raise ValueError("AutoClip.load_history: norms seed the one history of scope='global'; "
@@ -169,7 +170,7 @@ class AutoClip(Clipper):
         device, count = norms.device, norms.numel()
         lower = torch.zeros(1, 0, device=device)
         upper = torch.zeros(1, 0, device=device)
-        counters = torch.zeros(1, _COUNTERS, dtype=torch.int64, device=device)
+        counters = torch.zeros(1, AUTOCLIP_COUNTERS, dtype=torch.int64, device=device)
         if self.history_size is None:
             # Sorted, split at the percentile's rank: descending is a max-heap, ascending a min-heap.
             ordered = torch.sort(norms).values
@@ -178,14 +179,15 @@ class AutoClip(Clipper):
             upper = torch.zeros(1, self._heap_columns(count + self.reserve_steps, "upper"), device=device)
             lower[0, :below] = ordered[:below].flip(0)
             upper[0, :count - below] = ordered[below:]
-            counters[0, 0], counters[0, 1] = below, count - below
+            counters[0, _LOWER], counters[0, _UPPER] = below, count - below
             window = torch.zeros(1, 0, device=device)
         else:
             # The last N norms, oldest first, the ring's head on the slot written next.
             kept = norms[-self.history_size:]
             window = torch.zeros(1, self.history_size, device=device)
             window[0, :kept.numel()] = kept
-            counters[0, 3], counters[0, 4] = kept.numel(), kept.numel() % self.history_size
+            counters[0, _WINDOW] = kept.numel()
+            counters[0, AutoClipCounter.WINDOW_HEAD] = kept.numel() % self.history_size
         self.reset()
         self.load_state_dict({"config": self._config(), "host": {"steps": count},
                               "state": {"lower": lower, "upper": upper, "window": window, "counters": counters}})
