@@ -2,6 +2,8 @@
 // dispatcher sees them, written once for both backends: the argument checks (every state tensor
 // checked for dtype, device, layout and shape, naming the argument), the step's config, and the
 // op function itself, a template over the backend's `run` (which only launches the step).
+// The *Tensors structs are views of the op's own arguments (reference members): build them only
+// from the dispatcher's parameters, never from temporaries such as `x.contiguous()`.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -2,6 +2,7 @@
 // running exactly the functions the CPU op runs (common/autoclip_step.h) on the same state.
 #include "device_utils.cuh"
 #include "launch.cuh"
+#include "stats_kernels.h"
 
 namespace fastclip {
 namespace cuda {

@@ -10,7 +10,7 @@
 
 #include "../common/list_plan.h"
 #include "../common/stats_op_args.h"
-#include "kernels.h"
+#include "stats_kernels.h"
 
 namespace fastclip {
 namespace cuda {

@@ -1,5 +1,6 @@
-// Host-side helpers shared by the torch-facing CUDA entry points (<op>.cpp): device properties and the capture-safe upload of small host-built
-// tables (metadata) to the device. Host code only; the kernels (.cu) never include this.
+// Host-side helpers shared by the torch-facing CUDA entry points (<op>.cpp): device properties
+// and the capture-safe upload of small host-built tables (metadata) to the device. Host code
+// only; the kernels (.cu) never include this.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -7,10 +7,7 @@
 
 #include <cstdint>
 
-#include "../common/adagc_step.h"
-#include "../common/autoclip_step.h"
 #include "../common/tensor_list.h"
-#include "../common/zclip_step.h"
 
 namespace fastclip {
 namespace cuda {
@@ -34,6 +31,7 @@ struct DeviceValues {
   const void* data;
   int32_t dtype;  // a DType
 };
+// (The stateful clippers' one-block kernels are declared in stats_kernels.h.)
 
 // multi_tensor_norm: every block reduces whole chunks; the last block to finish combines.
 struct NormParams {
@@ -77,30 +75,6 @@ struct ClampParams {
   double bound;
 };
 cudaError_t launch_multi_tensor_clamp(const ClampParams& params, int num_blocks, cudaStream_t stream);
-
-// zclip_update_: zclip_step on norm[0], from one thread.
-cudaError_t launch_zclip_update(const ZClipConfig& config, DeviceValues norm, double* state, float* result,
-                                cudaStream_t stream);
-
-// The per-tensor stats kernels' inputs and outputs: this step's total norm, the norms of its
-// num_entries entries, and what the step writes.
-struct EntryParams {
-  DeviceValues total_norm;
-  DeviceValues norms;
-  int64_t num_entries;
-  EntryOutputs out;
-  float* result;
-};
-
-// autoclip_update_: autoclip_entry for each entry (one block, a thread per entry), then
-// autoclip_finish.
-cudaError_t launch_autoclip_update(const AutoClipConfig& config, const AutoClipBuffers& buffers,
-                                   const EntryParams& entries, cudaStream_t stream);
-
-// adagc_update_: adagc_entry for each entry (one block, a thread per entry), then adagc_finish,
-// which counts the step in steps[0].
-cudaError_t launch_adagc_update(const AdaGCConfig& config, double* gamma, double* steps, const EntryParams& entries,
-                                cudaStream_t stream);
 
 // agc_clip_: one entry per tensor that has rows; the entries' global rows are
 // [first_row, first_row + num_rows), increasing and back to back from 0.

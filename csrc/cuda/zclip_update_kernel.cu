@@ -3,6 +3,7 @@
 // launch is the cost, and it keeps the step free of host syncs and capturable in a graph.
 #include "device_utils.cuh"
 #include "launch.cuh"
+#include "stats_kernels.h"
 
 namespace fastclip {
 namespace cuda {
