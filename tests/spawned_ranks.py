@@ -160,6 +160,8 @@ def _wait_for(name, ranks, pipes, reports):
             code = ranks[r].exitcode
             problems[r] = silent if code is None else f"exited with code {code} without a report"
     if problems:
-        details = "\n".join(f"--- rank {r} ---\n{text}" for r, text in sorted(problems.items()))
+        # The rank that failed first (the cause; the others' errors often follow from it) comes first.
+        first = sorted(problems, key=lambda r: (0, reports[r][name][1]) if name in reports[r] else (1, r))
+        details = "\n".join(f"--- rank {r} ---\n{problems[r]}" for r in first)
         return Outcome(False, f"{where} failed:\n{details}")
     return Outcome(True, f"{where} passed in {max(seconds for _, seconds in (reports[r][name] for r in range(world))):.1f} s")
