@@ -1,6 +1,8 @@
 """Distributed scenarios on gloo ranks (CPU processes), one process group per world size for the
 whole test session: starting the ranks and forming a group costs seconds, so each world size pays
-it once, and every scenario registered for it runs there in turn.
+it once, and every scenario registered for it runs there in turn (the ranks are forks of a fork
+server that has imported torch). Selecting one scenario's test still runs every scenario of its
+world size that pytest collected.
 
 Each scenario still passes or fails on its own: every rank reports each scenario it finishes (or
 its traceback) to the test process, and the test of a scenario asserts that scenario's outcome. A
