@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import fastclip  # noqa: F401  (loads the op library)
+import spawned_ranks
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
@@ -70,3 +71,10 @@ def gen():
     seed = int(os.environ.get("FASTCLIP_TEST_SEED", random.SystemRandom().randrange(2**31)))
     print(f"generator seed: {seed}")
     return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="session")
+def gloo_ranks():
+    """The distributed scenarios' outcomes (spawned_ranks.py): ``gloo_ranks.run(scenario_fn, world)``.
+    The first request for a world size runs every scenario registered for it, on one set of ranks."""
+    return spawned_ranks.Session()

@@ -1,26 +1,22 @@
 """Norms and clippers across ranks (gloo on the CPU): every rank holds shards of the same tensors;
 the norm and the clipped shards must equal the single-process result on the whole tensors, and
-every rank must end with bitwise the same clipper state. Each test spawns its own processes."""
+every rank must end with bitwise the same clipper state. The scenarios of a world size share one
+set of ranks (spawned_ranks.py); each test asserts its own scenario's outcome."""
 
 import math
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from spawned_ranks import scenario
 
 import fastclip
 
 SHAPES = [(9, 5), (7,), (1,), (16, 3, 2), (3,)]  # (1,) and (3,) leave some ranks an empty shard
-SPIKES = (40, 41, 90, 150)
+# Past every clipper's warm-up (ZClip 10 steps, AdaGC 20): two spikes in a row, then two lone ones,
+# the first two leaving the tensor-scope AutoClip's 16-step history before the run ends.
+STEPS, SPIKES = 64, (30, 31, 45, 58)
 RTOL = 2e-5
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _full_grads(step, seed=1234):
@@ -76,17 +72,21 @@ def _check_clippers(rank, world, group, steps, shard=None, local=None):
         full_params = _params(_full_grads(0))
         shard_params = [torch.nn.Parameter(shard(torch.zeros_like(t), i)) for i, t in enumerate(_full_grads(0))]
         reference, sharded = make(full_params), make(shard_params, **kwargs)
+        clipped = set()
         for step in range(steps):
             full = _full_grads(step)
             _set(full_params, full)
             for i, (p, t) in enumerate(zip(shard_params, full)):
                 p.grad = shard(t, i)
             expected, result = reference.step(), sharded.step()
+            if bool(expected.clipped):
+                clipped.add(step)
             torch.testing.assert_close(result.norm, expected.norm, rtol=RTOL, atol=0,
                                        msg=lambda m: f"{name} step {step}: {m}")
             for i, (p, f) in enumerate(zip(shard_params, full_params)):
                 ours, theirs = local(p.grad, f.grad, i)
                 torch.testing.assert_close(ours, theirs, rtol=RTOL, atol=1e-8, msg=lambda m: f"{name} step {step}: {m}")
+        assert clipped >= set(SPIKES), f"{name} did not clip every spike"  # so the clipped path was compared
         for key, value in sharded.state_dict()["state"].items():  # bitwise the same on every rank
             gathered = [torch.empty_like(value) for _ in range(world)]
             dist.all_gather(gathered, value.contiguous())
@@ -94,20 +94,23 @@ def _check_clippers(rank, world, group, steps, shard=None, local=None):
                 assert torch.equal(other.view(torch.uint8), value.view(torch.uint8)), f"{name} {key} differs"
 
 
+@scenario(2, 4)
 def _scenario_sharded(rank, world):
     _check_functions(rank, world, dist.group.WORLD)
-    _check_clippers(rank, world, dist.group.WORLD, steps=200)
+    _check_clippers(rank, world, dist.group.WORLD, steps=STEPS)
 
 
+@scenario(4)
 def _scenario_group_list(rank, world):
     # Shards over 4 ranks; reduced over {0,1},{2,3} and then over {0,2},{1,3}: the whole model.
     pairs_a = [dist.new_group([0, 1]), dist.new_group([2, 3])]
     pairs_b = [dist.new_group([0, 2]), dist.new_group([1, 3])]
     groups = [pairs_a[rank // 2], pairs_b[rank % 2]]
     _check_functions(rank, world, groups)
-    _check_clippers(rank, world, groups, steps=200)
+    _check_clippers(rank, world, groups, steps=STEPS)
 
 
+@scenario(2)
 def _scenario_length_mismatch(rank, world):
     params = _params(_full_grads(0))[: len(SHAPES) - rank]  # rank 1 has one tensor fewer
     _set(params, _full_grads(0))
@@ -122,7 +125,8 @@ def _dtensor_checks(rank, world, mesh, placements):
     from torch.distributed.tensor import distribute_tensor
 
     def shard(t, i):
-        return distribute_tensor(t.clone(), mesh, placements[i % len(placements)])
+        # Every rank holds the same whole tensor: each takes its shard locally (no scatter from rank 0).
+        return distribute_tensor(t.clone(), mesh, placements[i % len(placements)], src_data_rank=None)
 
     def local(g, f, i):
         return g.to_local(), shard(f, i).to_local()
@@ -139,9 +143,10 @@ def _dtensor_checks(rank, world, mesh, placements):
         coef = min(1.0, 0.5 / (float(expected) + 1e-6))
         for i, (p, t) in enumerate(zip(params, full)):
             torch.testing.assert_close(p.grad.to_local(), shard(t * coef, i).to_local(), rtol=RTOL, atol=1e-8)
-    _check_clippers(rank, world, None, steps=200, shard=shard, local=local)
+    _check_clippers(rank, world, None, steps=STEPS, shard=shard, local=local)
 
 
+@scenario(2, 4)
 def _scenario_dtensor_1d(rank, world):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate, Shard
@@ -150,6 +155,7 @@ def _scenario_dtensor_1d(rank, world):
     _dtensor_checks(rank, world, mesh, [(Shard(0),), (Replicate(),), (Shard(0),)])
 
 
+@scenario(4)
 def _scenario_dtensor_2d(rank, world):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate, Shard
@@ -159,6 +165,7 @@ def _scenario_dtensor_2d(rank, world):
                                         (Replicate(), Replicate())])
 
 
+@scenario(2)
 def _scenario_fsdp2(rank, world):
     """fully_shard on the CPU: fastclip on one copy, torch on an identical one (all Shard(0))."""
     from torch.distributed.fsdp import fully_shard
@@ -193,54 +200,36 @@ def _scenario_fsdp2(rank, world):
             torch.testing.assert_close(p.grad.full_tensor(), r.grad, rtol=RTOL, atol=1e-8)
 
 
-SCENARIOS = {"sharded": _scenario_sharded, "group_list": _scenario_group_list,
-             "length_mismatch": _scenario_length_mismatch, "dtensor_1d": _scenario_dtensor_1d,
-             "dtensor_2d": _scenario_dtensor_2d, "fsdp2": _scenario_fsdp2}
+@pytest.mark.parametrize("world", [2, 4])
+def test_sharded_norms_and_clippers_match_single_process(world, gloo_ranks):
+    outcome = gloo_ranks.run(_scenario_sharded, world)
+    assert outcome.passed, outcome.report
 
 
-def _worker(rank, world, port, scenario):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        (SCENARIOS[scenario] if isinstance(scenario, str) else scenario)(rank, world)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+def test_list_of_groups_reduces_in_turn(gloo_ranks):
+    outcome = gloo_ranks.run(_scenario_group_list, 4)
+    assert outcome.passed, outcome.report
 
 
-def _spawn(scenario, world):
-    mp.spawn(_worker, args=(world, _free_port(), scenario), nprocs=world, join=True)
-
-
-def _spawn_worker_with(scenario_fn, world):
-    """Runs ``scenario_fn(rank, world)`` (a module-level function) on `world` gloo ranks."""
-    _spawn(scenario_fn, world)
+def test_ranks_with_different_lists_get_an_error_not_a_hang(gloo_ranks):
+    outcome = gloo_ranks.run(_scenario_length_mismatch, 2)
+    assert outcome.passed, outcome.report
 
 
 @pytest.mark.parametrize("world", [2, 4])
-def test_sharded_norms_and_clippers_match_single_process(world):
-    _spawn("sharded", world)
+def test_dtensor_grads_on_a_1d_mesh(world, gloo_ranks):
+    outcome = gloo_ranks.run(_scenario_dtensor_1d, world)
+    assert outcome.passed, outcome.report
 
 
-def test_list_of_groups_reduces_in_turn():
-    _spawn("group_list", 4)
+def test_dtensor_grads_on_a_2d_mesh(gloo_ranks):
+    outcome = gloo_ranks.run(_scenario_dtensor_2d, 4)
+    assert outcome.passed, outcome.report
 
 
-def test_ranks_with_different_lists_get_an_error_not_a_hang():
-    _spawn("length_mismatch", 2)
-
-
-@pytest.mark.parametrize("world", [2, 4])
-def test_dtensor_grads_on_a_1d_mesh(world):
-    _spawn("dtensor_1d", world)
-
-
-def test_dtensor_grads_on_a_2d_mesh():
-    _spawn("dtensor_2d", 4)
-
-
-def test_fsdp2_matches_torch():
-    _spawn("fsdp2", 2)
+def test_fsdp2_matches_torch(gloo_ranks):
+    outcome = gloo_ranks.run(_scenario_fsdp2, 2)
+    assert outcome.passed, outcome.report
 
 
 def test_process_group_needs_initialized_distributed():

@@ -5,7 +5,7 @@ import math
 
 import torch
 import torch.distributed as dist
-from test_distributed import _spawn_worker_with
+from spawned_ranks import scenario
 
 import fastclip
 from fastclip.integrations import megatron as fc_megatron
@@ -13,7 +13,8 @@ from fastclip.integrations import megatron as fc_megatron
 # The full model: a column-parallel weight, a layernorm weight duplicated on every TP rank, and a
 # vocab-parallel embedding tied to an output layer (the tied copy is marked shared).
 FULL = {"weight": (8, 6), "norm": (6,), "embedding": (10, 6)}
-SPIKES = (30, 31, 70)
+# Past ZClip's 10-step warm-up: two spikes in a row, then a lone one.
+STEPS, SPIKES = 50, (20, 21, 40)
 
 
 def _full_grads(step):
@@ -88,6 +89,7 @@ class StubMegatronOptimizer:
         return self.group
 
 
+@scenario(4)
 def _scenario_megatron(rank, world):
     tp_size = 2
     tp_rank, dp_rank = rank % tp_size, rank // tp_size
@@ -106,7 +108,7 @@ def _scenario_megatron(rank, world):
     assert isinstance(fc_megatron.get_grad_norm_fp32(_megatron_grads_for_norm(params, tp_rank), 2, tp_group,
                                                      as_float=True), float)
 
-    # 2. An adaptive clipper on main_grad buffers, norm over Megatron's set, 100 steps with spikes.
+    # 2. An adaptive clipper on main_grad buffers, norm over Megatron's set, through warm-up and spikes.
     ref_params = [torch.nn.Parameter(torch.zeros(s)) for s in FULL.values()]
     reference = fastclip.ZClip(ref_params, warmup_steps=10, max_grad_norm=3.0)
     local = _local_params(tp_rank, tp_size, _full_grads(0), "main_grad")
@@ -114,14 +116,18 @@ def _scenario_megatron(rank, world):
                                                                                                 "main_grad"))]
     clipper = fastclip.ZClip(local, warmup_steps=10, max_grad_norm=3.0, norm_parameters=norm_params,
                              process_group=tp_group, grad_attr="main_grad")
-    for step in range(100):
+    clipped = set()
+    for step in range(STEPS):
         grads = _full_grads(step)
         for p, g in zip(ref_params, grads.values()):
             p.grad = g.clone()
         _set_local_grads(local, tp_rank, tp_size, grads, "main_grad")
         expected_result, result = reference.step(), clipper.step()
+        if bool(expected_result.clipped):
+            clipped.add(step)
         torch.testing.assert_close(result.norm, expected_result.norm, rtol=2e-5, atol=0)
         _check_local(local, tp_rank, tp_size, {k: p.grad for k, p in zip(FULL, ref_params)}, attr="main_grad")
+    assert clipped >= set(SPIKES)  # so the clipped path was compared
     stats = clipper.state_dict()["state"]["stats"]
     gathered = [torch.empty_like(stats) for _ in range(world)]
     dist.all_gather(gathered, stats)
@@ -143,9 +149,10 @@ def _scenario_megatron(rank, world):
         fc_megatron.unpatch()
 
 
-def test_megatron_tensor_and_data_parallel():
+def test_megatron_tensor_and_data_parallel(gloo_ranks):
     """4 ranks: 2-way tensor parallel x 2-way data parallel."""
-    _spawn_worker_with(_scenario_megatron, 4)
+    outcome = gloo_ranks.run(_scenario_megatron, 4)
+    assert outcome.passed, outcome.report
 
 
 def test_megatron_patch_swaps_and_restores():
