@@ -160,8 +160,9 @@ TABLE = [Column("suite", lambda r: r["suite"] if r["shard"] == 1 else f"{r['suit
 LAUNCHES = Column("launches", lambda r: f"{r['kernel_launches']}", 8)
 
 
-def print_table(report, out=sys.stdout):
-    """The terminal table."""
+def print_table(report, out=None):
+    """The terminal table, on ``out`` (the current ``sys.stdout`` by default)."""
+    out = out or sys.stdout
     print("\n" + report_title(report), file=out)
     table_rows = list(rows(report))
     print(format_table(table_rows, TABLE + ([LAUNCHES] if report["device_type"] == "cuda" else [])), file=out)
