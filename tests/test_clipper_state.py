@@ -9,6 +9,7 @@ from clipper_refs import SHAPES, set_grads, spiky_grads, twin_models
 from conftest import DEVICES
 
 import fastclip
+from fastclip._layouts import ADAGC_GAMMA, AUTOCLIP_COUNTERS, RESULT_SLOTS, ZCLIP_HEADER
 
 SPIKES = (12, 40, 41, 77)
 
@@ -335,19 +336,19 @@ def test_half_precision_grads_keep_float32_statistics(dtype, gen):
 def test_statistics_ops_opcheck(device, gen):
     dev = torch.device(device)
     norm = torch.rand((), generator=gen).to(dev) + 0.5
-    state = torch.zeros(4 + 3, dtype=torch.float64, device=dev)
-    result = torch.empty(10, device=dev)
+    state = torch.zeros(ZCLIP_HEADER + 3, dtype=torch.float64, device=dev)
+    result = torch.empty(RESULT_SLOTS, device=dev)
     zargs = (norm, state, result, 0.9, 2.5, 1.0, 1e-6, 3, "zscore", "adaptive_scaling", 1.0, False, "skip", False)
     torch.library.opcheck(torch.ops.fastclip.zclip_update_.default, zargs, test_utils=("test_schema", "test_faketensor"))
     norms = torch.rand(3, generator=gen).to(dev)
     rows = torch.arange(3, device=dev)
     lower, upper = torch.empty(3, 8, device=dev), torch.empty(3, 8, device=dev)
-    counters = torch.zeros(3, 5, dtype=torch.int64, device=dev)
+    counters = torch.zeros(3, AUTOCLIP_COUNTERS, dtype=torch.int64, device=dev)
     aargs = (norm, norms, rows, lower, upper, torch.empty(3, 0, device=dev), counters, result, torch.empty(3, device=dev),
              torch.empty(3, device=dev), 10.0, False, "skip", False)
     torch.library.opcheck(torch.ops.fastclip.autoclip_update_.default, aargs,
                           test_utils=("test_schema", "test_faketensor"))
-    gamma = torch.zeros(3, 2, dtype=torch.float64, device=dev)
+    gamma = torch.zeros(3, ADAGC_GAMMA, dtype=torch.float64, device=dev)
     steps = torch.zeros(1, dtype=torch.float64, device=dev)
     gargs = (norm, norms, rows, gamma, steps, result, torch.empty(3, device=dev), torch.empty(3, device=dev), 1.0, 1.05,
              0.98, 2, 1e-6, "skip", False)
@@ -359,7 +360,7 @@ def test_statistics_ops_opcheck(device, gen):
 
 def test_statistics_ops_name_bad_arguments():
     norm = torch.tensor(1.0)
-    result = torch.empty(10)
+    result = torch.empty(RESULT_SLOTS)
     with pytest.raises(RuntimeError, match="state must hold 7 elements"):
         fastclip._ops.zclip_update_(norm, torch.zeros(5, dtype=torch.float64), result, 0.9, 2.5, 1.0, 1e-6, 3,
                                     "zscore", "mean", 1.0, False, "skip", False)

@@ -10,6 +10,8 @@ import timm.utils.agc as timm_agc
 import zclip
 
 import fastclip
+from fastclip._layouts import (AUTOCLIP_COUNTERS, RESULT_SLOTS, ZCLIP_HEADER, AutoClipCounter, AutoClipStopped,
+                               ZClipState)
 
 # Clipped grads and reported norms agree within float32 rounding of the norm (the peers and
 # fastclip sum in different orders), over hundreds of steps.
@@ -69,7 +71,7 @@ def test_zclip_result_statistics(gen):
     set_grads(model.parameters(), grads)
     state = clipper.state_dict()["state"]["stats"]
     result = clipper.step()
-    mean, std = float(state[0]), float(state[1]) ** 0.5
+    mean, std = float(state[ZClipState.MEAN]), float(state[ZClipState.VAR]) ** 0.5
     np.testing.assert_allclose(float(result.mean), mean, rtol=1e-6)
     np.testing.assert_allclose(float(result.std), std, rtol=1e-6)
     np.testing.assert_allclose(float(result.zscore), (float(result.norm) - mean) / (std + 1e-6), rtol=1e-5)
@@ -126,7 +128,7 @@ def test_autoclip_tensor_scope_with_missing_grads(gen):
 
 def _quantile_op_run(norms, percentile, window, lag):
     """Drives autoclip_update_ directly with a stream of norms; returns the thresholds."""
-    counters = torch.zeros(1, 5, dtype=torch.int64)
+    counters = torch.zeros(1, AUTOCLIP_COUNTERS, dtype=torch.int64)
     n = len(norms)
     lower = torch.empty(1, n + 1)
     upper = torch.empty(1, n + 1)
@@ -135,7 +137,7 @@ def _quantile_op_run(norms, percentile, window, lag):
     out = []
     for x in norms:
         total = torch.tensor(x, dtype=torch.float32)
-        values, coef, thr = torch.empty(10), torch.empty(1), torch.empty(1)
+        values, coef, thr = torch.empty(RESULT_SLOTS), torch.empty(1), torch.empty(1)
         fastclip._ops.autoclip_update_(total, total.reshape(1), rows, lower, upper, ring, counters, values, coef, thr,
                                        percentile, lag, "skip", False)
         out.append(float(thr))
@@ -259,7 +261,7 @@ def test_agc_long_rows_and_empty(gen):
 def test_full_history_drops_norms_without_overflow():
     """Heaps sized for 4 norms and fed 10 (a loaded or reserved state too small): nothing is
     written past the buffers, the history stops growing, the flag says so."""
-    counters = torch.zeros(1, 5, dtype=torch.int64)
+    counters = torch.zeros(1, AUTOCLIP_COUNTERS, dtype=torch.int64)
     lower, upper = torch.zeros(1, 2), torch.zeros(1, 2)
     guard_lower, guard_upper = torch.full((1, 8), 7.0), torch.full((1, 8), 7.0)
     guard_lower[:, :2], guard_upper[:, :2] = lower, upper
@@ -267,30 +269,31 @@ def test_full_history_drops_norms_without_overflow():
     for x in range(1, 11):
         total = torch.tensor(float(x))
         fastclip._ops.autoclip_update_(total, total.reshape(1), rows, guard_lower[:, :2], guard_upper[:, :2],
-                                       torch.zeros(1, 0), counters, torch.empty(10), torch.empty(1), torch.empty(1),
+                                       torch.zeros(1, 0), counters, torch.empty(RESULT_SLOTS), torch.empty(1), torch.empty(1),
                                        50.0, False, "skip", False)
-    assert counters[0, 0] <= 2 and counters[0, 1] <= 2 and counters[0, 2] == 2
+    assert counters[0, AutoClipCounter.LOWER_SIZE] <= 2 and counters[0, AutoClipCounter.UPPER_SIZE] <= 2
+    assert counters[0, AutoClipCounter.STOPPED] == AutoClipStopped.FULL
     assert (guard_lower[:, 2:] == 7).all() and (guard_upper[:, 2:] == 7).all()
 
 
 def test_poisoned_history_stays_poisoned_when_full():
     """reference mode: after a NaN, thresholds stay NaN even once the heaps are full."""
-    counters = torch.zeros(1, 5, dtype=torch.int64)
+    counters = torch.zeros(1, AUTOCLIP_COUNTERS, dtype=torch.int64)
     lower, upper, rows = torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.int64)
     thresholds = []
     for x in [1.0, float("nan"), 2.0, 3.0, 4.0, 5.0, 6.0]:
         total, thr = torch.tensor(x), torch.empty(1)
         fastclip._ops.autoclip_update_(total, total.reshape(1), rows, lower, upper, torch.zeros(1, 0), counters,
-                                       torch.empty(10), torch.empty(1), thr, 50.0, False, "propagate", True)
+                                       torch.empty(RESULT_SLOTS), torch.empty(1), thr, 50.0, False, "propagate", True)
         thresholds.append(float(thr))
     assert thresholds[0] == 1.0 and all(t != t for t in thresholds[1:])
 
 
 @pytest.mark.parametrize("collected", [1e9, -3.0, float("nan")])
 def test_zclip_corrupt_warmup_count_never_indexes_out_of_bounds(collected):
-    state = torch.zeros(4 + 3, dtype=torch.float64)
-    state[2] = collected
-    result = torch.empty(10)
+    state = torch.zeros(ZCLIP_HEADER + 3, dtype=torch.float64)
+    state[ZClipState.COLLECTED] = collected
+    result = torch.empty(RESULT_SLOTS)
     fastclip._ops.zclip_update_(torch.tensor(2.0), state, result, 0.9, 2.5, 1.0, 1e-6, 3, "zscore", "mean", 1.0,
                                 False, "skip", False)
-    assert state[2] == 1 and state[4] == 2.0  # restarted the warm-up at the first slot
+    assert state[ZClipState.COLLECTED] == 1 and state[ZCLIP_HEADER] == 2.0  # restarted the warm-up at the first slot
