@@ -89,24 +89,39 @@ def empty_result(device) -> torch.Tensor:
 
 def _float32(value, op):
     """``op(value)`` in float32: device ops for a tensor (no sync); for a Python number, the same op
-    on the host, returned as a number (written by a fill, so nothing is copied to the device)."""
+    on a CPU tensor (whatever the default device), returned as a number."""
     if isinstance(value, torch.Tensor):
         return op(value.float())
-    return op(torch.tensor(float(value), dtype=torch.float32)).item()
+    return op(torch.tensor(float(value), dtype=torch.float32, device="cpu")).item()
 
 
 def write_outcome(result: torch.Tensor, norm, threshold, coef, nonfinite, policy: str) -> torch.Tensor:
     """Writes the slots every step shares, as C++'s ``write_outcome`` does, from the pre-clip norm,
     the threshold in force, the coefficient applied to the whole list, whether the norm was
     non-finite and the on_nonfinite policy. Each value is a Python number or a 0-d tensor on
-    ``result``'s device; nothing syncs the host. Returns ``result``."""
-    result[ResultSlot.NORM] = norm
-    result[ResultSlot.THRESHOLD] = threshold
-    result[ResultSlot.COEF] = coef
-    result[ResultSlot.CLIPPED] = _float32(coef, lambda c: (c < 1).float())
-    result[ResultSlot.NONFINITE] = _float32(nonfinite, lambda n: n)
-    result[ResultSlot.GRAD_SCALE] = _float32(coef, torch.reciprocal)
-    result[ResultSlot.FOUND_INF] = _float32(nonfinite, lambda n: n * (policy == "skip"))
-    for slot in (ResultSlot.ZSCORE, ResultSlot.MEAN, ResultSlot.STD):
-        result[slot] = float("nan")
-    return result
+    ``result``'s device; nothing syncs the host, and no host data is copied to the device (fills
+    for numbers, one stack when some value is a tensor). Returns ``result``."""
+    nan = float("nan")
+    by_slot = {
+        ResultSlot.NORM: norm,
+        ResultSlot.THRESHOLD: threshold,
+        ResultSlot.COEF: coef,
+        ResultSlot.CLIPPED: _float32(coef, lambda c: (c < 1).float()),
+        ResultSlot.NONFINITE: _float32(nonfinite, lambda n: n),
+        ResultSlot.GRAD_SCALE: _float32(coef, torch.reciprocal),
+        ResultSlot.FOUND_INF: _float32(nonfinite, lambda n: n * (policy == "skip")),
+        ResultSlot.ZSCORE: nan,
+        ResultSlot.MEAN: nan,
+        ResultSlot.STD: nan,
+    }
+    values = [by_slot[slot] for slot in sorted(by_slot)]
+    like = next((v for v in values if isinstance(v, torch.Tensor)), None)
+    if like is None:
+        result.fill_(nan)
+        for slot, value in enumerate(values):
+            if value == value:  # not NaN: not written by the fill
+                result[slot] = value
+        return result
+    like = like.float()
+    return torch.stack([v.float() if isinstance(v, torch.Tensor) else torch.full_like(like, v) for v in values],
+                       out=result)

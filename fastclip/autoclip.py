@@ -168,23 +168,24 @@ class AutoClip(Clipper):
         if not bool(torch.isfinite(norms).all()) or bool((norms < 0).any()):
             raise ValueError("AutoClip.load_history: norms must be finite and >= 0 (as float32)")
         device, count = norms.device, norms.numel()
-        lower = torch.zeros(1, 0, device=device)
-        upper = torch.zeros(1, 0, device=device)
+        def history(columns):  # float32, as the norms it holds, whatever the default dtype
+            return torch.zeros(1, columns, dtype=torch.float32, device=device)
+
+        lower, upper, window = history(0), history(0), history(0)
         counters = torch.zeros(1, AUTOCLIP_COUNTERS, dtype=torch.int64, device=device)
         if self.history_size is None:
             # Sorted, split at the percentile's rank: descending is a max-heap, ascending a min-heap.
             ordered = torch.sort(norms).values
             below = self._lower_size(count)
-            lower = torch.zeros(1, self._heap_columns(count + self.reserve_steps, "lower"), device=device)
-            upper = torch.zeros(1, self._heap_columns(count + self.reserve_steps, "upper"), device=device)
+            lower = history(self._heap_columns(count + self.reserve_steps, "lower"))
+            upper = history(self._heap_columns(count + self.reserve_steps, "upper"))
             lower[0, :below] = ordered[:below].flip(0)
             upper[0, :count - below] = ordered[below:]
             counters[0, _LOWER], counters[0, _UPPER] = below, count - below
-            window = torch.zeros(1, 0, device=device)
         else:
             # The last N norms, oldest first, the ring's head on the slot written next.
             kept = norms[-self.history_size:]
-            window = torch.zeros(1, self.history_size, device=device)
+            window = history(self.history_size)
             window[0, :kept.numel()] = kept
             counters[0, _WINDOW] = kept.numel()
             counters[0, AutoClipCounter.WINDOW_HEAD] = kept.numel() % self.history_size

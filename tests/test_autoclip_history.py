@@ -86,3 +86,16 @@ def test_per_tensor_scope_is_refused():
     clipper = fastclip.AutoClip([one_param("cpu"), one_param("cpu")], scope="tensor")
     with pytest.raises(ValueError, match="AutoClip.load_history: .*scope='tensor'"):
         clipper.load_history(torch.ones(3))
+
+
+@pytest.mark.parametrize("history_size", [None, 8])
+def test_loaded_history_is_float32_whatever_the_default_dtype(history_size):
+    param = one_param("cpu")
+    clipper = fastclip.AutoClip([param], percentile=50.0, history_size=history_size, lag=1)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        clipper.load_history(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    finally:
+        torch.set_default_dtype(previous)
+    assert step_with_norm(clipper, param, 5.0) == 2.0

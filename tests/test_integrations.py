@@ -3,6 +3,7 @@ its own functions hard-code CUDA) and the Lightning callback."""
 
 import math
 
+import pytest
 import torch
 import torch.distributed as dist
 from spawned_ranks import scenario
@@ -127,7 +128,7 @@ def _scenario_megatron(rank, world):
             clipped.add(step)
         torch.testing.assert_close(result.norm, expected_result.norm, rtol=2e-5, atol=0)
         _check_local(local, tp_rank, tp_size, {k: p.grad for k, p in zip(FULL, ref_params)}, attr="main_grad")
-    assert clipped >= set(SPIKES)  # so the clipped path was compared
+    assert clipped >= set(SPIKES)  # the spikes took the clipped path (other steps may too)
     stats = clipper.state_dict()["state"]["stats"]
     gathered = [torch.empty_like(stats) for _ in range(world)]
     dist.all_gather(gathered, stats)
@@ -167,6 +168,16 @@ def test_megatron_patch_swaps_and_restores():
     finally:
         fc_megatron.unpatch()
     assert clip_grads.get_grad_norm_fp32 is original
+
+
+def test_megatron_norm_single_process_and_errors():
+    grads = [torch.randn(5, 3), torch.randn(7)]
+    for norm_type in (2.0, 1.0, float("inf")):
+        expected = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]).double(), norm_type)
+        torch.testing.assert_close(fc_megatron.get_grad_norm_fp32(grads, norm_type), expected.float(), rtol=1e-6, atol=0)
+    assert float(fc_megatron.get_grad_norm_fp32([])) == 0.0  # a rank with nothing to count
+    with pytest.raises(ValueError, match="norm_type must be > 0 or inf"):
+        fc_megatron.get_grad_norm_fp32(grads, 0)
 
 
 def test_lightning_callback_clips_and_logs(tmp_path):

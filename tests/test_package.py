@@ -7,6 +7,7 @@ import inspect
 import os
 import subprocess
 import sys
+import types
 import typing
 
 import pytest
@@ -57,6 +58,13 @@ def test_an_undefined_symbol_says_to_rebuild_for_this_torch(monkeypatch):
     assert "pip install --no-build-isolation -e ." in message
     assert "rebuilt after changing torch versions" in message and torch.__version__ in message
     assert "undefined symbol" in str(error.__cause__)
+
+
+def test_a_library_older_than_the_sources_says_to_rebuild(monkeypatch):
+    stale = types.ModuleType("fastclip._C")  # what a library built before the layouts were exported holds
+    stale.__file__ = "fastclip/_C.so"
+    error = _import_fastclip_failing(monkeypatch, lambda: monkeypatch.setitem(sys.modules, "fastclip._C", stale))
+    assert "older than the Python sources" in str(error) and "pip install --no-build-isolation -e ." in str(error)
 
 
 def test_build_info_says_what_was_built():

@@ -41,9 +41,13 @@ def get_grad_norm_fp32(grads_for_norm: Tensors, norm_type: float = 2, grad_stats
     excluded on all but one rank, as Megatron's ``get_main_grads_for_grad_norm`` does). DTensor
     grads are reduced over their sharded mesh dims first. Returns a 0-d float32 tensor on the
     grads' device (no sync), or a Python float with ``as_float=True`` (one sync, as Megatron).
+    ``norm_type=0`` raises ValueError (Megatron-core's own function raises ZeroDivisionError).
     """
     grads = [grads_for_norm] if isinstance(grads_for_norm, torch.Tensor) else list(grads_for_norm)
     norm_type = float(norm_type)
+    if norm_type == 0:  # Megatron-core's own function divides by it
+        raise ValueError("fastclip.integrations.megatron.get_grad_norm_fp32: norm_type must be > 0 or inf "
+                         "(Megatron-core's norm takes the 1/norm_type power), got 0")
     local, keys = split_dtensors(grads, "grads_for_norm")
     groups = _stats_groups(grad_stats_parallel_group)
     if keys is not None:  # DTensors: their mesh groups first, then the stats group, as Megatron does
