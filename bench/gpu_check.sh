@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The GPU check: one command for a session that has a GPU for a few minutes. It builds fastclip
+# for the GPU present, runs the CUDA tests and the op, function and clipper tests on it (CUDA
+# graph capture and replay, launch counts and torch.cuda.set_sync_debug_mode("error") around the
+# ops and clippers are among them), runs every op and clipper under compute-sanitizer's memcheck
+# and racecheck when it is installed, and runs `fastclip bench` and the bench/ scripts on the
+# device. Everything is written to bench/results/gpu_<gpu name>/ (and, when $OUT is set, as
+# one tarball plus the summary into $OUT, for the device tool to bring back), and a one-screen
+# summary is printed. Without a GPU it says so and exits 0; otherwise it exits 1 if a step failed.
+#
+#   bash bench/gpu_check.sh      # PYTHON=... picks the interpreter (default .venv/bin/python, else python3)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+
+gpu=$("$PYTHON" -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' \
+      2>/dev/null)
+if [ -z "$gpu" ]; then
+  echo "gpu_check: no CUDA GPU visible to $PYTHON (torch.cuda.is_available() is False); nothing to check"
+  exit 0
+fi
+arch=$("$PYTHON" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability(0))')
+slug=$(printf '%s' "$gpu" | tr -c 'A-Za-z0-9' '_' | tr -s '_' | tr 'A-Z' 'a-z' | sed 's/^_//; s/_$//')
+results=bench/results/gpu_$slug
+rm -rf "$results" && mkdir -p "$results"
+summary=$results/summary.txt
+failed=0
+started=$SECONDS
+
+# step NAME LIMIT_S COMMAND...: runs COMMAND with its output in $results/NAME.log, and adds a line
+# (pass or fail, seconds) to the summary.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local start=$SECONDS
+  timeout "$limit" "$@" > "$results/$name.log" 2>&1
+  local rc=$?
+  local verdict="ok"
+  if [ $rc -eq 124 ]; then verdict="FAILED (timed out after $limit s)"; elif [ $rc -ne 0 ]; then verdict="FAILED (exit $rc)"; fi
+  [ $rc -eq 0 ] || failed=1
+  printf '%-16s %-28s %4d s\n' "$name" "$verdict" $((SECONDS - start)) >> "$summary"
+  echo "gpu_check: $name: $verdict"
+  return $rc
+}
+
+{
+  echo "fastclip GPU check on $gpu (compute capability $arch), $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "torch $("$PYTHON" -c 'import torch; print(torch.__version__)'), $(nvcc --version 2>/dev/null | tail -1)"
+  echo
+} > "$summary"
+
+if ! step build 420 env TORCH_CUDA_ARCH_LIST="$arch" FASTCLIP_CUDA=1 MAX_JOBS="$(nproc)" \
+    "$PYTHON" setup.py build_ext --inplace; then
+  tail -30 "$results/build.log"
+  cat "$summary"
+  exit 1
+fi
+
+# The peers' parity tests and benchmarks need their packages; the others run everywhere.
+peers_present=$("$PYTHON" -c 'import zclip, autoclip, timm' > /dev/null 2>&1 && echo yes || echo no)
+tests=(tests/test_cuda.py tests/test_clippers_cuda.py tests/test_ops.py tests/test_clip_grad.py
+       tests/test_clipper_state.py tests/test_layouts.py tests/test_autoclip_history.py)
+[ "$peers_present" = yes ] && tests+=(tests/test_clippers.py)
+step tests 300 "$PYTHON" -m pytest -q -p no:cacheprovider "${tests[@]}"
+
+if command -v compute-sanitizer > /dev/null; then
+  for tool in memcheck racecheck; do
+    step "sanitize-$tool" 240 compute-sanitizer --tool "$tool" --error-exitcode 1 "$PYTHON" bench/gpu_sanitize.py
+  done
+else
+  echo "sanitize         skipped (compute-sanitizer not installed)" >> "$summary"
+fi
+
+step bench 300 "$PYTHON" -m fastclip bench --device cuda --repeat 9 --json "$results/fastclip_bench.json" \
+  --csv "$results/fastclip_bench.csv" --plot "$results/fastclip_bench.png"
+step bench-llama7b 240 "$PYTHON" -m fastclip bench --device cuda --suite llama-7b --repeat 9 \
+  --json "$results/fastclip_bench_llama7b.json" --csv "$results/fastclip_bench_llama7b.csv"
+step bench-clip 240 "$PYTHON" bench/bench_clip.py --device cuda --repeat 25 --markdown \
+  --json "$results/clip_grad_norm.json" --csv "$results/clip_grad_norm.csv"
+cases=autoclip-history,attach
+"$PYTHON" -c 'import timm' > /dev/null 2>&1 && cases+=,agc
+"$PYTHON" -c 'import zclip, autoclip' > /dev/null 2>&1 && cases+=,zclip,autoclip-tensor
+step bench-clippers 300 "$PYTHON" bench/bench_clippers.py --device cuda --repeat 9 --cases "$cases" \
+  --json "$results/clippers.json" --csv "$results/clippers.csv"
+
+{
+  echo
+  echo "tests: $(grep -E '[0-9]+ (passed|failed)' "$results/tests.log" | tail -1)"
+  for tool in memcheck racecheck; do
+    [ -f "$results/sanitize-$tool.log" ] && echo "$tool: $(grep -E 'ERROR SUMMARY|Device not supported' \
+      "$results/sanitize-$tool.log" | tail -1)"
+  done
+  echo
+  grep -v '^\[' "$results/bench.log" | sed -n '/median ms/,$p'
+  echo
+  echo "whole check: $((SECONDS - started)) s; everything in $results/"
+} >> "$summary"
+
+if [ -n "${OUT:-}" ]; then
+  cp "$summary" "$OUT/gpu_check_summary.txt"
+  tar -czf "$OUT/gpu_check_$slug.tar.gz" -C bench/results "gpu_$slug"
+fi
+echo
+cat "$summary"
+exit $failed
