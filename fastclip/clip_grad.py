@@ -7,9 +7,10 @@ multi-tensor kernels. Where fastclip deliberately differs:
 
 * Every element is accumulated in float32 (float64 for float64 tensors) and only the final total
   is rounded to the promoted dtype of the grads. torch rounds each per-tensor norm to its grad's
-  dtype first, so an fp16 tensor whose own norm exceeds 65504 makes torch's total ``inf`` (and
-  zeroes every grad), while fastclip returns the finite total. Elsewhere results agree within
-  rounding.
+  dtype first, so in a list that mixes fp16 and fp32 grads, an fp16 tensor whose own norm exceeds
+  65504 makes torch's total ``inf`` (and zeroes every grad), while fastclip returns the finite
+  float32 total. In an all-fp16 list both totals are fp16, and both overflow to ``inf`` there.
+  Elsewhere results agree within rounding.
 * Invalid arguments raise instead of being silently accepted: a negative or NaN ``max_norm``,
   ``norm_type`` or ``clip_value``; grads on different devices; sparse grads; unsupported dtypes.
 * ``foreach`` is accepted for compatibility and ignored: there is one fused path.

@@ -205,6 +205,9 @@ class TestEdgeCases:
         assert fastclip.get_total_norm([big]).isinf()  # 80000 does not fit fp16 either
         pair = [torch.full((2,), 30000.0, dtype=torch.float16), torch.full((2,), 1.0, dtype=torch.float32)]
         assert_close_to(fastclip.get_total_norm(pair), math.sqrt(2 * 30000.0**2 + 2), rtol=2e-6)
+        mixed = [big, torch.full((2,), 1.0, dtype=torch.float32)]  # the fp16 tensor's own norm is 80000
+        assert torch.nn.utils.get_total_norm(mixed).isinf()
+        assert_close_to(fastclip.get_total_norm(mixed), math.sqrt(4 * 40000.0**2 + 2), rtol=2e-6)
 
 
 class TestErrors:
