@@ -12,7 +12,8 @@ namespace fastclip {
 namespace cuda {
 namespace {
 
-// Two blocks of kThreads per SM keep every SM streaming.
+// Two blocks of kThreads per SM keep every SM streaming (where the kernel's registers let two be
+// resident; see multi_tensor_norm_kernel.cu).
 int max_blocks(int device) { return 2 * multiprocessor_count(device); }
 
 // Chunks of at least kMinChunkSize elements, grown (in powers of two) until there are about

@@ -57,8 +57,11 @@ __device__ void combine_partials(const NormParams& params, acc_t p, acc_t* scrat
   if (threadIdx.x == 0) store_total(params.total_out, params.total_dtype, norm_finalize<kind>(total, p));
 }
 
-// Minimum one resident block: with the default heuristic ptxas spills to reach a higher
-// occupancy. The float kernels still fit two blocks per SM (under 64 registers).
+// Minimum one resident block, from ptxas's register counts (CUDA 13.0, sm_80 and sm_90): the float
+// L1, inf, p = 0 and general-p kernels use 56-64 registers, so two 512-thread blocks fit an SM,
+// but the float L2 kernel uses 94 and the double ones 64-96, so one block of those is resident per
+// SM (the grid of two blocks per SM then runs in two waves). Asking for two (minBlocks = 2) makes
+// the float L2 kernel spill 8 bytes.
 template <NormKind kind, typename acc_t>
 __global__ void __launch_bounds__(kThreads, 1) multi_tensor_norm_kernel(const NormParams params) {
   __shared__ acc_t scratch[kThreads / 32];
