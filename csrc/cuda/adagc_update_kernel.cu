@@ -26,7 +26,7 @@ __global__ void __launch_bounds__(kStatsThreads, 1) adagc_update_kernel(const Ad
 
 cudaError_t launch_adagc_update(const AdaGCConfig& config, double* gamma, double* steps, const EntryParams& entries,
                                 cudaStream_t stream) {
-  return launch_kernel(adagc_update_kernel, 1, kStatsThreads, stream, config, gamma, steps, entries);
+  return launch_kernel<adagc_update_kernel>(1, kStatsThreads, stream, config, gamma, steps, entries);
 }
 
 }  // namespace cuda

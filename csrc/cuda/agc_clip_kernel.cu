@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(kAgcThreads, kAgcBlocksPerSM) agc_clip_kernel(
 }  // namespace
 
 cudaError_t launch_agc_clip(const AgcParams& params, int num_blocks, cudaStream_t stream) {
-  return launch_kernel(agc_clip_kernel, num_blocks, kAgcThreads, stream, params);
+  return launch_kernel<agc_clip_kernel>(num_blocks, kAgcThreads, stream, params);
 }
 
 }  // namespace cuda

@@ -27,7 +27,7 @@ __global__ void __launch_bounds__(kStatsThreads, 1) autoclip_update_kernel(const
 
 cudaError_t launch_autoclip_update(const AutoClipConfig& config, const AutoClipBuffers& buffers,
                                    const EntryParams& entries, cudaStream_t stream) {
-  return launch_kernel(autoclip_update_kernel, 1, kStatsThreads, stream, config, buffers, entries);
+  return launch_kernel<autoclip_update_kernel>(1, kStatsThreads, stream, config, buffers, entries);
 }
 
 }  // namespace cuda

@@ -23,7 +23,7 @@ __global__ void __launch_bounds__(kThreads, 2) multi_tensor_clamp_kernel(const C
 }  // namespace
 
 cudaError_t launch_multi_tensor_clamp(const ClampParams& params, int num_blocks, cudaStream_t stream) {
-  return launch_kernel(multi_tensor_clamp_kernel, num_blocks, kThreads, stream, params);
+  return launch_kernel<multi_tensor_clamp_kernel>(num_blocks, kThreads, stream, params);
 }
 
 }  // namespace cuda

@@ -28,7 +28,7 @@ __global__ void __launch_bounds__(kThreads, 2) multi_tensor_clip_by_norm_kernel(
 }  // namespace
 
 cudaError_t launch_multi_tensor_clip_by_norm(const ClipByNormParams& params, int num_blocks, cudaStream_t stream) {
-  return launch_kernel(multi_tensor_clip_by_norm_kernel, num_blocks, kThreads, stream, params);
+  return launch_kernel<multi_tensor_clip_by_norm_kernel>(num_blocks, kThreads, stream, params);
 }
 
 }  // namespace cuda

@@ -87,12 +87,12 @@ __global__ void __launch_bounds__(kThreads, 1) multi_tensor_norm_kernel(const No
 template <typename acc_t>
 cudaError_t launch_for_acc(const NormParams& params, int num_blocks, cudaStream_t stream) {
   switch (params.kind) {
-    case NormKind::kL2: return launch_kernel(multi_tensor_norm_kernel<NormKind::kL2, acc_t>, num_blocks, kThreads, stream, params);
-    case NormKind::kL1: return launch_kernel(multi_tensor_norm_kernel<NormKind::kL1, acc_t>, num_blocks, kThreads, stream, params);
-    case NormKind::kInf: return launch_kernel(multi_tensor_norm_kernel<NormKind::kInf, acc_t>, num_blocks, kThreads, stream, params);
-    case NormKind::kZero: return launch_kernel(multi_tensor_norm_kernel<NormKind::kZero, acc_t>, num_blocks, kThreads, stream, params);
+    case NormKind::kL2: return launch_kernel<multi_tensor_norm_kernel<NormKind::kL2, acc_t>>(num_blocks, kThreads, stream, params);
+    case NormKind::kL1: return launch_kernel<multi_tensor_norm_kernel<NormKind::kL1, acc_t>>(num_blocks, kThreads, stream, params);
+    case NormKind::kInf: return launch_kernel<multi_tensor_norm_kernel<NormKind::kInf, acc_t>>(num_blocks, kThreads, stream, params);
+    case NormKind::kZero: return launch_kernel<multi_tensor_norm_kernel<NormKind::kZero, acc_t>>(num_blocks, kThreads, stream, params);
     case NormKind::kGeneral:
-      return launch_kernel(multi_tensor_norm_kernel<NormKind::kGeneral, acc_t>, num_blocks, kThreads, stream, params);
+      return launch_kernel<multi_tensor_norm_kernel<NormKind::kGeneral, acc_t>>(num_blocks, kThreads, stream, params);
   }
   return cudaErrorInvalidValue;
 }

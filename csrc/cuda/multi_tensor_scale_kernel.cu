@@ -19,7 +19,7 @@ __global__ void __launch_bounds__(kThreads, 2) multi_tensor_scale_kernel(const S
 }  // namespace
 
 cudaError_t launch_multi_tensor_scale(const ScaleParams& params, int num_blocks, cudaStream_t stream) {
-  return launch_kernel(multi_tensor_scale_kernel, num_blocks, kThreads, stream, params);
+  return launch_kernel<multi_tensor_scale_kernel>(num_blocks, kThreads, stream, params);
 }
 
 }  // namespace cuda

@@ -19,7 +19,7 @@ __global__ void __launch_bounds__(32) zclip_update_kernel(const ZClipConfig conf
 
 cudaError_t launch_zclip_update(const ZClipConfig& config, DeviceValues norm, double* state, float* result,
                                 cudaStream_t stream) {
-  return launch_kernel(zclip_update_kernel, 1, 32, stream, config, norm, state, result);
+  return launch_kernel<zclip_update_kernel>(1, 32, stream, config, norm, state, result);
 }
 
 }  // namespace cuda
