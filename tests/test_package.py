@@ -69,7 +69,8 @@ def test_a_library_older_than_the_sources_says_to_rebuild(monkeypatch):
 
 def test_build_info_says_what_was_built():
     info = fastclip.build_info()
-    assert set(info) == {"cpu_isas", "cpu_isa_in_use", "cuda_archs", "torch", "cuda_available"}
+    assert set(info) == {"cpu_isas", "cpu_isa_in_use", "cuda_archs", "cpu_kernels", "cuda_on_cpu", "torch",
+                         "cuda_available"}
     assert isinstance(info["cpu_isas"], tuple) and "generic" in info["cpu_isas"]
     assert info["cpu_isa_in_use"] in info["cpu_isas"]
     assert isinstance(info["cuda_archs"], str)

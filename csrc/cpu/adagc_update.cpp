@@ -1,6 +1,7 @@
 #include <torch/library.h>
 
 #include "cpu_entries.h"
+#include "cpu_registration.h"
 
 namespace fastclip {
 namespace cpu {
@@ -22,5 +23,6 @@ void run_adagc_update(const AdaGCConfig& config, const AdaGCTensors& t) {
 }  // namespace fastclip
 
 TORCH_LIBRARY_IMPL(fastclip, CPU, m) {
+  if (fastclip::cpu::cpu_ops_run_cuda_kernels()) return;
   m.impl("adagc_update_", &fastclip::adagc_update<fastclip::cpu::run_adagc_update>);
 }

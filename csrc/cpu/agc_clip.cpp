@@ -14,6 +14,7 @@
 #include "../common/list_op_args.h"
 #include "../common/list_plan.h"
 #include "cpu_chunk_ops.h"
+#include "cpu_registration.h"
 
 namespace fastclip {
 namespace cpu {
@@ -93,4 +94,7 @@ void agc_clip_cpu(at::TensorList grads, at::TensorList params, double clip_facto
 }  // namespace cpu
 }  // namespace fastclip
 
-TORCH_LIBRARY_IMPL(fastclip, CPU, m) { m.impl("agc_clip_", &fastclip::cpu::agc_clip_cpu); }
+TORCH_LIBRARY_IMPL(fastclip, CPU, m) {
+  if (fastclip::cpu::cpu_ops_run_cuda_kernels()) return;
+  m.impl("agc_clip_", &fastclip::cpu::agc_clip_cpu);
+}

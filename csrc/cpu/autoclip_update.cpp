@@ -1,6 +1,7 @@
 #include <torch/library.h>
 
 #include "cpu_entries.h"
+#include "cpu_registration.h"
 
 namespace fastclip {
 namespace cpu {
@@ -20,5 +21,6 @@ void run_autoclip_update(const AutoClipConfig& config, const AutoClipTensors& t)
 }  // namespace fastclip
 
 TORCH_LIBRARY_IMPL(fastclip, CPU, m) {
+  if (fastclip::cpu::cpu_ops_run_cuda_kernels()) return;
   m.impl("autoclip_update_", &fastclip::autoclip_update<fastclip::cpu::run_autoclip_update>);
 }

@@ -3,6 +3,7 @@
 #include "../common/list_op_args.h"
 #include "cpu_chunk_ops.h"
 #include "cpu_parallel.h"
+#include "cpu_registration.h"
 
 namespace fastclip {
 namespace cpu {
@@ -21,4 +22,7 @@ void multi_tensor_clamp_cpu(at::TensorList tensors, double clip_value) {
 }  // namespace cpu
 }  // namespace fastclip
 
-TORCH_LIBRARY_IMPL(fastclip, CPU, m) { m.impl("multi_tensor_clamp_", &fastclip::cpu::multi_tensor_clamp_cpu); }
+TORCH_LIBRARY_IMPL(fastclip, CPU, m) {
+  if (fastclip::cpu::cpu_ops_run_cuda_kernels()) return;
+  m.impl("multi_tensor_clamp_", &fastclip::cpu::multi_tensor_clamp_cpu);
+}

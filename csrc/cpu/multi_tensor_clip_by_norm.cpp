@@ -2,6 +2,7 @@
 
 #include "../common/list_op_args.h"
 #include "cpu_passes.h"
+#include "cpu_registration.h"
 
 namespace fastclip {
 namespace cpu {
@@ -17,5 +18,6 @@ void multi_tensor_clip_by_norm_cpu(at::TensorList tensors, const at::Tensor& tot
 }  // namespace fastclip
 
 TORCH_LIBRARY_IMPL(fastclip, CPU, m) {
+  if (fastclip::cpu::cpu_ops_run_cuda_kernels()) return;
   m.impl("multi_tensor_clip_by_norm_", &fastclip::cpu::multi_tensor_clip_by_norm_cpu);
 }

@@ -2,6 +2,7 @@
 
 #include "../common/list_op_args.h"
 #include "cpu_passes.h"
+#include "cpu_registration.h"
 
 namespace fastclip {
 namespace cpu {
@@ -22,5 +23,6 @@ at::Tensor multi_tensor_clip_grad_norm_cpu(at::TensorList tensors, double max_no
 }  // namespace fastclip
 
 TORCH_LIBRARY_IMPL(fastclip, CPU, m) {
+  if (fastclip::cpu::cpu_ops_run_cuda_kernels()) return;
   m.impl("multi_tensor_clip_grad_norm_", &fastclip::cpu::multi_tensor_clip_grad_norm_cpu);
 }

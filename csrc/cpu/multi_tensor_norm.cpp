@@ -2,6 +2,7 @@
 
 #include "../common/list_op_args.h"
 #include "cpu_passes.h"
+#include "cpu_registration.h"
 
 namespace fastclip {
 namespace cpu {
@@ -16,4 +17,7 @@ std::tuple<at::Tensor, at::Tensor> multi_tensor_norm_cpu(at::TensorList tensors,
 }  // namespace cpu
 }  // namespace fastclip
 
-TORCH_LIBRARY_IMPL(fastclip, CPU, m) { m.impl("multi_tensor_norm", &fastclip::cpu::multi_tensor_norm_cpu); }
+TORCH_LIBRARY_IMPL(fastclip, CPU, m) {
+  if (fastclip::cpu::cpu_ops_run_cuda_kernels()) return;
+  m.impl("multi_tensor_norm", &fastclip::cpu::multi_tensor_norm_cpu);
+}

@@ -2,6 +2,7 @@
 #include <torch/library.h>
 
 #include "../common/stats_op_args.h"
+#include "cpu_registration.h"
 
 namespace fastclip {
 namespace cpu {
@@ -16,5 +17,6 @@ void run_zclip_update(const ZClipConfig& config, const ZClipTensors& t) {
 }  // namespace fastclip
 
 TORCH_LIBRARY_IMPL(fastclip, CPU, m) {
+  if (fastclip::cpu::cpu_ops_run_cuda_kernels()) return;
   m.impl("zclip_update_", &fastclip::zclip_update<fastclip::cpu::run_zclip_update>);
 }

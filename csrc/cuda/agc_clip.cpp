@@ -1,8 +1,5 @@
 // agc_clip_ on CUDA: checks, device guard, current stream, the table of rows uploaded, one launch.
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -14,7 +11,7 @@
 #include "../common/agc_step.h"
 #include "../common/list_op_args.h"
 #include "../common/list_plan.h"
-#include "device_upload.h"
+#include "device_runtime.h"
 #include "kernels.h"
 
 namespace fastclip {
@@ -25,8 +22,7 @@ void agc_clip_cuda(at::TensorList grads, at::TensorList params, double clip_fact
   check_agc_clip_args(grads, params, clip_factor, eps);
   if (grads.empty()) return;
   const at::Device device = grads[0].device();
-  const c10::cuda::CUDAGuard guard(device);
-  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(device.index());
+  const DeviceScope scope(device);
   const AgcRows tensors = agc_rows_of(grads, params);
   std::vector<AgcTensor> table;
   table.reserve(grads.size());
@@ -52,7 +48,7 @@ void agc_clip_cuda(at::TensorList grads, at::TensorList params, double clip_fact
               "fastclip: agc_clip_ takes at most 2^31 - 1 non-empty tensors, got ", table.size());
   const size_t table_bytes = table.size() * sizeof(AgcTensor);
   const at::Tensor device_table = upload_to_device(
-      table_bytes, [&](uint8_t* host) { std::memcpy(host, table.data(), table_bytes); }, stream);
+      table_bytes, [&](uint8_t* host) { std::memcpy(host, table.data(), table_bytes); }, scope);
   AgcParams launch_params;
   launch_params.tensors = reinterpret_cast<const AgcTensor*>(device_table.const_data_ptr());
   launch_params.num_tensors = static_cast<int32_t>(table.size());
@@ -62,7 +58,7 @@ void agc_clip_cuda(at::TensorList grads, at::TensorList params, double clip_fact
   // As many blocks as fit on the GPU at once (the kernel's launch bounds); a block per row when fewer.
   const int64_t resident = kAgcBlocksPerSM * static_cast<int64_t>(multiprocessor_count(device.index()));
   const int num_blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(total_rows, resident)));
-  C10_CUDA_CHECK(launch_agc_clip(launch_params, num_blocks, stream.stream()));
+  check_launch([&] { return launch_agc_clip(launch_params, num_blocks, scope.stream()); });
   copy_back(tensors.grads, grads);
 }
 
@@ -70,4 +66,4 @@ void agc_clip_cuda(at::TensorList grads, at::TensorList params, double clip_fact
 }  // namespace cuda
 }  // namespace fastclip
 
-TORCH_LIBRARY_IMPL(fastclip, CUDA, m) { m.impl("agc_clip_", &fastclip::cuda::agc_clip_cuda); }
+TORCH_LIBRARY_IMPL(fastclip, FASTCLIP_CUDA_DISPATCH_KEY, m) { m.impl("agc_clip_", &fastclip::cuda::agc_clip_cuda); }

@@ -1,12 +1,11 @@
 #include "device_list.h"
 
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
 
 #include <algorithm>
 #include <cstring>
 
-#include "device_upload.h"
+#include "device_runtime.h"
 
 namespace fastclip {
 namespace cuda {
@@ -28,8 +27,8 @@ int64_t chunk_size_for(at::TensorList tensors, int device) {
 }
 
 // Copies the plan's metadata (the tensor array, then the chunk array at a 16-byte aligned
-// offset) to the device on `stream` through a pinned staging buffer.
-at::Tensor upload(const ListPlan& plan, const c10::cuda::CUDAStream& stream, ChunkList* list) {
+// offset) to the scope's device, on its stream.
+at::Tensor upload(const ListPlan& plan, const DeviceScope& scope, ChunkList* list) {
   const size_t tensor_bytes = plan.tensors.size() * sizeof(TensorMeta);
   const size_t chunk_offset = (tensor_bytes + 15) / 16 * 16;
   const size_t chunk_bytes = plan.chunks.size() * sizeof(ChunkMeta);
@@ -39,7 +38,7 @@ at::Tensor upload(const ListPlan& plan, const c10::cuda::CUDAStream& stream, Chu
         if (tensor_bytes) std::memcpy(host, plan.tensors.data(), tensor_bytes);
         if (chunk_bytes) std::memcpy(host + chunk_offset, plan.chunks.data(), chunk_bytes);
       },
-      stream);
+      scope);
   const uint8_t* base = dev.data_ptr<uint8_t>();
   list->tensors = reinterpret_cast<const TensorMeta*>(base);
   list->chunks = reinterpret_cast<const ChunkMeta*>(base + chunk_offset);
@@ -55,13 +54,12 @@ int DeviceListPlan::grid() const {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(list.num_chunks, max_blocks(device.index()))));
 }
 
-DeviceListPlan prepare_on_device(at::TensorList tensors) {
-  const at::Device device = tensors[0].device();
-  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(device.index());
+DeviceListPlan prepare_on_device(at::TensorList tensors, const DeviceScope& scope) {
+  const at::Device device = scope.device();
   ListPlan plan = plan_tensor_list(tensors, chunk_size_for(tensors, device.index()));
   ChunkList list{};
-  at::Tensor metadata = upload(plan, stream, &list);
-  return DeviceListPlan{std::move(plan), std::move(metadata), list, device, stream.stream()};
+  at::Tensor metadata = upload(plan, scope, &list);
+  return DeviceListPlan{std::move(plan), std::move(metadata), list, device, scope.stream()};
 }
 
 NormLaunch norm_launch(const DeviceListPlan& prepared, double norm_type, bool per_tensor) {
@@ -77,7 +75,7 @@ NormLaunch norm_launch(const DeviceListPlan& prepared, double norm_type, bool pe
   uint8_t* scratch_bytes = static_cast<uint8_t*>(launch.scratch.data_ptr());
   const int64_t element = launch.scratch.element_size();
   auto* blocks_done = reinterpret_cast<unsigned int*>(scratch_bytes + (num_chunks + num_tensors) * element);
-  C10_CUDA_CHECK(cudaMemsetAsync(blocks_done, 0, sizeof(unsigned int), prepared.stream));
+  zero_async(blocks_done, sizeof(unsigned int), prepared.stream);
   launch.total = at::empty({}, at::TensorOptions().dtype(plan.promoted_type).device(prepared.device));
   launch.per_tensor_norms = at::empty({per_tensor ? num_tensors : 0}, acc_options);
 

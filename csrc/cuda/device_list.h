@@ -1,15 +1,16 @@
 // Host side of the ops on CUDA: a tensor list planned (common/list_plan.h) with its metadata
 // uploaded to the device, on the current stream of the list's device, and the launch parameters
-// the kernels take from a plan or from device-held tensors. No host sync.
+// the kernels take from a plan or from device-held tensors. No host sync. The runtime calls go
+// through device_runtime.h.
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <tuple>
 
 #include "../common/list_plan.h"
 #include "../common/stats_op_args.h"
+#include "device_runtime.h"
 #include "stats_kernels.h"
 
 namespace fastclip {
@@ -20,13 +21,13 @@ struct DeviceListPlan {
   at::Tensor metadata;  // device memory holding list's arrays
   ChunkList list;
   at::Device device;
-  cudaStream_t stream;
+  cudaStream_t stream;  // the scope's
 
   int grid() const;  // blocks for a launch over the list
 };
 
-// Callers hold a CUDAGuard for tensors[0]'s device while using the result.
-DeviceListPlan prepare_on_device(at::TensorList tensors);
+// `scope` is tensors[0]'s device; callers hold it while using the result.
+DeviceListPlan prepare_on_device(at::TensorList tensors, const DeviceScope& scope);
 
 // The norm kernel's parameters and outputs: scratch, the total (the list's promoted dtype) and
 // the per-tensor norms (accumulation dtype; empty unless per_tensor).

@@ -1,11 +1,10 @@
 // multi_tensor_norm on CUDA: checks, device guard, current stream, one launch. No host sync.
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "../common/list_op_args.h"
 #include "device_list.h"
+#include "device_runtime.h"
 
 namespace fastclip {
 namespace cuda {
@@ -13,10 +12,10 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> multi_tensor_norm_cuda(at::TensorList tensors, double norm_type, bool per_tensor) {
   check_multi_tensor_norm_args(tensors, norm_type);
-  const c10::cuda::CUDAGuard guard(tensors[0].device());
-  const DeviceListPlan prepared = prepare_on_device(tensors);
+  const DeviceScope scope(tensors[0].device());
+  const DeviceListPlan prepared = prepare_on_device(tensors, scope);
   const NormLaunch launch = norm_launch(prepared, norm_type, per_tensor);
-  C10_CUDA_CHECK(launch_multi_tensor_norm(launch.params, prepared.grid(), prepared.stream));
+  check_launch([&] { return launch_multi_tensor_norm(launch.params, prepared.grid(), prepared.stream); });
   return {launch.total, launch.per_tensor_norms};
 }
 
@@ -24,4 +23,6 @@ std::tuple<at::Tensor, at::Tensor> multi_tensor_norm_cuda(at::TensorList tensors
 }  // namespace cuda
 }  // namespace fastclip
 
-TORCH_LIBRARY_IMPL(fastclip, CUDA, m) { m.impl("multi_tensor_norm", &fastclip::cuda::multi_tensor_norm_cuda); }
+TORCH_LIBRARY_IMPL(fastclip, FASTCLIP_CUDA_DISPATCH_KEY, m) {
+  m.impl("multi_tensor_norm", &fastclip::cuda::multi_tensor_norm_cuda);
+}

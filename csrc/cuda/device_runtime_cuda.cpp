@@ -1,9 +1,13 @@
-#include "device_upload.h"
+// device_runtime.h on the GPU: torch's CUDA runtime (device guard, current stream, pinned host
+// allocator, C10_CUDA_CHECK). Built only into the CUDA extension; the CPU execution layer has
+// its own (../simt/device_runtime_host.cpp).
+#include "device_runtime.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/CachingHostAllocator.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <mutex>
@@ -11,6 +15,10 @@
 
 namespace fastclip {
 namespace cuda {
+
+// The guard makes `device` current before its current stream is read.
+DeviceScope::DeviceScope(at::Device device)
+    : guard_(device), device_(device), stream_(c10::cuda::getCurrentCUDAStream(device.index()).stream()) {}
 
 int multiprocessor_count(int device) {
   static std::mutex mutex;
@@ -21,6 +29,10 @@ int multiprocessor_count(int device) {
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device));
   }
   return counts[device];
+}
+
+void zero_async(void* data, size_t bytes, cudaStream_t stream) {
+  C10_CUDA_CHECK(cudaMemsetAsync(data, 0, bytes, stream));
 }
 
 namespace {
@@ -36,9 +48,11 @@ void keep_alive_for_graphs(const at::Tensor& host_buffer) {
 
 }  // namespace
 
-at::Tensor upload_to_device(size_t bytes, c10::function_ref<void(uint8_t*)> fill, const c10::cuda::CUDAStream& stream) {
+at::Tensor upload_to_device(size_t bytes, c10::function_ref<void(uint8_t*)> fill, const DeviceScope& scope) {
   const size_t total_bytes = std::max<size_t>(16, bytes);
-  const at::Device device = stream.device();
+  const at::Device device = scope.device();
+  // The scope's stream is the device's current one (the scope made the device current).
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(device.index());
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   C10_CUDA_CHECK(cudaStreamIsCapturing(stream.stream(), &capture));
   at::Tensor host;
@@ -58,6 +72,14 @@ at::Tensor upload_to_device(size_t bytes, c10::function_ref<void(uint8_t*)> fill
     keep_alive_for_graphs(host);
   }
   return dev;
+}
+
+// C10_CUDA_CHECK(launch()), with the caller's location in place of this line's.
+void check_launch(c10::function_ref<cudaError_t()> launch, const std::source_location& where) {
+  c10::cuda::CUDAErrorLogCapture error_log;
+  const cudaError_t error = launch();
+  c10::cuda::c10_cuda_check_implementation(static_cast<int32_t>(error), where.file_name(), where.function_name(),
+                                           where.line(), /*include_device_assertions=*/true, &error_log);
 }
 
 }  // namespace cuda
