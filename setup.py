@@ -148,6 +148,7 @@ def cuda_on_cpu_extension(cuda_home):
         "-O2", "-std=c++20",
         "-fno-strict-aliasing",  # the kernels pun 16-byte vectors, which nvcc allows
         "-fopenmp",
+        "-Wno-unknown-pragmas",  # the kernels' `#pragma unroll` is nvcc's
         "-fvisibility=hidden",  # csrc/common and csrc/cuda are in _C too: each library keeps its own
         "-DFASTCLIP_CUDA_ON_CPU",
         f"-I{include}",
@@ -166,9 +167,23 @@ def main():
         extensions.append(cuda_on_cpu_extension(cuda_home))
     from torch.utils.cpp_extension import BuildExtension
 
+    class BuildExtensions(BuildExtension.with_options(use_ninja=True)):
+        """The layer compiles in a folder of its own: it compiles csrc/common with other flags than
+        _C, and in a shared folder the two would overwrite each other's objects and build.ninja."""
+
+        def build_extension(self, ext):
+            if ext.name != "fastclip._cuda_on_cpu":
+                return super().build_extension(ext)
+            shared = self.build_temp
+            self.build_temp = os.path.join(shared, "cuda_on_cpu")
+            try:
+                return super().build_extension(ext)
+            finally:
+                self.build_temp = shared
+
     setup(
         ext_modules=extensions,
-        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+        cmdclass={"build_ext": BuildExtensions},
     )
 
 
