@@ -1,9 +1,11 @@
 // Multi-tensor p-norm in one launch: every block reduces whole chunks into one partial each;
 // the last block to finish (an integer ticket, no float atomics) combines the partials in a
-// fixed order into per-tensor norms and the total. Bitwise deterministic for a given list.
+// fixed order into per-tensor norms and the total (norm_partials.cuh). Bitwise deterministic for
+// a given list.
 #include <cuda/atomic>
 
 #include "launch.cuh"
+#include "norm_partials.cuh"
 #include "vectorized.cuh"
 
 namespace fastclip {
@@ -17,44 +19,6 @@ __device__ acc_t chunk_thread_partial(const TensorMeta& meta, int64_t begin, int
   visit_by_dtype<kThreads, /*kUnroll=*/4>(static_cast<const void*>(meta.data), meta.dtype, begin, end - begin, partial,
                                           partial);
   return partial.acc;
-}
-
-template <typename acc_t>
-__device__ void store_total(void* out, int32_t dtype, acc_t value) {
-  switch (static_cast<DType>(dtype)) {
-    case DType::kFloat32: *static_cast<float*>(out) = static_cast<float>(value); break;
-    case DType::kFloat16: *static_cast<__half*>(out) = __float2half_rn(static_cast<float>(value)); break;
-    case DType::kBFloat16: *static_cast<__nv_bfloat16*>(out) = __float2bfloat16_rn(static_cast<float>(value)); break;
-    case DType::kFloat64: *static_cast<double*>(out) = static_cast<double>(value); break;
-  }
-}
-
-// Run by the last block only, after every chunk partial is written.
-template <NormKind kind, typename acc_t>
-__device__ void combine_partials(const NormParams& params, acc_t p, acc_t* scratch) {
-  const acc_t* partials = static_cast<const acc_t*>(params.chunk_partials);
-  const acc_t* source = partials;
-  int64_t count = params.list.num_chunks;
-  acc_t* per_tensor_out = static_cast<acc_t*>(params.per_tensor_out);
-  if (per_tensor_out != nullptr || kind == NormKind::kZero) {
-    // One thread per tensor folds that tensor's chunks in order.
-    acc_t* contributions = static_cast<acc_t*>(params.contributions);
-    const ChunkList& list = params.list;
-    for (int32_t t = threadIdx.x; t < list.num_tensors; t += kThreads) {
-      const int32_t first = list.tensors[t].first_chunk;
-      const int32_t stop = t + 1 < list.num_tensors ? list.tensors[t + 1].first_chunk : list.num_chunks;
-      const acc_t partial = blocked_combine(kind, partials + first, stop - first);
-      contributions[t] = total_contribution(kind, partial);
-      if (per_tensor_out != nullptr) per_tensor_out[t] = norm_finalize<kind>(partial, p);
-    }
-    __syncthreads();  // contributions are read below by other threads of this block
-    source = contributions;
-    count = list.num_tensors;
-  }
-  acc_t local = acc_t(0);
-  for (int64_t i = threadIdx.x; i < count; i += kThreads) local = norm_combine<kind>(local, source[i]);
-  const acc_t total = block_reduce<kind>(local, scratch);
-  if (threadIdx.x == 0) store_total(params.total_out, params.total_dtype, norm_finalize<kind>(total, p));
 }
 
 // Minimum one resident block, from ptxas's register counts (CUDA 13.0, sm_80 and sm_90): the float
@@ -81,7 +45,10 @@ __global__ void __launch_bounds__(kThreads, 1) multi_tensor_norm_kernel(const No
   }
   __syncthreads();
   if (!is_last_block) return;
-  combine_partials<kind, acc_t>(params, p, scratch);
+  fold_tensors<kind>(params, p, /*part=*/0, /*parts=*/1);
+  __syncthreads();  // contributions are read below by other threads of this block
+  const acc_t total = reduce_contributions<kind>(params, p, scratch);
+  if (threadIdx.x == 0) store_total(params.total_out, params.total_dtype, total);
 }
 
 template <typename acc_t>

@@ -1,0 +1,77 @@
+// From the norm's chunk partials to per-tensor norms and the total, in an order fixed by the list
+// alone (never by the grid): each tensor's chunk partials are folded into its contribution, by
+// one thread (up to kThreadFoldChunks chunks, in sequence) or, for a tensor cut into more chunks
+// (a large flat buffer), by a warp; the contributions are then reduced by one block's tree. The
+// norm kernel's last block does all of it; the single-launch clip kernels spread the folds over
+// the grid. The total is the same whether per-tensor norms are wanted or not.
+#pragma once
+
+#include "device_utils.cuh"
+
+namespace fastclip {
+namespace cuda {
+
+constexpr int32_t kThreadFoldChunks = 32;
+
+__device__ __forceinline__ int32_t chunks_of(const ChunkList& list, int32_t t) {
+  const int32_t stop = t + 1 < list.num_tensors ? list.tensors[t + 1].first_chunk : list.num_chunks;
+  return stop - list.tensors[t].first_chunk;
+}
+
+template <NormKind kind, typename acc_t>
+__device__ __forceinline__ void store_tensor_fold(const NormParams& params, int32_t t, acc_t partial, acc_t p) {
+  static_cast<acc_t*>(params.contributions)[t] = total_contribution(kind, partial);
+  if (params.per_tensor_out != nullptr) static_cast<acc_t*>(params.per_tensor_out)[t] = norm_finalize<kind>(partial, p);
+}
+
+// Folds the tensors that belong to `part` of `parts` (a block's share; part 0 of 1 is all of
+// them) into params.contributions (and params.per_tensor_out). Every thread of the block calls it.
+template <NormKind kind, typename acc_t>
+__device__ void fold_tensors(const NormParams& params, acc_t p, unsigned part, unsigned parts) {
+  const ChunkList& list = params.list;
+  const acc_t* partials = static_cast<const acc_t*>(params.chunk_partials);
+  const int64_t stride = static_cast<int64_t>(parts) * kThreads;
+  for (int64_t t = static_cast<int64_t>(part) * kThreads + threadIdx.x; t < list.num_tensors; t += stride) {
+    const int32_t chunks = chunks_of(list, static_cast<int32_t>(t));
+    if (chunks > kThreadFoldChunks) continue;  // a warp's, below
+    store_tensor_fold<kind>(params, static_cast<int32_t>(t),
+                            blocked_combine(kind, partials + list.tensors[t].first_chunk, chunks), p);
+  }
+  constexpr int kWarps = kThreads / 32;
+  const int lane = threadIdx.x & 31;
+  const int64_t warp_stride = static_cast<int64_t>(parts) * kWarps;
+  for (int64_t t = static_cast<int64_t>(part) * kWarps + (threadIdx.x >> 5); t < list.num_tensors; t += warp_stride) {
+    const int32_t chunks = chunks_of(list, static_cast<int32_t>(t));  // uniform across the warp
+    if (chunks <= kThreadFoldChunks) continue;
+    const acc_t* first = partials + list.tensors[t].first_chunk;
+    acc_t partial = first[lane];  // chunks > 32: every lane has one
+    for (int32_t c = lane + 32; c < chunks; c += 32) partial = norm_combine<kind>(partial, first[c]);
+    for (int offset = 16; offset > 0; offset >>= 1) partial = norm_combine<kind>(partial, shfl_down(partial, offset));
+    if (lane == 0) store_tensor_fold<kind>(params, static_cast<int32_t>(t), partial, p);
+  }
+}
+
+// The finalized total over all of params.contributions (valid on thread 0), by one block's tree.
+// Ends with a barrier.
+template <NormKind kind, typename acc_t>
+__device__ acc_t reduce_contributions(const NormParams& params, acc_t p, acc_t* scratch) {
+  const acc_t* contributions = static_cast<const acc_t*>(params.contributions);
+  acc_t local = acc_t(0);
+  for (int64_t i = threadIdx.x; i < params.list.num_tensors; i += kThreads) {
+    local = norm_combine<kind>(local, contributions[i]);
+  }
+  return norm_finalize<kind>(block_reduce<kind>(local, scratch), p);
+}
+
+template <typename acc_t>
+__device__ void store_total(void* out, int32_t dtype, acc_t value) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::kFloat32: *static_cast<float*>(out) = static_cast<float>(value); break;
+    case DType::kFloat16: *static_cast<__half*>(out) = __float2half_rn(static_cast<float>(value)); break;
+    case DType::kBFloat16: *static_cast<__nv_bfloat16*>(out) = __float2bfloat16_rn(static_cast<float>(value)); break;
+    case DType::kFloat64: *static_cast<double*>(out) = static_cast<double>(value); break;
+  }
+}
+
+}  // namespace cuda
+}  // namespace fastclip

@@ -1,0 +1,90 @@
+// Runs the blocks of a launch on the calling OS thread, one at a time: every CUDA thread of the
+// block is a fiber; the scheduler switches to the next ready fiber whenever one reaches a barrier
+// or a warp exchange, releasing each barrier's waiters in an order that varies from one barrier
+// to the next (forward, reverse, shuffled), so a missing barrier changes results. Threads of a
+// block run concurrently with other blocks' (other OS threads), never with each other.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "device.h"
+#include "fiber.h"
+#include "runtime.h"
+
+namespace fastclip {
+namespace simt {
+
+class GridBarrier;
+
+// What a thread is doing when it switches back to the scheduler.
+enum class ThreadState : uint8_t { kReady, kAtBlockBarrier, kAtWarpBarrier, kAtGridBarrier, kExited, kFailed };
+
+class BlockRunner;
+
+struct SimtThread {
+  ThreadCoordinates coordinates;  // first: tl_running_thread points here
+  BlockRunner* runner = nullptr;
+  Fiber fiber;
+  int warp = 0;
+  int lane = 0;
+  std::atomic<ThreadState> state{ThreadState::kReady};
+  std::string error;  // set by the thread before it ends in kFailed
+};
+
+struct SimtWarp {
+  std::atomic<uint64_t> slots[2][32];  // double-buffered: one barrier per exchange
+  std::atomic<int> phase{0};
+  unsigned lanes = 0;  // the lanes that exist (all 32 but in a block's last, partial warp)
+  std::vector<int> waiting;  // scheduler only
+  char sync = 0;             // address for ThreadSanitizer's happens-before at __syncwarp
+};
+
+class BlockRunner {
+ public:
+  // order_seed picks the first release order and seeds the shuffles: launches vary it.
+  BlockRunner(const LaunchShape& shape, const std::function<void()>& body, GridBarrier* grid, uint64_t order_seed);
+  ~BlockRunner();
+
+  // Runs block `index` to completion. Returns "" or what went wrong.
+  std::string run(unsigned index);
+
+  // Fiber side (device.h's functions).
+  void block_barrier(SimtThread* me);
+  void warp_barrier(SimtThread* me, unsigned mask);
+  void warp_exchange(SimtThread* me, unsigned mask, uint64_t value, uint64_t all_lanes[32]);
+  void grid_barrier(SimtThread* me);
+
+ private:
+  static void thread_main(void* thread);
+  void switch_to_scheduler(SimtThread* me, ThreadState state);
+  void release(std::vector<int>& waiters);
+  void complete_barriers(int warp);
+  std::string describe_stuck_threads() const;
+
+  LaunchShape shape_;
+  const std::function<void()>* body_;
+  GridBarrier* grid_;
+  BlockCoordinates coordinates_;
+  std::vector<FiberStack> stacks_;
+  std::unique_ptr<SimtThread[]> threads_;
+  std::unique_ptr<SimtWarp[]> warps_;
+  int num_warps_;
+  Fiber scheduler_;
+  int live_ = 0;
+  std::deque<int> ready_;
+  std::vector<int> at_block_barrier_, at_grid_barrier_;
+  uint64_t releases_ = 0;
+  std::mt19937 shuffle_;
+  // Addresses for ThreadSanitizer's happens-before edges.
+  char launch_sync_ = 0, block_barrier_sync_ = 0, block_end_sync_ = 0;
+};
+
+}  // namespace simt
+}  // namespace fastclip

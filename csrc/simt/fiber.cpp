@@ -1,0 +1,268 @@
+#include "fiber.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "sanitizers.h"
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+namespace fastclip {
+namespace simt {
+namespace {
+
+// Kernels' frames are small; sanitizers grow them several times over.
+constexpr size_t kStackBytes = kSanitized ? 512 * 1024 : 64 * 1024;
+
+size_t page_size() {
+  static const size_t size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+// Stacks freed by finished launches, ready for the next.
+std::mutex pool_mutex;
+std::vector<void*>& free_stacks() {
+  static auto* stacks = new std::vector<void*>();  // never destroyed: fibers may outlive static destructors
+  return *stacks;
+}
+
+void* take_stack() {
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex);
+    if (!free_stacks().empty()) {
+      void* stack = free_stacks().back();
+      free_stacks().pop_back();
+      return stack;
+    }
+  }
+  const size_t guard = page_size();
+  void* mapping = mmap(nullptr, guard + kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+  if (mapping == MAP_FAILED) throw std::bad_alloc();
+  mprotect(mapping, guard, PROT_NONE);  // an overflowing fiber faults instead of corrupting its neighbour
+  return static_cast<uint8_t*>(mapping) + guard;
+}
+
+}  // namespace
+
+FiberStack::FiberStack() : bottom_(take_stack()), size_(kStackBytes) {}
+
+FiberStack::FiberStack(FiberStack&& other) noexcept : bottom_(other.bottom_), size_(other.size_) {
+  other.bottom_ = nullptr;
+}
+
+FiberStack::~FiberStack() {
+  if (bottom_ == nullptr) return;
+  std::lock_guard<std::mutex> lock(pool_mutex);
+  free_stacks().push_back(bottom_);
+}
+
+#if defined(__x86_64__)
+
+// switch_stack(save, next): pushes the callee-saved registers and the SSE/x87 control words,
+// stores the stack pointer in *save, loads `next` and pops the same from it. A new fiber's
+// stack is laid out as if it had switched away at fiber_start, which calls r13(r12).
+extern "C" void fastclip_simt_switch_stack(void** save, void* next);
+extern "C" void fastclip_simt_fiber_start();
+asm(R"(
+  .text
+  .p2align 4
+  .type fastclip_simt_switch_stack,@function
+fastclip_simt_switch_stack:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size fastclip_simt_switch_stack, .-fastclip_simt_switch_stack
+
+  .p2align 4
+  .type fastclip_simt_fiber_start,@function
+fastclip_simt_fiber_start:
+  movq %r12, %rdi
+  callq *%r13
+  ud2
+  .size fastclip_simt_fiber_start, .-fastclip_simt_fiber_start
+)");
+
+namespace {
+
+void prepare_stack(Fiber* fiber, void (*entry)(void*), void* arg) {
+  auto* top = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(const_cast<void*>(fiber->stack_bottom)) +
+                                          fiber->stack_size - 128);
+  uint32_t mxcsr;
+  uint16_t fpu_control;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fpu_control));
+  top[0] = static_cast<uint64_t>(mxcsr) | (static_cast<uint64_t>(fpu_control) << 32);
+  top[1] = 0;                                         // r15
+  top[2] = 0;                                         // r14
+  top[3] = reinterpret_cast<uint64_t>(entry);         // r13
+  top[4] = reinterpret_cast<uint64_t>(arg);           // r12
+  top[5] = 0;                                         // rbx
+  top[6] = 0;                                         // rbp
+  top[7] = reinterpret_cast<uint64_t>(&fastclip_simt_fiber_start);  // return address
+  fiber->stack_pointer = top;
+}
+
+void switch_stack(Fiber* from, void* to_stack_pointer) {
+  fastclip_simt_switch_stack(&from->stack_pointer, to_stack_pointer);
+}
+
+}  // namespace
+
+#else  // portable fallback: ucontext, two system calls per switch
+
+namespace {
+
+struct FiberStart {
+  void (*entry)(void*);
+  void* arg;
+};
+
+void start_from_ucontext(unsigned hi, unsigned lo) {
+  auto* start = reinterpret_cast<FiberStart*>((static_cast<uintptr_t>(hi) << 32) | lo);
+  start->entry(start->arg);
+}
+
+ucontext_t* context_of(Fiber* fiber) {
+  if (fiber->stack_pointer == nullptr) fiber->stack_pointer = new ucontext_t();
+  return static_cast<ucontext_t*>(fiber->stack_pointer);
+}
+
+void prepare_stack(Fiber* fiber, void (*entry)(void*), void* arg) {
+  ucontext_t* uc = context_of(fiber);
+  getcontext(uc);
+  uc->uc_stack.ss_sp = const_cast<void*>(fiber->stack_bottom);
+  uc->uc_stack.ss_size = fiber->stack_size;
+  uc->uc_link = nullptr;
+  auto* start = new FiberStart{entry, arg};  // leaked per fiber: the fallback path is for portability only
+  const auto bits = reinterpret_cast<uintptr_t>(start);
+  makecontext(uc, reinterpret_cast<void (*)()>(&start_from_ucontext), 2, static_cast<unsigned>(bits >> 32),
+              static_cast<unsigned>(bits));
+}
+
+void switch_stack(Fiber* from, void* to_stack_pointer) {
+  swapcontext(context_of(from), static_cast<ucontext_t*>(to_stack_pointer));
+}
+
+}  // namespace
+
+#endif
+
+void adopt_current_thread(Fiber* self) {
+  *self = Fiber{};
+#ifdef FASTCLIP_SIMT_TSAN
+  self->tsan_fiber = __tsan_get_current_fiber();
+#endif
+}
+
+void make_fiber(Fiber* fiber, const FiberStack& stack, void (*entry)(void*), void* arg) {
+  destroy_fiber(fiber);
+  fiber->stack_bottom = stack.bottom();
+  fiber->stack_size = stack.size();
+  fiber->asan_fake_stack = nullptr;
+#ifdef FASTCLIP_SIMT_TSAN
+  fiber->tsan_fiber = __tsan_create_fiber(0);
+  fiber->owns_tsan_fiber = true;
+#endif
+  prepare_stack(fiber, entry, arg);
+}
+
+void destroy_fiber(Fiber* fiber) {
+#ifdef FASTCLIP_SIMT_TSAN
+  if (fiber->owns_tsan_fiber) __tsan_destroy_fiber(fiber->tsan_fiber);
+#endif
+  fiber->owns_tsan_fiber = false;
+  fiber->tsan_fiber = nullptr;
+}
+
+namespace {
+
+void before_switch(Fiber* from, Fiber* to, bool synchronize, bool from_exits) {
+#ifdef FASTCLIP_SIMT_ASAN
+  __sanitizer_start_switch_fiber(from_exits ? nullptr : &from->asan_fake_stack, to->stack_bottom, to->stack_size);
+#else
+  (void)from, (void)from_exits;
+#endif
+#ifdef FASTCLIP_SIMT_TSAN
+  __tsan_switch_to_fiber(to->tsan_fiber, synchronize ? 0u : 1u /* __tsan_switch_to_fiber_no_sync */);
+#else
+  (void)to, (void)synchronize;
+#endif
+}
+
+// Runs in the context switched to: completes ASan's view of the switch, learning the bounds of
+// the stack left behind (the OS thread's own stack is learnt this way).
+void after_switch(Fiber* resumed, Fiber* left) {
+#ifdef FASTCLIP_SIMT_ASAN
+  const void* bottom = nullptr;
+  size_t size = 0;
+  __sanitizer_finish_switch_fiber(resumed->asan_fake_stack, &bottom, &size);
+  if (left != nullptr) {
+    left->stack_bottom = bottom;
+    left->stack_size = size;
+  }
+#else
+  (void)resumed, (void)left;
+#endif
+}
+
+}  // namespace
+
+// The target's stack pointer is read before ThreadSanitizer is told of the switch: after it, the
+// read would count as the target's own.
+void switch_fiber(Fiber* from, Fiber* to, bool synchronize) {
+  void* const to_stack_pointer = to->stack_pointer;
+  before_switch(from, to, synchronize, /*from_exits=*/false);
+  switch_stack(from, to_stack_pointer);
+  after_switch(from, nullptr);
+}
+
+void exit_fiber(Fiber* from, Fiber* to) {
+  void* const to_stack_pointer = to->stack_pointer;
+  before_switch(from, to, /*synchronize=*/false, /*from_exits=*/true);
+  switch_stack(from, to_stack_pointer);
+  std::abort();  // a finished fiber is never resumed
+}
+
+void enter_fiber(Fiber* scheduler) {
+#ifdef FASTCLIP_SIMT_ASAN
+  const void* bottom = nullptr;
+  size_t size = 0;
+  __sanitizer_finish_switch_fiber(nullptr, &bottom, &size);
+  if (scheduler->stack_bottom == nullptr) {
+    scheduler->stack_bottom = bottom;
+    scheduler->stack_size = size;
+  }
+#else
+  (void)scheduler;
+#endif
+}
+
+}  // namespace simt
+}  // namespace fastclip

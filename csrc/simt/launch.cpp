@@ -1,0 +1,112 @@
+// simt::launch: the blocks of a grid on a few OS threads (all at once for a cooperative launch),
+// each block's threads as fibers (block_runner.h).
+#include <atomic>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "block_runner.h"
+#include "grid_barrier.h"
+#include "runtime.h"
+
+namespace fastclip {
+namespace simt {
+namespace {
+
+constexpr int kDefaultMultiprocessors = 4;
+constexpr int kBlocksPerMultiprocessor = 2;  // what the layer lets a cooperative launch have resident
+
+thread_local std::string last_error;
+std::atomic<uint64_t> launches{0};
+
+cudaError_t fail(cudaError_t error, const LaunchShape& shape, const std::string& why) {
+  last_error = std::string(shape.kernel ? shape.kernel : "kernel") + " (grid=" + std::to_string(shape.grid) +
+               " block=" + std::to_string(shape.block) + "): " + why;
+  return error;
+}
+
+}  // namespace
+
+int multiprocessor_count() {
+  static const int count = [] {
+    const char* text = std::getenv("FASTCLIP_SIMT_SMS");
+    if (text == nullptr || *text == '\0') return kDefaultMultiprocessors;
+    char* end = nullptr;
+    const long value = std::strtol(text, &end, 10);
+    if (*end != '\0' || value < 1 || value > 64) {
+      throw std::invalid_argument(std::string("FASTCLIP_SIMT_SMS must be an integer from 1 to 64, got '") + text + "'");
+    }
+    return static_cast<int>(value);
+  }();
+  return count;
+}
+
+int max_cooperative_blocks() { return kBlocksPerMultiprocessor * multiprocessor_count(); }
+
+const char* last_error_message() { return last_error.c_str(); }
+
+cudaError_t launch(const LaunchShape& shape, const std::function<void()>& body) {
+  last_error.clear();
+  if (shape.grid == 0 || shape.block == 0 || shape.block > kMaxBlockThreads) {
+    return fail(cudaErrorInvalidConfiguration, shape, "grid and block must be positive, block at most 1024");
+  }
+  if (shape.cooperative && shape.grid > static_cast<unsigned>(max_cooperative_blocks())) {
+    return fail(cudaErrorCooperativeLaunchTooLarge, shape,
+                "a cooperative grid may have at most " + std::to_string(max_cooperative_blocks()) + " blocks");
+  }
+  const unsigned workers =
+      shape.cooperative ? shape.grid : std::min<unsigned>(shape.grid, static_cast<unsigned>(multiprocessor_count()));
+  GridBarrier grid_barrier(shape.grid);
+  std::atomic<unsigned> next_block{0};
+  std::atomic<bool> failed{false};
+  std::mutex failure_mutex;
+  std::string failure;
+  auto record = [&](const std::string& why) {
+    std::lock_guard<std::mutex> lock(failure_mutex);
+    if (failure.empty()) failure = why;
+    failed.store(true);
+  };
+  const uint64_t launch_number = launches++;
+  auto work = [&](unsigned worker) {
+    try {
+      BlockRunner runner(shape, body, shape.cooperative ? &grid_barrier : nullptr, launch_number + worker);
+      if (shape.cooperative) {
+        const std::string why = runner.run(worker);
+        if (!why.empty()) record(why);
+        return;
+      }
+      for (unsigned b = next_block++; b < shape.grid && !failed.load(); b = next_block++) {
+        const std::string why = runner.run(b);
+        if (!why.empty()) {
+          record(why);
+          return;
+        }
+      }
+    } catch (const std::exception& e) {  // out of memory for stacks, or a thread that could not start
+      if (shape.cooperative) grid_barrier.break_barrier(e.what());
+      record(e.what());
+    }
+  };
+  if (workers == 1) {
+    work(0);
+  } else {
+    std::vector<std::thread> threads;
+    threads.reserve(workers);
+    try {
+      for (unsigned w = 0; w < workers; ++w) threads.emplace_back(work, w);
+    } catch (const std::system_error& e) {
+      grid_barrier.break_barrier(e.what());
+      record(std::string("could not start the block threads: ") + e.what());
+    }
+    for (std::thread& t : threads) t.join();
+  }
+  if (!failure.empty()) return fail(cudaErrorLaunchFailure, shape, failure);
+  return cudaSuccess;
+}
+
+}  // namespace simt
+}  // namespace fastclip

@@ -1,0 +1,269 @@
+"""The cases the CUDA kernels must get right, run on whatever the CPU ops run: the native CPU
+kernels, or with FASTCLIP_CPU_KERNELS=cuda the CUDA kernels themselves on the CPU execution layer
+(csrc/simt), where every __global__ function must show up in the kernel log. Misaligned starts,
+lengths around the 16-byte vector and the chunk, empty tensors, 1 and 10,000 tensors, every dtype
+and norm kind, statistics with more entries than a block has threads, AGC with odd rows; each
+against torch or a float64 reference, with the memory around every view checked untouched."""
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from clipper_refs import AdaGCReference, set_grads, spiky_grads, twin_models
+from conftest import FLOAT_DTYPES, RTOL, RTOL_SUM, assert_close_to, reference_norm
+
+import fastclip
+
+ops = torch.ops.fastclip
+ROOT = Path(__file__).resolve().parents[1]
+ON_LAYER = fastclip.build_info()["cpu_kernels"] == "cuda"
+NORM_TYPES = [2.0, 1.0, math.inf, 0.0, 3.5]
+CHUNK = 64 * 1024  # the CUDA plan's smallest chunk (kMinChunkSize), in elements
+# Around the 16-byte vector (2 to 8 elements) and the chunk.
+LENGTHS = [1, 2, 3, 7, 8, 9, 15, 16, 17, 33, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 5]
+GUARD = 16  # elements of sentinel on each side of every view
+
+
+def opmath(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class GuardedViews:
+    """Views into larger buffers, starting 1-7 elements past a 16-byte boundary (or on it), with
+    GUARD random elements on both sides that no op may change."""
+
+    def __init__(self, lengths, dtypes, gen, scale=1.0):
+        self.buffers, self.views, self.spans = [], [], []
+        for i, n in enumerate(lengths):
+            dtype = dtypes[i % len(dtypes)]
+            offset = GUARD + i % 8
+            buffer = (torch.randn(n + 2 * GUARD + 8, generator=gen, dtype=torch.float64) * scale).to(dtype)
+            self.buffers.append(buffer)
+            self.views.append(buffer[offset:offset + n])
+            self.spans.append((offset, offset + n))
+        self.before = [b.clone() for b in self.buffers]
+
+    def assert_outside_untouched(self):
+        for i, (buffer, before, (start, stop)) in enumerate(zip(self.buffers, self.before, self.spans)):
+            assert torch.equal(buffer[:start], before[:start]), f"tensor {i}: written before its start"
+            assert torch.equal(buffer[stop:], before[stop:]), f"tensor {i}: written past its end"
+
+    def originals(self):
+        return [before[start:stop] for before, (start, stop) in zip(self.before, self.spans)]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("norm_type", NORM_TYPES)
+def test_norm_of_misaligned_views_around_boundaries(dtype, norm_type, gen):
+    views = GuardedViews(LENGTHS + [0, 5, 0], [dtype], gen)
+    for per_tensor in (True, False):
+        total, norms = ops.multi_tensor_norm(views.views, norm_type, per_tensor)
+        assert_close_to(total, reference_norm(views.views, norm_type), rtol=RTOL_SUM[dtype])
+        if per_tensor:
+            expected = [reference_norm([v], norm_type) for v in views.views]
+            assert_close_to(norms, torch.stack(expected), rtol=RTOL_SUM[dtype])
+        else:
+            assert norms.numel() == 0
+    views.assert_outside_untouched()
+
+
+@pytest.mark.parametrize("norm_type", NORM_TYPES)
+def test_total_is_the_same_with_and_without_per_tensor(norm_type, gen):
+    """One total, bit for bit, whichever way it was asked for (the combine order is the list's)."""
+    views = GuardedViews(LENGTHS, FLOAT_DTYPES, gen)
+    with_norms, _ = ops.multi_tensor_norm(views.views, norm_type, True)
+    without, _ = ops.multi_tensor_norm(views.views, norm_type, False)
+    assert torch.equal(with_norms, without), (with_norms.item(), without.item())
+
+
+def scaled(x, factor):
+    """x * factor as the kernels compute it: in x's opmath, rounded once to x's dtype."""
+    return (x.to(opmath(x.dtype)) * torch.tensor(factor, dtype=torch.float64).to(opmath(x.dtype))).to(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_in_place_ops_write_exactly_their_views(dtype, gen):
+    lengths = LENGTHS + [0, 4]
+    # A scalar factor, per-tensor factors (exactly 1 and 0 among them), and clear_on_zero.
+    views = GuardedViews(lengths, [dtype], gen)
+    ops.multi_tensor_scale_(views.views, torch.tensor(0.37))
+    for v, x in zip(views.views, views.originals()):
+        assert torch.equal(v, scaled(x, 0.37))
+    views.assert_outside_untouched()
+
+    views = GuardedViews(lengths, [dtype], gen)
+    views.views[1][0] = float("nan")
+    factors = torch.tensor([1.0, 0.0] + [0.5 + i / 7 for i in range(len(lengths) - 2)], dtype=torch.float64)
+    ops.multi_tensor_scale_(views.views, factors, clear_on_zero=True)
+    for i, (v, x) in enumerate(zip(views.views, views.originals())):
+        want = torch.zeros_like(x) if factors[i] == 0 else scaled(x, float(factors[i]))
+        assert torch.equal(v, want), f"tensor {i}"
+    views.assert_outside_untouched()
+
+    views = GuardedViews(lengths, [dtype], gen)
+    ops.multi_tensor_clamp_(views.views, 0.5)
+    for v, x in zip(views.views, views.originals()):
+        assert torch.equal(v, x.to(opmath(dtype)).clamp(-0.5, 0.5).to(dtype))
+    views.assert_outside_untouched()
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_clip_by_norm_and_fused_clip_write_exactly_their_views(dtype, gen):
+    views = GuardedViews(LENGTHS + [0], [dtype], gen)
+    total = torch.tensor(40.0, dtype=opmath(dtype))
+    ops.multi_tensor_clip_by_norm_(views.views, total, 2.0)
+    coef = torch.clamp(2.0 / (total + 1e-6), max=1.0)
+    for v, x in zip(views.views, views.originals()):
+        assert torch.equal(v, (x.to(opmath(dtype)) * coef.to(opmath(dtype))).to(dtype))
+    views.assert_outside_untouched()
+
+    views = GuardedViews(LENGTHS + [0], [dtype], gen)
+    fused_total = ops.multi_tensor_clip_grad_norm_(views.views, 1.5, 2.0)
+    assert_close_to(fused_total, reference_norm(views.originals(), 2.0), rtol=RTOL_SUM[dtype])
+    coef = torch.clamp(1.5 / (fused_total.to(opmath(dtype)) + 1e-6), max=1.0)
+    for v, x in zip(views.views, views.originals()):
+        assert torch.equal(v, (x.to(opmath(dtype)) * coef.to(opmath(dtype))).to(dtype))
+    views.assert_outside_untouched()
+
+
+@pytest.mark.parametrize("count", [1, 10_000])
+def test_one_and_ten_thousand_tensors(count, gen):
+    lengths = torch.randint(0, 40, (count,), generator=gen).tolist()
+    views = GuardedViews(lengths, [torch.float32, torch.bfloat16], gen)
+    total, norms = ops.multi_tensor_norm(views.views, 2.0, True)
+    assert_close_to(total, reference_norm(views.views, 2.0), rtol=RTOL_SUM[torch.bfloat16])
+    expected = torch.stack([reference_norm([v], 2.0) for v in views.views])
+    assert_close_to(norms, expected, rtol=RTOL_SUM[torch.bfloat16])
+    factors = torch.rand(count, generator=gen, dtype=torch.float64) + 0.25
+    ops.multi_tensor_scale_(views.views, factors)
+    for i, (v, x) in enumerate(zip(views.views, views.originals())):
+        assert torch.equal(v, scaled(x, float(factors[i]))), f"tensor {i}"
+    views.assert_outside_untouched()
+
+
+# The statistics kernels run one block of 256 threads: 300 tensors give some threads two entries.
+MANY_SHAPES = [(1 + i % 5, 1 + i % 3) for i in range(300)]
+
+
+def test_adagc_with_more_tensors_than_a_block_has_threads(gen):
+    model, = twin_models(shapes=MANY_SHAPES, n=1)
+    params = list(model.parameters())
+    kwargs = dict(lambda_abs=1.2, lambda_rel=1.05, beta=0.9, warmup_steps=3)
+    ours = fastclip.AdaGC(params, **kwargs)
+    reference = AdaGCReference(len(params), **kwargs)
+    for step, grads in enumerate(spiky_grads(gen, MANY_SHAPES, 8, spikes=(5,))):
+        set_grads(params, grads)
+        expected = [g.double() for g in grads]
+        norm, coefs = reference.step(expected)
+        result = ours.step()
+        np.testing.assert_allclose(float(result.norm), norm, rtol=1e-5)
+        np.testing.assert_allclose(result.coef.double().numpy(), coefs, rtol=1e-5, err_msg=f"step {step}")
+        for p, e in zip(params, expected):
+            torch.testing.assert_close(p.grad.double(), e, rtol=1e-5, atol=1e-7)
+
+
+def test_autoclip_per_tensor_with_more_tensors_than_a_block_has_threads(gen):
+    """Each tensor's threshold is the percentile of its own norms so far (lag 0, whole history)."""
+    model, = twin_models(shapes=MANY_SHAPES, n=1)
+    params = list(model.parameters())
+    ours = fastclip.AutoClip(params, percentile=40.0, scope="tensor")
+    history = [[] for _ in params]
+    for step, grads in enumerate(spiky_grads(gen, MANY_SHAPES, 6, spikes=(4,))):
+        set_grads(params, grads)
+        ours.step()
+        for i, (p, g) in enumerate(zip(params, grads)):
+            norm = float(g.double().norm())
+            history[i].append(norm)
+            threshold = float(np.percentile(history[i], 40.0))
+            coef = min(threshold / (norm + 1e-6), 1.0)
+            torch.testing.assert_close(p.grad.double(), g.double() * coef, rtol=1e-5, atol=1e-7,
+                                       msg=lambda m: f"step {step}, tensor {i}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_agc_odd_rows(dtype, gen):
+    """Rows of 1, 3, 7, 33 and 1025 elements; 1-d, 2-d and 4-d tensors; the AGC equation in float64."""
+    shapes = [(5, 1), (4, 3), (3, 7), (9, 33), (2, 1025), (7,), (2, 3, 5, 7), (0, 3)]
+    params = [torch.nn.Parameter((torch.randn(s, generator=gen, dtype=torch.float64) * 0.05).to(dtype)) for s in shapes]
+    grads = [(torch.randn(s, generator=gen, dtype=torch.float64) * 0.05).to(dtype) for s in shapes]
+    set_grads(params, grads)
+    fastclip.adaptive_clip_grad_(params, clip_factor=0.05, eps=1e-3)
+    for p, g in zip(params, grads):
+        rows = p.detach().double().reshape(p.shape[0], -1) if p.dim() > 1 else p.detach().double().reshape(1, -1)
+        grad_rows = g.double().reshape(rows.shape)
+        max_norm = rows.norm(dim=1, keepdim=True).clamp(min=1e-3) * 0.05
+        grad_norm = grad_rows.norm(dim=1, keepdim=True)
+        factor = torch.where(grad_norm > max_norm, max_norm / grad_norm.clamp(min=1e-6), torch.ones_like(grad_norm))
+        expected = (grad_rows * factor).reshape(g.shape)
+        rtol = {torch.float32: 1e-5, torch.bfloat16: 2 ** -7, torch.float64: 1e-10}[dtype]
+        torch.testing.assert_close(p.grad.double(), expected, rtol=rtol, atol=1e-9)
+
+
+# ---- the kernel log (FASTCLIP_KERNEL_LOG): on the execution layer, or on a GPU -----------------
+
+needs_kernel_log = pytest.mark.skipif(not ON_LAYER, reason="the native CPU kernels write no kernel log; "
+                                      "run with FASTCLIP_CPU_KERNELS=cuda")
+
+
+def global_functions():
+    """Every __global__ function defined in csrc/cuda."""
+    names = set()
+    for path in (ROOT / "csrc" / "cuda").glob("*.cu"):
+        names |= set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(", path.read_text()))
+    return names
+
+
+class KernelLog:
+    def __init__(self, monkeypatch, path):
+        self.path = path
+        monkeypatch.setenv("FASTCLIP_KERNEL_LOG", str(path))
+
+    def take(self):
+        """The kernels launched since the last take, by name."""
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        self.path.write_text("")
+        return [line.split(" grid=")[0] for line in lines]
+
+
+@pytest.fixture
+def kernel_log(monkeypatch, tmp_path):
+    return KernelLog(monkeypatch, tmp_path / "kernels.log")
+
+
+def base_name(kernel):
+    return kernel.split("<")[0]
+
+
+@needs_kernel_log
+def test_kernel_log_covers_every_global_function(kernel_log, gen):
+    grads = [torch.randn(33, generator=gen), torch.randn(4, 5, generator=gen).double()]
+    params = [torch.nn.Parameter(torch.randn_like(g)) for g in grads]
+    for norm_type in NORM_TYPES:
+        ops.multi_tensor_norm(grads, norm_type, False)
+        ops.multi_tensor_norm([g.float() for g in grads], norm_type, False)
+    set_grads(params, grads)
+    fastclip.clip_grad_norm_(params, 0.1)
+    fastclip.clip_grad_value_(params, 0.1)
+    fastclip.clip_grads_with_norm_(params, 0.1, torch.tensor(3.0))
+    ops.multi_tensor_scale_(grads, torch.tensor(0.5))
+    fastclip.adaptive_clip_grad_(params, 0.01)
+    model, = twin_models(n=1)
+    for clipper in (fastclip.ZClip(model.parameters(), warmup_steps=1), fastclip.AutoClip(model.parameters()),
+                    fastclip.AdaGC(model.parameters(), warmup_steps=1)):
+        for grads_now in spiky_grads(gen, [p.shape for p in model.parameters()], 2):
+            set_grads(model.parameters(), grads_now)
+            clipper.step()
+    launched = {base_name(k) for k in kernel_log.take()}
+    missing = global_functions() - launched
+    assert not missing, f"never launched: {sorted(missing)}"
+    assert global_functions(), "found no __global__ function in csrc/cuda"
+
+
+@needs_kernel_log
+def test_kernel_log_line_format(kernel_log, gen):
+    ops.multi_tensor_norm([torch.randn(10, generator=gen)], 2.0, False)
+    line = kernel_log.path.read_text().splitlines()[-1]
+    assert re.fullmatch(r"multi_tensor_norm_kernel<kL2, float> grid=\d+ block=512( cooperative)?", line), line
