@@ -1,8 +1,9 @@
 // Whether this library's CPU kernels are registered. FASTCLIP_CPU_KERNELS=cuda in the environment
 // at load time selects the CPU execution layer instead: fastclip/_library.py then loads
 // fastclip._cuda_on_cpu, which registers the CUDA entry points and kernels (csrc/cuda, csrc/simt)
-// for CPU tensors, so every TORCH_LIBRARY_IMPL(fastclip, CPU, m) here registers nothing (a
-// second kernel for the same op and key would replace the first, with a warning).
+// for CPU tensors, so every TORCH_LIBRARY_IMPL(fastclip, CPU, m) here registers nothing: the
+// layer's are then the only CPU kernels, not a silent override of these (torch 2.14 lets a later
+// registration for the same op and key replace an earlier one without a word).
 #pragma once
 
 #include <cstdlib>
