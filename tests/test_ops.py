@@ -254,6 +254,22 @@ class TestErrors:
         ops.multi_tensor_scale_([flat[:40], flat[40:70], flat[70:]], torch.tensor(0.0))
         assert torch.equal(flat, torch.zeros(100))
 
+    def test_read_tensor_sharing_memory_with_a_written_one(self):
+        """The kernels read the scale (or the norm, or AGC's params) while other threads write the list."""
+        flat = torch.rand(12) + 0.5
+        before = flat.clone()
+        with pytest.raises(RuntimeError, match=r"scale shares memory with tensors\[1\].*scale.clone"):
+            ops.multi_tensor_scale_([flat[:4], flat[4:]], flat[5])
+        with pytest.raises(RuntimeError, match=r"total_norm shares memory with tensors\[0\].*total_norm.clone"):
+            ops.multi_tensor_clip_by_norm_([flat[:8]], flat[7], 0.5)
+        assert torch.equal(flat, before)
+        grad = torch.randn(4, 3)
+        with pytest.raises(RuntimeError, match=r"params\[1\] shares memory with grads\[1\].*cannot share memory"):
+            ops.agc_clip_([torch.randn(2), grad], [torch.randn(2), grad], 0.01, 1e-3)
+        with pytest.raises(RuntimeError, match=r"params\[0\] shares memory with grads\[1\]"):
+            ops.agc_clip_([torch.randn(4, 3), grad], [grad.t().t(), torch.randn(4, 3)], 0.01, 1e-3)
+        ops.multi_tensor_scale_([flat[:4], flat[4:]], flat[5].clone())  # a copy is fine
+
     def test_scale_shape(self):
         with pytest.raises(RuntimeError, match="scale must hold one element or one per tensor"):
             ops.multi_tensor_scale_([torch.randn(3), torch.randn(3)], torch.ones(3))

@@ -15,12 +15,16 @@ void check_multi_tensor_norm_args(at::TensorList tensors, double norm_type) {
 void check_multi_tensor_scale_args(at::TensorList tensors, const at::Tensor& scale) {
   check_tensor_list(tensors, "tensors", /*mutated=*/true);
   check_scalar_tensor(scale, "scale", tensors, /*allow_per_tensor=*/true);
+  check_reads_apart_from_writes(tensors, "tensors", scale, "scale", /*read_is_list=*/false,
+                                "pass a copy of the scale (scale.clone())");
 }
 
 void check_multi_tensor_clip_by_norm_args(at::TensorList tensors, const at::Tensor& total_norm, double max_norm) {
   check_nonnegative(max_norm, "max_norm");
   check_tensor_list(tensors, "tensors", /*mutated=*/true);
   check_scalar_tensor(total_norm, "total_norm", tensors, /*allow_per_tensor=*/false);
+  check_reads_apart_from_writes(tensors, "tensors", total_norm, "total_norm", /*read_is_list=*/false,
+                                "pass a copy of the norm (total_norm.clone())");
 }
 
 void check_multi_tensor_clip_grad_norm_args(at::TensorList tensors, double max_norm, double norm_type) {
@@ -46,6 +50,8 @@ void check_agc_clip_args(at::TensorList grads, at::TensorList params, double cli
     TORCH_CHECK(grads[i].device() == params[i].device(), "fastclip: grads[", i, "] is on ", grads[i].device(),
                 " but params[", i, "] is on ", params[i].device());
   }
+  check_reads_apart_from_writes(grads, "grads", params, "params", /*read_is_list=*/true,
+                                "a parameter cannot share memory with a gradient (clone the gradient first)");
   check_finite_positive(clip_factor, "clip_factor");
   check_finite_nonnegative(eps, "eps");
 }

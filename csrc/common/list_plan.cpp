@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 namespace fastclip {
@@ -27,43 +28,73 @@ DType to_dtype(at::ScalarType type) {
 
 namespace {
 
-// Two entries of an in-place list that share memory would be written by different threads or
-// blocks at once. Sort the entries' memory spans and sweep (O(n log n) when nothing overlaps);
-// spans that intersect are refined by torch's overlap test. Where that test cannot decide
-// (strided views such as x[:, ::2] and x[:, 1::2]), the list is refused rather than risk it.
-void check_no_overlap_between(at::TensorList tensors, const char* arg) {
-  struct Span {
-    uintptr_t begin, end;
-    size_t index;
-  };
-  std::vector<Span> spans;
-  spans.reserve(tensors.size());
+struct Span {
+  uintptr_t begin, end;
+  size_t index;
+  int list;  // which of the lists checked against each other
+};
+
+void add_spans(at::TensorList tensors, int list, std::vector<Span>* spans) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
     if (t.numel() == 0) continue;
     int64_t last = 0;
     for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
     const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
-    spans.push_back(Span{begin, begin + static_cast<uintptr_t>((last + 1) * t.element_size()), i});
+    spans->push_back(Span{begin, begin + static_cast<uintptr_t>((last + 1) * t.element_size()), i, list});
   }
+}
+
+// Calls on_pair(a, b) for every two spans that intersect (a before b in memory). O(n log n)
+// when nothing intersects.
+template <typename OnPair>
+void sweep(std::vector<Span>& spans, const OnPair& on_pair) {
   std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
   std::vector<const Span*> active;  // earlier spans still open at the current begin
   for (const Span& span : spans) {
     active.erase(std::remove_if(active.begin(), active.end(), [&](const Span* a) { return a->end <= span.begin; }),
                  active.end());
-    for (const Span* other : active) {
-      const size_t i = std::min(other->index, span.index), j = std::max(other->index, span.index);
-      const at::MemOverlapStatus status = at::get_overlap_status(tensors[i], tensors[j]);
-      TORCH_CHECK(status != at::MemOverlapStatus::TooHard, "fastclip: ", arg, "[", i, "] and ", arg, "[", j,
-                  "] are strided views of one buffer that may share memory; modify them in separate calls");
-      TORCH_CHECK(status == at::MemOverlapStatus::No, "fastclip: ", arg, "[", i, "] and ", arg, "[", j,
-                  "] share memory (the same tensor twice, or overlapping views) and cannot both be modified in place");
-    }
+    for (const Span* other : active) on_pair(*other, span);
     active.push_back(&span);
   }
 }
 
+// Two entries of an in-place list that share memory would be written by different threads or
+// blocks at once. Spans that intersect are refined by torch's overlap test. Where that test
+// cannot decide (strided views such as x[:, ::2] and x[:, 1::2]), the list is refused rather
+// than risk it.
+void check_no_overlap_between(at::TensorList tensors, const char* arg) {
+  std::vector<Span> spans;
+  spans.reserve(tensors.size());
+  add_spans(tensors, 0, &spans);
+  sweep(spans, [&](const Span& a, const Span& b) {
+    const size_t i = std::min(a.index, b.index), j = std::max(a.index, b.index);
+    const at::MemOverlapStatus status = at::get_overlap_status(tensors[i], tensors[j]);
+    TORCH_CHECK(status != at::MemOverlapStatus::TooHard, "fastclip: ", arg, "[", i, "] and ", arg, "[", j,
+                "] are strided views of one buffer that may share memory; modify them in separate calls");
+    TORCH_CHECK(status == at::MemOverlapStatus::No, "fastclip: ", arg, "[", i, "] and ", arg, "[", j,
+                "] share memory (the same tensor twice, or overlapping views) and cannot both be modified in place");
+  });
+}
+
 }  // namespace
+
+void check_reads_apart_from_writes(at::TensorList written, const char* written_arg, at::TensorList read,
+                                   const char* read_arg, bool read_is_list, const char* hint) {
+  std::vector<Span> spans;
+  spans.reserve(written.size() + read.size());
+  add_spans(written, 0, &spans);
+  add_spans(read, 1, &spans);
+  sweep(spans, [&](const Span& a, const Span& b) {
+    if (a.list == b.list) return;
+    const Span& w = a.list == 0 ? a : b;
+    const Span& r = a.list == 0 ? b : a;
+    const at::MemOverlapStatus status = at::get_overlap_status(written[w.index], read[r.index]);
+    const std::string read_name = read_is_list ? std::string(read_arg) + "[" + std::to_string(r.index) + "]" : read_arg;
+    TORCH_CHECK(status == at::MemOverlapStatus::No, "fastclip: ", read_name, " shares memory with ", written_arg, "[",
+                w.index, "], which this op writes while reading it: ", hint);
+  });
+}
 
 void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated) {
   for (size_t i = 0; i < tensors.size(); ++i) {

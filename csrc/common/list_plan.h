@@ -32,6 +32,11 @@ bool is_supported_dtype(at::ScalarType type);
 // Checks every entry of `tensors` (named `arg` in errors): defined, strided, a supported dtype,
 // all on one device; for `mutated` lists also free of internal overlap.
 void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated);
+// Refuses an entry of `read` that shares memory with an entry of `written`: the kernels read it
+// (through the GPU's read-only cache, or once per block) while other threads write. `hint` says
+// what to do instead.
+void check_reads_apart_from_writes(at::TensorList written, const char* written_arg, at::TensorList read,
+                                   const char* read_arg, bool read_is_list, const char* hint);
 
 // Checks norm_type: p >= 0 or +inf.
 void check_norm_type(double norm_type);

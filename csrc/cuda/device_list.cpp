@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "device_runtime.h"
@@ -95,6 +96,13 @@ NormLaunch norm_launch(const DeviceListPlan& prepared, double norm_type, bool pe
 
 ClipByNormParams clip_by_norm_params(const DeviceListPlan& prepared, const at::Tensor& total_norm, double max_norm) {
   return ClipByNormParams{prepared.list, device_values(total_norm), max_norm};
+}
+
+bool single_launch_enabled() {
+  const char* value = std::getenv("FASTCLIP_SINGLE_LAUNCH");
+  if (value == nullptr || *value == '\0' || std::strcmp(value, "1") == 0) return true;
+  TORCH_CHECK(std::strcmp(value, "0") == 0, "fastclip: FASTCLIP_SINGLE_LAUNCH must be 0 or 1, got '", value, "'");
+  return false;
 }
 
 DeviceValues device_values(const at::Tensor& t) {

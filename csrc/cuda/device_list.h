@@ -39,6 +39,10 @@ NormLaunch norm_launch(const DeviceListPlan& prepared, double norm_type, bool pe
 
 ClipByNormParams clip_by_norm_params(const DeviceListPlan& prepared, const at::Tensor& total_norm, double max_norm);
 
+// Whether the ops that can run in one cooperative launch do (FASTCLIP_SINGLE_LAUNCH unset or 1),
+// or take their several-kernel path (0), for comparing the two; read at every call.
+bool single_launch_enabled();
+
 // A device-held tensor's data as the kernels read it.
 DeviceValues device_values(const at::Tensor& t);
 

@@ -92,6 +92,13 @@ __device__ __forceinline__ double load_as_double(const void* data, int32_t dtype
   return 0.0;
 }
 
+// torch's clip coefficient from a total norm held in `dtype` (a DType), as the CPU backend
+// computes it (common/norm_math.h): in float, or in double for a float64 total.
+__device__ __forceinline__ double clip_coefficient_of_stored(double total, int32_t dtype, double max_norm) {
+  if (static_cast<DType>(dtype) == DType::kFloat64) return clip_coefficient<double>(max_norm, total);
+  return clip_coefficient<float>(static_cast<float>(max_norm), static_cast<float>(total));
+}
+
 template <typename acc_t>
 __device__ __forceinline__ acc_t shfl_down(acc_t v, int offset) {
   return __shfl_down_sync(0xffffffffu, v, offset);

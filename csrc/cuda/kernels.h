@@ -65,9 +65,11 @@ struct ClipByNormParams {
 };
 cudaError_t launch_multi_tensor_clip_by_norm(const ClipByNormParams& params, int num_blocks, cudaStream_t stream);
 
-// multi_tensor_clip_grad_norm_: the norm (clip.total_norm is norm.total_out), then the clip by it.
+// multi_tensor_clip_grad_norm_: the norm (clip.total_norm is norm.total_out), then the clip by it:
+// one cooperative launch with single_launch where the device supports it (the grid is then what
+// fits at once, not num_blocks), else two launches. The results are bitwise the same.
 cudaError_t launch_multi_tensor_clip_grad_norm(const NormParams& norm, const ClipByNormParams& clip, int num_blocks,
-                                               cudaStream_t stream);
+                                               bool single_launch, cudaStream_t stream);
 
 // multi_tensor_clamp_: x = clamp(x, -bound, bound).
 struct ClampParams {

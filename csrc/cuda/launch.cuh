@@ -5,6 +5,8 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
+
 #include "kernel_log.h"
 
 #ifdef FASTCLIP_CUDA_ON_CPU
@@ -34,6 +36,51 @@ cudaError_t launch_kernel(int num_blocks, int threads, cudaStream_t stream, cons
 #else
   Kernel<<<num_blocks, threads, 0, stream>>>(args...);
   return cudaGetLastError();
+#endif
+}
+
+// The most blocks of Kernel (with `threads` threads each) that can be resident at once on the
+// current device: the grid of a cooperative launch. Queried once per device.
+template <auto Kernel>
+int resident_blocks(int threads) {
+#ifdef FASTCLIP_CUDA_ON_CPU
+  (void)threads;
+  return simt::max_cooperative_blocks();
+#else
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cached[kMaxDevices] = {};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return 0;
+  int blocks = cached[device].load(std::memory_order_relaxed);
+  if (blocks == 0) {
+    int per_multiprocessor = 0, multiprocessors = 0, cooperative = 0;
+    if (cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device) != cudaSuccess || !cooperative ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, Kernel, threads, 0) != cudaSuccess ||
+        cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+      cudaGetLastError();  // not sticky: the caller falls back to the non-cooperative kernels
+      return 0;
+    }
+    blocks = per_multiprocessor * multiprocessors;
+    cached[device].store(blocks, std::memory_order_relaxed);
+  }
+  return blocks;
+#endif
+}
+
+// A cooperative launch of Kernel: all num_blocks blocks resident at once, so the kernel may call
+// grid_sync() (grid_sync.cuh). num_blocks must be at most resident_blocks<Kernel>(threads).
+template <auto Kernel, typename... Args>
+cudaError_t launch_cooperative_kernel(int num_blocks, int threads, cudaStream_t stream, const Args&... args) {
+  log_kernel_launch(kernel_name<Kernel>(), num_blocks, threads, /*cooperative=*/true);
+#ifdef FASTCLIP_CUDA_ON_CPU
+  (void)stream;
+  return simt::launch(simt::LaunchShape{kernel_name<Kernel>(), static_cast<unsigned>(num_blocks),
+                                        static_cast<unsigned>(threads), /*cooperative=*/true},
+                      [&] { Kernel(args...); });
+#else
+  void* arguments[] = {const_cast<void*>(static_cast<const void*>(&args))...};
+  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(Kernel), dim3(num_blocks), dim3(threads), arguments,
+                                     0, stream);
 #endif
 }
 

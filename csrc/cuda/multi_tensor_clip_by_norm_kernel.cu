@@ -8,18 +8,10 @@ namespace fastclip {
 namespace cuda {
 namespace {
 
-// As the CPU backend computes it (common/norm_math.h): in float, or in double for a float64 norm.
-__device__ double clip_coefficient_of(const ClipByNormParams& params) {
-  const double total = load_as_double(params.total_norm.data, params.total_norm.dtype, 0);
-  if (static_cast<DType>(params.total_norm.dtype) == DType::kFloat64) {
-    return clip_coefficient<double>(params.max_norm, total);
-  }
-  return clip_coefficient<float>(static_cast<float>(params.max_norm), static_cast<float>(total));
-}
-
 // Two resident blocks per SM (at most 64 registers) for enough loads in flight.
 __global__ void __launch_bounds__(kThreads, 2) multi_tensor_clip_by_norm_kernel(const ClipByNormParams params) {
-  const double coef = clip_coefficient_of(params);  // uniform across the grid
+  const double coef = clip_coefficient_of_stored(  // uniform across the grid
+      load_as_double(params.total_norm.data, params.total_norm.dtype, 0), params.total_norm.dtype, params.max_norm);
   for_each_chunk(params.list, [&](int64_t, const ChunkMeta&, const TensorMeta& meta, int64_t begin, int64_t end) {
     scale_chunk(meta, begin, end, coef, /*clear_on_zero=*/false);
   });

@@ -1,5 +1,7 @@
 // multi_tensor_clip_grad_norm_ on CUDA: checks, device guard, current stream; the norm and the
-// clip by it from one uploaded plan, the coefficient computed on the device. No host sync.
+// clip by it from one uploaded plan, the coefficient computed on the device, in one cooperative
+// launch (or two, with FASTCLIP_SINGLE_LAUNCH=0 or where the device has no cooperative launch).
+// No host sync.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -18,7 +20,7 @@ at::Tensor multi_tensor_clip_grad_norm_cuda(at::TensorList tensors, double max_n
   const NormLaunch norm = norm_launch(prepared, norm_type, /*per_tensor=*/false);
   check_launch([&] {
     return launch_multi_tensor_clip_grad_norm(norm.params, clip_by_norm_params(prepared, norm.total, max_norm),
-                                              prepared.grid(), prepared.stream);
+                                              prepared.grid(), single_launch_enabled(), prepared.stream);
   });
   finish_mutation(prepared.plan, tensors);
   return norm.total;

@@ -1,12 +1,74 @@
-// clip_grad_norm_ on the device: the norm kernel, then the clip-by-norm kernel reading the total
-// the first one wrote, in stream order on one uploaded plan. Two launches, no host sync.
-#include "kernels.h"
+// clip_grad_norm_ on the device. One cooperative launch where the device allows it: every block
+// reduces its chunks; after a grid barrier the blocks fold the tensors' partials between them;
+// after a second, every block reduces the contributions with the tree the norm kernel's last
+// block uses, so each computes the same total (and the same coefficient) and scales its chunks.
+// Else, or with single_launch off, the norm kernel then the clip-by-norm kernel: two launches,
+// bitwise the same results (norm_partials.cuh is their common arithmetic; the plan, hence the
+// chunks, does not depend on the grid).
+#include "grid_sync.cuh"
+#include "launch.cuh"
+#include "norm_partials.cuh"
 
 namespace fastclip {
 namespace cuda {
+namespace {
+
+// The norm kernel's registers plus the scale's; one resident block per SM (see
+// multi_tensor_norm_kernel.cu), and the grid is what the occupancy calculator allows.
+template <NormKind kind, typename acc_t>
+__global__ void __launch_bounds__(kThreads, 1) clip_grad_norm_kernel(const NormParams norm, const double max_norm) {
+  __shared__ acc_t scratch[kThreads / 32];
+  __shared__ double coef;
+  const acc_t p = static_cast<acc_t>(norm.p);
+  write_chunk_partials<kind>(norm, p, scratch);
+  grid_sync();
+  fold_tensors<kind>(norm, p, blockIdx.x, gridDim.x);
+  grid_sync();
+  const acc_t total = reduce_contributions<kind>(norm, p, scratch);
+  if (threadIdx.x == 0) {
+    if (blockIdx.x == 0) store_total(norm.total_out, norm.total_dtype, total);
+    // From the total as stored, as the clip-by-norm kernel reads it.
+    coef = clip_coefficient_of_stored(as_stored(total, norm.total_dtype), norm.total_dtype, max_norm);
+  }
+  __syncthreads();
+  const double block_coef = coef;
+  for_each_chunk(norm.list, [&](int64_t, const ChunkMeta&, const TensorMeta& meta, int64_t begin, int64_t end) {
+    scale_chunk(meta, begin, end, block_coef, /*clear_on_zero=*/false);
+  });
+}
+
+template <auto Kernel>
+cudaError_t launch_single(const NormParams& norm, double max_norm, cudaStream_t stream, bool* launched) {
+  const int resident = resident_blocks<Kernel>(kThreads);
+  *launched = resident > 0;
+  if (!*launched) return cudaSuccess;
+  const int grid = resident < norm.list.num_chunks ? resident : (norm.list.num_chunks > 0 ? norm.list.num_chunks : 1);
+  return launch_cooperative_kernel<Kernel>(grid, kThreads, stream, norm, max_norm);
+}
+
+template <typename acc_t>
+cudaError_t launch_single_for_acc(const NormParams& norm, double max_norm, cudaStream_t stream, bool* launched) {
+  switch (norm.kind) {
+    case NormKind::kL2: return launch_single<clip_grad_norm_kernel<NormKind::kL2, acc_t>>(norm, max_norm, stream, launched);
+    case NormKind::kL1: return launch_single<clip_grad_norm_kernel<NormKind::kL1, acc_t>>(norm, max_norm, stream, launched);
+    case NormKind::kInf: return launch_single<clip_grad_norm_kernel<NormKind::kInf, acc_t>>(norm, max_norm, stream, launched);
+    case NormKind::kZero: return launch_single<clip_grad_norm_kernel<NormKind::kZero, acc_t>>(norm, max_norm, stream, launched);
+    case NormKind::kGeneral:
+      return launch_single<clip_grad_norm_kernel<NormKind::kGeneral, acc_t>>(norm, max_norm, stream, launched);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
 
 cudaError_t launch_multi_tensor_clip_grad_norm(const NormParams& norm, const ClipByNormParams& clip, int num_blocks,
-                                               cudaStream_t stream) {
+                                               bool single_launch, cudaStream_t stream) {
+  if (single_launch) {
+    bool launched = false;
+    const cudaError_t error = norm.acc_double ? launch_single_for_acc<double>(norm, clip.max_norm, stream, &launched)
+                                              : launch_single_for_acc<float>(norm, clip.max_norm, stream, &launched);
+    if (launched || error != cudaSuccess) return error;
+  }
   const cudaError_t error = launch_multi_tensor_norm(norm, num_blocks, stream);
   if (error != cudaSuccess) return error;
   return launch_multi_tensor_clip_by_norm(clip, num_blocks, stream);

@@ -6,20 +6,10 @@
 
 #include "launch.cuh"
 #include "norm_partials.cuh"
-#include "vectorized.cuh"
 
 namespace fastclip {
 namespace cuda {
 namespace {
-
-// This thread's share of the partial of elements [begin, end) of a chunk.
-template <NormKind kind, typename acc_t>
-__device__ acc_t chunk_thread_partial(const TensorMeta& meta, int64_t begin, int64_t end, acc_t p) {
-  NormAccumulator<kind, acc_t> partial{p};
-  visit_by_dtype<kThreads, /*kUnroll=*/4>(static_cast<const void*>(meta.data), meta.dtype, begin, end - begin, partial,
-                                          partial);
-  return partial.acc;
-}
 
 // Minimum one resident block, from ptxas's register counts (CUDA 13.0, sm_80 and sm_90): the float
 // L1, inf, p = 0 and general-p kernels use 56-64 registers, so two 512-thread blocks fit an SM,
@@ -31,11 +21,7 @@ __global__ void __launch_bounds__(kThreads, 1) multi_tensor_norm_kernel(const No
   __shared__ acc_t scratch[kThreads / 32];
   __shared__ bool is_last_block;
   const acc_t p = static_cast<acc_t>(params.p);
-  acc_t* partials = static_cast<acc_t*>(params.chunk_partials);
-  for_each_chunk(params.list, [&](int64_t c, const ChunkMeta&, const TensorMeta& meta, int64_t begin, int64_t end) {
-    const acc_t block_partial = block_reduce<kind>(chunk_thread_partial<kind>(meta, begin, end, p), scratch);
-    if (threadIdx.x == 0) partials[c] = block_partial;
-  });
+  write_chunk_partials<kind>(params, p, scratch);
   // Thread 0 wrote this block's partials; its acq_rel ticket publishes them, and the last
   // ticket's acquire (spread to the block by the barrier) makes every block's partials visible.
   // The counter is zeroed by a memset before each launch (captured with it in a graph).

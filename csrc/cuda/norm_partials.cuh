@@ -6,12 +6,31 @@
 // the grid. The total is the same whether per-tensor norms are wanted or not.
 #pragma once
 
-#include "device_utils.cuh"
+#include "vectorized.cuh"
 
 namespace fastclip {
 namespace cuda {
 
 constexpr int32_t kThreadFoldChunks = 32;
+
+// This thread's share of the partial of elements [begin, end) of a chunk.
+template <NormKind kind, typename acc_t>
+__device__ acc_t chunk_thread_partial(const TensorMeta& meta, int64_t begin, int64_t end, acc_t p) {
+  NormAccumulator<kind, acc_t> partial{p};
+  visit_by_dtype<kThreads, /*kUnroll=*/4>(static_cast<const void*>(meta.data), meta.dtype, begin, end - begin, partial,
+                                          partial);
+  return partial.acc;
+}
+
+// params.chunk_partials[c] for this block's share of the chunks c (for_each_chunk).
+template <NormKind kind, typename acc_t>
+__device__ void write_chunk_partials(const NormParams& params, acc_t p, acc_t* scratch) {
+  acc_t* partials = static_cast<acc_t*>(params.chunk_partials);
+  for_each_chunk(params.list, [&](int64_t c, const ChunkMeta&, const TensorMeta& meta, int64_t begin, int64_t end) {
+    const acc_t block_partial = block_reduce<kind>(chunk_thread_partial<kind>(meta, begin, end, p), scratch);
+    if (threadIdx.x == 0) partials[c] = block_partial;
+  });
+}
 
 __device__ __forceinline__ int32_t chunks_of(const ChunkList& list, int32_t t) {
   const int32_t stop = t + 1 < list.num_tensors ? list.tensors[t + 1].first_chunk : list.num_chunks;
@@ -71,6 +90,18 @@ __device__ void store_total(void* out, int32_t dtype, acc_t value) {
     case DType::kBFloat16: *static_cast<__nv_bfloat16*>(out) = __float2bfloat16_rn(static_cast<float>(value)); break;
     case DType::kFloat64: *static_cast<double*>(out) = static_cast<double>(value); break;
   }
+}
+
+// `value` as store_total stores it, read back (exactly) as a double.
+template <typename acc_t>
+__device__ double as_stored(acc_t value, int32_t dtype) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::kFloat32: return static_cast<float>(value);
+    case DType::kFloat16: return __half2float(__float2half_rn(static_cast<float>(value)));
+    case DType::kBFloat16: return __bfloat162float(__float2bfloat16_rn(static_cast<float>(value)));
+    case DType::kFloat64: return static_cast<double>(value);
+  }
+  return 0.0;
 }
 
 }  // namespace cuda
