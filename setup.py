@@ -9,6 +9,7 @@ FASTCLIP_CUDA_ON_CPU=0 skips it, FASTCLIP_CUDA_ON_CPU=1 requires it."""
 
 import glob
 import os
+import platform
 import pathlib
 import shutil
 import sys
@@ -99,7 +100,10 @@ def build_extension():
     return CUDAExtension(
         "fastclip._C",
         sources,
-        extra_compile_args={"cxx": cxx_flags + wheel_includes, "nvcc": ["-O3", "-lineinfo"]},
+        # --fmad=false: no a * b + c fused into one rounding, so the statistics steps (shared with
+        # the CPU op, csrc/common/*_step.h) give the CPU's bits and a run resumes bit for bit on
+        # any device; the streaming kernels are bound by memory, not by the extra instruction.
+        extra_compile_args={"cxx": cxx_flags + wheel_includes, "nvcc": ["-O3", "-lineinfo", "--fmad=false"]},
         extra_link_args=link_flags,
     )
 
@@ -135,6 +139,20 @@ def kernel_wrappers():
     return wrappers
 
 
+def host_fma_flags():
+    """FMA instructions for the layer where this machine has them, as a GPU has, and contraction
+    off, as the CUDA build's --fmad=false: a * b + c is never fused into one rounding, so the
+    statistics (and everything else) are the operations the CPU op computes. With contraction on,
+    the layer's ZClip state drifts from the CPU op's in the last bits (tests/test_cuda_kernels.py's
+    bitwise comparison fails), as nvcc's default --fmad=true made the GPU's."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            has_fma = any(line.startswith("flags") and " fma" in line for line in f)
+    except OSError:
+        has_fma = False
+    return ["-mfma", "-ffp-contract=off"] if has_fma and platform.machine() in ("x86_64", "AMD64") else []
+
+
 def cuda_on_cpu_extension(cuda_home):
     """fastclip._cuda_on_cpu: csrc/cuda's host entry points (registered for CPU) and kernels on
     csrc/simt, built by g++ against the toolkit's headers only (no nvcc, no cudart)."""
@@ -155,7 +173,7 @@ def cuda_on_cpu_extension(cuda_home):
         "-DFASTCLIP_CUDA_ON_CPU",
         f"-I{include}",
         f"-I{os.path.join(include, 'cccl')}",  # <cuda/atomic> since CUDA 13
-    ]
+    ] + host_fma_flags()
     print(f"fastclip: building the CPU execution layer fastclip._cuda_on_cpu (toolkit headers {include})",
           file=sys.stderr)
     return CppExtension("fastclip._cuda_on_cpu", sources, extra_compile_args={"cxx": cxx_flags},

@@ -318,3 +318,97 @@ def test_clip_grad_norm_is_one_cooperative_launch(kernel_log, monkeypatch, gen):
     monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", "0")
     fastclip.clip_grad_norm_(params, 0.5)
     assert [base_name(k) for k in kernel_log.take()] == ["multi_tensor_norm_kernel", "multi_tensor_clip_by_norm_kernel"]
+
+
+# ---- the statistics: the same bits from the native CPU kernels and the CUDA kernels ------------
+
+# Runs every stateful clipper on fixed norms (Clipper._norms is replaced, so the norms do not
+# depend on which norm kernel computed them) and saves each step's results and the final state.
+_STATS_SCRIPT = """
+import sys, torch, fastclip
+from fastclip.clipper import Clipper
+data = torch.load(sys.argv[1])
+CLIPPERS = {
+    "zclip": lambda p: fastclip.ZClip(p, warmup_steps=5),
+    "zclip-percentile": lambda p: fastclip.ZClip(p, warmup_steps=5, mode="percentile", max_grad_norm=None),
+    "autoclip": lambda p: fastclip.AutoClip(p, percentile=30.0),
+    "autoclip-window": lambda p: fastclip.AutoClip(p, percentile=70.0, history_size=7, lag=1),
+    "autoclip-tensor": lambda p: fastclip.AutoClip(p, percentile=40.0, scope="tensor"),
+    "adagc": lambda p: fastclip.AdaGC(p, warmup_steps=4, beta=0.9),
+}
+out = {}
+for name, make in CLIPPERS.items():
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(data["tensors"])]
+    clipper = make(params)
+    feed = iter(data["norms"])
+    Clipper._norms = lambda self, grads, device, keys: next(feed)
+    steps = []
+    for _ in data["norms"]:
+        for p, g in zip(params, data["grads"]):
+            p.grad = g.clone()
+        result = clipper.step()
+        steps.append([result._values, result.coef, result.threshold] + [p.grad for p in params])
+    out[name] = (steps, clipper.state_dict())
+torch.save(out, sys.argv[2])
+"""
+
+
+def run_stats_script(tmp_path, data_path, cpu_kernels, monkeypatch):
+    """In this process when it runs `cpu_kernels`, else in one subprocess that does."""
+    import os
+    import subprocess
+    import sys
+
+    from fastclip.clipper import Clipper
+
+    out = tmp_path / f"{cpu_kernels}.pt"
+    if fastclip.build_info()["cpu_kernels"] == cpu_kernels:
+        monkeypatch.setattr(Clipper, "_norms", Clipper._norms)  # restored after the test
+        monkeypatch.setattr(sys, "argv", ["-c", str(data_path), str(out)])
+        exec(_STATS_SCRIPT, {})
+    else:
+        env = dict(os.environ, FASTCLIP_CPU_KERNELS=cpu_kernels)
+        subprocess.run([sys.executable, "-c", _STATS_SCRIPT, str(data_path), str(out)], env=env, check=True)
+    return torch.load(out)
+
+
+def same_bits(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.reshape(-1).view(torch.uint8),
+                                                                      b.reshape(-1).view(torch.uint8))
+
+
+def assert_same_state(a, b, where):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}: {key}")
+    elif isinstance(a, torch.Tensor):
+        assert same_bits(a, b), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.skipif(not fastclip.build_info()["cuda_on_cpu"], reason="the CPU execution layer was not built")
+def test_statistics_are_bitwise_the_same_on_the_cuda_kernels(tmp_path, monkeypatch, gen):
+    """The statistics steps are one shared header (csrc/common/*_step.h): compiled for the GPU
+    (nvcc, --fmad=false) and for the layer (g++, -ffp-contract=off, FMA available) they compute
+    the same operations as the CPU op, so a run resumes bit for bit on any device."""
+    tensors, steps = 300, 30
+    norms = []
+    for step in range(steps):
+        per_tensor = torch.rand(tensors, generator=gen) * (25.0 if step in (9, 20) else 1.0) + 0.1
+        if step == 14:
+            per_tensor[3] = float("nan")
+        norms.append((per_tensor.double().pow(2).sum().sqrt().float(), per_tensor))
+    data_path = tmp_path / "norms.pt"
+    torch.save({"tensors": tensors, "norms": norms, "grads": list(torch.randn(tensors, 1, generator=gen))}, data_path)
+    native = run_stats_script(tmp_path, data_path, "native", monkeypatch)
+    layer = run_stats_script(tmp_path, data_path, "cuda", monkeypatch)
+    for name in native:
+        (native_steps, native_state), (layer_steps, layer_state) = native[name], layer[name]
+        for step, (a, b) in enumerate(zip(native_steps, layer_steps)):
+            for i, (x, y) in enumerate(zip(a, b)):
+                assert (x is None) == (y is None)
+                if x is not None:
+                    assert same_bits(x, y), f"{name}, step {step}, output {i}"
+        assert_same_state(native_state, layer_state, name)
