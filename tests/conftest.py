@@ -6,10 +6,17 @@ import random
 import pytest
 import torch
 
-import fastclip  # noqa: F401  (loads the op library)
+import fastclip
 import spawned_ranks
 
 HAS_CUDA = torch.cuda.is_available()
+# FASTCLIP_CPU_KERNELS=cuda: the CPU ops run the CUDA kernels (on the CPU execution layer).
+CUDA_KERNELS_ON_CPU = fastclip.build_info()["cpu_kernels"] == "cuda"
+
+
+def runs_cuda_kernels(device):
+    """Whether fastclip's ops on `device` run the CUDA kernels (a GPU, or the layer)."""
+    return torch.device(device).type == "cuda" or CUDA_KERNELS_ON_CPU
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 

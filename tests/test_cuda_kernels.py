@@ -113,14 +113,22 @@ def test_in_place_ops_write_exactly_their_views(dtype, gen):
     views.assert_outside_untouched()
 
 
+def clipped(x, coef):
+    """x scaled by torch's clip coefficient (float32, or float64 for a float64 norm) as torch's
+    clip_grads_with_norm_ scales it on the device the kernels model: on the CPU by the coefficient
+    itself; on CUDA (the layer) by the coefficient converted to x's dtype first (_foreach_mul_)."""
+    factor = coef.to(x.dtype) if ON_LAYER and x.dtype in (torch.float16, torch.bfloat16) else coef
+    return (x.to(opmath(x.dtype)) * factor.to(opmath(x.dtype))).to(x.dtype)
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_clip_by_norm_and_fused_clip_write_exactly_their_views(dtype, gen):
     views = GuardedViews(LENGTHS + [0], [dtype], gen)
     total = torch.tensor(40.0, dtype=opmath(dtype))
-    ops.multi_tensor_clip_by_norm_(views.views, total, 2.0)
-    coef = torch.clamp(2.0 / (total + 1e-6), max=1.0)
+    ops.multi_tensor_clip_by_norm_(views.views, total, 2.1)
+    coef = torch.clamp(2.1 / (total + 1e-6), max=1.0)
     for v, x in zip(views.views, views.originals()):
-        assert torch.equal(v, (x.to(opmath(dtype)) * coef.to(opmath(dtype))).to(dtype))
+        assert torch.equal(v, clipped(x, coef))
     views.assert_outside_untouched()
 
     views = GuardedViews(LENGTHS + [0], [dtype], gen)
@@ -128,8 +136,29 @@ def test_clip_by_norm_and_fused_clip_write_exactly_their_views(dtype, gen):
     assert_close_to(fused_total, reference_norm(views.originals(), 2.0), rtol=RTOL_SUM[dtype])
     coef = torch.clamp(1.5 / (fused_total.to(opmath(dtype)) + 1e-6), max=1.0)
     for v, x in zip(views.views, views.originals()):
-        assert torch.equal(v, (x.to(opmath(dtype)) * coef.to(opmath(dtype))).to(dtype))
+        assert torch.equal(v, clipped(x, coef))
     views.assert_outside_untouched()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_coefficient_rounds_as_torch_does_on_the_device(dtype, gen):
+    """A coefficient that rounds differently in float32 and in the grads' dtype: the CPU kernels
+    scale by the float32 value (torch's CPU bits), the CUDA kernels by the rounded one (torch's CUDA bits)."""
+    grads = [torch.randn(1000, generator=gen).to(dtype)]
+    params = [torch.nn.Parameter(torch.zeros(1000, dtype=dtype))]
+    set_grads(params, grads)
+    total = torch.tensor(3.0)  # coefficient 0.7 / 3.000001: not representable in fp16/bf16
+    fastclip.clip_grads_with_norm_(params, 0.7, total)
+    coef = torch.clamp(0.7 / (total + 1e-6), max=1.0)
+    as_cpu = (grads[0].float() * coef).to(dtype)
+    as_cuda = (grads[0].float() * coef.to(dtype).float()).to(dtype)
+    assert not torch.equal(as_cpu, as_cuda)  # the case tells the two apart
+    assert torch.equal(params[0].grad, as_cuda if ON_LAYER else as_cpu)
+    if not ON_LAYER:  # torch itself, on this device
+        expected = [torch.nn.Parameter(torch.zeros(1000, dtype=dtype))]
+        set_grads(expected, grads)
+        torch.nn.utils.clip_grads_with_norm_(expected, 0.7, total)
+        assert torch.equal(params[0].grad, expected[0].grad)
 
 
 @pytest.mark.parametrize("count", [1, 10_000])

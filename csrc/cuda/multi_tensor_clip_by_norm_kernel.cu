@@ -13,7 +13,7 @@ __global__ void __launch_bounds__(kThreads, 2) multi_tensor_clip_by_norm_kernel(
   const double coef = clip_coefficient_of_stored(  // uniform across the grid
       load_as_double(params.total_norm.data, params.total_norm.dtype, 0), params.total_norm.dtype, params.max_norm);
   for_each_chunk(params.list, [&](int64_t, const ChunkMeta&, const TensorMeta& meta, int64_t begin, int64_t end) {
-    scale_chunk(meta, begin, end, coef, /*clear_on_zero=*/false);
+    clip_chunk(meta, begin, end, coef);
   });
 }
 

@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(kThreads, 1) clip_grad_norm_kernel(const NormP
   __syncthreads();
   const double block_coef = coef;
   for_each_chunk(norm.list, [&](int64_t, const ChunkMeta&, const TensorMeta& meta, int64_t begin, int64_t end) {
-    scale_chunk(meta, begin, end, block_coef, /*clear_on_zero=*/false);
+    clip_chunk(meta, begin, end, block_coef);
   });
 }
 

@@ -150,5 +150,17 @@ __device__ __forceinline__ void scale_chunk(const TensorMeta& meta, int64_t begi
   }
 }
 
+// Scales elements [begin, end) of a planned tensor by torch's clip coefficient as torch's CUDA
+// clip_grads_with_norm_ applies it: _foreach_mul_ converts the float coefficient to the grads'
+// dtype before multiplying in float, so an fp16/bf16 grad is scaled by the coefficient rounded
+// to fp16/bf16 (torch's CPU path, and fastclip's CPU kernels, multiply by the float coefficient).
+__device__ __forceinline__ void clip_chunk(const TensorMeta& meta, int64_t begin, int64_t end, double coef) {
+  if (coef == 1.0) return;
+  float factor = static_cast<float>(coef);
+  if (static_cast<DType>(meta.dtype) == DType::kFloat16) factor = __half2float(__float2half_rn(factor));
+  if (static_cast<DType>(meta.dtype) == DType::kBFloat16) factor = __bfloat162float(__float2bfloat16_rn(factor));
+  apply_range(meta.data, meta.dtype, begin, end, MulFloat{factor}, MulDouble{coef});
+}
+
 }  // namespace cuda
 }  // namespace fastclip
