@@ -32,10 +32,11 @@ void fail_outside_kernel(const char* what) {
 }
 
 BlockRunner::BlockRunner(const LaunchShape& shape, const std::function<void()>& body, GridBarrier* grid,
-                         uint64_t order_seed)
+                         uint64_t order_seed, TsanFiberPool* tsan_fibers)
     : shape_(shape),
       body_(&body),
       grid_(grid),
+      tsan_fibers_(tsan_fibers),
       threads_(new SimtThread[shape.block]),
       num_warps_(static_cast<int>((shape.block + 31) / 32)),
       releases_(order_seed),
@@ -49,14 +50,18 @@ BlockRunner::BlockRunner(const LaunchShape& shape, const std::function<void()>& 
 }
 
 BlockRunner::~BlockRunner() {
-  for (unsigned i = 0; i < shape_.block; ++i) destroy_fiber(&threads_[i].fiber);
+  for (unsigned i = 0; i < shape_.block; ++i) destroy_fiber(&threads_[i].fiber, /*reusable=*/!failed_);
 }
 
 void BlockRunner::thread_main(void* arg) {
   SimtThread* me = static_cast<SimtThread*>(arg);
+  // Before anything is read: the scheduler's setup of the block and of this thread happens
+  // before the thread's run (its ThreadSanitizer fiber, lent again from an earlier run, carries
+  // no ordering from its creation). A no-op in the AddressSanitizer build, where enter_fiber
+  // must come first.
+  tsan_acquire(me);
   BlockRunner* runner = me->runner;
   enter_fiber(&runner->scheduler_);
-  tsan_acquire(&runner->launch_sync_);
   ThreadState end = ThreadState::kExited;
   try {
     (*runner->body_)();
@@ -68,15 +73,19 @@ void BlockRunner::thread_main(void* arg) {
     end = ThreadState::kFailed;
   }
   me->state.store(end, std::memory_order_relaxed);
-  tsan_release(&runner->block_end_sync_);
-  exit_fiber(&me->fiber, &runner->scheduler_);
+  exit_fiber(&me->fiber, &runner->scheduler_, /*synchronize=*/true);
 }
 
-// The release lets the scheduler, at the block's end (or failure), order all the block's work
-// before what it does next; it never passes it back to this block's threads.
+// A thread's switches back to the scheduler do not synchronize: only the layer's barriers order
+// a block's threads (and a ThreadSanitizer synchronization costs time in the number of fibers,
+// while warp shuffles switch often). Its last switch, at exit, does: everything the thread did,
+// that switch's own reads of the scheduler's context included, happens before what the
+// scheduler does next (the next block, the runner's end, the reuse of its memory). The
+// scheduler never passes this on to the block's other threads: its switches to them do not
+// synchronize, and the releases they acquire (each thread's own, at its setup) come before any
+// of them runs. A failed run's threads left at a barrier are taken over by adopt_history.
 void BlockRunner::switch_to_scheduler(SimtThread* me, ThreadState state) {
   me->state.store(state, std::memory_order_relaxed);
-  tsan_release(&block_end_sync_);
   switch_fiber(&me->fiber, &scheduler_, /*synchronize=*/false);
 }
 
@@ -173,11 +182,11 @@ std::string BlockRunner::run(unsigned index) {
     t.lane = i % 32;
     t.state.store(ThreadState::kReady, std::memory_order_relaxed);
     t.error.clear();
-    make_fiber(&t.fiber, stacks_[i], &BlockRunner::thread_main, &t);
+    make_fiber(&t.fiber, stacks_[i], &BlockRunner::thread_main, &t, tsan_fibers_);
+    tsan_release(&t);  // thread_main's first acquire
     start[i] = i;
   }
   release(start);
-  tsan_release(&launch_sync_);
 
   std::string failure;
   while (live_ > 0) {
@@ -207,7 +216,6 @@ std::string BlockRunner::run(unsigned index) {
         --live_;
         break;
       case ThreadState::kFailed:
-        tsan_acquire(&block_end_sync_);
         failure = "thread " + std::to_string(id) + " of block " + std::to_string(index) + ": " + t.error;
         break;
       case ThreadState::kReady: failure = "simt: a thread switched back without a reason"; break;
@@ -219,7 +227,15 @@ std::string BlockRunner::run(unsigned index) {
     if (failure.empty()) grid_->block_exited();
     else grid_->break_barrier("block " + std::to_string(index) + " failed");
   }
-  tsan_acquire(&block_end_sync_);
+  if (!failure.empty()) {
+    failed_ = true;
+    for (int i = 0; i < n; ++i) {
+      const ThreadState state = threads_[i].state.load(std::memory_order_relaxed);
+      if (state != ThreadState::kExited && state != ThreadState::kFailed) {
+        adopt_history(&scheduler_, &threads_[i].fiber);
+      }
+    }
+  }
   return failure;
 }
 

@@ -48,8 +48,10 @@ struct SimtWarp {
 
 class BlockRunner {
  public:
-  // order_seed picks the first release order and seeds the shuffles: launches vary it.
-  BlockRunner(const LaunchShape& shape, const std::function<void()>& body, GridBarrier* grid, uint64_t order_seed);
+  // order_seed picks the first release order and seeds the shuffles: launches vary it. The
+  // threads' ThreadSanitizer fibers are lent by tsan_fibers, and given back when the runner ends.
+  BlockRunner(const LaunchShape& shape, const std::function<void()>& body, GridBarrier* grid, uint64_t order_seed,
+              TsanFiberPool* tsan_fibers);
   ~BlockRunner();
 
   // Runs block `index` to completion. Returns "" or what went wrong.
@@ -71,6 +73,8 @@ class BlockRunner {
   LaunchShape shape_;
   const std::function<void()>* body_;
   GridBarrier* grid_;
+  TsanFiberPool* tsan_fibers_;
+  bool failed_ = false;  // a run failed: its threads' fibers were abandoned mid-run
   BlockCoordinates coordinates_;
   std::vector<FiberStack> stacks_;
   std::unique_ptr<SimtThread[]> threads_;
@@ -83,7 +87,7 @@ class BlockRunner {
   uint64_t releases_ = 0;
   std::mt19937 shuffle_;
   // Addresses for ThreadSanitizer's happens-before edges.
-  char launch_sync_ = 0, block_barrier_sync_ = 0, block_end_sync_ = 0;
+  char block_barrier_sync_ = 0;
 };
 
 }  // namespace simt

@@ -181,23 +181,63 @@ void adopt_current_thread(Fiber* self) {
 #endif
 }
 
-void make_fiber(Fiber* fiber, const FiberStack& stack, void (*entry)(void*), void* arg) {
-  destroy_fiber(fiber);
+TsanFiberPool::~TsanFiberPool() {
+  end_launch();
+#ifdef FASTCLIP_SIMT_TSAN
+  for (void* fiber : idle_) __tsan_destroy_fiber(fiber);
+#endif
+}
+
+void* TsanFiberPool::lend() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (idle_.empty()) {
+#ifdef FASTCLIP_SIMT_TSAN
+    return __tsan_create_fiber(0);
+#else
+    return nullptr;
+#endif
+  }
+  void* fiber = idle_.back();
+  idle_.pop_back();
+  return fiber;
+}
+
+void TsanFiberPool::give_back(void* fiber) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  given_back_.push_back(fiber);
+}
+
+void TsanFiberPool::end_launch() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  idle_.insert(idle_.end(), given_back_.begin(), given_back_.end());
+  given_back_.clear();
+}
+
+void make_fiber(Fiber* fiber, const FiberStack& stack, void (*entry)(void*), void* arg, TsanFiberPool* pool) {
   fiber->stack_bottom = stack.bottom();
   fiber->stack_size = stack.size();
   fiber->asan_fake_stack = nullptr;
 #ifdef FASTCLIP_SIMT_TSAN
-  fiber->tsan_fiber = __tsan_create_fiber(0);
-  fiber->owns_tsan_fiber = true;
+  if (fiber->tsan_pool == nullptr) {
+    fiber->tsan_fiber = pool->lend();
+    fiber->tsan_pool = pool;
+  }
+#else
+  (void)pool;
 #endif
   prepare_stack(fiber, entry, arg);
 }
 
-void destroy_fiber(Fiber* fiber) {
+void destroy_fiber(Fiber* fiber, bool reusable) {
 #ifdef FASTCLIP_SIMT_TSAN
-  if (fiber->owns_tsan_fiber) __tsan_destroy_fiber(fiber->tsan_fiber);
+  if (fiber->tsan_pool != nullptr) {
+    if (reusable) fiber->tsan_pool->give_back(fiber->tsan_fiber);
+    else __tsan_destroy_fiber(fiber->tsan_fiber);
+  }
+#else
+  (void)reusable;
 #endif
-  fiber->owns_tsan_fiber = false;
+  fiber->tsan_pool = nullptr;
   fiber->tsan_fiber = nullptr;
 }
 
@@ -243,11 +283,23 @@ void switch_fiber(Fiber* from, Fiber* to, bool synchronize) {
   after_switch(from, nullptr);
 }
 
-void exit_fiber(Fiber* from, Fiber* to) {
+void exit_fiber(Fiber* from, Fiber* to, bool synchronize) {
   void* const to_stack_pointer = to->stack_pointer;
-  before_switch(from, to, /*synchronize=*/false, /*from_exits=*/true);
+  before_switch(from, to, synchronize, /*from_exits=*/true);
   switch_stack(from, to_stack_pointer);
   std::abort();  // a finished fiber is never resumed
+}
+
+void adopt_history(Fiber* self, Fiber* abandoned) {
+#ifdef FASTCLIP_SIMT_TSAN
+  // Both read first: nothing between the two switches may touch memory as `abandoned`.
+  void* const self_fiber = self->tsan_fiber;
+  void* const abandoned_fiber = abandoned->tsan_fiber;
+  __tsan_switch_to_fiber(abandoned_fiber, 1u /* __tsan_switch_to_fiber_no_sync */);
+  __tsan_switch_to_fiber(self_fiber, 0u);
+#else
+  (void)self, (void)abandoned;
+#endif
 }
 
 void enter_fiber(Fiber* scheduler) {

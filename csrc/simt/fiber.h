@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstddef>
+#include <mutex>
+#include <vector>
 
 namespace fastclip {
 namespace simt {
@@ -26,24 +28,50 @@ class FiberStack {
   size_t size_;
 };
 
+// ThreadSanitizer's fibers for the block runners of one host thread's launches, lent to a runner
+// for one launch and reused by the later ones: creating and destroying a ThreadSanitizer fiber
+// costs about 0.2 ms of system calls (its per-thread state), more than a small block's whole run.
+// Reuse orders nothing that was not ordered already: a fiber's uses follow one another in the
+// host thread's launches, which run one at a time, or in one runner's blocks, where each block's
+// work happens before the next block's threads start. A fiber lent in a launch is lent again
+// only after that launch ends (end_launch), never to another runner of the same launch, whose
+// blocks run concurrently. Without ThreadSanitizer nothing is lent.
+class TsanFiberPool {
+ public:
+  TsanFiberPool() = default;
+  ~TsanFiberPool();
+  TsanFiberPool(const TsanFiberPool&) = delete;
+  TsanFiberPool& operator=(const TsanFiberPool&) = delete;
+
+  void* lend();                 // an idle fiber, or a new one
+  void give_back(void* fiber);  // lent again after end_launch()
+  void end_launch();            // every runner of the launch has given its fibers back
+
+ private:
+  std::mutex mutex_;
+  std::vector<void*> idle_, given_back_;
+};
+
 struct Fiber {
   void* stack_pointer = nullptr;        // saved while switched out
   const void* stack_bottom = nullptr;   // for AddressSanitizer
   size_t stack_size = 0;
   void* asan_fake_stack = nullptr;
   void* tsan_fiber = nullptr;           // ThreadSanitizer's fiber (or the OS thread's own)
-  bool owns_tsan_fiber = false;
+  TsanFiberPool* tsan_pool = nullptr;   // where tsan_fiber was lent from (none: the OS thread's)
 };
 
 // The calling OS thread's own context, to switch away from and back to.
 void adopt_current_thread(Fiber* self);
 
 // Prepares `fiber` to run entry(arg) on `stack` at its first switch_fiber. entry must never
-// return: it ends with exit_fiber.
-void make_fiber(Fiber* fiber, const FiberStack& stack, void (*entry)(void*), void* arg);
+// return: it ends with exit_fiber. ThreadSanitizer's fiber is the one `fiber` already has (from
+// its previous run), else one lent by `pool`.
+void make_fiber(Fiber* fiber, const FiberStack& stack, void (*entry)(void*), void* arg, TsanFiberPool* pool);
 
-// Releases what make_fiber acquired (ThreadSanitizer's fiber).
-void destroy_fiber(Fiber* fiber);
+// Gives ThreadSanitizer's fiber back to its pool, or destroys it when it is not `reusable`: one
+// abandoned in the middle of a run (a failed launch) keeps that run's stack of calls.
+void destroy_fiber(Fiber* fiber, bool reusable);
 
 // Saves the current context in `from` and resumes `to`. With synchronize, ThreadSanitizer sees
 // everything `from` did as happening before what `to` does next; without, fibers are as
@@ -51,7 +79,13 @@ void destroy_fiber(Fiber* fiber);
 void switch_fiber(Fiber* from, Fiber* to, bool synchronize);
 
 // The last switch of a finished fiber: like switch_fiber, but `from` never resumes.
-[[noreturn]] void exit_fiber(Fiber* from, Fiber* to);
+[[noreturn]] void exit_fiber(Fiber* from, Fiber* to, bool synchronize);
+
+// For ThreadSanitizer: everything `abandoned` did happens before what `self`, the running
+// context, does next, as if `abandoned` had switched to it synchronizing. For a fiber that will
+// never run again (left at a barrier by a failed launch): ThreadSanitizer is told of a switch to
+// it and back, and no code runs as it.
+void adopt_history(Fiber* self, Fiber* abandoned);
 
 // Called first thing in a fiber's entry: completes the switch that started it.
 void enter_fiber(Fiber* scheduler);

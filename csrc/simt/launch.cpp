@@ -21,6 +21,8 @@ constexpr int kDefaultMultiprocessors = 4;
 constexpr int kBlocksPerMultiprocessor = 2;  // what the layer lets a cooperative launch have resident
 
 thread_local std::string last_error;
+// This host thread's launches run one at a time: their runners may reuse one another's fibers.
+thread_local TsanFiberPool tsan_fibers;
 std::atomic<uint64_t> launches{0};
 
 cudaError_t fail(cudaError_t error, const LaunchShape& shape, const std::string& why) {
@@ -71,9 +73,11 @@ cudaError_t launch(const LaunchShape& shape, const std::function<void()>& body) 
     failed.store(true);
   };
   const uint64_t launch_number = launches++;
+  TsanFiberPool* const fibers = &tsan_fibers;  // the host thread's, taken here: `work` runs on other threads
   auto work = [&](unsigned worker) {
     try {
-      BlockRunner runner(shape, body, shape.cooperative ? &grid_barrier : nullptr, launch_number + worker);
+      BlockRunner runner(shape, body, shape.cooperative ? &grid_barrier : nullptr, launch_number + worker,
+                         fibers);
       if (shape.cooperative) {
         const std::string why = runner.run(worker);
         if (!why.empty()) record(why);
@@ -104,6 +108,7 @@ cudaError_t launch(const LaunchShape& shape, const std::function<void()>& body) 
     }
     for (std::thread& t : threads) t.join();
   }
+  fibers->end_launch();
   if (!failure.empty()) return fail(cudaErrorLaunchFailure, shape, failure);
   return cudaSuccess;
 }
