@@ -1,13 +1,15 @@
-// The sanitizer target: the layer's primitives and every kernel of csrc/cuda, run through the
-// execution layer at small sizes with no torch, built with -fsanitize=thread or =address by
-// .ci/run (csrc/simt/tests/run_sanitizers.sh). Checks results against plain loops in double, so
-// a run is also a test: it exits non-zero on a wrong result, and the sanitizer on a race or an
-// out-of-bounds access.
+// The sanitizer target of the execution layer, with no torch: its primitives, then every kernel
+// of csrc/cuda through its launcher at small sizes (norm_kernels_test.cpp,
+// elementwise_kernels_test.cpp, agc_kernel_test.cpp, stats_kernels_test.cpp), each result
+// checked against a loop in double or the same step run on the host. Built plain, with
+// ThreadSanitizer and with AddressSanitizer by run_sanitizers.sh (in .ci/run): exits non-zero on
+// a wrong result, the sanitizers on a race or an out-of-bounds access. `--race` runs only the
+// negative control, a kernel missing its __syncthreads, which ThreadSanitizer must report.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -15,21 +17,13 @@
 #include "../cuda_on_cpu.h"
 #include "../../cuda/kernels.h"
 #include "../../cuda/launch.cuh"
-#include "../../cuda/stats_kernels.h"
 #include "../runtime.h"
+#include "../sanitizers.h"
+#include "selftest.h"
 
+namespace fastclip {
+namespace selftest {
 namespace {
-
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  if (!ok) {
-    ++failures;
-    std::fprintf(stderr, "FAILED: %s\n", what.c_str());
-  }
-}
-
-bool close(double a, double b, double rtol) { return std::fabs(a - b) <= rtol * std::fabs(b) + 1e-30; }
 
 // --- the layer's primitives, through tiny kernels -------------------------------------------
 
@@ -103,14 +97,94 @@ void test_primitives() {
          "grid_sync outside a cooperative launch fails");
 }
 
-}  // namespace
+// --- the negative control: an intra-block race the layer and the sanitizer must expose -------
 
-int main() {
-  test_primitives();
-  if (failures) {
-    std::fprintf(stderr, "%d check(s) failed\n", failures);
+constexpr int kRaceThreads = 64;
+
+// Thread 0 publishes `token` in __shared__ memory for every thread to read, but the
+// __syncthreads() between the write and the reads is missing.
+__global__ void missing_barrier_kernel(int token, int* out) {
+  __shared__ int published;
+  if (threadIdx.x == 0) published = token;
+  out[threadIdx.x] = published;
+}
+
+// Launches missing_barrier_kernel `launches` times, each with a new token (so what an earlier
+// launch left in `published` is wrong), and returns how many launches gave some thread a wrong
+// value.
+int wrong_launches_of_missing_barrier(int launches) {
+  int wrong = 0;
+  for (int launch = 0; launch < launches; ++launch) {
+    const int token = 1000 + launch;
+    ExactArray<int> out(kRaceThreads);
+    expect_launched(cuda::launch_kernel<missing_barrier_kernel>(1, kRaceThreads, nullptr, token, out.data()),
+                    "missing_barrier_kernel");
+    for (int t = 0; t < kRaceThreads; ++t) {
+      if (out[t] != token) {
+        ++wrong;
+        break;
+      }
+    }
+  }
+  return wrong;
+}
+
+// A GPU runs a block's warps in no fixed order, so a missing barrier gives wrong results
+// sometimes; the layer releases a block's threads in varied orders (forward, reverse, shuffled)
+// so that it does within a few launches. Not under ThreadSanitizer, which reports the race
+// itself (the --race run).
+void test_missing_barrier_gives_wrong_results() {
+#ifdef FASTCLIP_SIMT_TSAN
+  std::printf("  (the missing-barrier kernel runs only with --race under ThreadSanitizer)\n");
+#else
+  constexpr int kLaunches = 6;
+  const int wrong = wrong_launches_of_missing_barrier(kLaunches);
+  expect(wrong > 0, "a kernel missing its __syncthreads gave the right result in all " + std::to_string(kLaunches) +
+                        " launches: the layer's release orders do not expose the race");
+#endif
+}
+
+double seconds_since(const std::chrono::steady_clock::time_point& start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+}  // namespace selftest
+}  // namespace fastclip
+
+int main(int argc, char** argv) {
+  using namespace fastclip::selftest;
+  if (argc == 2 && std::strcmp(argv[1], "--race") == 0) {
+    // The negative control of the ThreadSanitizer build: it must report a data race here (and
+    // exit with its exitcode, 66 by default).
+    const int wrong = wrong_launches_of_missing_barrier(3);
+    std::printf("missing_barrier_kernel: %d of 3 launches gave a wrong result\n", wrong);
+    return 0;
+  }
+  if (argc != 1) {
+    std::fprintf(stderr, "usage: %s [--race]\n", argv[0]);
+    return 2;
+  }
+  const struct {
+    const char* name;
+    void (*run)();
+  } parts[] = {{"primitives", test_primitives},
+               {"missing barrier", test_missing_barrier_gives_wrong_results},
+               {"norm kernels", test_norm_kernels},
+               {"elementwise kernels", test_elementwise_kernels},
+               {"agc kernel", test_agc_kernel},
+               {"stats kernels", test_stats_kernels}};
+  for (const auto& part : parts) {
+    const auto start = std::chrono::steady_clock::now();
+    const int failures_before = failure_count();
+    part.run();
+    std::printf("  %-20s %5.2f s%s\n", part.name, seconds_since(start),
+                failure_count() > failures_before ? "  FAILED" : "");
+  }
+  if (failure_count() > 0) {
+    std::fprintf(stderr, "simt self-test: %d check(s) failed\n", failure_count());
     return 1;
   }
-  std::printf("simt self-test passed\n");
+  std::printf("simt self-test passed: %d checks\n", check_count());
   return 0;
 }

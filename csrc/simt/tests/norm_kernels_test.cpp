@@ -1,0 +1,152 @@
+// multi_tensor_norm (every NormKind, per-tensor norms on and off) and clip_grad_norm (the norm,
+// then the clip by the total it wrote) through their launchers, against loops in double.
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "../../common/norm_math.h"
+#include "selftest.h"
+
+namespace fastclip {
+namespace selftest {
+namespace {
+
+struct NormResult {
+  std::vector<double> per_tensor;
+  double total;
+};
+
+// The p-norm as torch defines it for a list: per tensor, then the norm of those norms (for p = 0
+// the count of tensors that have a nonzero element).
+NormResult reference_norm(const std::vector<std::vector<double>>& tensors, double p) {
+  const NormKind kind = norm_kind_for(p);
+  NormResult out;
+  double total = 0;
+  for (const std::vector<double>& values : tensors) {
+    double acc = 0;
+    for (double x : values) {
+      switch (kind) {
+        case NormKind::kL2: acc += x * x; break;
+        case NormKind::kL1: acc += std::fabs(x); break;
+        case NormKind::kInf: acc = std::max(acc, std::fabs(x)); break;
+        case NormKind::kZero: acc += x != 0; break;
+        case NormKind::kGeneral: acc += std::pow(std::fabs(x), p); break;
+      }
+    }
+    switch (kind) {
+      case NormKind::kL2: out.per_tensor.push_back(std::sqrt(acc)), total += acc; break;
+      case NormKind::kL1: out.per_tensor.push_back(acc), total += acc; break;
+      case NormKind::kInf: out.per_tensor.push_back(acc), total = std::max(total, acc); break;
+      case NormKind::kZero: out.per_tensor.push_back(acc), total += acc != 0; break;
+      case NormKind::kGeneral: out.per_tensor.push_back(std::pow(acc, 1 / p)), total += acc; break;
+    }
+  }
+  out.total = kind == NormKind::kL2 ? std::sqrt(total) : kind == NormKind::kGeneral ? std::pow(total, 1 / p) : total;
+  return out;
+}
+
+// The norm kernel's scratch and outputs, each its own exact-size allocation (the CUDA host code
+// carves them from one tensor), so an overrun of any of them is an ASan report.
+struct NormBuffers {
+  NormBuffers(const TestList& list, double p, bool per_tensor)
+      : acc_dtype(list.any_double() ? DType::kFloat64 : DType::kFloat32),
+        total_dtype(list.promoted_dtype()),
+        chunk_partials(acc_dtype, list.num_chunks(), 0),
+        contributions(acc_dtype, static_cast<int64_t>(list.size()), 0),
+        per_tensor_norms(acc_dtype, per_tensor ? static_cast<int64_t>(list.size()) : 0, 0),
+        total(total_dtype, 1, 0),
+        blocks_done(1) {
+    params.list = list.list();
+    params.kind = norm_kind_for(p);
+    params.p = p;
+    params.acc_double = list.any_double();
+    params.chunk_partials = chunk_partials.data();
+    params.contributions = contributions.data();
+    params.per_tensor_out = per_tensor ? per_tensor_norms.data() : nullptr;
+    params.total_out = total.data();
+    params.total_dtype = static_cast<int32_t>(total_dtype);
+    params.blocks_done = blocks_done.data();  // zeroed, as the host's memset does
+  }
+
+  DType acc_dtype, total_dtype;
+  TensorBuffer chunk_partials, contributions, per_tensor_norms, total;
+  ExactArray<unsigned int> blocks_done;
+  NormParams params{};
+};
+
+void check_norm(const NormBuffers& buffers, const NormResult& expected, bool per_tensor, const std::string& what) {
+  const double total_tolerance = tolerance({buffers.acc_dtype, buffers.total_dtype});
+  expect_close(buffers.total.get(0), expected.total, total_tolerance, [&] { return what + ": total"; });
+  if (!per_tensor) return;
+  for (size_t t = 0; t < expected.per_tensor.size(); ++t) {
+    const double got = buffers.per_tensor_norms.get(static_cast<int64_t>(t));
+    expect_close(got, expected.per_tensor[t], tolerance(buffers.acc_dtype),
+                 [&] { return what + ": tensor " + std::to_string(t); });
+  }
+}
+
+void test_norm(const ListCase& list_case, double p, bool per_tensor, int grid) {
+  Rng rng(17);
+  TestList list(list_case.specs, list_case.chunk_size, rng);
+  const std::string what = "multi_tensor_norm p=" + std::to_string(p) + (per_tensor ? " per-tensor" : "") +
+                           " grid=" + std::to_string(grid) + " on " + list.describe();
+  const NormResult expected = reference_norm(list.values(), p);
+  NormBuffers buffers(list, p, per_tensor);
+  expect_launched(cuda::launch_multi_tensor_norm(buffers.params, grid, nullptr), what);
+  check_norm(buffers, expected, per_tensor, what);
+  expect(buffers.blocks_done[0] == static_cast<unsigned>(grid), what + ": every block takes one ticket");
+}
+
+// clip_grad_norm_: the grads scaled by min(max_norm / (total + 1e-6), 1) of the total the norm
+// kernel wrote; max_norm is a fraction of the norm, so the list is clipped. With single_launch,
+// one cooperative launch (its grid is what the layer runs at once, not `grid`); else two.
+void test_clip_grad_norm(const ListCase& list_case, double p, int grid, bool single_launch) {
+  Rng rng(23);
+  TestList list(list_case.specs, list_case.chunk_size, rng);
+  const std::string what = "multi_tensor_clip_grad_norm p=" + std::to_string(p) +
+                           (single_launch ? " single launch" : " grid=" + std::to_string(grid)) + " on " +
+                           list.describe();
+  const std::vector<std::vector<double>> before = list.values();
+  const NormResult norm = reference_norm(before, p);
+  const double max_norm = 0.5 * norm.total;
+  NormBuffers buffers(list, p, /*per_tensor=*/false);
+  const DeviceValues total{buffers.total.data(), static_cast<int32_t>(buffers.total_dtype)};
+  const ClipByNormParams clip{list.list(), total, max_norm};
+  expect_launched(cuda::launch_multi_tensor_clip_grad_norm(buffers.params, clip, grid, single_launch, nullptr), what);
+  check_norm(buffers, norm, /*per_tensor=*/false, what);
+  const double coef = std::min(max_norm / (norm.total + kClipEps), 1.0);
+  // The coefficient is computed from the stored total, in float unless that is float64.
+  const DType coef_dtype = buffers.total_dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
+  for (size_t t = 0; t < list.size(); ++t) {
+    const double rtol = tolerance({list.tensor(t).dtype(), buffers.acc_dtype, buffers.total_dtype, coef_dtype});
+    for (int64_t i = 0; i < list.tensor(t).numel(); ++i) {
+      const double got = list.tensor(t).get(i), want = before[t][i] * coef;
+      expect_close(got, want, rtol,
+                   [&] { return what + ": tensor " + std::to_string(t) + "[" + std::to_string(i) + "]"; });
+    }
+  }
+  list.expect_guards_intact(what);
+}
+
+}  // namespace
+
+void test_norm_kernels() {
+  const double kPs[] = {2.0, 1.0, std::numeric_limits<double>::infinity(), 0.0, 3.0};
+  for (const ListCase& list_case : list_cases()) {
+    Rng rng(0);
+    const int32_t num_chunks = TestList(list_case.specs, list_case.chunk_size, rng).num_chunks();
+    for (const int grid : grids_for(num_chunks)) {
+      for (const double p : kPs) {
+        for (const bool per_tensor : {false, true}) test_norm(list_case, p, per_tensor, grid);
+      }
+      test_clip_grad_norm(list_case, 2.0, grid, /*single_launch=*/false);
+      test_clip_grad_norm(list_case, 0.5, grid, /*single_launch=*/false);
+    }
+    // (The grid is the fallback's, should the cooperative launch be refused.)
+    for (const double p : kPs) test_clip_grad_norm(list_case, p, grids_for(num_chunks)[0], /*single_launch=*/true);
+  }
+}
+
+}  // namespace selftest
+}  // namespace fastclip
