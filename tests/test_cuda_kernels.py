@@ -246,7 +246,7 @@ def global_functions():
     """Every __global__ function defined in csrc/cuda."""
     names = set()
     for path in (ROOT / "csrc" / "cuda").glob("*.cu"):
-        names |= set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(", path.read_text()))
+        names |= set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\((?:[^()]|\([^()]*\))*\)\s+)?(\w+)\s*\(", path.read_text()))
     return names
 
 

@@ -10,7 +10,11 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <cstring>
+#include <functional>
 #include <mutex>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace fastclip {
@@ -37,13 +41,24 @@ void zero_async(void* data, size_t bytes, cudaStream_t stream) {
 
 namespace {
 
-// Pinned host buffers read by copies captured into a CUDA graph must outlive the graph: they
-// are kept for the life of the process (a few bytes per tensor per capture).
-void keep_alive_for_graphs(const at::Tensor& host_buffer) {
+// Pinned host buffers read by copies captured into a CUDA graph must outlive the graph, whose
+// lifetime we cannot see: they are kept for the life of the process. To keep that bounded, a
+// capture whose bytes equal a kept buffer's reuses it, so capturing the same lists again (a
+// re-capture after a shape change back, or every rank's identical warm-up) adds nothing: the
+// memory grows with the number of distinct lists captured, not with the captures.
+const at::Tensor& kept_for_graphs(const at::Tensor& host_buffer) {
   static std::mutex mutex;
-  static std::vector<at::Tensor> kept;
+  static std::unordered_map<size_t, std::vector<at::Tensor>> kept;  // by a hash of the bytes
+  const auto* bytes = static_cast<const char*>(host_buffer.const_data_ptr());
+  const size_t size = static_cast<size_t>(host_buffer.numel());
+  const size_t hash = std::hash<std::string_view>{}(std::string_view(bytes, size));
   std::lock_guard<std::mutex> lock(mutex);
-  kept.push_back(host_buffer);
+  std::vector<at::Tensor>& same_hash = kept[hash];
+  for (const at::Tensor& t : same_hash) {
+    if (static_cast<size_t>(t.numel()) == size && std::memcmp(t.const_data_ptr(), bytes, size) == 0) return t;
+  }
+  same_hash.push_back(host_buffer);
+  return same_hash.back();
 }
 
 }  // namespace
@@ -62,15 +77,21 @@ at::Tensor upload_to_device(size_t bytes, c10::function_ref<void(uint8_t*)> fill
     host = at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
   }
   uint8_t* host_ptr = host.data_ptr<uint8_t>();
+  std::memset(host_ptr + bytes, 0, total_bytes - bytes);  // the padding too: kept buffers compare all bytes
   fill(host_ptr);
   at::Tensor dev = at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).device(device));
-  C10_CUDA_CHECK(cudaMemcpyAsync(dev.data_ptr(), host_ptr, total_bytes, cudaMemcpyHostToDevice, stream.stream()));
-  if (capture == cudaStreamCaptureStatusNone) {
-    // The pinned block returns to torch's cache only once the copy has run.
-    at::getHostAllocator(at::kCUDA)->record_event(host_ptr, host.storage().data_ptr().get_context(), stream.unwrap());
-  } else {
-    keep_alive_for_graphs(host);
+  if (capture != cudaStreamCaptureStatusNone) {
+    C10_CUDA_CHECK(cudaMemcpyAsync(dev.data_ptr(), kept_for_graphs(host).const_data_ptr(), total_bytes,
+                                   cudaMemcpyHostToDevice, stream.stream()));
+    return dev;
   }
+  C10_CUDA_CHECK(cudaMemcpyAsync(dev.data_ptr(), host_ptr, total_bytes, cudaMemcpyHostToDevice, stream.stream()));
+  // The pinned block may return to torch's cache only once the copy has run; if the event could
+  // not be recorded, the block could be handed out and overwritten while the copy reads it.
+  TORCH_CHECK(at::getHostAllocator(at::kCUDA)->record_event(host_ptr, host.storage().data_ptr().get_context(),
+                                                            stream.unwrap()),
+              "fastclip: could not record the metadata copy's stream on its pinned staging buffer "
+              "(torch's pinned host allocator refused it)");
   return dev;
 }
 

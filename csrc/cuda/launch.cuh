@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <type_traits>
 
 #include "kernel_log.h"
 
@@ -48,29 +49,43 @@ int resident_blocks(int threads) {
   return simt::max_cooperative_blocks();
 #else
   constexpr int kMaxDevices = 64;
-  static std::atomic<int> cached[kMaxDevices] = {};
+  constexpr int kUnknown = -1;
+  static std::atomic<int> cached[kMaxDevices] = {};  // 0: not queried yet; kUnknown: no cooperative launch
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) {
+    cudaGetLastError();
+    return 0;
+  }
   int blocks = cached[device].load(std::memory_order_relaxed);
   if (blocks == 0) {
     int per_multiprocessor = 0, multiprocessors = 0, cooperative = 0;
-    if (cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device) != cudaSuccess || !cooperative ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, Kernel, threads, 0) != cudaSuccess ||
-        cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-      cudaGetLastError();  // not sticky: the caller falls back to the non-cooperative kernels
-      return 0;
-    }
-    blocks = per_multiprocessor * multiprocessors;
-    cached[device].store(blocks, std::memory_order_relaxed);
+    const bool queried =
+        cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device) == cudaSuccess &&
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, Kernel, threads, 0) == cudaSuccess &&
+        cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device) == cudaSuccess;
+    if (!queried) cudaGetLastError();  // not sticky: the caller falls back to the non-cooperative kernels
+    blocks = queried && cooperative ? per_multiprocessor * multiprocessors : 0;
+    cached[device].store(blocks > 0 ? blocks : kUnknown, std::memory_order_relaxed);
   }
-  return blocks;
+  return blocks > 0 ? blocks : 0;
 #endif
 }
+
+// Whether Args are exactly the parameter types of the kernel (cv-qualifiers aside): a cooperative
+// launch passes the arguments' addresses, read as the parameters' types.
+template <typename Kernel, typename... Args>
+struct ArgumentsMatch : std::false_type {};
+template <typename... Params, typename... Args>
+struct ArgumentsMatch<void (*)(Params...), Args...>
+    : std::bool_constant<sizeof...(Params) == sizeof...(Args) &&
+                         (std::is_same_v<std::remove_cv_t<Params>, Args> && ...)> {};
 
 // A cooperative launch of Kernel: all num_blocks blocks resident at once, so the kernel may call
 // grid_sync() (grid_sync.cuh). num_blocks must be at most resident_blocks<Kernel>(threads).
 template <auto Kernel, typename... Args>
 cudaError_t launch_cooperative_kernel(int num_blocks, int threads, cudaStream_t stream, const Args&... args) {
+  static_assert(ArgumentsMatch<decltype(Kernel), Args...>::value,
+                "launch_cooperative_kernel: pass arguments of exactly the kernel's parameter types");
   log_kernel_launch(kernel_name<Kernel>(), num_blocks, threads, /*cooperative=*/true);
 #ifdef FASTCLIP_CUDA_ON_CPU
   (void)stream;

@@ -13,21 +13,22 @@ namespace cuda {
 
 constexpr int32_t kThreadFoldChunks = 32;
 
-// This thread's share of the partial of elements [begin, end) of a chunk.
-template <NormKind kind, typename acc_t>
+// This thread's share of the partial of elements [begin, end) of a chunk, read through Load:
+// the read-only cache, or coherently for data the same kernel later rewrites (vectorized.cuh).
+template <NormKind kind, typename acc_t, typename Load>
 __device__ acc_t chunk_thread_partial(const TensorMeta& meta, int64_t begin, int64_t end, acc_t p) {
-  NormAccumulator<kind, acc_t> partial{p};
+  NormAccumulator<kind, acc_t, Load> partial{p};
   visit_by_dtype<kThreads, /*kUnroll=*/4>(static_cast<const void*>(meta.data), meta.dtype, begin, end - begin, partial,
                                           partial);
   return partial.acc;
 }
 
 // params.chunk_partials[c] for this block's share of the chunks c (for_each_chunk).
-template <NormKind kind, typename acc_t>
+template <NormKind kind, typename Load = ReadOnlyLoad, typename acc_t>
 __device__ void write_chunk_partials(const NormParams& params, acc_t p, acc_t* scratch) {
   acc_t* partials = static_cast<acc_t*>(params.chunk_partials);
   for_each_chunk(params.list, [&](int64_t c, const ChunkMeta&, const TensorMeta& meta, int64_t begin, int64_t end) {
-    const acc_t block_partial = block_reduce<kind>(chunk_thread_partial<kind>(meta, begin, end, p), scratch);
+    const acc_t block_partial = block_reduce<kind>(chunk_thread_partial<kind, acc_t, Load>(meta, begin, end, p), scratch);
     if (threadIdx.x == 0) partials[c] = block_partial;
   });
 }
