@@ -79,6 +79,9 @@ step bench-llama7b 240 "$PYTHON" -m fastclip bench --device cuda --suite llama-7
   --json "$results/fastclip_bench_llama7b.json" --csv "$results/fastclip_bench_llama7b.csv"
 step bench-clip 240 "$PYTHON" bench/bench_clip.py --device cuda --repeat 25 --markdown \
   --json "$results/clip_grad_norm.json" --csv "$results/clip_grad_norm.csv"
+# The same cases on the two-kernel path: the single cooperative launch against it, side by side.
+step bench-clip-two-launches 150 env FASTCLIP_SINGLE_LAUNCH=0 "$PYTHON" bench/bench_clip.py --device cuda --repeat 9 \
+  --markdown --json "$results/clip_grad_norm_two_launches.json" --csv "$results/clip_grad_norm_two_launches.csv"
 cases=autoclip-history,attach
 "$PYTHON" -c 'import timm' > /dev/null 2>&1 && cases+=,agc
 "$PYTHON" -c 'import zclip, autoclip' > /dev/null 2>&1 && cases+=,zclip,autoclip-tensor
