@@ -54,3 +54,17 @@ def test_cuda_without_the_layer_built_says_how_to_build_it(monkeypatch):
     message = str(info.value)
     assert "FASTCLIP_CPU_KERNELS=cuda" in message and LAYER in message and "was not built" in message
     assert "CUDA toolkit's headers" in message and "pip install --no-build-isolation -e ." in message
+
+
+@pytest.mark.skipif(importlib.util.find_spec(LAYER) is None, reason="the CPU execution layer was not built")
+def test_the_layer_needs_no_cuda_runtime():
+    """The layer links no CUDA library: a CUDA runtime call left in host code shared with the GPU
+    build would be an undefined symbol, failing only when reached (lazy binding)."""
+    import shutil
+
+    if shutil.which("nm") is None:
+        pytest.skip("nm (binutils) is not installed")
+    library = importlib.util.find_spec(LAYER).origin
+    symbols = subprocess.run(["nm", "-D", "--undefined-only", library], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert not [s for s in symbols if s.startswith(("cuda", "cu")) and not s.startswith("cxa")], symbols

@@ -17,6 +17,14 @@
 namespace fastclip {
 namespace cuda {
 
+// Clears the error a refused launch left behind (on the GPU the last error is read once, then
+// reset; the layer returns its errors and keeps none).
+inline void clear_launch_error() {
+#ifndef FASTCLIP_CUDA_ON_CPU
+  cudaGetLastError();
+#endif
+}
+
 // The kernel's name as the compiler spells this instantiation ("...[with auto Kernel = ...]").
 template <auto Kernel>
 const char* kernel_name() {

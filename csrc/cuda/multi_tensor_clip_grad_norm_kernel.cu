@@ -75,7 +75,7 @@ cudaError_t launch_multi_tensor_clip_grad_norm(const NormParams& norm, const Cli
     // A stream limited to fewer SMs than the device (green contexts, MPS) cannot take the grid
     // the device could: the two kernels can.
     const bool refused = error == cudaErrorCooperativeLaunchTooLarge || error == cudaErrorNotSupported;
-    if (refused) cudaGetLastError();
+    if (refused) clear_launch_error();
     if (launched && !refused) return error;
     if (error != cudaSuccess && !refused) return error;
   }
