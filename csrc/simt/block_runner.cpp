@@ -90,9 +90,10 @@ void BlockRunner::switch_to_scheduler(SimtThread* me, ThreadState state) {
 }
 
 void BlockRunner::block_barrier(SimtThread* me) {
-  tsan_release(&block_barrier_sync_);
+  char* const sync = &block_barrier_sync_[block_phase_.load(std::memory_order_relaxed)];
+  tsan_release(sync);
   switch_to_scheduler(me, ThreadState::kAtBlockBarrier);
-  tsan_acquire(&block_barrier_sync_);
+  tsan_acquire(sync);
 }
 
 void BlockRunner::warp_exchange(SimtThread* me, unsigned mask, uint64_t value, uint64_t all_lanes[32]) {
@@ -115,16 +116,18 @@ void BlockRunner::warp_exchange(SimtThread* me, unsigned mask, uint64_t value, u
 // Reuses the exchange's barrier; only __syncwarp orders memory (shuffles exchange values).
 void BlockRunner::warp_barrier(SimtThread* me, unsigned mask) {
   SimtWarp& warp = warps_[me->warp];
-  tsan_release(&warp.sync);
+  char* const sync = &warp.sync[warp.phase.load(std::memory_order_relaxed)];
+  tsan_release(sync);
   warp_exchange(me, mask, 0, nullptr);
-  tsan_acquire(&warp.sync);
+  tsan_acquire(sync);
 }
 
 void BlockRunner::grid_barrier(SimtThread* me) {
   if (grid_ == nullptr) throw std::logic_error("simt: grid_sync in a launch that is not cooperative");
-  tsan_release(grid_->sync_address());
+  void* const sync = grid_->sync_address(grid_syncs_.load(std::memory_order_relaxed));
+  tsan_release(sync);
   switch_to_scheduler(me, ThreadState::kAtGridBarrier);
-  tsan_acquire(grid_->sync_address());
+  tsan_acquire(sync);
 }
 
 void BlockRunner::release(std::vector<int>& waiters) {
@@ -147,7 +150,10 @@ void BlockRunner::complete_barriers(int warp_index) {
     warp.phase.store(warp.phase.load(std::memory_order_relaxed) ^ 1, std::memory_order_relaxed);
     release(warp.waiting);
   }
-  if (!at_block_barrier_.empty() && at_block_barrier_.size() == shape_.block) release(at_block_barrier_);
+  if (!at_block_barrier_.empty() && at_block_barrier_.size() == shape_.block) {
+    block_phase_.store(block_phase_.load(std::memory_order_relaxed) ^ 1, std::memory_order_relaxed);
+    release(at_block_barrier_);
+  }
 }
 
 std::string BlockRunner::describe_stuck_threads() const {
@@ -167,6 +173,8 @@ std::string BlockRunner::run(unsigned index) {
   ready_.clear();
   at_block_barrier_.clear();
   at_grid_barrier_.clear();
+  block_phase_.store(0, std::memory_order_relaxed);
+  grid_syncs_.store(0, std::memory_order_relaxed);
   for (int w = 0; w < num_warps_; ++w) {
     const int lanes = std::min(32, n - 32 * w);
     warps_[w].lanes = lanes == 32 ? ~0u : (1u << lanes) - 1u;
@@ -196,6 +204,7 @@ std::string BlockRunner::run(unsigned index) {
           failure = "grid_sync failed: " + grid_->why();
           break;
         }
+        grid_syncs_.store(grid_syncs_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         release(at_grid_barrier_);
         continue;
       }

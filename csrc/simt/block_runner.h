@@ -40,10 +40,12 @@ struct SimtThread {
 
 struct SimtWarp {
   std::atomic<uint64_t> slots[2][32];  // double-buffered: one barrier per exchange
-  std::atomic<int> phase{0};
+  std::atomic<int> phase{0};  // flipped by the scheduler as each exchange completes
   unsigned lanes = 0;  // the lanes that exist (all 32 but in a block's last, partial warp)
   std::vector<int> waiting;  // scheduler only
-  char sync = 0;             // address for ThreadSanitizer's happens-before at __syncwarp
+  // Addresses for ThreadSanitizer's happens-before at __syncwarp, one per phase: a lane's
+  // release at the next __syncwarp must not reach a lane still acquiring from this one.
+  char sync[2] = {0, 0};
 };
 
 class BlockRunner {
@@ -86,8 +88,15 @@ class BlockRunner {
   std::vector<int> at_block_barrier_, at_grid_barrier_;
   uint64_t releases_ = 0;
   std::mt19937 shuffle_;
-  // Addresses for ThreadSanitizer's happens-before edges.
-  char block_barrier_sync_ = 0;
+  // Addresses for ThreadSanitizer's happens-before edges, alternating by the barrier's
+  // generation (its parity, read by each thread before it switches away): a block's threads run
+  // one at a time, each until its next barrier, so with one address a thread's release at
+  // barrier k+1 would reach a thread that acquires on resuming from barrier k, ordering their
+  // shared phase and hiding its races. The phases and counts are written by the scheduler and
+  // read by the threads (atomics: the switches between them do not synchronize).
+  std::atomic<int> block_phase_{0};
+  char block_barrier_sync_[2] = {0, 0};
+  std::atomic<uint64_t> grid_syncs_{0};  // completed grid barriers of the running block
 };
 
 }  // namespace simt

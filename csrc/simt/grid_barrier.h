@@ -47,8 +47,11 @@ class GridBarrier {
     return why_;
   }
 
-  // For ThreadSanitizer: what every thread did before grid_sync happens before what any does after.
-  void* sync_address() { return &sync_; }
+  // For ThreadSanitizer: what every thread did before grid_sync happens before what any does
+  // after. One address per parity of the barrier's generation (the runner's count of completed
+  // grid syncs): a thread's release at the next grid_sync must not reach a thread still
+  // acquiring from this one.
+  void* sync_address(uint64_t generation) { return &sync_[generation & 1]; }
 
  private:
   void break_locked(const std::string& why) {
@@ -64,7 +67,7 @@ class GridBarrier {
   uint64_t generation_ = 0;
   bool broken_ = false;
   std::string why_;
-  char sync_ = 0;
+  char sync_[2] = {0, 0};
 };
 
 }  // namespace simt

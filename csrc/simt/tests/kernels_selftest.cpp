@@ -4,7 +4,8 @@
 // checked against a loop in double or the same step run on the host. Built plain, with
 // ThreadSanitizer and with AddressSanitizer by run_sanitizers.sh (in .ci/run): exits non-zero on
 // a wrong result, the sanitizers on a race or an out-of-bounds access. `--race` runs only the
-// negative control, a kernel missing its __syncthreads, which ThreadSanitizer must report.
+// negative control, a kernel missing its __syncthreads, which ThreadSanitizer must report;
+// `--race-after-barrier` the same race after a __syncthreads.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -129,6 +130,37 @@ int wrong_launches_of_missing_barrier(int launches) {
   return wrong;
 }
 
+// The same race after a __syncthreads: every thread writes its slot, __syncthreads, then thread
+// 0 publishes a value that every thread reads with no barrier between, and a __syncthreads
+// ends the phase. ThreadSanitizer must see it: a barrier orders only the phases either side of
+// it, not the threads' shared phase after it (--race-after-barrier).
+__global__ void race_after_barrier_kernel(int token, int* out) {
+  __shared__ int slots[kRaceThreads];
+  __shared__ int published;
+  slots[threadIdx.x] = token;
+  __syncthreads();
+  if (threadIdx.x == 0) published = slots[kRaceThreads - 1];
+  out[threadIdx.x] = published;  // the missing __syncthreads is before this read
+  __syncthreads();
+}
+
+int wrong_launches_of_race_after_barrier(int launches) {
+  int wrong = 0;
+  for (int launch = 0; launch < launches; ++launch) {
+    const int token = 2000 + launch;
+    ExactArray<int> out(kRaceThreads);
+    expect_launched(cuda::launch_kernel<race_after_barrier_kernel>(1, kRaceThreads, nullptr, token, out.data()),
+                    "race_after_barrier_kernel");
+    for (int t = 0; t < kRaceThreads; ++t) {
+      if (out[t] != token) {
+        ++wrong;
+        break;
+      }
+    }
+  }
+  return wrong;
+}
+
 // A GPU runs a block's warps in no fixed order, so a missing barrier gives wrong results
 // sometimes; the layer releases a block's threads in varied orders (forward, reverse, shuffled)
 // so that it does within a few launches. Not under ThreadSanitizer, which reports the race
@@ -161,8 +193,14 @@ int main(int argc, char** argv) {
     std::printf("missing_barrier_kernel: %d of 3 launches gave a wrong result\n", wrong);
     return 0;
   }
+  if (argc == 2 && std::strcmp(argv[1], "--race-after-barrier") == 0) {
+    // The second negative control: a race between two __syncthreads, after the first.
+    const int wrong = wrong_launches_of_race_after_barrier(3);
+    std::printf("race_after_barrier_kernel: %d of 3 launches gave a wrong result\n", wrong);
+    return 0;
+  }
   if (argc != 1) {
-    std::fprintf(stderr, "usage: %s [--race]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s [--race | --race-after-barrier]\n", argv[0]);
     return 2;
   }
   const struct {

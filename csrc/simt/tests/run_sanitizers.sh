@@ -2,8 +2,9 @@
 # The sanitizer target of the CPU execution layer (csrc/simt): builds its self-test -- the
 # layer's primitives and every kernel of csrc/cuda run through the layer at small sizes, checked
 # against loops in double -- three ways (plain -O2, ThreadSanitizer, AddressSanitizer with
-# UndefinedBehaviorSanitizer), runs each, then runs the negative control under ThreadSanitizer:
-# a kernel missing its __syncthreads (`--race`), which must be reported as a data race. Prints
+# UndefinedBehaviorSanitizer), runs each, then runs the negative controls under ThreadSanitizer:
+# a kernel missing its __syncthreads (`--race`), and the same race after a __syncthreads
+# (`--race-after-barrier`), each of which must be reported as a data race. Prints
 # one line per build; exits non-zero on any failure. Needs g++ and the CUDA toolkit's headers
 # ($CUDA_HOME, $CUDA_PATH or /usr/local/cuda); no GPU, no torch.
 set -euo pipefail
@@ -77,7 +78,7 @@ for flavour in plain tsan asan; do
     built[$flavour]=$((SECONDS - start))
     [ -s "$work/$flavour.build.log" ] && cat "$work/$flavour.build.log"  # warnings
     if [ "$flavour" = tsan ]; then
-      (run tsan; run tsan --race) &
+      (run tsan; run tsan --race; run tsan --race-after-barrier) &
     else
       run "$flavour" &
     fi
@@ -102,15 +103,16 @@ for flavour in plain tsan asan; do
   fi
 done
 
-# The negative control: ThreadSanitizer must see the race (its exit code is 66 by default).
-if [ -f "$work/tsan--race.result" ]; then
-  read -r code seconds < "$work/tsan--race.result"
-  if [ "$code" = 66 ] && grep -q "WARNING: ThreadSanitizer: data race" "$work/tsan--race.log"; then
-    echo "tsan --race: the missing __syncthreads was reported as a data race ($seconds s)"
+# The negative controls: ThreadSanitizer must see each race (its exit code is 66 by default).
+for control in --race --race-after-barrier; do
+  [ -f "$work/tsan$control.result" ] || continue
+  read -r code seconds < "$work/tsan$control.result"
+  if [ "$code" = 66 ] && grep -q "WARNING: ThreadSanitizer: data race" "$work/tsan$control.log"; then
+    echo "tsan $control: the missing __syncthreads was reported as a data race ($seconds s)"
   else
-    echo "tsan --race: FAILED: expected a data race report and exit code 66, got exit code $code:"
-    cat "$work/tsan--race.log"
+    echo "tsan $control: FAILED: expected a data race report and exit code 66, got exit code $code:"
+    cat "$work/tsan$control.log"
     status=1
   fi
-fi
+done
 exit $status
