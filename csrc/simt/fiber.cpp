@@ -184,25 +184,25 @@ void adopt_current_thread(Fiber* self) {
 TsanFiberPool::~TsanFiberPool() {
   end_launch();
 #ifdef FASTCLIP_SIMT_TSAN
-  for (void* fiber : idle_) __tsan_destroy_fiber(fiber);
+  for (const Lent& lent : idle_) __tsan_destroy_fiber(lent.fiber);
 #endif
 }
 
-void* TsanFiberPool::lend() {
+TsanFiberPool::Lent TsanFiberPool::lend() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (idle_.empty()) {
 #ifdef FASTCLIP_SIMT_TSAN
-    return __tsan_create_fiber(0);
+    return Lent{__tsan_create_fiber(0), 0};
 #else
-    return nullptr;
+    return Lent{nullptr, 0};
 #endif
   }
-  void* fiber = idle_.back();
+  const Lent fiber = idle_.back();
   idle_.pop_back();
   return fiber;
 }
 
-void TsanFiberPool::give_back(void* fiber) {
+void TsanFiberPool::give_back(Lent fiber) {
   std::lock_guard<std::mutex> lock(mutex_);
   given_back_.push_back(fiber);
 }
@@ -219,9 +219,17 @@ void make_fiber(Fiber* fiber, const FiberStack& stack, void (*entry)(void*), voi
   fiber->asan_fake_stack = nullptr;
 #ifdef FASTCLIP_SIMT_TSAN
   if (fiber->tsan_pool == nullptr) {
-    fiber->tsan_fiber = pool->lend();
+    const TsanFiberPool::Lent lent = pool->lend();
+    fiber->tsan_fiber = lent.fiber;
+    fiber->tsan_uses = lent.uses;
     fiber->tsan_pool = pool;
   }
+  if (fiber->tsan_uses >= TsanFiberPool::kMaxUses) {  // retired: its shadow stack is full of dead runs
+    __tsan_destroy_fiber(fiber->tsan_fiber);
+    fiber->tsan_fiber = __tsan_create_fiber(0);
+    fiber->tsan_uses = 0;
+  }
+  ++fiber->tsan_uses;
 #else
   (void)pool;
 #endif
@@ -231,7 +239,7 @@ void make_fiber(Fiber* fiber, const FiberStack& stack, void (*entry)(void*), voi
 void destroy_fiber(Fiber* fiber, bool reusable) {
 #ifdef FASTCLIP_SIMT_TSAN
   if (fiber->tsan_pool != nullptr) {
-    if (reusable) fiber->tsan_pool->give_back(fiber->tsan_fiber);
+    if (reusable) fiber->tsan_pool->give_back(TsanFiberPool::Lent{fiber->tsan_fiber, fiber->tsan_uses});
     else __tsan_destroy_fiber(fiber->tsan_fiber);
   }
 #else
@@ -239,6 +247,7 @@ void destroy_fiber(Fiber* fiber, bool reusable) {
 #endif
   fiber->tsan_pool = nullptr;
   fiber->tsan_fiber = nullptr;
+  fiber->tsan_uses = 0;
 }
 
 namespace {

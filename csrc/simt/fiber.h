@@ -43,13 +43,22 @@ class TsanFiberPool {
   TsanFiberPool(const TsanFiberPool&) = delete;
   TsanFiberPool& operator=(const TsanFiberPool&) = delete;
 
-  void* lend();                 // an idle fiber, or a new one
-  void give_back(void* fiber);  // lent again after end_launch()
-  void end_launch();            // every runner of the launch has given its fibers back
+  // A fiber's uses (runs of a fiber on it) travel with it: ThreadSanitizer keeps a frame of every
+  // run (a fiber's entry never returns), and its shadow stack of 64K frames would overflow after
+  // some 22K runs, so a fiber is retired (destroyed, a new one created) after kMaxUses.
+  struct Lent {
+    void* fiber;
+    unsigned uses;
+  };
+  static constexpr unsigned kMaxUses = 1024;
+
+  Lent lend();                    // an idle fiber, or a new one
+  void give_back(Lent fiber);     // lent again after end_launch()
+  void end_launch();              // every runner of the launch has given its fibers back
 
  private:
   std::mutex mutex_;
-  std::vector<void*> idle_, given_back_;
+  std::vector<Lent> idle_, given_back_;
 };
 
 struct Fiber {
@@ -59,6 +68,7 @@ struct Fiber {
   void* asan_fake_stack = nullptr;
   void* tsan_fiber = nullptr;           // ThreadSanitizer's fiber (or the OS thread's own)
   TsanFiberPool* tsan_pool = nullptr;   // where tsan_fiber was lent from (none: the OS thread's)
+  unsigned tsan_uses = 0;               // runs on tsan_fiber so far (TsanFiberPool::kMaxUses)
 };
 
 // The calling OS thread's own context, to switch away from and back to.
@@ -66,7 +76,8 @@ void adopt_current_thread(Fiber* self);
 
 // Prepares `fiber` to run entry(arg) on `stack` at its first switch_fiber. entry must never
 // return: it ends with exit_fiber. ThreadSanitizer's fiber is the one `fiber` already has (from
-// its previous run), else one lent by `pool`.
+// its previous run), else one lent by `pool`; one used TsanFiberPool::kMaxUses times is
+// destroyed and created anew.
 void make_fiber(Fiber* fiber, const FiberStack& stack, void (*entry)(void*), void* arg, TsanFiberPool* pool);
 
 // Gives ThreadSanitizer's fiber back to its pool, or destroys it when it is not `reusable`: one
