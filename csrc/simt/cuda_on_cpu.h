@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <cstring>
 #include <cuda/atomic>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "device.h"
@@ -58,10 +60,28 @@ T from_bits(uint64_t bits) {
 
 inline unsigned lane_id() { return running_thread().thread_idx.x % 32u; }
 
-// Every lane's value from lane source(lane), as __shfl_*_sync do: a lane whose source falls
-// outside its width-wide segment keeps its own value.
+// The lanes of the calling thread's warp that exist: all 32 but in a block's last, partial warp.
+inline unsigned existing_lanes() {
+  const ThreadCoordinates& t = running_thread();
+  const unsigned first = t.thread_idx.x / 32u * 32u;
+  const unsigned count = t.block->block_dim.x - first;
+  return count >= 32u ? ~0u : (1u << count) - 1u;
+}
+
+// A shuffle's width must be a power of two from 1 to 32, as CUDA requires (the layer checks it,
+// so a shuffle never reads outside the warp's 32 lanes).
+inline void check_width(int width) {
+  if (width < 1 || width > 32 || (width & (width - 1)) != 0) {
+    throw std::logic_error("simt: a warp shuffle's width must be a power of two from 1 to 32, got " +
+                           std::to_string(width));
+  }
+}
+
+// Every lane's value from lane source(lane), as __shfl_*_sync do: a lane whose source is -1
+// (outside what its width-wide segment may read) keeps its own value.
 template <typename T, typename Source>
-T shuffle(unsigned mask, T value, Source source) {
+T shuffle(unsigned mask, T value, int width, Source source) {
+  check_width(width);
   uint64_t lanes[32];
   warp_exchange(mask, to_bits(value), lanes);
   const int from = source(static_cast<int>(lane_id()));
@@ -73,33 +93,37 @@ T shuffle(unsigned mask, T value, Source source) {
 
 template <typename T>
 T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32) {
-  return ::fastclip::simt::shuffle(mask, var, [&](int lane) { return lane / width * width + (src_lane % width); });
+  return ::fastclip::simt::shuffle(mask, var, width,
+                                   [&](int lane) { return lane / width * width + (src_lane & (width - 1)); });
 }
 template <typename T>
 T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32) {
-  return ::fastclip::simt::shuffle(mask, var, [&](int lane) {
-    return lane % width + static_cast<int>(delta) < width ? lane + static_cast<int>(delta) : -1;
+  return ::fastclip::simt::shuffle(mask, var, width, [&](int lane) {
+    return delta < static_cast<unsigned>(width - lane % width) ? lane + static_cast<int>(delta) : -1;
   });
 }
 template <typename T>
 T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32) {
-  return ::fastclip::simt::shuffle(
-      mask, var, [&](int lane) { return lane % width >= static_cast<int>(delta) ? lane - static_cast<int>(delta) : -1; });
+  return ::fastclip::simt::shuffle(mask, var, width, [&](int lane) {
+    return static_cast<unsigned>(lane % width) >= delta ? lane - static_cast<int>(delta) : -1;
+  });
 }
+// A segment may read from earlier segments; one reading from a later segment keeps its own value.
 template <typename T>
 T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32) {
-  return ::fastclip::simt::shuffle(mask, var, [&](int lane) {
-    const int other = lane ^ lane_mask;
-    return other / width == lane / width ? other : -1;
+  return ::fastclip::simt::shuffle(mask, var, width, [&](int lane) {
+    const int other = lane ^ (lane_mask & 31);
+    return other < (lane / width + 1) * width ? other : -1;
   });
 }
 
+// Only the lanes that exist vote (warp_exchange gives a missing lane the caller's value).
 inline unsigned __ballot_sync(unsigned mask, int predicate) {
   uint64_t lanes[32];
   ::fastclip::simt::warp_exchange(mask, predicate != 0, lanes);
   unsigned ballot = 0;
   for (int lane = 0; lane < 32; ++lane) ballot |= ((mask >> lane) & 1u) && lanes[lane] ? 1u << lane : 0u;
-  return ballot;
+  return ballot & ::fastclip::simt::existing_lanes();
 }
 inline int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) == __ballot_sync(mask, 1); }
 inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }

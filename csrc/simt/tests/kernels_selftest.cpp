@@ -6,6 +6,7 @@
 // a wrong result, the sanitizers on a race or an out-of-bounds access. `--race` runs only the
 // negative control, a kernel missing its __syncthreads, which ThreadSanitizer must report;
 // `--race-after-barrier` the same race after a __syncthreads.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -48,6 +49,19 @@ __global__ void ballot_kernel(unsigned* out) {
   out[1 + threadIdx.x] = static_cast<unsigned>(xor_partner);
 }
 
+// A block of 40 threads: warp 1 is partial (8 lanes). Per thread: the ballot of all, xor with
+// 12 in 8-wide segments (earlier segments are read, later ones give the own value), and a
+// negative source lane in 8-wide segments (lane 7 of the segment).
+constexpr unsigned kPartialBlock = 40;
+__global__ void partial_warp_kernel(unsigned* out) {
+  const unsigned t = threadIdx.x;
+  out[3 * t + 0] = __ballot_sync(0xffffffffu, 1);
+  out[3 * t + 1] = static_cast<unsigned>(__shfl_xor_sync(0xffffffffu, static_cast<int>(t), 12, 8));
+  out[3 * t + 2] = static_cast<unsigned>(__shfl_sync(0xffffffffu, static_cast<int>(t), -1, 8));
+}
+
+__global__ void bad_width_kernel(int* out) { out[threadIdx.x] = __shfl_sync(0xffffffffu, 1, 0, 3); }
+
 __global__ void divergent_barrier_kernel() {
   if (threadIdx.x < 5) __syncthreads();
 }
@@ -82,6 +96,23 @@ void test_primitives() {
   for (int lane = 0; lane < 32; ++lane) ballot |= lane % 3 == 0 ? 1u << lane : 0u;
   expect(votes[0] == ballot, "ballot");
   for (unsigned t = 0; t < 64; ++t) expect(votes[1 + t] == (t ^ 1u), "shfl_xor lane " + std::to_string(t));
+  std::vector<unsigned> partial(3 * kPartialBlock);
+  expect(launch_kernel<partial_warp_kernel>(1, kPartialBlock, nullptr, partial.data()) == cudaSuccess,
+         "partial warp launch");
+  for (unsigned t = 0; t < kPartialBlock; ++t) {
+    const unsigned warp_first = t / 32 * 32, lane = t % 32;
+    const unsigned lanes = std::min(32u, kPartialBlock - warp_first);
+    const unsigned expected_ballot = lanes == 32 ? ~0u : (1u << lanes) - 1u;
+    const unsigned other = lane ^ 12u;
+    const unsigned expected_xor = other < (lane / 8 + 1) * 8 ? warp_first + other : t;
+    const unsigned expected_src = warp_first + lane / 8 * 8 + 7;
+    expect(partial[3 * t] == expected_ballot, "ballot in a partial warp, thread " + std::to_string(t));
+    expect(partial[3 * t + 1] == expected_xor, "shfl_xor width 8, thread " + std::to_string(t));
+    expect(partial[3 * t + 2] == expected_src, "shfl src_lane -1 width 8, thread " + std::to_string(t));
+  }
+  std::vector<int> bad(32);
+  expect(launch_kernel<bad_width_kernel>(1, 32, nullptr, bad.data()) == cudaErrorLaunchFailure, "width 3 fails");
+  expect(std::strstr(fastclip::simt::last_error_message(), "width") != nullptr, "width 3 message");
   expect(launch_kernel<divergent_barrier_kernel>(2, 64, nullptr) == cudaErrorLaunchFailure, "divergent barrier fails");
   expect(std::strstr(fastclip::simt::last_error_message(), "divergent") != nullptr, "divergent barrier message");
 
