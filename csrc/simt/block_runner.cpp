@@ -51,6 +51,9 @@ BlockRunner::BlockRunner(const LaunchShape& shape, const std::function<void()>& 
 
 BlockRunner::~BlockRunner() {
   for (unsigned i = 0; i < shape_.block; ++i) destroy_fiber(&threads_[i].fiber, /*reusable=*/!failed_);
+  if (failed_) {
+    for (FiberStack& stack : stacks_) stack.discard_frames();
+  }
 }
 
 void BlockRunner::thread_main(void* arg) {
@@ -197,44 +200,53 @@ std::string BlockRunner::run(unsigned index) {
   release(start);
 
   std::string failure;
-  while (live_ > 0) {
-    if (ready_.empty()) {
-      if (!at_grid_barrier_.empty() && at_grid_barrier_.size() == shape_.block) {
-        if (!grid_->arrive_and_wait()) {
-          failure = "grid_sync failed: " + grid_->why();
-          break;
+  // The scheduler's own errors (out of memory for its queues) fail the block as a thread's do.
+  try {
+    while (live_ > 0) {
+      if (ready_.empty()) {
+        if (!at_grid_barrier_.empty() && at_grid_barrier_.size() == shape_.block) {
+          if (!grid_->arrive_and_wait()) {
+            failure = kGridSyncFailed + grid_->why();
+            break;
+          }
+          grid_syncs_.store(grid_syncs_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+          release(at_grid_barrier_);
+          continue;
         }
-        grid_syncs_.store(grid_syncs_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        release(at_grid_barrier_);
-        continue;
+        failure = describe_stuck_threads();
+        break;
       }
-      failure = describe_stuck_threads();
-      break;
+      const int id = ready_.front();
+      ready_.pop_front();
+      SimtThread& t = threads_[id];
+      set_running(&t);
+      switch_fiber(&scheduler_, &t.fiber, /*synchronize=*/false);
+      set_running(nullptr);
+      switch (t.state.load(std::memory_order_relaxed)) {
+        case ThreadState::kAtBlockBarrier: at_block_barrier_.push_back(id); break;
+        case ThreadState::kAtWarpBarrier: warps_[t.warp].waiting.push_back(id); break;
+        case ThreadState::kAtGridBarrier: at_grid_barrier_.push_back(id); break;
+        case ThreadState::kExited:
+          --live_;
+          break;
+        case ThreadState::kFailed:
+          failure = "thread " + std::to_string(id) + " of block " + std::to_string(index) + ": " + t.error;
+          break;
+        case ThreadState::kReady: failure = "simt: a thread switched back without a reason"; break;
+      }
+      if (!failure.empty()) break;
+      complete_barriers(t.warp);
     }
-    const int id = ready_.front();
-    ready_.pop_front();
-    SimtThread& t = threads_[id];
-    set_running(&t);
-    switch_fiber(&scheduler_, &t.fiber, /*synchronize=*/false);
+  } catch (const std::exception& e) {
     set_running(nullptr);
-    switch (t.state.load(std::memory_order_relaxed)) {
-      case ThreadState::kAtBlockBarrier: at_block_barrier_.push_back(id); break;
-      case ThreadState::kAtWarpBarrier: warps_[t.warp].waiting.push_back(id); break;
-      case ThreadState::kAtGridBarrier: at_grid_barrier_.push_back(id); break;
-      case ThreadState::kExited:
-        --live_;
-        break;
-      case ThreadState::kFailed:
-        failure = "thread " + std::to_string(id) + " of block " + std::to_string(index) + ": " + t.error;
-        break;
-      case ThreadState::kReady: failure = "simt: a thread switched back without a reason"; break;
-    }
-    if (!failure.empty()) break;
-    complete_barriers(t.warp);
+    failure = "simt: the scheduler of block " + std::to_string(index) + " failed: " + e.what();
+  } catch (...) {
+    set_running(nullptr);
+    failure = "simt: the scheduler of block " + std::to_string(index) + " failed";
   }
   if (grid_ != nullptr) {
     if (failure.empty()) grid_->block_exited();
-    else grid_->break_barrier("block " + std::to_string(index) + " failed");
+    else grid_->break_barrier("block " + std::to_string(index) + " failed: " + failure);
   }
   if (!failure.empty()) {
     failed_ = true;

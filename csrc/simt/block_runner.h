@@ -23,6 +23,9 @@ namespace simt {
 
 class GridBarrier;
 
+// How BlockRunner::run's failure starts when another block broke the grid barrier.
+inline constexpr const char* kGridSyncFailed = "grid_sync failed: ";
+
 // What a thread is doing when it switches back to the scheduler.
 enum class ThreadState : uint8_t { kReady, kAtBlockBarrier, kAtWarpBarrier, kAtGridBarrier, kExited, kFailed };
 

@@ -59,6 +59,12 @@ FiberStack::FiberStack(FiberStack&& other) noexcept : bottom_(other.bottom_), si
   other.bottom_ = nullptr;
 }
 
+void FiberStack::discard_frames() {
+#ifdef FASTCLIP_SIMT_ASAN
+  if (bottom_ != nullptr) __asan_unpoison_memory_region(bottom_, size_);
+#endif
+}
+
 FiberStack::~FiberStack() {
   if (bottom_ == nullptr) return;
   std::lock_guard<std::mutex> lock(pool_mutex);

@@ -23,6 +23,10 @@ class FiberStack {
   void* bottom() const { return bottom_; }
   size_t size() const { return size_; }
 
+  // For a stack whose fiber was abandoned mid-run (a failed launch): AddressSanitizer's poison
+  // of its frames' redzones, never unwound, is cleared before the stack is reused.
+  void discard_frames();
+
  private:
   void* bottom_;
   size_t size_;

@@ -67,9 +67,16 @@ cudaError_t launch(const LaunchShape& shape, const std::function<void()>& body) 
   std::atomic<bool> failed{false};
   std::mutex failure_mutex;
   std::string failure;
+  bool failure_is_consequence = false;
+  // The first failure is kept, but a block's own error (the root cause) replaces a block's
+  // "grid_sync failed", which only says that another block broke the grid barrier.
   auto record = [&](const std::string& why) {
+    const bool consequence = why.rfind(kGridSyncFailed, 0) == 0;
     std::lock_guard<std::mutex> lock(failure_mutex);
-    if (failure.empty()) failure = why;
+    if (failure.empty() || (failure_is_consequence && !consequence)) {
+      failure = why;
+      failure_is_consequence = consequence;
+    }
     failed.store(true);
   };
   const uint64_t launch_number = launches++;
@@ -90,9 +97,12 @@ cudaError_t launch(const LaunchShape& shape, const std::function<void()>& body) 
           return;
         }
       }
-    } catch (const std::exception& e) {  // out of memory for stacks, or a thread that could not start
-      if (shape.cooperative) grid_barrier.break_barrier(e.what());
+    } catch (const std::exception& e) {  // out of memory for stacks, or a fiber that could not start
+      if (shape.cooperative) grid_barrier.break_barrier("block " + std::to_string(worker) + " failed: " + e.what());
       record(e.what());
+    } catch (...) {
+      if (shape.cooperative) grid_barrier.break_barrier("block " + std::to_string(worker) + " failed");
+      record("a block's runner threw a non-standard exception");
     }
   };
   if (workers == 1) {
@@ -100,11 +110,16 @@ cudaError_t launch(const LaunchShape& shape, const std::function<void()>& body) 
   } else {
     std::vector<std::thread> threads;
     threads.reserve(workers);
+    // A worker that cannot start fails the launch: the barrier breaks (the started workers of a
+    // cooperative launch would wait for it), and the started ones are joined.
     try {
       for (unsigned w = 0; w < workers; ++w) threads.emplace_back(work, w);
-    } catch (const std::system_error& e) {
-      grid_barrier.break_barrier(e.what());
+    } catch (const std::exception& e) {
+      grid_barrier.break_barrier(std::string("could not start the block threads: ") + e.what());
       record(std::string("could not start the block threads: ") + e.what());
+    } catch (...) {
+      grid_barrier.break_barrier("could not start the block threads");
+      record("could not start the block threads");
     }
     for (std::thread& t : threads) t.join();
   }

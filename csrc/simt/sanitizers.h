@@ -23,6 +23,7 @@ extern "C" {
 #ifdef FASTCLIP_SIMT_ASAN
 void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom, size_t size);
 void __sanitizer_finish_switch_fiber(void* fake_stack_save, const void** bottom_old, size_t* size_old);
+void __asan_unpoison_memory_region(const volatile void* addr, size_t size);
 #endif
 #ifdef FASTCLIP_SIMT_TSAN
 void* __tsan_get_current_fiber(void);

@@ -77,6 +77,12 @@ __global__ void grid_sync_kernel(int* values, int* sums) {
   }
 }
 
+// Block 1 fails before grid_sync, where the others wait: the launch's error is its own.
+__global__ void trap_before_grid_sync_kernel() {
+  if (blockIdx.x == 1 && threadIdx.x == 3) __trap();
+  ::fastclip::simt::grid_barrier();
+}
+
 void test_primitives() {
   using fastclip::cuda::launch_kernel;
   std::vector<float> in(4 * 256);
@@ -122,6 +128,13 @@ void test_primitives() {
                                                    [&] { grid_sync_kernel(values.data(), sums.data()); });
   expect(coop == cudaSuccess, "cooperative launch");
   for (unsigned b = 0; b < blocks; ++b) expect(sums[b] == static_cast<int>(blocks * (blocks + 1) / 2), "grid sum");
+  for (int repeat = 0; repeat < 3; ++repeat) {
+    expect(fastclip::simt::launch({"trap_before_grid_sync_kernel", blocks, 64, true},
+                                  [&] { trap_before_grid_sync_kernel(); }) == cudaErrorLaunchFailure,
+           "a block failing before grid_sync fails the launch");
+    expect(std::strstr(fastclip::simt::last_error_message(), "__trap") != nullptr,
+           std::string("the launch's error is the failing block's own: ") + fastclip::simt::last_error_message());
+  }
   expect(fastclip::simt::launch({"grid_sync_kernel", blocks + 1, 64, true}, [&] {}) ==
              cudaErrorCooperativeLaunchTooLarge, "cooperative grid too large");
   expect(fastclip::simt::launch({"grid_sync_kernel", 2, 64, false},
