@@ -144,7 +144,7 @@ void test_primitives() {
 
 // A fiber's run never returns from its entry, so ThreadSanitizer keeps frames of every run of a
 // reused fiber: the layer retires its ThreadSanitizer fibers before their shadow stacks (64K
-// frames) overflow, which they did after some 22K runs. 25K one-thread launches run one fiber
+// frames) overflow, which they did after some 22K-65K runs. 70K one-thread launches run one fiber
 // (the host thread's pool lends the same one each time) that often.
 __global__ void one_thread_kernel(int* count) {
   __syncthreads();
@@ -152,7 +152,7 @@ __global__ void one_thread_kernel(int* count) {
 }
 
 void test_fiber_reuse() {
-  constexpr int kLaunches = 25000;
+  constexpr int kLaunches = 70000;
   int count = 0;
   for (int i = 0; i < kLaunches; ++i) {
     if (cuda::launch_kernel<one_thread_kernel>(1, 1, nullptr, &count) != cudaSuccess) {
