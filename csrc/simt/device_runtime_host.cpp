@@ -42,11 +42,13 @@ int multiprocessor_count(int /*device*/) { return simt::multiprocessor_count(); 
 void zero_async(void* data, size_t bytes, cudaStream_t /*stream*/) { std::memset(data, 0, bytes); }
 
 at::Tensor upload_to_device(size_t bytes, c10::function_ref<void(uint8_t*)> fill, const DeviceScope& scope) {
-  // At least 16 bytes, as on the GPU.
+  // At least 16 bytes, as on the GPU, the padding zeroed.
   const size_t total_bytes = std::max<size_t>(16, bytes);
   at::Tensor buffer =
       at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).device(scope.device()));
-  fill(buffer.data_ptr<uint8_t>());
+  uint8_t* const data = buffer.data_ptr<uint8_t>();
+  fill(data);
+  std::memset(data + bytes, 0, total_bytes - bytes);  // the padding, zeroed as on the GPU
   return buffer;
 }
 
