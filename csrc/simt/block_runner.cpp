@@ -39,7 +39,8 @@ BlockRunner::BlockRunner(const LaunchShape& shape, const std::function<void()>& 
       tsan_fibers_(tsan_fibers),
       threads_(new SimtThread[shape.block]),
       num_warps_(static_cast<int>((shape.block + 31) / 32)),
-      releases_(order_seed),
+      block_releases_(order_seed),
+      warp_releases_(order_seed),
       shuffle_(static_cast<std::mt19937::result_type>(order_seed)) {
   coordinates_.block_dim = dim3(shape.block, 1, 1);
   coordinates_.grid_dim = dim3(shape.grid, 1, 1);
@@ -133,8 +134,8 @@ void BlockRunner::grid_barrier(SimtThread* me) {
   tsan_acquire(sync);
 }
 
-void BlockRunner::release(std::vector<int>& waiters) {
-  switch (releases_++ % 3) {
+void BlockRunner::release(std::vector<int>& waiters, uint64_t& releases) {
+  switch (releases++ % 3) {
     case 0: break;
     case 1: std::reverse(waiters.begin(), waiters.end()); break;
     default: std::shuffle(waiters.begin(), waiters.end(), shuffle_); break;
@@ -151,11 +152,11 @@ void BlockRunner::complete_barriers(int warp_index) {
   const int lanes = std::popcount(warp.lanes);
   if (!warp.waiting.empty() && static_cast<int>(warp.waiting.size()) == lanes) {
     warp.phase.store(warp.phase.load(std::memory_order_relaxed) ^ 1, std::memory_order_relaxed);
-    release(warp.waiting);
+    release(warp.waiting, warp_releases_);
   }
   if (!at_block_barrier_.empty() && at_block_barrier_.size() == shape_.block) {
     block_phase_.store(block_phase_.load(std::memory_order_relaxed) ^ 1, std::memory_order_relaxed);
-    release(at_block_barrier_);
+    release(at_block_barrier_, block_releases_);
   }
 }
 
@@ -197,7 +198,7 @@ std::string BlockRunner::run(unsigned index) {
     tsan_release(&t);  // thread_main's first acquire
     start[i] = i;
   }
-  release(start);
+  release(start, block_releases_);
 
   std::string failure;
   // The scheduler's own errors (out of memory for its queues) fail the block as a thread's do.
@@ -210,7 +211,7 @@ std::string BlockRunner::run(unsigned index) {
             break;
           }
           grid_syncs_.store(grid_syncs_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-          release(at_grid_barrier_);
+          release(at_grid_barrier_, block_releases_);
           continue;
         }
         failure = describe_stuck_threads();

@@ -71,7 +71,7 @@ class BlockRunner {
  private:
   static void thread_main(void* thread);
   void switch_to_scheduler(SimtThread* me, ThreadState state);
-  void release(std::vector<int>& waiters);
+  void release(std::vector<int>& waiters, uint64_t& releases);
   void complete_barriers(int warp);
   std::string describe_stuck_threads() const;
 
@@ -89,7 +89,10 @@ class BlockRunner {
   int live_ = 0;
   std::deque<int> ready_;
   std::vector<int> at_block_barrier_, at_grid_barrier_;
-  uint64_t releases_ = 0;
+  // Counts of releases, one per barrier kind, each picking the next release order: with one
+  // count, a kernel's warp exchanges between two __syncthreads could make every block barrier
+  // release in the same order.
+  uint64_t block_releases_ = 0, warp_releases_ = 0;
   std::mt19937 shuffle_;
   // Addresses for ThreadSanitizer's happens-before edges, alternating by the barrier's
   // generation (its parity, read by each thread before it switches away): a block's threads run

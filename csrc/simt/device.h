@@ -32,13 +32,15 @@ inline const ThreadCoordinates& running_thread() {
   return *t;
 }
 
-// __syncthreads: waits until every thread of the block that has not exited arrives; what each
-// did before it happens before what any does after.
+// __syncthreads: waits until every thread of the block arrives; what each did before it happens
+// before what any does after. Strict, as CUDA specifies: a thread that exited (or waits at
+// another barrier) makes the barrier fail the launch instead of completing it.
 void block_barrier();
 
-// __syncwarp and the warp exchanges: every live lane of the calling thread's warp must take part
-// (`mask` must name them all). warp_exchange writes each lane's `value` to all_lanes[lane]
-// (lanes that do not exist or have exited keep the caller's own value).
+// __syncwarp and the warp exchanges: every lane of the calling thread's warp must take part
+// (`mask` must name them all), strictly as __syncthreads (an exited lane makes them fail). The
+// lanes that exist are all 32 but in a block's last, partial warp. warp_exchange writes each
+// lane's `value` to all_lanes[lane] (a lane that does not exist gives the caller's own value).
 void warp_barrier(unsigned mask);
 void warp_exchange(unsigned mask, uint64_t value, uint64_t all_lanes[32]);
 

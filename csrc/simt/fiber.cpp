@@ -3,10 +3,14 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <new>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "sanitizers.h"
@@ -34,6 +38,13 @@ std::vector<void*>& free_stacks() {
   return *stacks;
 }
 
+[[noreturn]] void fail_to_map(const char* what) {
+  const int error = errno;
+  throw std::runtime_error(std::string("simt: a fiber stack's ") + what + " failed (" + std::strerror(error) +
+                           "): out of memory, or of memory mappings (each stack takes two; the limit is the " +
+                           "sysctl vm.max_map_count)");
+}
+
 void* take_stack() {
   {
     std::lock_guard<std::mutex> lock(pool_mutex);
@@ -46,8 +57,15 @@ void* take_stack() {
   const size_t guard = page_size();
   void* mapping = mmap(nullptr, guard + kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                        -1, 0);
-  if (mapping == MAP_FAILED) throw std::bad_alloc();
-  mprotect(mapping, guard, PROT_NONE);  // an overflowing fiber faults instead of corrupting its neighbour
+  if (mapping == MAP_FAILED) fail_to_map("mmap");
+  // An overflowing fiber faults instead of corrupting its neighbour. The guard splits the mapping
+  // in two: a launch's stacks take two of the process's mappings each.
+  if (mprotect(mapping, guard, PROT_NONE) != 0) {
+    const int error = errno;
+    munmap(mapping, guard + kStackBytes);
+    errno = error;
+    fail_to_map("mprotect of the guard page");
+  }
   return static_cast<uint8_t*>(mapping) + guard;
 }
 
