@@ -52,6 +52,7 @@ BlockRunner::BlockRunner(const LaunchShape& shape, const std::function<void()>& 
 
 BlockRunner::~BlockRunner() {
   for (unsigned i = 0; i < shape_.block; ++i) destroy_fiber(&threads_[i].fiber, /*reusable=*/!failed_);
+  destroy_fiber(&scheduler_, /*reusable=*/true);  // the OS thread's: only its context is freed
   if (failed_) {
     for (FiberStack& stack : stacks_) stack.discard_frames();
   }

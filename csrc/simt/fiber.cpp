@@ -15,7 +15,11 @@
 
 #include "sanitizers.h"
 
-#if !defined(__x86_64__)
+// The switch in assembly: x86-64 System V (ELF, 64-bit pointers). Elsewhere, or with
+// FASTCLIP_SIMT_UCONTEXT (to test it), the portable fallback.
+#if defined(__x86_64__) && defined(__ELF__) && !defined(__ILP32__) && !defined(FASTCLIP_SIMT_UCONTEXT)
+#define FASTCLIP_SIMT_ASM_SWITCH 1
+#else
 #include <ucontext.h>
 #endif
 
@@ -89,7 +93,7 @@ FiberStack::~FiberStack() {
   free_stacks().push_back(bottom_);
 }
 
-#if defined(__x86_64__)
+#if defined(FASTCLIP_SIMT_ASM_SWITCH)
 
 // switch_stack(save, next): pushes the callee-saved registers and the SSE/x87 control words,
 // stores the stack pointer in *save, loads `next` and pops the same from it. A new fiber's
@@ -157,41 +161,53 @@ void switch_stack(Fiber* from, void* to_stack_pointer) {
   fastclip_simt_switch_stack(&from->stack_pointer, to_stack_pointer);
 }
 
+void free_context(Fiber*) {}  // a fiber's context is on its own stack
+
 }  // namespace
 
 #else  // portable fallback: ucontext, two system calls per switch
 
 namespace {
 
-struct FiberStart {
+// A fiber's context, allocated at its first use and freed by destroy_fiber: stack_pointer
+// points to it.
+struct FallbackContext {
+  ucontext_t context;
   void (*entry)(void*);
   void* arg;
 };
 
 void start_from_ucontext(unsigned hi, unsigned lo) {
-  auto* start = reinterpret_cast<FiberStart*>((static_cast<uintptr_t>(hi) << 32) | lo);
+  auto* start = reinterpret_cast<FallbackContext*>(static_cast<uintptr_t>((static_cast<uint64_t>(hi) << 32) | lo));
   start->entry(start->arg);
 }
 
-ucontext_t* context_of(Fiber* fiber) {
-  if (fiber->stack_pointer == nullptr) fiber->stack_pointer = new ucontext_t();
-  return static_cast<ucontext_t*>(fiber->stack_pointer);
+FallbackContext* context_of(Fiber* fiber) {
+  if (fiber->stack_pointer == nullptr) fiber->stack_pointer = new FallbackContext();
+  return static_cast<FallbackContext*>(fiber->stack_pointer);
+}
+
+void free_context(Fiber* fiber) {
+  delete static_cast<FallbackContext*>(fiber->stack_pointer);
+  fiber->stack_pointer = nullptr;
 }
 
 void prepare_stack(Fiber* fiber, void (*entry)(void*), void* arg) {
-  ucontext_t* uc = context_of(fiber);
+  FallbackContext* start = context_of(fiber);
+  ucontext_t* uc = &start->context;
   getcontext(uc);
   uc->uc_stack.ss_sp = const_cast<void*>(fiber->stack_bottom);
   uc->uc_stack.ss_size = fiber->stack_size;
   uc->uc_link = nullptr;
-  auto* start = new FiberStart{entry, arg};  // leaked per fiber: the fallback path is for portability only
-  const auto bits = reinterpret_cast<uintptr_t>(start);
+  start->entry = entry;
+  start->arg = arg;
+  const auto bits = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(start));
   makecontext(uc, reinterpret_cast<void (*)()>(&start_from_ucontext), 2, static_cast<unsigned>(bits >> 32),
               static_cast<unsigned>(bits));
 }
 
 void switch_stack(Fiber* from, void* to_stack_pointer) {
-  swapcontext(context_of(from), static_cast<ucontext_t*>(to_stack_pointer));
+  swapcontext(&context_of(from)->context, &static_cast<FallbackContext*>(to_stack_pointer)->context);
 }
 
 }  // namespace
@@ -272,6 +288,7 @@ void destroy_fiber(Fiber* fiber, bool reusable) {
   fiber->tsan_pool = nullptr;
   fiber->tsan_fiber = nullptr;
   fiber->tsan_uses = 0;
+  free_context(fiber);
 }
 
 namespace {

@@ -85,7 +85,9 @@ void adopt_current_thread(Fiber* self);
 void make_fiber(Fiber* fiber, const FiberStack& stack, void (*entry)(void*), void* arg, TsanFiberPool* pool);
 
 // Gives ThreadSanitizer's fiber back to its pool, or destroys it when it is not `reusable`: one
-// abandoned in the middle of a run (a failed launch) keeps that run's stack of calls.
+// abandoned in the middle of a run (a failed launch) keeps that run's stack of calls. Frees the
+// fiber's context (the ucontext fallback's); for an adopted OS thread's fiber too, which must
+// not be running.
 void destroy_fiber(Fiber* fiber, bool reusable);
 
 // Saves the current context in `from` and resumes `to`. With synchronize, ThreadSanitizer sees
