@@ -1,7 +1,9 @@
 """Shared fixtures and the one table of tolerances used by every test."""
 
+import importlib
 import os
 import random
+import sys
 
 import pytest
 import torch
@@ -85,3 +87,20 @@ def gloo_ranks():
     """The distributed scenarios' outcomes (spawned_ranks.py): ``gloo_ranks.run(scenario_fn, world)``.
     The first request for a world size runs every scenario registered for it, on one set of ranks."""
     return spawned_ranks.Session()
+
+
+def import_fastclip_failing(monkeypatch, make_it_fail):
+    """Imports fastclip afresh with ``make_it_fail()`` in force; returns the ImportError. The
+    modules already loaded are put back afterwards (the library itself is never loaded twice)."""
+    ours = [name for name in sys.modules if name == "fastclip" or name.startswith("fastclip.")]
+    saved = {name: sys.modules.pop(name) for name in ours}
+    try:
+        make_it_fail()
+        with pytest.raises(ImportError) as info:
+            importlib.import_module("fastclip")
+    finally:
+        monkeypatch.undo()
+        for name in [n for n in sys.modules if n == "fastclip" or n.startswith("fastclip.")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+    return info.value

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import fastclip
+from conftest import import_fastclip_failing
 
 LAYER = "fastclip._cuda_on_cpu"
 
@@ -39,19 +40,13 @@ def test_cuda_without_the_layer_built_says_how_to_build_it(monkeypatch):
     """Imports fastclip afresh (its Python modules; the compiled _C stays loaded) with the layer
     hidden, so it is never loaded here; the modules already loaded are put back afterwards."""
     find_spec = importlib.util.find_spec
-    ours = [name for name in sys.modules if name == "fastclip" or name.startswith("fastclip.")]
-    saved = {name: sys.modules.pop(name) for name in ours}
-    try:
+
+    def hide_the_layer():
         monkeypatch.setenv("FASTCLIP_CPU_KERNELS", "cuda")
         monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == LAYER else find_spec(name, *a))
-        with pytest.raises(ImportError) as info:
-            importlib.import_module("fastclip")
-    finally:
-        monkeypatch.undo()
-        for name in [n for n in sys.modules if n == "fastclip" or n.startswith("fastclip.")]:
-            del sys.modules[name]
-        sys.modules.update(saved)
-    message = str(info.value)
+
+    error = import_fastclip_failing(monkeypatch, hide_the_layer)
+    message = str(error)
     assert "FASTCLIP_CPU_KERNELS=cuda" in message and LAYER in message and "was not built" in message
     assert "CUDA toolkit's headers" in message and "pip install --no-build-isolation -e ." in message
 

@@ -14,27 +14,11 @@ import pytest
 import torch
 
 import fastclip
-
-
-def _import_fastclip_failing(monkeypatch, make_it_fail):
-    """Imports fastclip afresh with ``make_it_fail()`` in force; returns the ImportError. The
-    modules already loaded are put back afterwards (the library itself is never loaded twice)."""
-    ours = [name for name in sys.modules if name == "fastclip" or name.startswith("fastclip.")]
-    saved = {name: sys.modules.pop(name) for name in ours}
-    try:
-        make_it_fail()
-        with pytest.raises(ImportError) as info:
-            importlib.import_module("fastclip")
-    finally:
-        monkeypatch.undo()
-        for name in [n for n in sys.modules if n == "fastclip" or n.startswith("fastclip.")]:
-            del sys.modules[name]
-        sys.modules.update(saved)
-    return info.value
+from conftest import import_fastclip_failing
 
 
 def test_a_missing_library_says_what_to_run(monkeypatch):
-    error = _import_fastclip_failing(monkeypatch, lambda: monkeypatch.setitem(sys.modules, "fastclip._C", None))
+    error = import_fastclip_failing(monkeypatch, lambda: monkeypatch.setitem(sys.modules, "fastclip._C", None))
     message = str(error)
     assert "fastclip._C failed to load" in message
     assert "pip install --no-build-isolation -e ." in message and "repository root" in message
@@ -51,7 +35,7 @@ class _UndefinedSymbol(importlib.abc.MetaPathFinder):
 
 
 def test_an_undefined_symbol_says_to_rebuild_for_this_torch(monkeypatch):
-    error = _import_fastclip_failing(monkeypatch,
+    error = import_fastclip_failing(monkeypatch,
                                      lambda: monkeypatch.setattr(sys, "meta_path", [_UndefinedSymbol(), *sys.meta_path]))
     message = str(error)
     assert "undefined symbol: _ZN3c10" in message  # what failed
@@ -63,7 +47,7 @@ def test_an_undefined_symbol_says_to_rebuild_for_this_torch(monkeypatch):
 def test_a_library_older_than_the_sources_says_to_rebuild(monkeypatch):
     stale = types.ModuleType("fastclip._C")  # what a library built before the layouts were exported holds
     stale.__file__ = "fastclip/_C.so"
-    error = _import_fastclip_failing(monkeypatch, lambda: monkeypatch.setitem(sys.modules, "fastclip._C", stale))
+    error = import_fastclip_failing(monkeypatch, lambda: monkeypatch.setitem(sys.modules, "fastclip._C", stale))
     assert "older than the Python sources" in str(error) and "pip install --no-build-isolation -e ." in str(error)
 
 
