@@ -1,7 +1,8 @@
 // FASTCLIP_KERNEL_LOG=<path>: every kernel launch appends one line to <path>,
 //   <kernel> grid=<blocks> block=<threads>[ cooperative]
 // so tests and benchmarks can count launches (on the GPU and in the CPU execution layer alike).
-// Read at every launch, so a process may point it elsewhere, or unset it, between launches.
+// Read at every launch, so a process may point it elsewhere, or unset it, between launches. A
+// launch captured into a CUDA graph is logged once, at the capture; replays log nothing.
 #pragma once
 
 #include <string>
