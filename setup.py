@@ -55,12 +55,18 @@ def nvidia_wheel_include_dirs():
     return dirs
 
 
+def forced_switch(name):
+    """An environment switch: None when unset or empty, else "0" or "1" (any other value stops the build)."""
+    forced = os.environ.get(name) or None
+    if forced not in (None, "0", "1"):
+        sys.exit(f"{name} must be 0 or 1, got {forced!r}")
+    return forced
+
+
 def want_cuda(cuda_home):
     import torch
 
-    forced = os.environ.get("FASTCLIP_CUDA")
-    if forced not in (None, "", "0", "1"):
-        sys.exit(f"FASTCLIP_CUDA must be 0 or 1, got {forced!r}")
+    forced = forced_switch("FASTCLIP_CUDA")
     if forced == "0":
         return False
     have = torch.version.cuda is not None and cuda_home is not None
@@ -109,9 +115,7 @@ def build_extension():
 
 
 def want_cuda_on_cpu(cuda_home):
-    forced = os.environ.get("FASTCLIP_CUDA_ON_CPU")
-    if forced not in (None, "", "0", "1"):
-        sys.exit(f"FASTCLIP_CUDA_ON_CPU must be 0 or 1, got {forced!r}")
+    forced = forced_switch("FASTCLIP_CUDA_ON_CPU")
     if forced == "0":
         return False
     if forced == "1" and cuda_home is None:

@@ -19,6 +19,16 @@ CUDA_KERNELS_ON_CPU = fastclip.build_info()["cpu_kernels"] == "cuda"
 def runs_cuda_kernels(device):
     """Whether fastclip's ops on `device` run the CUDA kernels (a GPU, or the layer)."""
     return torch.device(device).type == "cuda" or CUDA_KERNELS_ON_CPU
+
+
+def clipped_by(grad, coef):
+    """`grad` scaled by a clip coefficient (float32, or float64 for a float64 norm) as torch's
+    clip_grads_with_norm_ scales it on the device whose kernels run: in the grad's opmath, by the
+    coefficient itself on the CPU, by the coefficient rounded to an fp16/bf16 grad's dtype first on
+    CUDA (torch's _foreach_mul_ converts it); rounded once to the grad's dtype."""
+    opmath = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    rounded = runs_cuda_kernels(grad.device) and grad.dtype in (torch.float16, torch.bfloat16)
+    return (grad.to(opmath) * (coef.to(grad.dtype) if rounded else coef).to(opmath)).to(grad.dtype)
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 

@@ -5,8 +5,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import (CUDA_KERNELS_ON_CPU, DEVICES, FLOAT_DTYPES, RTOL, RTOL_SUM, assert_close_to, make_params,
-                      random_tensors, reference_norm, rtol_for, runs_cuda_kernels)
+from conftest import (CUDA_KERNELS_ON_CPU, DEVICES, FLOAT_DTYPES, RTOL, RTOL_SUM, assert_close_to, clipped_by,
+                      make_params, random_tensors, reference_norm, rtol_for)
 
 import fastclip
 
@@ -32,12 +32,7 @@ def expected_clipped(grads, total, max_norm):
     torch's CUDA _foreach_mul_ does, the CUDA kernels first round it to an fp16/bf16 grad's dtype."""
     acc = torch.float64 if total.dtype == torch.float64 else torch.float32
     coef = torch.clamp(max_norm / (total.to(acc) + 1e-6), max=1.0)
-    out = []
-    for g in grads:
-        opmath = torch.float64 if g.dtype == torch.float64 else torch.float32
-        rounded = runs_cuda_kernels(g.device) and g.dtype in (torch.float16, torch.bfloat16)
-        out.append((g.to(opmath) * (coef.to(g.dtype) if rounded else coef).to(opmath)).to(g.dtype))
-    return out
+    return [clipped_by(g, coef) for g in grads]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from clipper_refs import AdaGCReference, set_grads, spiky_grads, twin_models
-from conftest import FLOAT_DTYPES, RTOL, RTOL_SUM, assert_close_to, reference_norm
+from conftest import FLOAT_DTYPES, RTOL_SUM, assert_close_to, clipped_by, reference_norm
 
 import fastclip
 
@@ -113,14 +113,6 @@ def test_in_place_ops_write_exactly_their_views(dtype, gen):
     views.assert_outside_untouched()
 
 
-def clipped(x, coef):
-    """x scaled by torch's clip coefficient (float32, or float64 for a float64 norm) as torch's
-    clip_grads_with_norm_ scales it on the device the kernels model: on the CPU by the coefficient
-    itself; on CUDA (the layer) by the coefficient converted to x's dtype first (_foreach_mul_)."""
-    factor = coef.to(x.dtype) if ON_LAYER and x.dtype in (torch.float16, torch.bfloat16) else coef
-    return (x.to(opmath(x.dtype)) * factor.to(opmath(x.dtype))).to(x.dtype)
-
-
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_clip_by_norm_and_fused_clip_write_exactly_their_views(dtype, gen):
     views = GuardedViews(LENGTHS + [0], [dtype], gen)
@@ -128,7 +120,7 @@ def test_clip_by_norm_and_fused_clip_write_exactly_their_views(dtype, gen):
     ops.multi_tensor_clip_by_norm_(views.views, total, 2.1)
     coef = torch.clamp(2.1 / (total + 1e-6), max=1.0)
     for v, x in zip(views.views, views.originals()):
-        assert torch.equal(v, clipped(x, coef))
+        assert torch.equal(v, clipped_by(x, coef))
     views.assert_outside_untouched()
 
     views = GuardedViews(LENGTHS + [0], [dtype], gen)
@@ -136,7 +128,7 @@ def test_clip_by_norm_and_fused_clip_write_exactly_their_views(dtype, gen):
     assert_close_to(fused_total, reference_norm(views.originals(), 2.0), rtol=RTOL_SUM[dtype])
     coef = torch.clamp(1.5 / (fused_total.to(opmath(dtype)) + 1e-6), max=1.0)
     for v, x in zip(views.views, views.originals()):
-        assert torch.equal(v, clipped(x, coef))
+        assert torch.equal(v, clipped_by(x, coef))
     views.assert_outside_untouched()
 
 

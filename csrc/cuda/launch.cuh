@@ -32,6 +32,16 @@ const char* kernel_name() {
   return name.c_str();
 }
 
+#ifdef FASTCLIP_CUDA_ON_CPU
+// Runs the launch on the CPU execution layer, synchronously (its one stream is this thread).
+template <auto Kernel, typename... Args>
+cudaError_t launch_on_layer(int num_blocks, int threads, bool cooperative, const Args&... args) {
+  return simt::launch(simt::LaunchShape{kernel_name<Kernel>(), static_cast<unsigned>(num_blocks),
+                                        static_cast<unsigned>(threads), cooperative},
+                      [&] { Kernel(args...); });
+}
+#endif
+
 // Kernel<<<num_blocks, threads, 0, stream>>>(args...). Kernel is the __global__ function itself
 // (a template argument, so its name is known for the log).
 template <auto Kernel, typename... Args>
@@ -39,9 +49,7 @@ cudaError_t launch_kernel(int num_blocks, int threads, cudaStream_t stream, cons
   log_kernel_launch(kernel_name<Kernel>(), num_blocks, threads, /*cooperative=*/false);
 #ifdef FASTCLIP_CUDA_ON_CPU
   (void)stream;
-  return simt::launch(simt::LaunchShape{kernel_name<Kernel>(), static_cast<unsigned>(num_blocks),
-                                        static_cast<unsigned>(threads), /*cooperative=*/false},
-                      [&] { Kernel(args...); });
+  return launch_on_layer<Kernel>(num_blocks, threads, /*cooperative=*/false, args...);
 #else
   Kernel<<<num_blocks, threads, 0, stream>>>(args...);
   return cudaGetLastError();
@@ -97,9 +105,7 @@ cudaError_t launch_cooperative_kernel(int num_blocks, int threads, cudaStream_t 
   log_kernel_launch(kernel_name<Kernel>(), num_blocks, threads, /*cooperative=*/true);
 #ifdef FASTCLIP_CUDA_ON_CPU
   (void)stream;
-  return simt::launch(simt::LaunchShape{kernel_name<Kernel>(), static_cast<unsigned>(num_blocks),
-                                        static_cast<unsigned>(threads), /*cooperative=*/true},
-                      [&] { Kernel(args...); });
+  return launch_on_layer<Kernel>(num_blocks, threads, /*cooperative=*/true, args...);
 #else
   void* arguments[] = {const_cast<void*>(static_cast<const void*>(&args))...};
   return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(Kernel), dim3(num_blocks), dim3(threads), arguments,

@@ -51,33 +51,23 @@ cudaError_t launch_single(const NormParams& norm, double max_norm, cudaStream_t 
   return launch_cooperative_kernel<Kernel>(grid, kThreads, stream, norm, max_norm);
 }
 
-template <typename acc_t>
-cudaError_t launch_single_for_acc(const NormParams& norm, double max_norm, cudaStream_t stream, bool* launched) {
-  switch (norm.kind) {
-    case NormKind::kL2: return launch_single<clip_grad_norm_kernel<NormKind::kL2, acc_t>>(norm, max_norm, stream, launched);
-    case NormKind::kL1: return launch_single<clip_grad_norm_kernel<NormKind::kL1, acc_t>>(norm, max_norm, stream, launched);
-    case NormKind::kInf: return launch_single<clip_grad_norm_kernel<NormKind::kInf, acc_t>>(norm, max_norm, stream, launched);
-    case NormKind::kZero: return launch_single<clip_grad_norm_kernel<NormKind::kZero, acc_t>>(norm, max_norm, stream, launched);
-    case NormKind::kGeneral:
-      return launch_single<clip_grad_norm_kernel<NormKind::kGeneral, acc_t>>(norm, max_norm, stream, launched);
-  }
-  return cudaErrorInvalidValue;
-}
-
 }  // namespace
 
 cudaError_t launch_multi_tensor_clip_grad_norm(const NormParams& norm, const ClipByNormParams& clip, int num_blocks,
                                                bool single_launch, cudaStream_t stream) {
   if (single_launch) {
     bool launched = false;
-    const cudaError_t error = norm.acc_double ? launch_single_for_acc<double>(norm, clip.max_norm, stream, &launched)
-                                              : launch_single_for_acc<float>(norm, clip.max_norm, stream, &launched);
+    const cudaError_t error = dispatch_norm(norm, [&](auto kind, auto acc) {
+      return launch_single<clip_grad_norm_kernel<decltype(kind)::value, decltype(acc)>>(norm, clip.max_norm, stream,
+                                                                                        &launched);
+    });
     // A stream limited to fewer SMs than the device (green contexts, MPS) cannot take the grid
     // the device could: the two kernels can.
-    const bool refused = error == cudaErrorCooperativeLaunchTooLarge || error == cudaErrorNotSupported;
-    if (refused) clear_launch_error();
-    if (launched && !refused) return error;
-    if (error != cudaSuccess && !refused) return error;
+    if (error == cudaErrorCooperativeLaunchTooLarge || error == cudaErrorNotSupported) {
+      clear_launch_error();
+    } else if (launched || error != cudaSuccess) {
+      return error;
+    }
   }
   const cudaError_t error = launch_multi_tensor_norm(norm, num_blocks, stream);
   if (error != cudaSuccess) return error;

@@ -37,24 +37,13 @@ __global__ void __launch_bounds__(kThreads, 1) multi_tensor_norm_kernel(const No
   if (threadIdx.x == 0) store_total(params.total_out, params.total_dtype, total);
 }
 
-template <typename acc_t>
-cudaError_t launch_for_acc(const NormParams& params, int num_blocks, cudaStream_t stream) {
-  switch (params.kind) {
-    case NormKind::kL2: return launch_kernel<multi_tensor_norm_kernel<NormKind::kL2, acc_t>>(num_blocks, kThreads, stream, params);
-    case NormKind::kL1: return launch_kernel<multi_tensor_norm_kernel<NormKind::kL1, acc_t>>(num_blocks, kThreads, stream, params);
-    case NormKind::kInf: return launch_kernel<multi_tensor_norm_kernel<NormKind::kInf, acc_t>>(num_blocks, kThreads, stream, params);
-    case NormKind::kZero: return launch_kernel<multi_tensor_norm_kernel<NormKind::kZero, acc_t>>(num_blocks, kThreads, stream, params);
-    case NormKind::kGeneral:
-      return launch_kernel<multi_tensor_norm_kernel<NormKind::kGeneral, acc_t>>(num_blocks, kThreads, stream, params);
-  }
-  return cudaErrorInvalidValue;
-}
-
 }  // namespace
 
 cudaError_t launch_multi_tensor_norm(const NormParams& params, int num_blocks, cudaStream_t stream) {
-  return params.acc_double ? launch_for_acc<double>(params, num_blocks, stream)
-                           : launch_for_acc<float>(params, num_blocks, stream);
+  return dispatch_norm(params, [&](auto kind, auto acc) {
+    return launch_kernel<multi_tensor_norm_kernel<decltype(kind)::value, decltype(acc)>>(num_blocks, kThreads, stream,
+                                                                                       params);
+  });
 }
 
 }  // namespace cuda

@@ -6,12 +6,31 @@
 // the grid. The total is the same whether per-tensor norms are wanted or not.
 #pragma once
 
+#include <type_traits>
+
 #include "vectorized.cuh"
 
 namespace fastclip {
 namespace cuda {
 
 constexpr int32_t kThreadFoldChunks = 32;
+
+// The one dispatch from a NormParams to a kernel instantiation: calls
+// launch(std::integral_constant<NormKind, kind>{}, acc_t{}) for its norm kind and accumulation type.
+template <typename Launch>
+cudaError_t dispatch_norm(const NormParams& params, const Launch& launch) {
+  auto for_acc = [&](auto acc) -> cudaError_t {
+    switch (params.kind) {
+      case NormKind::kL2: return launch(std::integral_constant<NormKind, NormKind::kL2>{}, acc);
+      case NormKind::kL1: return launch(std::integral_constant<NormKind, NormKind::kL1>{}, acc);
+      case NormKind::kInf: return launch(std::integral_constant<NormKind, NormKind::kInf>{}, acc);
+      case NormKind::kZero: return launch(std::integral_constant<NormKind, NormKind::kZero>{}, acc);
+      case NormKind::kGeneral: return launch(std::integral_constant<NormKind, NormKind::kGeneral>{}, acc);
+    }
+    return cudaErrorInvalidValue;
+  };
+  return params.acc_double ? for_acc(double{}) : for_acc(float{});
+}
 
 // This thread's share of the partial of elements [begin, end) of a chunk, read through Load:
 // the read-only cache, or coherently for data the same kernel later rewrites (vectorized.cuh).
