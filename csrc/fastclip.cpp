@@ -23,27 +23,40 @@ TORCH_LIBRARY(fastclip, m) {
   // Clamps every element to [-clip_value, clip_value] in place (clip_grad_value_).
   m.def("multi_tensor_clamp_(Tensor(a!)[] tensors, float clip_value) -> ()");
 
-  // The stateful clippers' statistics steps (csrc/common/<clipper>_step.h). Each reads this step's
-  // norms, updates the state in place and writes `result` (float32, common/layouts.h's result slots)
-  // plus, for the per-tensor forms, one factor and one threshold per entry of `norms`; the grads
-  // are then scaled by multi_tensor_scale_ (or an attached fused optimizer). No host sync.
+  // The stateful clippers' steps (csrc/common/<clipper>_step.h). Each takes the grads it clips
+  // and, optionally, their norms: given (reduced across ranks), the step reads them; None, the op
+  // computes the L2 norm of the grads itself (on CUDA the norm, the step and the scale are one
+  // cooperative launch). The step updates the state in place and writes `result` (float32,
+  // common/layouts.h's result slots) plus, for the per-tensor forms, one factor and one threshold
+  // per entry. Then, with scale_grads, the grads are scaled by the step's factor (one, or one per
+  // grad), a factor of 0 storing zeros under on_nonfinite="zero"; without it (an attached optimizer
+  // applies the factor) they are left alone, except that "zero" zeroes them on a non-finite step.
+  // No host sync.
   // state: float64, common/layouts.h's zclip_state header then warmup_steps norms.
   m.def(
-      "zclip_update_(Tensor norm, Tensor(a!) state, Tensor(b!) result, float alpha, float z_thresh, "
-      "float? max_grad_norm, float eps, int warmup_steps, str threshold_mode, str clip_option, float clip_factor, "
-      "bool skip_update_on_spike, str on_nonfinite, bool reference) -> ()");
-  // norms[j] belongs to history rows[j] (global scope: one norm, row 0); rows must be distinct. Whole history when
-  // window has zero columns: lower/upper are float32 heaps, [H, capacity]; else window is a
-  // float32 ring buffer [H, history_size]. counters: int64 [H, common/layouts.h's autoclip_counters].
+      "zclip_update_(Tensor(a!)[] grads, Tensor? norm, Tensor(b!) state, Tensor(c!) result, float alpha, "
+      "float z_thresh, float? max_grad_norm, float eps, int warmup_steps, str threshold_mode, str clip_option, "
+      "float clip_factor, bool skip_update_on_spike, str on_nonfinite, bool reference, bool scale_grads) -> ()");
+  // A fixed threshold: torch's min(max_norm / (norm + 1e-6), 1) in float32; the norm of order norm_type.
   m.def(
-      "autoclip_update_(Tensor total_norm, Tensor norms, Tensor rows, Tensor(a!) lower, Tensor(b!) upper, "
-      "Tensor(c!) window, Tensor(d!) counters, Tensor(e!) result, Tensor(f!) coef, Tensor(g!) threshold, "
-      "float percentile, bool lag, str on_nonfinite, bool reference) -> ()");
-  // gamma: float64 [H, common/layouts.h's adagc_gamma], rows as above; steps: float64 [1], finite steps so far.
+      "normclip_update_(Tensor(a!)[] grads, Tensor? norm, Tensor(b!) result, float max_norm, float norm_type, "
+      "str on_nonfinite, bool scale_grads) -> ()");
+  // norms[j] belongs to history rows[j]; rows must be distinct. Computed norms: an entry per grad
+  // with per_tensor, else one entry, the total (row 0). Whole history when window has zero columns:
+  // lower/upper are float32 heaps, [H, capacity]; else window is a float32 ring buffer
+  // [H, history_size]. counters: int64 [H, common/layouts.h's autoclip_counters].
   m.def(
-      "adagc_update_(Tensor total_norm, Tensor norms, Tensor rows, Tensor(a!) gamma, Tensor(b!) steps, "
-      "Tensor(c!) result, Tensor(d!) coef, Tensor(e!) threshold, float lambda_abs, float lambda_rel, float beta, "
-      "int warmup_steps, float eps, str on_nonfinite, bool reference) -> ()");
+      "autoclip_update_(Tensor(a!)[] grads, Tensor? total_norm, Tensor? norms, Tensor rows, Tensor(b!) lower, "
+      "Tensor(c!) upper, Tensor(d!) window, Tensor(e!) counters, Tensor(f!) result, Tensor(g!) coef, "
+      "Tensor(h!) threshold, float percentile, bool lag, str on_nonfinite, bool reference, bool per_tensor, "
+      "bool scale_grads) -> ()");
+  // gamma: float64 [H, common/layouts.h's adagc_gamma], rows as above (an entry per grad);
+  // steps: float64 [1], finite steps so far.
+  m.def(
+      "adagc_update_(Tensor(a!)[] grads, Tensor? total_norm, Tensor? norms, Tensor rows, Tensor(b!) gamma, "
+      "Tensor(c!) steps, Tensor(d!) result, Tensor(e!) coef, Tensor(f!) threshold, float lambda_abs, "
+      "float lambda_rel, float beta, int warmup_steps, float eps, str on_nonfinite, bool reference, "
+      "bool scale_grads) -> ()");
   // NFNets unit-wise clipping (timm's adaptive_clip_grad): each output row of grads[i] (the
   // whole tensor for 0-d/1-d ones) is scaled so its L2 norm is at most
   // clip_factor * max(||params[i] row||, eps). One pass: a row is reduced and scaled while in cache.

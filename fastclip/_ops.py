@@ -1,9 +1,9 @@
 """The op library's Python side: loads it (:mod:`fastclip._library`), registers the fake (meta)
 kernels that ``torch.compile`` uses, and wraps the clippers' statistics ops.
 
-The statistics ops (``zclip_update_``, ``autoclip_update_``, ``adagc_update_``) read and write the
-clippers' state tensors, whose layout (:mod:`fastclip._layouts`) is private: only the clippers
-call them. The list ops' public wrappers are in :mod:`fastclip.ops`.
+The statistics ops (``zclip_update_``, ``normclip_update_``, ``autoclip_update_``,
+``adagc_update_``) read and write the clippers' state tensors, whose layout
+(:mod:`fastclip._layouts`) is private: only the clippers call them. The list ops' public wrappers are in :mod:`fastclip.ops`.
 """
 
 import functools
@@ -72,46 +72,76 @@ def _agc_clip_fake(grads, params, clip_factor, eps):
     _check_one_device(grads, *[(f"params[{i}]", p) for i, p in enumerate(params)])
 
 
-# The statistics ops only mutate their (small) state and output tensors.
+# The statistics ops mutate their (small) state and output tensors, and the grads in place.
+
+
+def _check_step_devices(grads, norms, others):
+    present = [(name, t) for name, t in norms if t is not None]
+    if present:
+        _check_one_device([present[0][1]], *present[1:], *others, *[(f"grads[{i}]", g) for i, g in enumerate(grads)])
+    else:
+        torch._check(len(grads) > 0, lambda: "fastclip: grads must not be empty when the norms are None")
+        _check_one_device(grads, *others)
 
 
 @torch.library.register_fake("fastclip::zclip_update_")
-def _zclip_update_fake(norm, state, result, *args):
-    _check_one_device([norm], ("state", state), ("result", result))
+def _zclip_update_fake(grads, norm, state, result, *args):
+    _check_step_devices(grads, [("norm", norm)], [("state", state), ("result", result)])
+
+
+@torch.library.register_fake("fastclip::normclip_update_")
+def _normclip_update_fake(grads, norm, result, *args):
+    _check_step_devices(grads, [("norm", norm)], [("result", result)])
 
 
 @torch.library.register_fake("fastclip::autoclip_update_")
-def _autoclip_update_fake(total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold, *args):
-    others = [("norms", norms), ("rows", rows), ("lower", lower), ("upper", upper), ("window", window)]
-    others += [("counters", counters), ("result", result), ("coef", coef), ("threshold", threshold)]
-    _check_one_device([total_norm], *others)
+def _autoclip_update_fake(grads, total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold,
+                          *args):
+    others = [("rows", rows), ("lower", lower), ("upper", upper), ("window", window), ("counters", counters),
+              ("result", result), ("coef", coef), ("threshold", threshold)]
+    _check_step_devices(grads, [("total_norm", total_norm), ("norms", norms)], others)
 
 
 @torch.library.register_fake("fastclip::adagc_update_")
-def _adagc_update_fake(total_norm, norms, rows, gamma, steps, result, coef, threshold, *args):
-    others = [("norms", norms), ("rows", rows), ("gamma", gamma), ("steps", steps), ("result", result)]
-    others += [("coef", coef), ("threshold", threshold)]
-    _check_one_device([total_norm], *others)
+def _adagc_update_fake(grads, total_norm, norms, rows, gamma, steps, result, coef, threshold, *args):
+    others = [("rows", rows), ("gamma", gamma), ("steps", steps), ("result", result), ("coef", coef),
+              ("threshold", threshold)]
+    _check_step_devices(grads, [("total_norm", total_norm), ("norms", norms)], others)
+
+
+# The wrappers take the norms first, as the clippers hold them (None: the op computes them from
+# ``grads``), and the grads last: with ``scale_grads`` they are scaled by the step's factors, else
+# only zeroed on a non-finite step under on_nonfinite="zero" (csrc/fastclip.cpp has the contract).
 
 
 def zclip_update_(norm, state, result, alpha, z_thresh, max_grad_norm, eps, warmup_steps, mode, clip_option,
-                  clip_factor, skip_update_on_spike, on_nonfinite, reference):
+                  clip_factor, skip_update_on_spike, on_nonfinite, reference, grads=(), scale_grads=True):
     """One ZClip statistics step (csrc/common/zclip_step.h): updates ``state``, writes ``result``."""
-    _ops.zclip_update_(norm, state, result, float(alpha), float(z_thresh),
+    _ops.zclip_update_(list(grads), norm, state, result, float(alpha), float(z_thresh),
                        None if max_grad_norm is None else float(max_grad_norm), float(eps), int(warmup_steps), mode,
-                       clip_option, float(clip_factor), bool(skip_update_on_spike), on_nonfinite, bool(reference))
+                       clip_option, float(clip_factor), bool(skip_update_on_spike), on_nonfinite, bool(reference),
+                       bool(scale_grads))
+
+
+def normclip_update_(norm, result, max_norm, norm_type, on_nonfinite, grads=(), scale_grads=True):
+    """One NormClip step (csrc/common/normclip_step.h): torch's coefficient from a fixed ``max_norm``."""
+    _ops.normclip_update_(list(grads), norm, result, float(max_norm), float(norm_type), on_nonfinite,
+                          bool(scale_grads))
 
 
 def autoclip_update_(total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold, percentile,
-                     lag, on_nonfinite, reference):
+                     lag, on_nonfinite, reference, grads=(), per_tensor=False, scale_grads=True):
     """One AutoClip step over the histories ``rows`` (csrc/common/autoclip_step.h): thresholds,
-    factors and the histories' update."""
-    _ops.autoclip_update_(total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold,
-                          float(percentile), bool(lag), on_nonfinite, bool(reference))
+    factors and the histories' update. ``per_tensor``: an entry (and a factor) per grad, else
+    the one entry of the total norm."""
+    _ops.autoclip_update_(list(grads), total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold,
+                          float(percentile), bool(lag), on_nonfinite, bool(reference), bool(per_tensor),
+                          bool(scale_grads))
 
 
 def adagc_update_(total_norm, norms, rows, gamma, steps, result, coef, threshold, lambda_abs, lambda_rel, beta,
-                  warmup_steps, eps, on_nonfinite, reference):
+                  warmup_steps, eps, on_nonfinite, reference, grads=(), scale_grads=True):
     """One AdaGC step (csrc/common/adagc_step.h): per-tensor factors and thresholds, EMA update of ``gamma``."""
-    _ops.adagc_update_(total_norm, norms, rows, gamma, steps, result, coef, threshold, float(lambda_abs),
-                       float(lambda_rel), float(beta), int(warmup_steps), float(eps), on_nonfinite, bool(reference))
+    _ops.adagc_update_(list(grads), total_norm, norms, rows, gamma, steps, result, coef, threshold, float(lambda_abs),
+                       float(lambda_rel), float(beta), int(warmup_steps), float(eps), on_nonfinite, bool(reference),
+                       bool(scale_grads))

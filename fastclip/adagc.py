@@ -51,12 +51,14 @@ class AdaGC(Clipper):
             raise ValueError(f"AdaGC: the checkpoint's state does not match this clipper's {len(self._params)} "
                              "parameters")
 
-    def _update(self, total, per_tensor, present, device, policy):
+    def _update(self, grads, norms, present, device, policy, scale_grads):
         if "gamma" not in self._state:
             self._state["gamma"] = torch.zeros(len(self._params), ADAGC_GAMMA, dtype=torch.float64, device=device)
             self._state["steps"] = torch.zeros(1, dtype=torch.float64, device=device)
         rows = self._rows_tensor(tuple(present), device)
         values, coef, threshold = _entry_outputs(len(present), device)
+        total, per_tensor = (None, None) if norms is None else norms
         _ops.adagc_update_(total, per_tensor, rows, self._state["gamma"], self._state["steps"], values, coef, threshold,
-                           self.lambda_abs, self.lambda_rel, self.beta, self.warmup_steps, self.eps, policy, self.reference)
-        return values, coef, coef, threshold
+                           self.lambda_abs, self.lambda_rel, self.beta, self.warmup_steps, self.eps, policy,
+                           self.reference, grads, scale_grads)
+        return values, coef, threshold

@@ -128,19 +128,21 @@ class AutoClip(Clipper):
                 grown[:, :have] = self._state[key]
                 self._state[key] = grown
 
-    def _update(self, total, per_tensor, present, device, policy):
+    def _update(self, grads, norms, present, device, policy, scale_grads):
         self._ensure_capacity(device)
-        if self.per_tensor:
-            norms, rows = per_tensor, self._rows_tensor(tuple(present), device)
-        else:
-            norms, rows = total.reshape(1), self._rows_tensor((0,), device)
-        values, coef, threshold = _entry_outputs(norms.shape[0], device)
+        total = entry_norms = None
+        if norms is not None:
+            total = norms[0]
+            entry_norms = norms[1] if self.per_tensor else total.reshape(1)
+        rows = self._rows_tensor(tuple(present) if self.per_tensor else (0,), device)
+        values, coef, threshold = _entry_outputs(len(present) if self.per_tensor else 1, device)
         s = self._state
-        _ops.autoclip_update_(total, norms, rows, s["lower"], s["upper"], s["window"], s["counters"], values, coef,
-                              threshold, self.percentile, self.lag == 1, policy, self.reference)
+        _ops.autoclip_update_(total, entry_norms, rows, s["lower"], s["upper"], s["window"], s["counters"], values,
+                              coef, threshold, self.percentile, self.lag == 1, policy, self.reference, grads,
+                              self.per_tensor, scale_grads)
         if self.per_tensor:
-            return values, coef, coef, threshold
-        return values, coef, None, None
+            return values, coef, threshold
+        return values, None, None
 
     def load_history(self, norms: torch.Tensor) -> None:
         """Seeds the history with a log of past total norms, oldest first, e.g. to resume from the

@@ -19,8 +19,8 @@ grads' device: nothing syncs the host unless ``on_nonfinite="error"``.
 
 import torch
 
-from . import ops
-from ._layouts import CLIP_EPS, ResultSlot, empty_result, write_outcome
+from . import _ops, ops
+from ._layouts import ResultSlot, empty_result, write_outcome
 from ._types import Params, ProcessGroups
 from ._validation import check_choice, check_grad_attr, check_number, flatten_parameters
 from .distributed import as_groups, check_same_lists, index_tensor, norms_across_ranks, split_dtensors
@@ -80,9 +80,11 @@ def _entry_outputs(entries, device):
 
 
 class Clipper:
-    """Base class: subclasses define ``_update(total, per_tensor, present, device, policy)``, which
-    runs the stats op and returns ``(result values, factor tensor, per-tensor coef or None,
-    per-tensor threshold or None)``, and keep their state tensors in ``self._state``."""
+    """Base class: subclasses define ``_update(grads, norms, present, device, policy, scale_grads)``,
+    which runs the stats op on ``grads`` and returns ``(result values, per-tensor coef or None,
+    per-tensor threshold or None)``, and keep their state tensors in ``self._state``. ``norms`` is
+    ``(total, per-tensor norms or None)``, or None when the op computes them from ``grads`` (the
+    local case: on CUDA the norm, the step and the scale are then one launch)."""
 
     per_tensor = False  # per-tensor norms are needed (AdaGC, AutoClip with scope="tensor")
     folds_into_optimizer = True  # one factor for every grad: an attached fused optimizer can apply it
@@ -129,13 +131,19 @@ class Clipper:
         norm_grads, keys = split_dtensors(norm_grads, "grads")  # ... and how their partials are reduced
         device = norm_grads[0].device if norm_grads else self._params[0].device
         self._move_state(device)
-        total, per_tensor = self._norms(norm_grads, device, keys)
-        if self.on_nonfinite == "error" and not bool(torch.isfinite(total)):
-            raise RuntimeError(f"{type(self).__name__}: the total norm of the gradients is {float(total)}; "
-                               "statistics and grads were left untouched (on_nonfinite='error')")
+        norms = None  # the op computes the norms of the grads it clips
+        if self._groups or keys is not None or self._norm_params is not None or self.on_nonfinite == "error":
+            norms = self._norms(norm_grads, device, keys)
+            if self.on_nonfinite == "error" and not bool(torch.isfinite(norms[0])):
+                raise RuntimeError(f"{type(self).__name__}: the total norm of the gradients is {float(norms[0])}; "
+                                   "statistics and grads were left untouched (on_nonfinite='error')")
         policy = "skip" if self.on_nonfinite == "error" else self.on_nonfinite
-        values, factor, coef, threshold = self._update(total, per_tensor, present, device, policy)
-        self._apply(grads, values, factor)
+        # Attached to an optimizer that applies the factor, the op leaves the grads alone (but for
+        # zeroing them on a non-finite step under "zero").
+        folded = bool(self._hooks) and self.folds_into_optimizer
+        values, coef, threshold = self._update(grads, norms, present, device, policy, not folded)
+        if self._hooks:
+            self._pending = (values[ResultSlot.GRAD_SCALE] if folded else None, values[ResultSlot.FOUND_INF])
         return ClipResult(values, coef, threshold)
 
     def _norm_type(self):
@@ -157,17 +165,6 @@ class Clipper:
             self._lists_checked = True
         return norms_across_ranks(grads, self._norm_type(), self._groups, keys, device=device,
                                   keep_per_tensor=self.per_tensor)
-
-    def _apply(self, grads, values, factor):
-        clear = self.on_nonfinite == "zero"
-        if self._hooks and self.folds_into_optimizer:
-            self._pending = (values[ResultSlot.GRAD_SCALE], values[ResultSlot.FOUND_INF])
-            if clear:  # zero the grads of a non-finite step; the optimizer applies the factor
-                ops.multi_tensor_scale_(grads, 1.0 - values[ResultSlot.NONFINITE], True)
-            return
-        if self._hooks:  # per-tensor factors: scaled here, the skip still goes to the optimizer
-            self._pending = (None, values[ResultSlot.FOUND_INF])
-        ops.multi_tensor_scale_(grads, factor, clear)
 
     # -- attach to an optimizer -----------------------------------------------------------
 
@@ -282,13 +279,8 @@ class NormClip(Clipper):
     def _config(self):
         return {"max_norm": self.max_norm, "norm_type": self.norm_type}
 
-    def _update(self, total, per_tensor, present, device, policy):
-        norm = total.float()
-        coef = torch.clamp((norm + CLIP_EPS).reciprocal() * self.max_norm, max=1.0)
-        nonfinite = ~torch.isfinite(norm)
-        if policy == "skip":
-            coef = torch.where(nonfinite, 1.0, coef)
-        elif policy == "zero":
-            coef = torch.where(nonfinite, 0.0, coef)
-        values = write_outcome(empty_result(device), norm, self.max_norm, coef, nonfinite, policy)
-        return values, values[ResultSlot.COEF], None, None
+    def _update(self, grads, norms, present, device, policy, scale_grads):
+        values = empty_result(device)
+        _ops.normclip_update_(None if norms is None else norms[0], values, self.max_norm, self.norm_type, policy,
+                              grads, scale_grads)
+        return values, None, None

@@ -5,7 +5,7 @@ statistics kept on the device."""
 import torch
 
 from . import _ops
-from ._layouts import ZCLIP_HEADER, ResultSlot, empty_result
+from ._layouts import ZCLIP_HEADER, empty_result
 from ._types import Params
 from ._validation import check_choice, check_int, check_number
 from .clipper import Clipper
@@ -68,11 +68,11 @@ class ZClip(Clipper):
             raise ValueError(f"ZClip: the checkpoint's state does not match this clipper (expected 'stats' of "
                              f"{self._state_size()} elements)")
 
-    def _update(self, total, per_tensor, present, device, policy):
+    def _update(self, grads, norms, present, device, policy, scale_grads):
         if "stats" not in self._state:
             self._state["stats"] = torch.zeros(self._state_size(), dtype=torch.float64, device=device)
         values = empty_result(device)
-        _ops.zclip_update_(total, self._state["stats"], values, self.alpha, self.z_thresh, self.max_grad_norm,
-                           self.eps, self.warmup_steps, self.mode, self.clip_option, self.clip_factor,
-                           self.skip_update_on_spike, policy, self.reference)
-        return values, values[ResultSlot.COEF], None, None
+        _ops.zclip_update_(None if norms is None else norms[0], self._state["stats"], values, self.alpha,
+                           self.z_thresh, self.max_grad_norm, self.eps, self.warmup_steps, self.mode, self.clip_option,
+                           self.clip_factor, self.skip_update_on_spike, policy, self.reference, grads, scale_grads)
+        return values, None, None

@@ -333,29 +333,36 @@ def test_half_precision_grads_keep_float32_statistics(dtype, gen):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_statistics_ops_opcheck(device, gen):
+@pytest.mark.parametrize("norms_given", [True, False], ids=["norms-given", "norms-computed"])
+def test_statistics_ops_opcheck(device, norms_given, gen):
     dev = torch.device(device)
-    norm = torch.rand((), generator=gen).to(dev) + 0.5
+    grads = [torch.randn(4, 3, generator=gen).to(dev), torch.randn(5, generator=gen).to(dev) * 9,
+             torch.randn(2, generator=gen).to(dev)]
+    norm = torch.rand((), generator=gen).to(dev) + 0.5 if norms_given else None
+    norms = torch.rand(3, generator=gen).to(dev) if norms_given else None
     state = torch.zeros(ZCLIP_HEADER + 3, dtype=torch.float64, device=dev)
     result = torch.empty(RESULT_SLOTS, device=dev)
-    zargs = (norm, state, result, 0.9, 2.5, 1.0, 1e-6, 3, "zscore", "adaptive_scaling", 1.0, False, "skip", False)
+    zargs = (grads, norm, state, result, 0.9, 2.5, 1.0, 1e-6, 3, "zscore", "adaptive_scaling", 1.0, False, "skip", False,
+             True)
     torch.library.opcheck(torch.ops.fastclip.zclip_update_.default, zargs, test_utils=("test_schema", "test_faketensor"))
-    norms = torch.rand(3, generator=gen).to(dev)
+    nargs = (grads, norm, result, 1.0, 2.0, "zero", False)
+    torch.library.opcheck(torch.ops.fastclip.normclip_update_.default, nargs,
+                          test_utils=("test_schema", "test_faketensor"))
     rows = torch.arange(3, device=dev)
-    lower, upper = torch.empty(3, 8, device=dev), torch.empty(3, 8, device=dev)
+    lower, upper = torch.zeros(3, 8, device=dev), torch.zeros(3, 8, device=dev)
     counters = torch.zeros(3, AUTOCLIP_COUNTERS, dtype=torch.int64, device=dev)
-    aargs = (norm, norms, rows, lower, upper, torch.empty(3, 0, device=dev), counters, result, torch.empty(3, device=dev),
-             torch.empty(3, device=dev), 10.0, False, "skip", False)
+    aargs = (grads, norm, norms, rows, lower, upper, torch.empty(3, 0, device=dev), counters, result,
+             torch.empty(3, device=dev), torch.empty(3, device=dev), 10.0, False, "skip", False, True, True)
     torch.library.opcheck(torch.ops.fastclip.autoclip_update_.default, aargs,
                           test_utils=("test_schema", "test_faketensor"))
     gamma = torch.zeros(3, ADAGC_GAMMA, dtype=torch.float64, device=dev)
     steps = torch.zeros(1, dtype=torch.float64, device=dev)
-    gargs = (norm, norms, rows, gamma, steps, result, torch.empty(3, device=dev), torch.empty(3, device=dev), 1.0, 1.05,
-             0.98, 2, 1e-6, "skip", False)
+    gargs = (grads, norm, norms, rows, gamma, steps, result, torch.empty(3, device=dev), torch.empty(3, device=dev), 1.0,
+             1.05, 0.98, 2, 1e-6, "skip", False, True)
     torch.library.opcheck(torch.ops.fastclip.adagc_update_.default, gargs, test_utils=("test_schema", "test_faketensor"))
-    grads = [torch.randn(4, 3, generator=gen).to(dev), torch.randn(5, generator=gen).to(dev)]
-    params = [torch.randn(4, 3, generator=gen).to(dev), torch.randn(5, generator=gen).to(dev)]
-    torch.library.opcheck(torch.ops.fastclip.agc_clip_.default, (grads, params, 0.01, 1e-3))
+    if norms_given:
+        params = [torch.randn_like(g) for g in grads]
+        torch.library.opcheck(torch.ops.fastclip.agc_clip_.default, (grads, params, 0.01, 1e-3))
 
 
 def test_statistics_ops_name_bad_arguments():
@@ -374,6 +381,19 @@ def test_statistics_ops_name_bad_arguments():
         fastclip._ops.adagc_update_(norm, torch.ones(2), torch.tensor([0, 5]), torch.zeros(2, 2, dtype=torch.float64),
                                     torch.zeros(1, dtype=torch.float64), result, torch.empty(2), torch.empty(2), 1.0,
                                     1.05, 0.98, 2, 1e-6, "skip", False)
+    with pytest.raises(RuntimeError, match="grads must not be empty when norm is None"):
+        fastclip._ops.zclip_update_(None, torch.zeros(7, dtype=torch.float64), result, 0.9, 2.5, 1.0, 1e-6, 3,
+                                    "zscore", "mean", 1.0, False, "skip", False)
+    with pytest.raises(RuntimeError, match="total_norm and norms must both be given or both be None"):
+        fastclip._ops.adagc_update_(norm, None, torch.tensor([0]), torch.zeros(1, 2, dtype=torch.float64),
+                                    torch.zeros(1, dtype=torch.float64), result, torch.empty(1), torch.empty(1), 1.0,
+                                    1.05, 0.98, 2, 1e-6, "skip", False, grads=[torch.ones(3)])
+    with pytest.raises(RuntimeError, match="grads has 1 tensors but there are 2 norms"):
+        fastclip._ops.adagc_update_(norm, torch.ones(2), torch.tensor([0, 1]), torch.zeros(2, 2, dtype=torch.float64),
+                                    torch.zeros(1, dtype=torch.float64), result, torch.empty(2), torch.empty(2), 1.0,
+                                    1.05, 0.98, 2, 1e-6, "skip", False, grads=[torch.ones(3)])
+    with pytest.raises(RuntimeError, match="max_norm must be"):
+        fastclip._ops.normclip_update_(None, result, -1.0, 2.0, "skip", grads=[torch.ones(3)])
     with pytest.raises(RuntimeError, match=r"grads\[1\] has shape"):
         fastclip.ops.agc_clip_([torch.ones(3), torch.ones(4)], [torch.ones(3), torch.ones(5)], 0.01, 1e-3)
 

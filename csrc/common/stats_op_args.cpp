@@ -46,37 +46,79 @@ void check_unit_interval(double value, const char* arg) {
   TORCH_CHECK(value > 0.0 && value < 1.0, "fastclip: ", arg, " must lie in (0, 1), got ", value);
 }
 
-// Checks the per-entry inputs of the per-tensor ops: norms (float32 or float64, 1-d), rows (int64,
-// one per norm, each < num_rows), coef/threshold (float32, one per norm), result.
-void check_per_entry_args(const PerEntryTensors& t) {
-  const auto& [total_norm, norms, rows, result, coef, threshold, num_rows] = t;
-  check_norm_tensor(total_norm, "total_norm", 1);
-  check_norm_tensor(norms, "norms", -1);
-  TORCH_CHECK(norms.dim() == 1, "fastclip: norms must be 1-d, got shape ", norms.sizes());
-  const at::Device device = total_norm.device();
-  TORCH_CHECK(norms.device() == device, "fastclip: norms is on ", norms.device(), " but total_norm is on ", device);
-  check_state_tensor(rows, "rows", at::kLong, device, norms.numel());
-  check_state_tensor(result, "result", at::kFloat, device, result_slot::count);
-  check_state_tensor(coef, "coef", at::kFloat, device, norms.numel());
-  check_state_tensor(threshold, "threshold", at::kFloat, device, norms.numel());
-  if (rows.is_cpu() && rows.numel() > 0) {  // on a GPU this would sync; the kernels ignore rows out of range
-    TORCH_CHECK(rows.min().item<int64_t>() >= 0 && rows.max().item<int64_t>() < num_rows,
-                "fastclip: rows must lie in [0, ", num_rows, ")");
+// Checks the per-entry inputs of the per-tensor ops: norms (a float dtype, 1-d) and total_norm,
+// both given or both absent; rows (int64, one per entry, each < num_rows), coef/threshold
+// (float32, one per entry), result. Returns the device the op runs on.
+at::Device check_per_entry_args(const PerEntryTensors& t) {
+  const at::Device device = stats_device(t.grads, t.total_norm, "total_norm");
+  TORCH_CHECK(t.total_norm.has_value() == t.norms.has_value(),
+              "fastclip: total_norm and norms must both be given or both be None");
+  if (t.norms_given()) {
+    const at::Tensor& norms = *t.norms;
+    check_norm_tensor(*t.total_norm, "total_norm", 1);
+    check_norm_tensor(norms, "norms", -1);
+    TORCH_CHECK(norms.dim() == 1, "fastclip: norms must be 1-d, got shape ", norms.sizes());
+    TORCH_CHECK(norms.device() == device, "fastclip: norms is on ", norms.device(), " but total_norm is on ", device);
   }
+  const int64_t entries = t.num_entries();
+  check_state_tensor(t.rows, "rows", at::kLong, device, entries);
+  check_state_tensor(t.result, "result", at::kFloat, device, result_slot::count);
+  check_state_tensor(t.coef, "coef", at::kFloat, device, entries);
+  check_state_tensor(t.threshold, "threshold", at::kFloat, device, entries);
+  if (t.rows.is_cpu() && t.rows.numel() > 0) {  // on a GPU this would sync; the kernels ignore rows out of range
+    TORCH_CHECK(t.rows.min().item<int64_t>() >= 0 && t.rows.max().item<int64_t>() < t.num_rows,
+                "fastclip: rows must lie in [0, ", t.num_rows, ")");
+  }
+  return device;
 }
 
 }  // namespace
+
+at::Device stats_device(at::TensorList grads, const std::optional<at::Tensor>& norm, const char* norm_arg) {
+  if (norm.has_value()) {
+    TORCH_CHECK(norm->defined(), "fastclip: ", norm_arg, " is undefined");
+    return norm->device();
+  }
+  TORCH_CHECK(!grads.empty(), "fastclip: grads must not be empty when ", norm_arg,
+              " is None (the op computes the norm of the grads)");
+  TORCH_CHECK(grads[0].defined(), "fastclip: grads[0] is undefined");
+  return grads[0].device();
+}
+
+GradsUpdate grads_update(at::TensorList grads, const at::Device& device, bool scale_grads, NonfinitePolicy policy,
+                         bool per_tensor_factors) {
+  check_tensor_list(grads, "grads", /*mutated=*/true);
+  if (!grads.empty()) {
+    TORCH_CHECK(grads[0].device() == device, "fastclip: grads are on ", grads[0].device(), " but the state is on ",
+                device);
+  }
+  const bool zero = policy == NonfinitePolicy::kZero;
+  GradsUpdate update;
+  update.active = !grads.empty() && (scale_grads || zero);
+  update.per_tensor = scale_grads && per_tensor_factors;
+  update.zero_where_set = !scale_grads;
+  update.clear_on_zero = zero;
+  return update;
+}
+
+GradsUpdate entry_grads_update(const PerEntryTensors& t, bool scale_grads, NonfinitePolicy policy) {
+  if (scale_grads && t.per_tensor && !t.grads.empty()) {
+    TORCH_CHECK(static_cast<int64_t>(t.grads.size()) == t.num_entries(), "fastclip: grads has ", t.grads.size(),
+                " tensors but there are ", t.num_entries(), " norms: one per grad");
+  }
+  return grads_update(t.grads, t.result.device(), scale_grads, policy, t.per_tensor);
+}
 
 ZClipConfig zclip_config(const ZClipTensors& t, double alpha, double z_thresh, std::optional<double> max_grad_norm,
                          double eps, int64_t warmup_steps, const std::string& mode, const std::string& clip_option,
                          double clip_factor, bool skip_update_on_spike, const std::string& on_nonfinite,
                          bool reference) {
-  const at::Tensor& norm = t.norm;
-  check_norm_tensor(norm, "norm", 1);
+  const at::Device device = stats_device(t.grads, t.norm, "norm");
+  if (t.norm.has_value()) check_norm_tensor(*t.norm, "norm", 1);
   TORCH_CHECK(warmup_steps >= 0, "fastclip: warmup_steps must be >= 0, got ", warmup_steps);
   const int64_t warmup = warmup_steps < 1 ? 1 : warmup_steps;
-  check_state_tensor(t.state, "state", at::kDouble, norm.device(), zclip_state::header_size + warmup);
-  check_state_tensor(t.result, "result", at::kFloat, norm.device(), result_slot::count);
+  check_state_tensor(t.state, "state", at::kDouble, device, zclip_state::header_size + warmup);
+  check_state_tensor(t.result, "result", at::kFloat, device, result_slot::count);
   check_unit_interval(alpha, "alpha");
   TORCH_CHECK(std::isfinite(z_thresh) && z_thresh > 0.0, "fastclip: z_thresh must be finite and > 0, got ", z_thresh);
   TORCH_CHECK(!max_grad_norm || (*max_grad_norm > 0.0 && !std::isnan(*max_grad_norm)),
@@ -101,14 +143,23 @@ ZClipConfig zclip_config(const ZClipTensors& t, double alpha, double z_thresh, s
                      .policy = parse_nonfinite_policy(on_nonfinite)};
 }
 
+NormClipConfig normclip_config(const NormClipTensors& t, double max_norm, double norm_type,
+                               const std::string& on_nonfinite) {
+  const at::Device device = stats_device(t.grads, t.norm, "norm");
+  if (t.norm.has_value()) check_norm_tensor(*t.norm, "norm", 1);
+  check_state_tensor(t.result, "result", at::kFloat, device, result_slot::count);
+  check_nonnegative(max_norm, "max_norm");
+  check_norm_type(norm_type);
+  return NormClipConfig{.max_norm = max_norm, .policy = parse_nonfinite_policy(on_nonfinite)};
+}
+
 AutoClipConfig autoclip_config(const AutoClipTensors& t, double percentile, bool lag, const std::string& on_nonfinite,
                                bool reference) {
   const at::Tensor& counters = t.counters;
   TORCH_CHECK(counters.dim() == 2 && counters.size(1) == autoclip_counter::count,
               "fastclip: counters must have shape [histories, ", autoclip_counter::count, "], got ", counters.sizes());
   const int64_t histories = counters.size(0);
-  check_per_entry_args(t.entries);
-  const at::Device device = t.entries.total_norm.device();
+  const at::Device device = check_per_entry_args(t.entries);
   check_state_tensor(counters, "counters", at::kLong, device, -1);
   for (const auto& [history, name] : {std::pair<const at::Tensor&, const char*>{t.lower, "lower"},
                                       {t.upper, "upper"}, {t.window, "window"}}) {
@@ -140,9 +191,9 @@ AdaGCConfig adagc_config(const AdaGCTensors& t, double lambda_abs, double lambda
                          int64_t warmup_steps, double eps, const std::string& on_nonfinite, bool reference) {
   TORCH_CHECK(t.gamma.dim() == 2 && t.gamma.size(1) == adagc_gamma::count, "fastclip: gamma must have shape [tensors, ",
               adagc_gamma::count, "], got ", t.gamma.sizes());
-  check_per_entry_args(t.entries);
-  check_state_tensor(t.gamma, "gamma", at::kDouble, t.entries.total_norm.device(), -1);
-  check_state_tensor(t.steps, "steps", at::kDouble, t.entries.total_norm.device(), 1);
+  const at::Device device = check_per_entry_args(t.entries);
+  check_state_tensor(t.gamma, "gamma", at::kDouble, device, -1);
+  check_state_tensor(t.steps, "steps", at::kDouble, device, 1);
   check_finite_positive(lambda_abs, "lambda_abs");
   check_finite_positive(lambda_rel, "lambda_rel");
   check_unit_interval(beta, "beta");

@@ -1,15 +1,17 @@
-#include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "../common/stats_op_args.h"
 #include "cpu_registration.h"
+#include "cpu_steps.h"
 
 namespace fastclip {
 namespace cpu {
 namespace {
 
-void run_zclip_update(const ZClipConfig& config, const ZClipTensors& t) {
-  zclip_step(config, t.state.data_ptr<double>(), t.norm.to(at::kDouble).item<double>(), t.result.data_ptr<float>());
+void run_zclip_update(const ZClipConfig& config, const ZClipTensors& t, const GradsUpdate& update) {
+  const StepNorms norms = step_norms(t.grads, t.norm, std::nullopt, 2.0, /*want_per_tensor=*/false);
+  float* result = t.result.data_ptr<float>();
+  zclip_step(config, t.state.data_ptr<double>(), norms.total.to(at::kDouble).item<double>(), result);
+  update_grads(t.grads, norms, update, update_factors(update, result, nullptr));
 }
 
 }  // namespace

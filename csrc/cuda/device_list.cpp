@@ -109,9 +109,14 @@ DeviceValues device_values(const at::Tensor& t) {
   return DeviceValues{t.const_data_ptr(), static_cast<int32_t>(to_dtype(t.scalar_type()))};
 }
 
-EntryParams entry_params(const PerEntryTensors& t) {
-  return EntryParams{device_values(t.total_norm), device_values(t.norms), t.norms.numel(), entry_outputs(t),
+EntryParams entry_params(const PerEntryTensors& t, const at::Tensor& total, const at::Tensor& norms) {
+  return EntryParams{device_values(total), device_values(norms), t.num_entries(), entry_outputs(t),
                      t.result.data_ptr<float>()};
+}
+
+ScaleParams grads_scale_params(const DeviceListPlan& prepared, const GradsUpdate& update, const float* factors) {
+  return ScaleParams{update.active ? prepared.list : ChunkList{}, DeviceValues{factors, static_cast<int32_t>(DType::kFloat32)},
+                     update.per_tensor, update.clear_on_zero, update.zero_where_set};
 }
 
 }  // namespace cuda

@@ -46,8 +46,13 @@ bool single_launch_enabled();
 // A device-held tensor's data as the kernels read it.
 DeviceValues device_values(const at::Tensor& t);
 
-// The per-tensor stats kernels' inputs and outputs (common/stats_op_args.h's PerEntryTensors).
-EntryParams entry_params(const PerEntryTensors& t);
+// The per-entry steps' inputs (the total and the entries' norms, device tensors) and outputs
+// (common/stats_op_args.h's PerEntryTensors).
+EntryParams entry_params(const PerEntryTensors& t, const at::Tensor& total, const at::Tensor& norms);
+
+// The scale kernel's parameters for a stats op's GradsUpdate, the factors read from `factors`
+// (float32, on the device); an inactive update gets an empty list.
+ScaleParams grads_scale_params(const DeviceListPlan& prepared, const GradsUpdate& update, const float* factors);
 
 }  // namespace cuda
 }  // namespace fastclip

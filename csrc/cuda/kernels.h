@@ -48,12 +48,14 @@ struct NormParams {
 };
 cudaError_t launch_multi_tensor_norm(const NormParams& params, int num_blocks, cudaStream_t stream);
 
-// multi_tensor_scale_: x *= factor[0], or factor[tensor] with per_tensor.
+// multi_tensor_scale_: x *= factor[0], or factor[tensor] with per_tensor. (Also the stats ops'
+// update of their grads: common/stats_op_args.h's GradsUpdate.)
 struct ScaleParams {
   ChunkList list;
   DeviceValues factor;
   bool per_tensor;
-  bool clear_on_zero;  // a factor of exactly 0 stores zeros (NaN and inf become 0)
+  bool clear_on_zero;   // a factor of exactly 0 stores zeros (NaN and inf become 0)
+  bool zero_where_set;  // the value read is a flag: the factor is 0 where it is non-zero, else 1
 };
 cudaError_t launch_multi_tensor_scale(const ScaleParams& params, int num_blocks, cudaStream_t stream);
 

@@ -113,5 +113,29 @@ cudaError_t launch_cooperative_kernel(int num_blocks, int threads, cudaStream_t 
 #endif
 }
 
+// A cooperative launch of Kernel on as many blocks as are resident at once, but no more than the
+// list has chunks (at least one). Launches nothing and sets *launched to false where the device
+// has no cooperative launch.
+template <auto Kernel, typename... Args>
+cudaError_t launch_resident(int32_t num_chunks, int threads, cudaStream_t stream, bool* launched,
+                            const Args&... args) {
+  const int resident = resident_blocks<Kernel>(threads);
+  *launched = resident > 0;
+  if (!*launched) return cudaSuccess;
+  const int grid = resident < num_chunks ? resident : (num_chunks > 0 ? num_chunks : 1);
+  return launch_cooperative_kernel<Kernel>(grid, threads, stream, args...);
+}
+
+// Whether a single launch's outcome (launch_resident) leaves the work to the several-kernel
+// path: nothing launched, or the launch refused because the stream has fewer SMs than the device
+// (green contexts, MPS), whose error is then cleared.
+inline bool needs_several_kernels(cudaError_t error, bool launched) {
+  if (error == cudaErrorCooperativeLaunchTooLarge || error == cudaErrorNotSupported) {
+    clear_launch_error();
+    return true;
+  }
+  return error == cudaSuccess && !launched;
+}
+
 }  // namespace cuda
 }  // namespace fastclip

@@ -42,15 +42,6 @@ __global__ void __launch_bounds__(kThreads, (kClipGradNormBlocksPerSM<kind, acc_
   });
 }
 
-template <auto Kernel>
-cudaError_t launch_single(const NormParams& norm, double max_norm, cudaStream_t stream, bool* launched) {
-  const int resident = resident_blocks<Kernel>(kThreads);
-  *launched = resident > 0;
-  if (!*launched) return cudaSuccess;
-  const int grid = resident < norm.list.num_chunks ? resident : (norm.list.num_chunks > 0 ? norm.list.num_chunks : 1);
-  return launch_cooperative_kernel<Kernel>(grid, kThreads, stream, norm, max_norm);
-}
-
 }  // namespace
 
 cudaError_t launch_multi_tensor_clip_grad_norm(const NormParams& norm, const ClipByNormParams& clip, int num_blocks,
@@ -58,16 +49,10 @@ cudaError_t launch_multi_tensor_clip_grad_norm(const NormParams& norm, const Cli
   if (single_launch) {
     bool launched = false;
     const cudaError_t error = dispatch_norm(norm, [&](auto kind, auto acc) {
-      return launch_single<clip_grad_norm_kernel<decltype(kind)::value, decltype(acc)>>(norm, clip.max_norm, stream,
-                                                                                        &launched);
+      return launch_resident<clip_grad_norm_kernel<decltype(kind)::value, decltype(acc)>>(
+          norm.list.num_chunks, kThreads, stream, &launched, norm, clip.max_norm);
     });
-    // A stream limited to fewer SMs than the device (green contexts, MPS) cannot take the grid
-    // the device could: the two kernels can.
-    if (error == cudaErrorCooperativeLaunchTooLarge || error == cudaErrorNotSupported) {
-      clear_launch_error();
-    } else if (launched || error != cudaSuccess) {
-      return error;
-    }
+    if (!needs_several_kernels(error, launched)) return error;
   }
   const cudaError_t error = launch_multi_tensor_norm(norm, num_blocks, stream);
   if (error != cudaSuccess) return error;

@@ -17,7 +17,8 @@ void multi_tensor_scale_cuda(at::TensorList tensors, const at::Tensor& scale, bo
   const DeviceListPlan prepared = prepare_on_device(tensors, scope);
   const at::Tensor factor = scale.contiguous();
   // check_multi_tensor_scale_args admits one value, or one per tensor.
-  const ScaleParams params{prepared.list, device_values(factor), /*per_tensor=*/factor.numel() != 1, clear_on_zero};
+  const ScaleParams params{prepared.list, device_values(factor), /*per_tensor=*/factor.numel() != 1, clear_on_zero,
+                           /*zero_where_set=*/false};
   check_launch([&] { return launch_multi_tensor_scale(params, prepared.grid(), prepared.stream); });
   finish_mutation(prepared.plan, tensors);
 }

@@ -10,10 +10,7 @@ namespace {
 
 // Two resident blocks per SM (at most 64 registers) for enough loads in flight.
 __global__ void __launch_bounds__(kThreads, 2) multi_tensor_scale_kernel(const ScaleParams params) {
-  for_each_chunk(params.list, [&](int64_t, const ChunkMeta& chunk, const TensorMeta& meta, int64_t begin, int64_t end) {
-    const double coef = load_as_double(params.factor.data, params.factor.dtype, params.per_tensor ? chunk.tensor : 0);
-    scale_chunk(meta, begin, end, coef, params.clear_on_zero);
-  });
+  scale_chunks(params);
 }
 
 }  // namespace

@@ -1,21 +1,19 @@
-// The interface between the stats ops' CUDA entry points (zclip_update.cpp, autoclip_update.cpp,
-// adagc_update.cpp) and their one-block kernels: the steps' configs and state are the CPU ops'
-// own (common/<clipper>_step.h), so both backends run the same arithmetic on the same tensors.
+// The interface between the stats ops' CUDA entry points (<clipper>_update.cpp, through
+// clip_step.h) and their kernels: one plain struct per step holding its config (the CPU op's own,
+// common/<clipper>_step.h), the norms it reads and the state and outputs it writes, so both
+// backends run the same arithmetic on the same tensors. Each step has two launchers.
 #pragma once
 
 #include "../common/adagc_step.h"
 #include "../common/autoclip_step.h"
+#include "../common/normclip_step.h"
 #include "../common/zclip_step.h"
 #include "kernels.h"
 
 namespace fastclip {
 namespace cuda {
 
-// zclip_update_: zclip_step on norm[0], from one thread.
-cudaError_t launch_zclip_update(const ZClipConfig& config, DeviceValues norm, double* state, float* result,
-                                cudaStream_t stream);
-
-// The per-tensor stats kernels' inputs and outputs: this step's total norm, the norms of its
+// The per-entry steps' inputs and outputs: this step's total norm, the norms of its
 // num_entries entries, and what the step writes.
 struct EntryParams {
   DeviceValues total_norm;
@@ -25,15 +23,59 @@ struct EntryParams {
   float* result;
 };
 
-// autoclip_update_: autoclip_entry for each entry (one block, a thread per entry), then
-// autoclip_finish.
-cudaError_t launch_autoclip_update(const AutoClipConfig& config, const AutoClipBuffers& buffers,
-                                   const EntryParams& entries, cudaStream_t stream);
+// zclip_step on norm[0], from one thread.
+struct ZClipStep {
+  static constexpr bool kL2Only = true;
+  ZClipConfig config;
+  DeviceValues norm;
+  double* state;
+  float* result;
+};
 
-// adagc_update_: adagc_entry for each entry (one block, a thread per entry), then adagc_finish,
-// which counts the step in steps[0].
-cudaError_t launch_adagc_update(const AdaGCConfig& config, double* gamma, double* steps, const EntryParams& entries,
-                                cudaStream_t stream);
+// normclip_step on norm[0], from one thread; the norm may be of any order.
+struct NormClipStep {
+  static constexpr bool kL2Only = false;
+  NormClipConfig config;
+  DeviceValues norm;
+  float* result;
+};
+
+// autoclip_entry for each entry (a thread per entry), then autoclip_finish.
+struct AutoClipStep {
+  static constexpr bool kL2Only = true;
+  AutoClipConfig config;
+  AutoClipBuffers buffers;
+  EntryParams entries;
+};
+
+// adagc_entry for each entry (a thread per entry), then adagc_finish, which counts the step in
+// steps[0].
+struct AdaGCStep {
+  static constexpr bool kL2Only = true;
+  AdaGCConfig config;
+  double* gamma;
+  double* steps;
+  EntryParams entries;
+};
+
+// The step alone, on norms already on the device: one block.
+cudaError_t launch_step(const ZClipStep& step, cudaStream_t stream);
+cudaError_t launch_step(const NormClipStep& step, cudaStream_t stream);
+cudaError_t launch_step(const AutoClipStep& step, cudaStream_t stream);
+cudaError_t launch_step(const AdaGCStep& step, cudaStream_t stream);
+
+// The norms of norm.list (the step reads norm.total_out, and norm.per_tensor_out for per-tensor
+// entries), the step, then `scale` (whose factors the step writes; an empty list scales nothing):
+// one cooperative launch with single_launch where the device supports it, else the norm kernel,
+// the step's kernel and the scale kernel, bitwise the same.
+cudaError_t launch_clip_step(const NormParams& norm, const ZClipStep& step, const ScaleParams& scale, int num_blocks,
+                             bool single_launch, cudaStream_t stream);
+cudaError_t launch_clip_step(const NormParams& norm, const NormClipStep& step, const ScaleParams& scale,
+                             int num_blocks, bool single_launch, cudaStream_t stream);
+cudaError_t launch_clip_step(const NormParams& norm, const AutoClipStep& step, const ScaleParams& scale,
+                             int num_blocks, bool single_launch, cudaStream_t stream);
+cudaError_t launch_clip_step(const NormParams& norm, const AdaGCStep& step, const ScaleParams& scale, int num_blocks,
+                             bool single_launch, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fastclip

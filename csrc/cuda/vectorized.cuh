@@ -150,6 +150,16 @@ __device__ __forceinline__ void scale_chunk(const TensorMeta& meta, int64_t begi
   }
 }
 
+// The scale kernel's work (ScaleParams), spread over the grid: every chunk of params.list scaled
+// by its tensor's factor.
+__device__ __forceinline__ void scale_chunks(const ScaleParams& params) {
+  for_each_chunk(params.list, [&](int64_t, const ChunkMeta& chunk, const TensorMeta& meta, int64_t begin, int64_t end) {
+    double coef = load_as_double(params.factor.data, params.factor.dtype, params.per_tensor ? chunk.tensor : 0);
+    if (params.zero_where_set) coef = coef != 0.0 ? 0.0 : 1.0;
+    scale_chunk(meta, begin, end, coef, params.clear_on_zero);
+  });
+}
+
 // Scales elements [begin, end) of a planned tensor by torch's clip coefficient as torch's CUDA
 // clip_grads_with_norm_ applies it: _foreach_mul_ converts the float coefficient to the grads'
 // dtype before multiplying in float, so an fp16/bf16 grad is scaled by the coefficient rounded

@@ -1,22 +1,21 @@
-// zclip_update_ on CUDA: the op's checks (common/stats_op_args.h), device guard, current stream,
-// one launch. No host sync: the norm is read on the device, whatever its float dtype.
-#include <ATen/ATen.h>
+// zclip_update_ on CUDA: the op's checks (common/stats_op_args.h), then clip_step.h: the step on
+// the norm given, or the norm, the step and the scale in one launch. No host sync.
 #include <torch/library.h>
 
-#include "../common/stats_op_args.h"
-#include "device_list.h"
-#include "device_runtime.h"
+#include "clip_step.h"
 
 namespace fastclip {
 namespace cuda {
 namespace {
 
-void run_zclip_update(const ZClipConfig& config, const ZClipTensors& t) {
-  const DeviceScope scope(t.norm.device());
-  check_launch([&] {
-    return launch_zclip_update(config, device_values(t.norm), t.state.data_ptr<double>(), t.result.data_ptr<float>(),
-                               scope.stream());
-  });
+void run_zclip_update(const ZClipConfig& config, const ZClipTensors& t, const GradsUpdate& update) {
+  float* result = t.result.data_ptr<float>();
+  double* state = t.state.data_ptr<double>();
+  run_clip_step(t.grads, t.norm, std::nullopt, 2.0, /*want_per_tensor=*/false, update,
+                update_factors(update, result, nullptr), t.state.device(),
+                [&](const at::Tensor& total, const at::Tensor&) {
+                  return ZClipStep{config, device_values(total), state, result};
+                });
 }
 
 }  // namespace

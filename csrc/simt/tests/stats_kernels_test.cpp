@@ -1,4 +1,4 @@
-// The stateful clippers' one-block kernels (zclip_update, autoclip_update, adagc_update) through
+// The stateful clippers' one-block step kernels (ZClip, AutoClip, AdaGC) through
 // their launchers, step after step, against the same common/*_step.h functions called here on a
 // copy of the state: the same code on the same inputs, so state, per-entry outputs and result
 // slots must agree bit for bit. The per-entry kernels get more entries than their 256 threads.
@@ -50,7 +50,7 @@ void test_zclip(const ZClipConfig& config, DType norm_dtype, const std::string& 
   for (const double norm : kNorms) {
     const std::string what = "zclip_update " + name + " step " + std::to_string(step++);
     NormValue value(norm_dtype, norm);
-    expect_launched(cuda::launch_zclip_update(config, value.device(), state.data(), result.data(), nullptr), what);
+    expect_launched(cuda::launch_step(cuda::ZClipStep{config, value.device(), state.data(), result.data()}, nullptr), what);
     zclip_step(config, host_state.data(), value.host(), host_result.data());
     expect_same_bits(state, host_state, what + ": state");
     expect_same_bits(result, host_result, what + ": result");
@@ -127,7 +127,7 @@ void test_autoclip(const AutoClipConfig& config, int64_t lower_capacity, int64_t
   for (const StepPlan& plan : kSteps) {
     const std::string what = "autoclip_update " + name + " step " + std::to_string(step++);
     StepNorms norms(dtype, rng, plan.total, plan.nan_entry);
-    expect_launched(cuda::launch_autoclip_update(config, buffers, norms.params(entries), nullptr), what);
+    expect_launched(cuda::launch_step(cuda::AutoClipStep{config, buffers, norms.params(entries)}, nullptr), what);
     const double total = norms.total.host();
     for (int64_t j = 0; j < kEntries; ++j) {
       autoclip_entry(config, host_buffers, entries.host(), j, norms.norms.get(j), total);
@@ -152,7 +152,7 @@ void test_adagc(const AdaGCConfig& config, DType dtype, const std::string& name)
   for (const StepPlan& plan : kSteps) {
     const std::string what = "adagc_update " + name + " step " + std::to_string(step++);
     StepNorms norms(dtype, rng, plan.total, plan.nan_entry);
-    expect_launched(cuda::launch_adagc_update(config, gamma.data(), steps.data(), norms.params(entries), nullptr),
+    expect_launched(cuda::launch_step(cuda::AdaGCStep{config, gamma.data(), steps.data(), norms.params(entries)}, nullptr),
                     what);
     const double total = norms.total.host();
     const double finite_steps = host_steps[0];  // as every thread of the kernel reads it, before thread 0 counts
