@@ -22,7 +22,7 @@ from setup import find_cuda_home  # noqa: E402
 
 # Kernels that stream over the tensors' data and must use 16-byte loads.
 STREAMING_KERNELS = ("multi_tensor_norm_kernel", "multi_tensor_scale_kernel", "multi_tensor_clip_by_norm_kernel",
-                     "multi_tensor_clamp_kernel", "agc_clip_kernel", "clip_grad_norm_kernel")
+                     "multi_tensor_clamp_kernel", "agc_clip_kernel", "clip_grad_norm_kernel", "clip_step_kernel")
 
 
 def claimed_architectures():

@@ -87,6 +87,10 @@ cases=autoclip-history,attach
 "$PYTHON" -c 'import zclip, autoclip' > /dev/null 2>&1 && cases+=,zclip,autoclip-tensor
 step bench-clippers 300 "$PYTHON" bench/bench_clippers.py --device cuda --repeat 9 --cases "$cases" \
   --json "$results/clippers.json" --csv "$results/clippers.csv"
+# The clippers' three-kernel path (norm, statistics, scale) beside their single launch.
+step bench-clippers-three-launches 150 env FASTCLIP_SINGLE_LAUNCH=0 "$PYTHON" bench/bench_clippers.py --device cuda \
+  --repeat 5 --cases "$cases" --json "$results/clippers_three_launches.json" \
+  --csv "$results/clippers_three_launches.csv"
 
 {
   echo

@@ -132,7 +132,7 @@ class Clipper:
         device = norm_grads[0].device if norm_grads else self._params[0].device
         self._move_state(device)
         norms = None  # the op computes the norms of the grads it clips
-        if self._groups or keys is not None or self._norm_params is not None or self.on_nonfinite == "error":
+        if not self._norms_in_op(keys):
             norms = self._norms(norm_grads, device, keys)
             if self.on_nonfinite == "error" and not bool(torch.isfinite(norms[0])):
                 raise RuntimeError(f"{type(self).__name__}: the total norm of the gradients is {float(norms[0])}; "
@@ -148,6 +148,12 @@ class Clipper:
 
     def _norm_type(self):
         return 2.0
+
+    def _norms_in_op(self, keys):
+        """Whether the stats op computes the norms from the grads it clips (on CUDA in the same
+        launch as the step and the scale): they are this rank's grads, the grads it scales, and
+        nothing reads the norm before the step."""
+        return not self._groups and keys is None and self._norm_params is None and self.on_nonfinite != "error"
 
     def _rows_tensor(self, rows, device):
         """The state rows ``rows`` (a tuple) as an int64 device tensor, copied again only when they change."""

@@ -43,20 +43,42 @@ def kernels_launched(fn):
             and not any(w in e.name.lower() for w in ("memcpy", "memset"))]
 
 
-@pytest.mark.parametrize("name", ["zclip", "autoclip", "autoclip-tensor", "adagc", "agc"])
-def test_launches_per_step(name, gen):
+@pytest.mark.parametrize("attached", [False, True], ids=["alone", "attached"])
+@pytest.mark.parametrize("name", ["zclip", "normclip", "autoclip", "autoclip-tensor", "adagc", "agc"])
+def test_launches_per_step(name, attached, gen, monkeypatch):
     model = cuda_twin(twin_models(n=1)[0])
     clipper = CLIPPERS[name](model.parameters())
+    if attached:
+        clipper.attach(torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True))
     grads = [g.cuda() for g in spiky_grads(gen, SHAPES, 1)[0]]
 
     def step():
         set_grads(model.parameters(), grads)
         clipper.step()
 
-    names = kernels_launched(step)
-    names = [n for n in names if "copy" not in n.lower() and "fill" not in n.lower()]
-    # norm, statistics, scale (AGC: one fused pass)
-    assert len(names) <= (1 if name == "agc" else 3), names
+    def launched():
+        return [n for n in kernels_launched(step) if "copy" not in n.lower() and "fill" not in n.lower()]
+
+    # Norm, statistics and scale in one cooperative kernel (AGC: its one fused pass).
+    names = launched()
+    assert len(names) == 1 and ("agc_clip_kernel" if name == "agc" else "clip_step_kernel") in names[0], names
+    if name != "agc":
+        monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", "0")
+        assert 2 <= len(launched()) <= 3
+
+
+@pytest.mark.parametrize("name", list(CLIPPERS))
+def test_single_launch_matches_several_kernels_bitwise(name, gen, monkeypatch):
+    steps = [[g.cuda() for g in s] for s in spiky_grads(gen, SHAPES, 200, SPIKES)]
+    outcomes = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", setting)
+        model = cuda_twin(twin_models(n=1)[0])
+        outcomes.append((run(CLIPPERS[name](model.parameters()), list(model.parameters()), steps)))
+    for step, ((ga, ra), (gb, rb)) in enumerate(zip(*outcomes)):
+        assert torch.equal(ra._values.view(torch.int32), rb._values.view(torch.int32)), f"step {step}"
+        for a, b in zip(ga, gb):
+            assert torch.equal(a, b), f"step {step}"
 
 
 @pytest.mark.parametrize("name", ["zclip", "autoclip", "autoclip-tensor", "adagc", "normclip"])

@@ -237,7 +237,7 @@ needs_kernel_log = pytest.mark.skipif(not ON_LAYER, reason="the native CPU kerne
 def global_functions():
     """Every __global__ function defined in csrc/cuda."""
     names = set()
-    for path in (ROOT / "csrc" / "cuda").glob("*.cu"):
+    for path in [*(ROOT / "csrc" / "cuda").glob("*.cu"), *(ROOT / "csrc" / "cuda").glob("*.cuh")]:
         names |= set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\((?:[^()]|\([^()]*\))*\)\s+)?(\w+)\s*\(", path.read_text()))
     return names
 
@@ -278,7 +278,8 @@ def test_kernel_log_covers_every_global_function(kernel_log, gen):
     fastclip.adaptive_clip_grad_(params, 0.01)
     model, = twin_models(n=1)
     for clipper in (fastclip.ZClip(model.parameters(), warmup_steps=1), fastclip.AutoClip(model.parameters()),
-                    fastclip.AdaGC(model.parameters(), warmup_steps=1)):
+                    fastclip.AdaGC(model.parameters(), warmup_steps=1), fastclip.NormClip(model.parameters(), 0.1),
+                    fastclip.ZClip(model.parameters(), norm_parameters=model.parameters())):  # norms given
         for grads_now in spiky_grads(gen, [p.shape for p in model.parameters()], 2):
             set_grads(model.parameters(), grads_now)
             clipper.step()
@@ -341,10 +342,86 @@ def test_clip_grad_norm_is_one_cooperative_launch(kernel_log, monkeypatch, gen):
     assert [base_name(k) for k in kernel_log.take()] == ["multi_tensor_norm_kernel", "multi_tensor_clip_by_norm_kernel"]
 
 
+# ---- every clipper in one launch (FASTCLIP_SINGLE_LAUNCH=0: norm, step and scale kernels) ------
+
+ONE_LAUNCH_CLIPPERS = {
+    "zclip": lambda p: fastclip.ZClip(p, warmup_steps=3),
+    "zclip-zero": lambda p: fastclip.ZClip(p, warmup_steps=3, on_nonfinite="zero"),
+    "normclip": lambda p: fastclip.NormClip(p, 0.3),
+    "normclip-l1": lambda p: fastclip.NormClip(p, 2.0, norm_type=1.0),
+    "autoclip": lambda p: fastclip.AutoClip(p, percentile=30.0),
+    "autoclip-window": lambda p: fastclip.AutoClip(p, percentile=70.0, history_size=9, lag=1),
+    "autoclip-tensor": lambda p: fastclip.AutoClip(p, percentile=40.0, scope="tensor"),
+    "adagc": lambda p: fastclip.AdaGC(p, warmup_steps=3),
+}
+
+
+@needs_kernel_log
+@pytest.mark.parametrize("attached", [False, True], ids=["alone", "attached"])
+@pytest.mark.parametrize("name", list(ONE_LAUNCH_CLIPPERS))
+def test_each_clipper_step_is_one_cooperative_launch(name, attached, kernel_log, monkeypatch, gen):
+    model, = twin_models(n=1)
+    params = list(model.parameters())
+    clipper = ONE_LAUNCH_CLIPPERS[name](params)
+    if attached:  # a fused optimizer applies a total-norm clipper's factor: the launch scales nothing
+        clipper.attach(torch.optim.AdamW(params, lr=1e-3, fused=True))
+    shapes = [p.shape for p in params]
+    for grads in spiky_grads(gen, shapes, 4, spikes=(3,)):
+        set_grads(params, grads)
+        clipper.step()
+        lines = kernel_log.path.read_text().splitlines()
+        kernel_log.take()
+        assert len(lines) == 1 and base_name(lines[0]) == "clip_step_kernel", lines
+        assert lines[0].endswith(" cooperative"), lines
+    monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", "0")
+    set_grads(params, spiky_grads(gen, shapes, 1)[0])
+    clipper.step()
+    scales = not (attached and clipper.folds_into_optimizer and clipper.on_nonfinite != "zero")
+    expected = ["multi_tensor_norm_kernel", "step_kernel"] + ["multi_tensor_scale_kernel"] * scales
+    assert [base_name(k) for k in kernel_log.take()] == expected
+
+
+# Small mixed-dtype grads (one empty), so that a thousand steps through the layer stay quick.
+THOUSAND_STEP_DTYPES = [torch.float32, torch.bfloat16, torch.float32, torch.float16, torch.float32]
+THOUSAND_STEP_SHAPES = [(33,), (4, 5), (0,), (130,), (2, 3, 7)]
+
+
+def thousand_step_grads(gen):
+    """1000 steps of fresh grads with spikes, a NaN and an infinity."""
+    steps = spiky_grads(gen, THOUSAND_STEP_SHAPES, 1000, spikes=(100, 400, 401, 777), dtype=torch.float64)
+    steps[500][0][3] = math.nan
+    steps[600][3][7] = math.inf
+    return [[g.to(dtype) for g, dtype in zip(grads, THOUSAND_STEP_DTYPES)] for grads in steps]
+
+
+@pytest.mark.skipif(not ON_LAYER, reason="the native CPU kernels have one path; run with FASTCLIP_CPU_KERNELS=cuda")
+@pytest.mark.parametrize("name", list(ONE_LAUNCH_CLIPPERS))
+def test_thousand_steps_in_one_launch_match_the_several_kernel_path_bitwise(name, monkeypatch, gen):
+    grads = thousand_step_grads(gen)
+    runs = {}
+    for setting in ("1", "0"):
+        monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", setting)
+        params = [torch.nn.Parameter(torch.zeros(s, dtype=d)) for s, d in zip(THOUSAND_STEP_SHAPES, THOUSAND_STEP_DTYPES)]
+        clipper = ONE_LAUNCH_CLIPPERS[name](params)
+        steps = []
+        for step_grads in grads:
+            set_grads(params, step_grads)
+            result = clipper.step()
+            steps.append(torch.cat([result._values.double(), result.coef.reshape(-1).double(),
+                                    result.threshold.reshape(-1).double()] + [p.grad.reshape(-1).double() for p in params]))
+        runs[setting] = (torch.stack(steps), clipper.state_dict())
+    (single, single_state), (several, several_state) = runs["1"], runs["0"]
+    differing = (single.view(torch.int64) != several.view(torch.int64)).any(dim=1).nonzero().flatten().tolist()
+    assert not differing, f"steps {differing[:10]} differ"
+    assert_same_state(single_state, several_state, name)
+    assert torch.isnan(single).any() and (single[:, 0] > 1.0).any()  # the NaN and the spikes were seen
+
+
 # ---- the statistics: the same bits from the native CPU kernels and the CUDA kernels ------------
 
-# Runs every stateful clipper on fixed norms (Clipper._norms is replaced, so the norms do not
-# depend on which norm kernel computed them) and saves each step's results and the final state.
+# Runs every stateful clipper on fixed norms (Clipper._norms is replaced and the stats ops are
+# handed the norms, so they do not depend on which norm kernel computed them) and saves each
+# step's results and the final state.
 _STATS_SCRIPT = """
 import sys, torch, fastclip
 from fastclip.clipper import Clipper
@@ -363,6 +440,7 @@ for name, make in CLIPPERS.items():
     clipper = make(params)
     feed = iter(data["norms"])
     Clipper._norms = lambda self, grads, device, keys: next(feed)
+    Clipper._norms_in_op = lambda self, keys: False
     steps = []
     for _ in data["norms"]:
         for p, g in zip(params, data["grads"]):
@@ -385,6 +463,7 @@ def run_stats_script(tmp_path, data_path, cpu_kernels, monkeypatch):
     out = tmp_path / f"{cpu_kernels}.pt"
     if fastclip.build_info()["cpu_kernels"] == cpu_kernels:
         monkeypatch.setattr(Clipper, "_norms", Clipper._norms)  # restored after the test
+        monkeypatch.setattr(Clipper, "_norms_in_op", Clipper._norms_in_op)
         monkeypatch.setattr(sys, "argv", ["-c", str(data_path), str(out)])
         exec(_STATS_SCRIPT, {})
     else:

@@ -81,13 +81,15 @@ __device__ __forceinline__ int64_t misaligned_head(const scalar_t* p, int64_t n)
   return head < n ? head : n;
 }
 
-// Element `index` of a device array of `dtype` (a DType), widened to double (exactly).
+// Element `index` of a device array of `dtype` (a DType), widened to double (exactly). Read
+// coherently (L2): the single-launch clip kernels read norms and factors that other threads of
+// the same kernel wrote before a barrier, which the read-only cache may not serve.
 __device__ __forceinline__ double load_as_double(const void* data, int32_t dtype, int64_t index) {
   switch (static_cast<DType>(dtype)) {
-    case DType::kFloat32: return static_cast<const float*>(data)[index];
-    case DType::kFloat16: return __half2float(static_cast<const __half*>(data)[index]);
-    case DType::kBFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(data)[index]);
-    case DType::kFloat64: return static_cast<const double*>(data)[index];
+    case DType::kFloat32: return __ldcg(static_cast<const float*>(data) + index);
+    case DType::kFloat16: return __half2float(__ldcg(static_cast<const __half*>(data) + index));
+    case DType::kBFloat16: return __bfloat162float(__ldcg(static_cast<const __nv_bfloat16*>(data) + index));
+    case DType::kFloat64: return __ldcg(static_cast<const double*>(data) + index);
   }
   return 0.0;
 }
