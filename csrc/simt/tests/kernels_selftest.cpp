@@ -1,7 +1,7 @@
 // The sanitizer target of the execution layer, with no torch: its primitives, then every kernel
 // of csrc/cuda through its launcher at small sizes (norm_kernels_test.cpp,
-// elementwise_kernels_test.cpp, agc_kernel_test.cpp, stats_kernels_test.cpp), each result
-// checked against a loop in double or the same step run on the host. Built plain, with
+// elementwise_kernels_test.cpp, agc_kernel_test.cpp, stats_kernels_test.cpp, clip_step_test.cpp),
+// each result checked against a loop in double or the same step run on the host. Built plain, with
 // ThreadSanitizer and with AddressSanitizer by run_sanitizers.sh (in .ci/run): exits non-zero on
 // a wrong result, the sanitizers on a race or an out-of-bounds access. `--race` runs only the
 // negative control, a kernel missing its __syncthreads, which ThreadSanitizer must report;
@@ -277,7 +277,8 @@ int main(int argc, char** argv) {
                {"norm kernels", test_norm_kernels},
                {"elementwise kernels", test_elementwise_kernels},
                {"agc kernel", test_agc_kernel},
-               {"stats kernels", test_stats_kernels}};
+               {"stats kernels", test_stats_kernels},
+               {"clip step kernels", test_clip_step_kernels}};
   for (const auto& part : parts) {
     const auto start = std::chrono::steady_clock::now();
     const int failures_before = failure_count();

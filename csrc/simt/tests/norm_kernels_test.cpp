@@ -12,69 +12,6 @@ namespace fastclip {
 namespace selftest {
 namespace {
 
-struct NormResult {
-  std::vector<double> per_tensor;
-  double total;
-};
-
-// The p-norm as torch defines it for a list: per tensor, then the norm of those norms (for p = 0
-// the count of tensors that have a nonzero element).
-NormResult reference_norm(const std::vector<std::vector<double>>& tensors, double p) {
-  const NormKind kind = norm_kind_for(p);
-  NormResult out;
-  double total = 0;
-  for (const std::vector<double>& values : tensors) {
-    double acc = 0;
-    for (double x : values) {
-      switch (kind) {
-        case NormKind::kL2: acc += x * x; break;
-        case NormKind::kL1: acc += std::fabs(x); break;
-        case NormKind::kInf: acc = std::max(acc, std::fabs(x)); break;
-        case NormKind::kZero: acc += x != 0; break;
-        case NormKind::kGeneral: acc += std::pow(std::fabs(x), p); break;
-      }
-    }
-    switch (kind) {
-      case NormKind::kL2: out.per_tensor.push_back(std::sqrt(acc)), total += acc; break;
-      case NormKind::kL1: out.per_tensor.push_back(acc), total += acc; break;
-      case NormKind::kInf: out.per_tensor.push_back(acc), total = std::max(total, acc); break;
-      case NormKind::kZero: out.per_tensor.push_back(acc), total += acc != 0; break;
-      case NormKind::kGeneral: out.per_tensor.push_back(std::pow(acc, 1 / p)), total += acc; break;
-    }
-  }
-  out.total = kind == NormKind::kL2 ? std::sqrt(total) : kind == NormKind::kGeneral ? std::pow(total, 1 / p) : total;
-  return out;
-}
-
-// The norm kernel's scratch and outputs, each its own exact-size allocation (the CUDA host code
-// carves them from one tensor), so an overrun of any of them is an ASan report.
-struct NormBuffers {
-  NormBuffers(const TestList& list, double p, bool per_tensor)
-      : acc_dtype(list.any_double() ? DType::kFloat64 : DType::kFloat32),
-        total_dtype(list.promoted_dtype()),
-        chunk_partials(acc_dtype, list.num_chunks(), 0),
-        contributions(acc_dtype, static_cast<int64_t>(list.size()), 0),
-        per_tensor_norms(acc_dtype, per_tensor ? static_cast<int64_t>(list.size()) : 0, 0),
-        total(total_dtype, 1, 0),
-        blocks_done(1) {
-    params.list = list.list();
-    params.kind = norm_kind_for(p);
-    params.p = p;
-    params.acc_double = list.any_double();
-    params.chunk_partials = chunk_partials.data();
-    params.contributions = contributions.data();
-    params.per_tensor_out = per_tensor ? per_tensor_norms.data() : nullptr;
-    params.total_out = total.data();
-    params.total_dtype = static_cast<int32_t>(total_dtype);
-    params.blocks_done = blocks_done.data();  // zeroed, as the host's memset does
-  }
-
-  DType acc_dtype, total_dtype;
-  TensorBuffer chunk_partials, contributions, per_tensor_norms, total;
-  ExactArray<unsigned int> blocks_done;
-  NormParams params{};
-};
-
 void check_norm(const NormBuffers& buffers, const NormResult& expected, bool per_tensor, const std::string& what) {
   const double total_tolerance = tolerance({buffers.acc_dtype, buffers.total_dtype});
   expect_close(buffers.total.get(0), expected.total, total_tolerance, [&] { return what + ": total"; });

@@ -116,6 +116,7 @@ class TensorBuffer {
   DType dtype() const { return dtype_; }
   int64_t numel() const { return numel_; }
   void* data() { return data_; }
+  const void* data() const { return data_; }
   double get(int64_t i) const { return load_element(data_, dtype_, i); }
   void set(int64_t i, double value) { store_element(data_, dtype_, i, value); }
   std::vector<double> values() const;
@@ -175,11 +176,50 @@ std::vector<ListCase> list_cases();
 // Grid sizes for a list: fewer blocks than chunks, and more.
 std::vector<int> grids_for(int32_t num_chunks);
 
+// A list's p-norm as torch defines it: per tensor, then the norm of those norms (for p = 0 the
+// count of tensors that have a nonzero element), in double; a NaN wins the inf-norm's max.
+struct NormResult {
+  std::vector<double> per_tensor;
+  double total;
+};
+NormResult reference_norm(const std::vector<std::vector<double>>& tensors, double p);
+
+// The norm kernel's scratch and outputs for `list`, each its own exact-size allocation (the CUDA
+// host code carves them from one tensor), so an overrun of any of them is an ASan report.
+// blocks_done starts zeroed, as the host's memset leaves it; zero it again before a relaunch.
+struct NormBuffers {
+  NormBuffers(const TestList& list, double p, bool per_tensor)
+      : acc_dtype(list.any_double() ? DType::kFloat64 : DType::kFloat32),
+        total_dtype(list.promoted_dtype()),
+        chunk_partials(acc_dtype, list.num_chunks(), 0),
+        contributions(acc_dtype, static_cast<int64_t>(list.size()), 0),
+        per_tensor_norms(acc_dtype, per_tensor ? static_cast<int64_t>(list.size()) : 0, 0),
+        total(total_dtype, 1, 0),
+        blocks_done(1) {
+    params.list = list.list();
+    params.kind = norm_kind_for(p);
+    params.p = p;
+    params.acc_double = list.any_double();
+    params.chunk_partials = chunk_partials.data();
+    params.contributions = contributions.data();
+    params.per_tensor_out = per_tensor ? per_tensor_norms.data() : nullptr;
+    params.total_out = total.data();
+    params.total_dtype = static_cast<int32_t>(total_dtype);
+    params.blocks_done = blocks_done.data();
+  }
+
+  DType acc_dtype, total_dtype;
+  TensorBuffer chunk_partials, contributions, per_tensor_norms, total;
+  ExactArray<unsigned int> blocks_done;
+  NormParams params{};
+};
+
 // The parts of the self-test.
 void test_norm_kernels();
 void test_elementwise_kernels();
 void test_agc_kernel();
 void test_stats_kernels();
+void test_clip_step_kernels();
 
 }  // namespace selftest
 }  // namespace fastclip

@@ -226,5 +226,32 @@ std::vector<int> grids_for(int32_t num_chunks) {
   return {2, num_chunks + 3};
 }
 
+NormResult reference_norm(const std::vector<std::vector<double>>& tensors, double p) {
+  const NormKind kind = norm_kind_for(p);
+  NormResult out;
+  double total = 0;
+  for (const std::vector<double>& values : tensors) {
+    double acc = 0;
+    for (double x : values) {
+      switch (kind) {
+        case NormKind::kL2: acc += x * x; break;
+        case NormKind::kL1: acc += std::fabs(x); break;
+        case NormKind::kInf: acc = nan_max(acc, std::fabs(x)); break;
+        case NormKind::kZero: acc += x != 0; break;
+        case NormKind::kGeneral: acc += std::pow(std::fabs(x), p); break;
+      }
+    }
+    switch (kind) {
+      case NormKind::kL2: out.per_tensor.push_back(std::sqrt(acc)), total += acc; break;
+      case NormKind::kL1: out.per_tensor.push_back(acc), total += acc; break;
+      case NormKind::kInf: out.per_tensor.push_back(acc), total = nan_max(total, acc); break;
+      case NormKind::kZero: out.per_tensor.push_back(acc), total += acc != 0; break;
+      case NormKind::kGeneral: out.per_tensor.push_back(std::pow(acc, 1 / p)), total += acc; break;
+    }
+  }
+  out.total = kind == NormKind::kL2 ? std::sqrt(total) : kind == NormKind::kGeneral ? std::pow(total, 1 / p) : total;
+  return out;
+}
+
 }  // namespace selftest
 }  // namespace fastclip
