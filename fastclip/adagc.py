@@ -55,7 +55,7 @@ class AdaGC(Clipper):
         if "gamma" not in self._state:
             self._state["gamma"] = torch.zeros(len(self._params), ADAGC_GAMMA, dtype=torch.float64, device=device)
             self._state["steps"] = torch.zeros(1, dtype=torch.float64, device=device)
-        rows = self._rows_tensor(tuple(present), device)
+        rows = self._rows_tensor(present, device)
         values, coef, threshold = _entry_outputs(len(present), device)
         total, per_tensor = (None, None) if norms is None else norms
         _ops.adagc_update_(total, per_tensor, rows, self._state["gamma"], self._state["steps"], values, coef, threshold,

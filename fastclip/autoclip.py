@@ -134,7 +134,7 @@ class AutoClip(Clipper):
         if norms is not None:
             total = norms[0]
             entry_norms = norms[1] if self.per_tensor else total.reshape(1)
-        rows = self._rows_tensor(tuple(present) if self.per_tensor else (0,), device)
+        rows = self._rows_tensor(present if self.per_tensor else range(1), device)
         values, coef, threshold = _entry_outputs(len(present) if self.per_tensor else 1, device)
         s = self._state
         _ops.autoclip_update_(total, entry_norms, rows, s["lower"], s["upper"], s["window"], s["counters"], values,

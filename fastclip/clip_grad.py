@@ -23,7 +23,7 @@ import torch
 
 from . import ops
 from ._types import ProcessGroups, Tensors
-from ._validation import as_list, checked, diagnose, nonnegative
+from ._validation import as_list, checked, diagnose, nonnegative, present_grads
 from .distributed import as_groups, norms_across_ranks, split_dtensors
 
 __all__ = ["adaptive_clip_grad_", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
@@ -31,7 +31,8 @@ __all__ = ["adaptive_clip_grad_", "clip_grad_norm_", "clip_grad_value_", "clip_g
 
 def _grads_of(parameters):
     try:
-        return [p.grad for p in parameters if p.grad is not None]
+        grads = present_grads(parameters, "grad")
+        return [p.grad for p in parameters if p.grad is not None] if grads is None else grads
     except AttributeError:
         diagnose(parameters, "parameters", grads=True)
         raise

@@ -22,7 +22,7 @@ import torch
 from . import _ops, ops
 from ._layouts import ResultSlot, empty_result, write_outcome
 from ._types import Params, ProcessGroups
-from ._validation import check_choice, check_grad_attr, check_number, flatten_parameters
+from ._validation import check_choice, check_grad_attr, check_number, flatten_parameters, present_grads
 from .distributed import as_groups, check_same_lists, index_tensor, norms_across_ranks, split_dtensors
 
 __all__ = ["Clipper", "ClipResult", "NormClip"]
@@ -111,7 +111,11 @@ class Clipper:
     # -- the step -------------------------------------------------------------------------
 
     def _grads(self, params=None):
+        """(the positions of the parameters that have grads, as a range when all do; their grads)."""
         params = self._params if params is None else params
+        grads = present_grads(params, self.grad_attr)
+        if grads is not None:
+            return range(len(grads)), grads
         grads = [getattr(p, self.grad_attr, None) for p in params]
         present = [i for i, g in enumerate(grads) if g is not None]
         return present, [grads[i] for i in present]
@@ -156,8 +160,10 @@ class Clipper:
         return not self._groups and keys is None and self._norm_params is None and self.on_nonfinite != "error"
 
     def _rows_tensor(self, rows, device):
-        """The state rows ``rows`` (a tuple) as an int64 device tensor, copied again only when they change."""
-        if self._rows is None or self._rows[0] != rows or self._rows[1].device != device:
+        """The state rows ``rows`` (a range or a list) as an int64 device tensor, copied again
+        only when they change (comparing two ranges costs nothing, whatever their length)."""
+        if (self._rows is None or type(self._rows[0]) is not type(rows) or self._rows[0] != rows
+                or self._rows[1].device != device):
             self._rows = (rows, index_tensor(rows, device))
         return self._rows[1]
 

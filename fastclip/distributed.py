@@ -56,20 +56,26 @@ def split_dtensors(tensors: list[torch.Tensor], where: str = "tensors") -> tuple
     counts once). keys[i] is None for a plain tensor (reduced over ``process_group``), and the
     keys are None altogether when the list holds no DTensor."""
     dtensor = _dtensor_type()
-    if dtensor is None or not any(isinstance(t, dtensor) for t in tensors):
+    # The types present, collected in C (a per-tensor isinstance would cost as much as the clip).
+    if dtensor is None or not any(issubclass(kind, dtensor) for kind in set(map(type, tensors))):
         return tensors, None
     local, keys = [], []
+    key_of = {}  # (mesh, placements) -> key: DeviceMesh.get_group is slow, and a model has few layouts
     for i, t in enumerate(tensors):
         if not isinstance(t, dtensor):
             local.append(t)
             keys.append(None)
             continue
-        for placement in t.placements:
-            if placement.is_partial():
+        mesh, placements = t.device_mesh, t.placements
+        key = key_of.get((id(mesh), placements))
+        if key is None:
+            if any(placement.is_partial() for placement in placements):
                 raise RuntimeError(f"fastclip: {where}[{i}] is a DTensor with a Partial placement (pending "
                                    "reduction); redistribute it to Shard or Replicate first")
+            key = tuple(mesh.get_group(d) for d, pl in enumerate(placements) if pl.is_shard())
+            key_of[(id(mesh), placements)] = key
         local.append(t._local_tensor)
-        keys.append(tuple(t.device_mesh.get_group(d) for d, pl in enumerate(t.placements) if pl.is_shard()))
+        keys.append(key)
     return local, keys
 
 

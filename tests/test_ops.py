@@ -381,3 +381,60 @@ def test_stats_ops_are_not_public_wrappers(name):
     assert name not in dir(fastclip.ops) and hasattr(ops, name)
     with pytest.raises(AttributeError, match="no attribute 'not_an_op'"):
         fastclip.ops.not_an_op
+
+
+# ---- lists seen before: the checks and the plan are remembered per list of memory spans -------
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lists_seen_before_give_fresh_results_in_any_order(device, gen):
+    """Six lists (more than the few a thread remembers), one the reverse of another, visited in
+    an order that hits, reorders and evicts what is remembered; every call against float64."""
+    lists = [random_tensors(AWKWARD_SHAPES[: 2 + i], FLOAT_DTYPES, device, gen) for i in range(5)]
+    lists.append(lists[4][::-1])
+    for i in [0, 1, 2, 3, 4, 5, 0, 3, 5, 1, 1, 4, 2, 0, 5]:
+        tensors = lists[i]
+        for t in tensors:  # new values each visit: nothing may be remembered but the plan
+            t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype))
+        total, per_tensor = ops.multi_tensor_norm(tensors, 2.0, True)
+        assert_close_to(total, reference_norm(tensors, 2.0), rtol_for([t.dtype for t in tensors]))
+        for t, norm in zip(tensors, per_tensor):
+            assert_close_to(norm, reference_norm([t], 2.0), rtol_for([t.dtype]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_grads_replaced_at_the_same_address_are_planned_afresh(device, gen):
+    """Grads that take the place (the address) of earlier ones, as a caching allocator hands out:
+    the same span with another shape, a shorter span, another dtype, a strided view, a new
+    tensor, and no grad at all. Every step must clip exactly the grads it is given."""
+    buffer = torch.empty(64, device=device)
+    other = torch.randn(5, generator=gen).to(device)
+    steady = torch.nn.Parameter(torch.zeros(3, device=device))
+    steady.grad = torch.ones(3, device=device)
+    replacements = [buffer[:12].view(3, 4), buffer[:12].view(4, 3), buffer[:6], buffer.view(torch.bfloat16)[:24],
+                    buffer[:24:2], buffer[:12].view(3, 4), None, other, buffer[:12].view(3, 4)]
+    for grad in replacements:
+        param = torch.nn.Parameter(torch.zeros(12, device=device))  # a parameter of the grad's shape
+        if grad is not None:
+            grad.copy_(torch.randn(grad.shape, generator=gen, dtype=torch.float64).to(grad.dtype) * 3)
+            param = torch.nn.Parameter(torch.zeros_like(grad))
+        param.grad = grad
+        steady.grad.fill_(1.0)
+        expected = [g.double().clone() for g in (grad, steady.grad) if g is not None]
+        total = fastclip.clip_grad_norm_([param, steady], 0.5)
+        reference = math.sqrt(sum(float(g.pow(2).sum()) for g in expected))
+        assert_close_to(total.double(), torch.tensor(reference, dtype=torch.float64), 1e-2)
+        coef = min(0.5 / (reference + 1e-6), 1.0)
+        for got, before in zip([g for g in (grad, steady.grad) if g is not None], expected):
+            torch.testing.assert_close(got.double(), before * coef, rtol=1e-2, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_list_that_passed_does_not_excuse_an_overlapping_one(device):
+    buffer = torch.zeros(16, device=device)
+    a, b = buffer[:8], buffer[8:]
+    ops.multi_tensor_scale_([a, b], torch.tensor(2.0, device=device))
+    with pytest.raises(RuntimeError, match=r"tensors\[0\] and tensors\[1\] share memory"):
+        ops.multi_tensor_scale_([a, buffer[4:12]], torch.tensor(2.0, device=device))
+    ops.multi_tensor_norm([a, a], 2.0, False)  # reading one tensor twice is fine ...
+    with pytest.raises(RuntimeError, match=r"tensors\[0\] and tensors\[1\] share memory"):
+        ops.multi_tensor_scale_([a, a], torch.tensor(2.0, device=device))  # ... writing it twice is not

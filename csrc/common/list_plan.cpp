@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <deque>
 #include <limits>
 #include <string>
 #include <vector>
@@ -37,19 +39,27 @@ struct Span {
 void add_spans(at::TensorList tensors, int list, std::vector<Span>* spans) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
-    if (t.numel() == 0) continue;
-    int64_t last = 0;
-    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
-    const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
-    spans->push_back(Span{begin, begin + static_cast<uintptr_t>((last + 1) * t.element_size()), i, list});
+    const int64_t numel = t.numel();
+    if (numel == 0) continue;
+    int64_t extent = numel;  // elements from the first to one past the last
+    if (!t.is_non_overlapping_and_dense()) {
+      int64_t last = 0;
+      for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+      extent = last + 1;
+    }
+    const auto begin = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+    spans->push_back(Span{begin, begin + static_cast<uintptr_t>(extent * t.element_size()), i, list});
   }
 }
 
 // Calls on_pair(a, b) for every two spans that intersect (a before b in memory). O(n log n)
-// when nothing intersects.
+// when nothing intersects, O(n) when the tensors lie in memory in (or against) list order, as
+// the grads of a model usually do.
 template <typename OnPair>
 void sweep(std::vector<Span>& spans, const OnPair& on_pair) {
-  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  auto before = [](const Span& a, const Span& b) { return a.begin < b.begin; };
+  if (std::is_sorted(spans.rbegin(), spans.rend(), before)) std::reverse(spans.begin(), spans.end());
+  if (!std::is_sorted(spans.begin(), spans.end(), before)) std::sort(spans.begin(), spans.end(), before);
   std::vector<const Span*> active;  // earlier spans still open at the current begin
   for (const Span& span : spans) {
     active.erase(std::remove_if(active.begin(), active.end(), [&](const Span* a) { return a->end <= span.begin; }),
@@ -77,6 +87,62 @@ void check_no_overlap_between(at::TensorList tensors, const char* arg) {
   });
 }
 
+// What a check or a plan of a list of dense tensors depends on, entry by entry: a list with the
+// same fingerprint passes the same checks (same dtypes, one device, the same memory spans) and
+// gets the same plan, whichever tensor objects hold those spans. Lists with a tensor that is
+// not dense, or undefined, or of another dtype, get no fingerprint (they are checked and planned
+// in full every time).
+struct Fingerprint {
+  const void* data;
+  int64_t numel;
+  int32_t dtype;
+  int32_t device;  // type and index
+};
+static_assert(sizeof(Fingerprint) == 24, "compared with memcmp: no padding");
+
+bool fingerprint(at::TensorList tensors, std::vector<Fingerprint>* out) {
+  out->resize(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const at::Tensor& t = tensors[i];
+    if (!t.defined() || t.layout() != at::kStrided || !t.is_non_overlapping_and_dense()) return false;
+    const at::ScalarType type = t.scalar_type();
+    if (!is_supported_dtype(type)) return false;
+    const at::Device device = t.device();
+    (*out)[i] = Fingerprint{t.const_data_ptr(), t.numel(), static_cast<int32_t>(type),
+                            static_cast<int32_t>(device.type()) << 16 | static_cast<uint16_t>(device.index())};
+  }
+  return true;
+}
+
+// The last few lists this thread checked or planned (training alternates between a handful:
+// the grads, the params for AGC), most recent first. Each value comes with its fingerprint.
+template <typename Value>
+class RecentLists {
+ public:
+  const Value* find(const std::vector<Fingerprint>& key) {
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->first.size() == key.size() &&
+          std::memcmp(it->first.data(), key.data(), key.size() * sizeof(Fingerprint)) == 0) {
+        if (it != entries_.begin()) {  // to the front (erase first: push_front invalidates `it`)
+          auto entry = std::move(*it);
+          entries_.erase(it);
+          entries_.push_front(std::move(entry));
+        }
+        return &entries_.front().second;
+      }
+    }
+    return nullptr;
+  }
+  void add(std::vector<Fingerprint> key, Value value) {
+    entries_.emplace_front(std::move(key), std::move(value));
+    if (entries_.size() > kEntries) entries_.pop_back();
+  }
+
+ private:
+  static constexpr size_t kEntries = 4;
+  std::deque<std::pair<std::vector<Fingerprint>, Value>> entries_;
+};
+
 }  // namespace
 
 void check_reads_apart_from_writes(at::TensorList written, const char* written_arg, at::TensorList read,
@@ -97,6 +163,16 @@ void check_reads_apart_from_writes(at::TensorList written, const char* written_a
 }
 
 void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated) {
+  // A list that passed (as in-place when it is one now) needs no second look: a clipper checks
+  // the same grads every step, and on lists of thousands of small tensors the checks would cost
+  // more than the clip.
+  thread_local RecentLists<bool> passed;  // value: checked as an in-place list
+  thread_local std::vector<Fingerprint> key;
+  const bool keyed = fingerprint(tensors, &key);
+  if (keyed) {
+    const bool* as_mutated = passed.find(key);
+    if (as_mutated != nullptr && (*as_mutated || !mutated)) return;
+  }
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
     TORCH_CHECK(t.defined(), "fastclip: ", arg, "[", i, "] is an undefined tensor");
@@ -112,6 +188,7 @@ void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated) {
     }
   }
   if (mutated) check_no_overlap_between(tensors, arg);
+  if (keyed) passed.add(key, mutated);
 }
 
 void check_norm_type(double norm_type) {
@@ -145,18 +222,22 @@ void check_scalar_tensor(const at::Tensor& t, const char* arg, at::TensorList te
   }
 }
 
-ListPlan plan_tensor_list(at::TensorList tensors, int64_t chunk_size) {
+namespace {
+
+ListPlan plan_in_full(at::TensorList tensors, int64_t chunk_size) {
   ListPlan plan;
   plan.chunk_size = chunk_size;
-  plan.dense.reserve(tensors.size());
   plan.tensors.reserve(tensors.size());
+  plan.chunks.reserve(tensors.size());
   int64_t chunk_count = 0;
   if (!tensors.empty()) plan.promoted_type = tensors[0].scalar_type();
   for (const at::Tensor& t : tensors) {
     plan.promoted_type = at::promoteTypes(plan.promoted_type, t.scalar_type());
     // A dense tensor in any dim order occupies exactly [data, data + numel): its elements can be
     // visited in memory order, which is all a norm, a scale or a clamp needs.
-    at::Tensor dense = t.is_non_overlapping_and_dense() ? t : t.contiguous();
+    const bool is_dense = t.is_non_overlapping_and_dense();
+    if (!is_dense) plan.copies.emplace_back(plan.tensors.size(), t.contiguous());
+    const at::Tensor& dense = is_dense ? t : plan.copies.back().second;
     const int64_t numel = dense.numel();
     const int64_t tensor_chunks = (numel + chunk_size - 1) / chunk_size;
     TORCH_CHECK(chunk_count + tensor_chunks <= std::numeric_limits<int32_t>::max(),
@@ -173,9 +254,27 @@ ListPlan plan_tensor_list(at::TensorList tensors, int64_t chunk_size) {
     chunk_count += tensor_chunks;
     plan.any_double = plan.any_double || dense.scalar_type() == at::kDouble;
     plan.tensors.push_back(meta);
-    plan.dense.push_back(std::move(dense));
   }
   return plan;
+}
+
+}  // namespace
+
+ListPlan plan_tensor_list(at::TensorList tensors, int64_t chunk_size) {
+  // A list planned before (the same spans and dtypes; chunk size folded into the key) gets a copy
+  // of that plan: a memcpy, where planning again costs several calls into each tensor.
+  thread_local RecentLists<ListPlan> planned;
+  std::vector<Fingerprint> key;
+  if (!fingerprint(tensors, &key)) return plan_in_full(tensors, chunk_size);
+  key.push_back(Fingerprint{nullptr, chunk_size, -1, -1});
+  if (const ListPlan* plan = planned.find(key)) return *plan;
+  ListPlan plan = plan_in_full(tensors, chunk_size);
+  planned.add(std::move(key), plan);
+  return plan;
+}
+
+void finish_mutation(const ListPlan& plan, at::TensorList tensors) {
+  for (const auto& [index, copy] : plan.copies) const_cast<at::Tensor&>(tensors[index]).copy_(copy);
 }
 
 void copy_back(const std::vector<at::Tensor>& worked_on, at::TensorList tensors) {

@@ -16,9 +16,11 @@ namespace fastclip {
 constexpr int64_t kCpuChunkSize = 64 * 1024;
 
 struct ListPlan {
-  // What the kernels read and write: the tensor itself when it is dense in memory (any order of
-  // dims), else a contiguous copy (written back by `finish_mutation` for in-place ops).
-  std::vector<at::Tensor> dense;
+  // The kernels read and write each tensor itself when it is dense in memory (any order of dims),
+  // else a contiguous copy, kept here with the tensor's index (and written back by
+  // `finish_mutation` for in-place ops). Dense tensors are not copied into the plan: on lists of
+  // thousands of small tensors every per-tensor reference count is measurable.
+  std::vector<std::pair<size_t, at::Tensor>> copies;
   std::vector<TensorMeta> tensors;
   std::vector<ChunkMeta> chunks;
   int64_t chunk_size = 0;
@@ -56,6 +58,6 @@ ListPlan plan_tensor_list(at::TensorList tensors, int64_t chunk_size);
 // For in-place ops: copies results computed on contiguous copies back into the original views
 // (worked_on[i] is tensors[i] itself, or the copy the kernels wrote).
 void copy_back(const std::vector<at::Tensor>& worked_on, at::TensorList tensors);
-inline void finish_mutation(const ListPlan& plan, at::TensorList tensors) { copy_back(plan.dense, tensors); }
+void finish_mutation(const ListPlan& plan, at::TensorList tensors);
 
 }  // namespace fastclip
