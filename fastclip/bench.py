@@ -21,6 +21,7 @@ import fastclip
 from ._outputs import check_matplotlib, check_output, write_atomically
 # The timing, ceilings, floors and output are the harness's, shared with the scripts in bench/
 # (Timer, add_floor and ceiling_probes are imported for run_case's callers, e.g. the tests).
+from .bench_overhead import many_tiny, table_rows as overhead_rows
 from .bench_harness import (CEILING_BYTES, NORM_ONLY_PREFIX, Column, Progress, Timer, add_floor,  # noqa: F401
                             add_floors, available_memory_bytes, baseline_methods, ceiling_probes, clip_case,
                             format_table, machine_info, make_grads, method_rows, parse_device, report_title,
@@ -49,6 +50,10 @@ SUITES = {
               "GPT-2 124M, matrices in bfloat16, vectors (biases, norms) in float32"),
 }
 QUICK_SUITES = ["gpt2-124m", "many-small", "mixed"]
+# Host overhead rather than memory traffic: its own measurement (fastclip.bench_overhead).
+MANY_TINY = "many-tiny"
+MANY_TINY_WHAT = ("10,000 and 50,000 one-element grads (plain, and DTensor on the CPU): host time as a ratio to the "
+                  "Python walk over the grads, one thread")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 COMPILE_MAX_TENSORS = 1000
 
@@ -180,6 +185,19 @@ def print_table(report, out=None):
         print(f"left out: {method}{where}: {why}", file=out)
 
 
+OVERHEAD_TABLE = [Column("grads", lambda r: f"{r['tensors']:,} {r['grads']}", 16, left=True),
+                  Column("method", lambda r: r["method"], 32, left=True),
+                  Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
+                  Column("vs walk", lambda r: f"{r['vs_walk']:.2f}x", 8)]
+
+
+def print_overhead_table(report, out=None):
+    out = out or sys.stdout
+    print(f"\nmany-tiny: host time per call, one thread, as a ratio to the walk over the grads ({report['device']})",
+          file=out)
+    print(format_table(list(overhead_rows(report["overhead"])), OVERHEAD_TABLE), file=out)
+
+
 def write_plot(report, path, metric="fraction_of_floor"):
     """A grouped bar chart: one group per suite, one bar per method."""
     try:
@@ -216,9 +234,10 @@ def add_arguments(parser):
     parser.description = __doc__.split("\n")[0].replace("``", "")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "suites:\n" + "\n".join(f"  {name:11s} {what}" for name, (_, _, what) in SUITES.items())
-    parser.add_argument("--suite", action="append", choices=list(SUITES), metavar="NAME",
-                        help=f"a suite to run (repeatable): {', '.join(SUITES)}. Default: all but llama-7b, "
-                             f"or {', '.join(QUICK_SUITES)} with --quick")
+    parser.epilog += f"\n  {MANY_TINY:11s} {MANY_TINY_WHAT}"
+    parser.add_argument("--suite", action="append", choices=[*SUITES, MANY_TINY], metavar="NAME",
+                        help=f"a suite to run (repeatable): {', '.join([*SUITES, MANY_TINY])}. Default: all but "
+                             f"llama-7b, or {', '.join(QUICK_SUITES)} with --quick")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
                         help="grad dtype (the mixed suite always has bfloat16 matrices and float32 vectors)")
     parser.add_argument("--device", default=None, help="cuda when available, else cpu")
@@ -242,9 +261,11 @@ def run(args):
     check_output("fastclip bench", "--plot", args.plot, suffix=".png")
     if args.plot:
         check_matplotlib("fastclip bench", "--plot")
-    suites = args.suite or (QUICK_SUITES if args.quick else [s for s in SUITES if s != "llama-7b"])
+    suites = args.suite or (QUICK_SUITES if args.quick else [s for s in [*SUITES, MANY_TINY] if s != "llama-7b"])
     repeat = args.repeat or (5 if args.quick else 15)
     for suite in suites:
+        if suite == MANY_TINY:
+            continue
         _check_memory(suite, shard_shapes(SUITES[suite][0], args.shard), SUITES[suite][1] or (DTYPES[args.dtype],),
                       device)
     try:
@@ -252,7 +273,10 @@ def run(args):
     except torch.OutOfMemoryError as e:
         raise SystemExit(f"fastclip bench: out of memory on {device} ({str(e).splitlines()[0]}); "
                          "try fewer suites or --shard N") from None
-    print_table(report)
+    if report["cases"]:
+        print_table(report)
+    if "overhead" in report:
+        print_overhead_table(report)
     if args.json:
         write_json(report, args.json)
     if args.csv:
@@ -279,15 +303,19 @@ def _check_memory(suite, shapes, dtypes, device):
 def _run_suites(args, device, suites, repeat):
     timer = Timer(device)
     generator = torch.Generator().manual_seed(0)
-    progress = Progress(len(suites) * repeat)
-    probes = ceiling_probes(device)
+    clip_suites = [s for s in suites if s != MANY_TINY]
+    progress = Progress(len(clip_suites) * repeat)
+    probes = ceiling_probes(device) if clip_suites else {}
     report = {**machine_info(device), "repeat": repeat, "quick": args.quick, "shard": args.shard, "cases": []}
-    for suite in suites:
+    if MANY_TINY in suites:
+        progress.add(4 if device.type == "cpu" else 2)
+        report["overhead"] = many_tiny(device, repeat, progress)
+    for suite in clip_suites:
         shapes, dtypes, _ = SUITES[suite]
         report["cases"].append(run_case(suite, shard_shapes(shapes, args.shard), dtypes or (DTYPES[args.dtype],),
                                         device, timer, repeat, generator, args.quick, progress, probes))
     del probes
-    report["ceilings"] = add_floors(report["cases"])
+    report["ceilings"] = add_floors(report["cases"]) if report["cases"] else {}
     progress.close()
     return report
 

@@ -131,8 +131,13 @@ class Clipper:
         if not norm_grads and not self._groups:
             self._pending = None
             return ClipResult(_idle_result(self._params[0].device, 0.0))
-        grads, _ = split_dtensors(grads, "grads")  # DTensors: their local shards, scaled in place
-        norm_grads, keys = split_dtensors(norm_grads, "grads")  # ... and how their partials are reduced
+        # DTensors: their local shards, scaled in place, and how their partials are reduced.
+        if self._norm_params is None:
+            grads, keys = split_dtensors(grads, "grads")
+            norm_grads = grads
+        else:
+            grads, _ = split_dtensors(grads, "grads")
+            norm_grads, keys = split_dtensors(norm_grads, "grads")
         device = norm_grads[0].device if norm_grads else self._params[0].device
         self._move_state(device)
         norms = None  # the op computes the norms of the grads it clips

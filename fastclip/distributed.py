@@ -8,6 +8,7 @@ The collectives run on the current stream: nothing syncs the host.
 """
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -57,26 +58,47 @@ def split_dtensors(tensors: list[torch.Tensor], where: str = "tensors") -> tuple
     keys are None altogether when the list holds no DTensor."""
     dtensor = _dtensor_type()
     # The types present, collected in C (a per-tensor isinstance would cost as much as the clip).
-    if dtensor is None or not any(issubclass(kind, dtensor) for kind in set(map(type, tensors))):
+    kinds = set(map(type, tensors))
+    if dtensor is None or not any(issubclass(kind, dtensor) for kind in kinds):
         return tensors, None
+    if kinds == {dtensor}:  # FSDP2: every grad a DTensor whose spec was seen before, all looked up in C
+        specs = list(map(_SPEC, tensors))
+        known = list(map(_KEYS_BY_SPEC.get, map(id, specs)))
+        if None not in known and all(map(operator.is_, map(_FIRST, known), specs)):
+            return list(map(_LOCAL_TENSOR, tensors)), list(map(_SECOND, known))
     local, keys = [], []
-    key_of = {}  # (mesh, placements) -> key: DeviceMesh.get_group is slow, and a model has few layouts
     for i, t in enumerate(tensors):
         if not isinstance(t, dtensor):
             local.append(t)
             keys.append(None)
             continue
-        mesh, placements = t.device_mesh, t.placements
-        key = key_of.get((id(mesh), placements))
-        if key is None:
-            if any(placement.is_partial() for placement in placements):
-                raise RuntimeError(f"fastclip: {where}[{i}] is a DTensor with a Partial placement (pending "
-                                   "reduction); redistribute it to Shard or Replicate first")
-            key = tuple(mesh.get_group(d) for d, pl in enumerate(placements) if pl.is_shard())
-            key_of[(id(mesh), placements)] = key
+        spec = t._spec
+        known = _KEYS_BY_SPEC.get(id(spec))
         local.append(t._local_tensor)
-        keys.append(key)
+        keys.append(known[1] if known is not None and known[0] is spec else _key_of_spec(spec, where, i))
     return local, keys
+
+
+# id(spec) -> (spec, key). A DTensor's spec (mesh and placements) is shared step after step: FSDP2
+# keeps one per parameter for its grads. Looking a key up by the spec's identity costs a fraction of
+# hashing its placements, and far less than DeviceMesh.get_group. Holding the spec keeps its id
+# from being reused; the cache is emptied when it grows past any model's parameter count.
+_KEYS_BY_SPEC = {}
+_MAX_KEYS = 1 << 18
+_SPEC, _LOCAL_TENSOR = operator.attrgetter("_spec"), operator.attrgetter("_local_tensor")
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
+
+
+def _key_of_spec(spec, where, i):
+    placements = spec.placements
+    if any(placement.is_partial() for placement in placements):
+        raise RuntimeError(f"fastclip: {where}[{i}] is a DTensor with a Partial placement (pending "
+                           "reduction); redistribute it to Shard or Replicate first")
+    key = tuple(spec.mesh.get_group(d) for d, pl in enumerate(placements) if pl.is_shard())
+    if len(_KEYS_BY_SPEC) >= _MAX_KEYS:
+        _KEYS_BY_SPEC.clear()
+    _KEYS_BY_SPEC[id(spec)] = (spec, key)
+    return key
 
 
 def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, total_dtype: torch.dtype,
@@ -98,11 +120,14 @@ def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, tota
     # Tensors reduced over the same groups travel together, in order of first appearance (the
     # same on every rank, since the ranks list the same tensors).
     by_groups = {}
-    for i in range(n):
-        key = groups if keys is None or keys[i] is None else keys[i]
-        by_groups.setdefault(key, []).append(i)
-    if not by_groups:
-        by_groups[groups] = []
+    distinct = {None} if keys is None else set(keys)  # hashed in C: most lists have a single key
+    if len(distinct) <= 1:  # (none at all: a rank with no tensors still reduces over `groups`)
+        key = next(iter(distinct), None)
+        by_groups[groups if key is None else key] = list(range(n))
+    else:
+        for i in range(n):
+            key = groups if keys[i] is None else keys[i]
+            by_groups.setdefault(key, []).append(i)
     sums = []
     full = partial.clone() if keep_per_tensor else None
     for key_groups, indices in by_groups.items():

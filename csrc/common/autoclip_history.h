@@ -141,6 +141,18 @@ FASTCLIP_HD float from_order_key(uint32_t key) {
 // The k-th smallest (0-based) of values[0, count): a radix select, eight passes of 4 bits (a
 // 16-counter histogram: small enough for a GPU thread's registers or a tiny stack frame).
 FASTCLIP_HD float radix_select(const float* values, int64_t count, int64_t k) {
+  if (count <= 16) {  // a short window: the value with k below it and k+1 at or below, by counting
+    for (int64_t i = 0; i < count; ++i) {
+      const uint32_t key = order_key(values[i]);
+      int64_t below = 0, at_or_below = 0;
+      for (int64_t j = 0; j < count; ++j) {
+        const uint32_t other = order_key(values[j]);
+        below += other < key;
+        at_or_below += other <= key;
+      }
+      if (below <= k && k < at_or_below) return from_order_key(key);
+    }
+  }
   uint32_t prefix = 0;
   int64_t histogram[16];
   for (int shift = 28; shift >= 0; shift -= 4) {
