@@ -99,9 +99,10 @@ def _time(methods, repeat, sync):
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-def many_tiny(device: torch.device, repeat: int, progress=None, counts=COUNTS) -> list[dict]:
-    """One case per list (plain grads at each count; DTensor grads at each count on the CPU):
-    ``{"tensors", "grads", "methods": {name: {"median_ms", "vs_walk"}}}``."""
+def many_tiny(device: torch.device, repeat: int, progress=None, counts=None) -> list[dict]:
+    """One case per list (plain grads at each count, default :data:`COUNTS`; DTensor grads at each
+    count on the CPU): ``{"tensors", "grads", "methods": {name: {"median_ms", "vs_walk"}}}``."""
+    counts = COUNTS if counts is None else counts
     generator = torch.Generator().manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     cases = []

@@ -338,3 +338,24 @@ def test_bench_help_lists_every_suite_with_what_it_is(fastclip_command):
     assert "clipping throughput on this machine" in out and "``" not in out
     for name, (_, _, what) in SUITES.items():
         assert f"  {name:11s} {what}" in out, name
+    assert "  many-tiny   10,000 and 50,000 one-element grads" in out
+
+
+def test_bench_many_tiny_reports_each_call_against_the_walk(tmp_path, monkeypatch, capsys):
+    import fastclip.bench
+    import fastclip.bench_overhead
+
+    monkeypatch.setattr(fastclip.bench_overhead, "COUNTS", (300,))
+    report = fastclip.bench.main(["--suite", "many-tiny", "--repeat", "2", "--json", str(tmp_path / "r.json")])
+    kinds = [(c["grads"], c["tensors"]) for c in report["overhead"]]
+    assert kinds[0] == ("plain", 300) and set(kinds) <= {("plain", 300), ("DTensor", 300)}
+    for case in report["overhead"]:
+        methods = case["methods"]
+        assert methods["walk"]["vs_walk"] == 1.0
+        expected = {"walk", "fastclip.clip_grad_norm_", *fastclip.bench_overhead.CLIPPERS}
+        assert expected <= set(methods) and all(m["median_ms"] > 0 for m in methods.values())
+        for name, m in methods.items():
+            assert m["vs_walk"] == pytest.approx(m["median_ms"] / methods["walk"]["median_ms"])
+    assert json.loads((tmp_path / "r.json").read_text())["overhead"] == report["overhead"]
+    out = capsys.readouterr().out
+    assert "many-tiny: host time per call" in out and "300 plain" in out and "vs walk" in out
