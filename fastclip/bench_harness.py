@@ -393,7 +393,11 @@ def device_name(device: torch.device) -> str:
         pass
     cache = last_level_cache_bytes()
     cache_text = f", {cache >> 20} MiB last-level cache" if cache else ""
-    return f"{name} ({torch.get_num_threads()} threads{cache_text})"
+    # The CPU kernels' instruction set (FASTCLIP_CPU_ISA=generic|avx2 caps it): runs on one
+    # machine with different caps are then told apart.
+    isa = fastclip.build_info().get("cpu_isa_in_use")
+    isa_text = f", {isa} kernels" if isa else ""
+    return f"{name} ({torch.get_num_threads()} threads{cache_text}{isa_text})"
 
 
 def last_level_cache_bytes() -> int:

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES, FLOAT_DTYPES, RTOL, RTOL_SUM, assert_close_to, random_tensors, reference_norm, rtol_for
+from conftest import CUDA_KERNELS_ON_CPU, DEVICES, FLOAT_DTYPES, RTOL, RTOL_SUM, assert_close_to, random_tensors, reference_norm, rtol_for
 
 import fastclip
 
@@ -438,3 +438,28 @@ def test_a_list_that_passed_does_not_excuse_an_overlapping_one(device):
     ops.multi_tensor_norm([a, a], 2.0, False)  # reading one tensor twice is fine ...
     with pytest.raises(RuntimeError, match=r"tensors\[0\] and tensors\[1\] share memory"):
         ops.multi_tensor_scale_([a, a], torch.tensor(2.0, device=device))  # ... writing it twice is not
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_norms_are_the_float32_norms_of_the_same_values(dtype, norm_type, gen):
+    """A half-precision value widens to float32 exactly, and each CPU variant runs the same lanes
+    in the same order whatever the input dtype (float16 through the hardware conversion): the
+    per-tensor norms of fp16/bf16 grads are bit for bit those of the same values in float32.
+    Subnormals, signed zeros, the largest finite values, NaN, inf and lengths around the lanes.
+    (The CUDA kernels load 16 bytes per vector, so their element order depends on the dtype.)"""
+    if CUDA_KERNELS_ON_CPU:
+        pytest.skip("the native CPU kernels' property; the CUDA kernels order elements by 16-byte vectors")
+    special = torch.tensor([5.96e-8, -5.96e-8, 6.1e-5, -6.0e-5, 1e-7, 0.0, -0.0, 1.0, -2.5], dtype=torch.float64)
+    if dtype == torch.float16:
+        special = torch.cat([special, torch.tensor([65504.0, -65504.0])])
+    tensors = [(torch.randn(n, generator=gen, dtype=torch.float64) * 3).to(dtype) for n in (1, 15, 16, 17, 33, 70001)]
+    tensors += [special.repeat(7).to(dtype)]
+    for bad in (math.nan, math.inf):
+        t = torch.randn(123, generator=gen).to(dtype)
+        t[50] = bad
+        tensors.append(t)
+    _, half_norms = ops.multi_tensor_norm(tensors, norm_type, True)
+    _, float_norms = ops.multi_tensor_norm([t.float() for t in tensors], norm_type, True)
+    assert half_norms.dtype == float_norms.dtype == torch.float32
+    assert torch.equal(half_norms.view(torch.int32), float_norms.view(torch.int32))

@@ -67,6 +67,19 @@ FASTCLIP_ALWAYS_INLINE void store_from_opmath(c10::Half* p, float value) {
 }
 #endif
 
+// partial_of's ending, shared with the explicitly vectorised loops that fill the same lanes
+// (cpu_chunk_ops.cpp): elements [i, n) one at a time, then the lanes' fixed tree.
+template <NormKind kind, typename scalar_t, typename acc_t>
+FASTCLIP_ALWAYS_INLINE acc_t finish_partial(acc_t* lanes, const scalar_t* x, int64_t i, int64_t n, acc_t p) {
+  acc_t tail = acc_t(0);
+  for (; i < n; ++i) tail = norm_combine<kind>(tail, norm_element<kind>(load_opmath<acc_t>(x + i), p));
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int j = 0; j < width; ++j) lanes[j] = norm_combine<kind>(lanes[j], lanes[j + width]);
+  }
+  return norm_combine<kind>(lanes[0], tail);
+}
+
+// The partial of x[0, n): element i goes to lane i % kLanes, the tail to its own sum.
 template <NormKind kind, typename scalar_t, typename acc_t>
 FASTCLIP_ALWAYS_INLINE acc_t partial_of(const scalar_t* x, int64_t n, acc_t p) {
   acc_t lanes[kLanes];
@@ -77,12 +90,7 @@ FASTCLIP_ALWAYS_INLINE acc_t partial_of(const scalar_t* x, int64_t n, acc_t p) {
       lanes[j] = norm_combine<kind>(lanes[j], norm_element<kind>(load_opmath<acc_t>(x + i + j), p));
     }
   }
-  acc_t tail = acc_t(0);
-  for (; i < n; ++i) tail = norm_combine<kind>(tail, norm_element<kind>(load_opmath<acc_t>(x + i), p));
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int j = 0; j < width; ++j) lanes[j] = norm_combine<kind>(lanes[j], lanes[j + width]);
-  }
-  return norm_combine<kind>(lanes[0], tail);
+  return finish_partial<kind>(lanes, x, i, n, p);
 }
 
 template <typename scalar_t, typename opmath_t>
