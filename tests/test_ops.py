@@ -78,7 +78,10 @@ def test_norm_is_bitwise_deterministic(device, gen):
 
 
 def test_cpu_norm_independent_of_thread_count(gen):
-    tensors = random_tensors([(1_000_003,), (256, 4097), (33,)], [torch.float32, torch.float16], "cpu", gen)
+    """Also proves that computing two chunks in one loop (as each thread pairs its chunks, which
+    depends on the thread count) gives each chunk's own partial, bit for bit."""
+    tensors = random_tensors([(1_000_003,), (256, 4097), (33,), (300_001,)],
+                             [torch.float32, torch.float16, torch.bfloat16], "cpu", gen)
     before = torch.get_num_threads()
     try:
         results = []

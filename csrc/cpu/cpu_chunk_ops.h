@@ -19,6 +19,12 @@ const char* isa_in_use();
 float chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t end, float p);
 double chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t end, double p);
 
+// The float partials of two ranges of n elements of one dtype, out[0] and out[1], each exactly
+// what chunk_partial computes, in one loop (faster where one range's sum waits on its own
+// latency). Returns false, computing nothing, where there is no such loop (only L2 has one).
+bool chunk_partial_pair(NormKind kind, const TensorMeta& a, int64_t a_begin, const TensorMeta& b, int64_t b_begin,
+                        int64_t n, float p, float* out);
+
 // x *= coef over [begin, end), in float (double for float64 tensors).
 void chunk_scale(const TensorMeta& meta, int64_t begin, int64_t end, double coef);
 

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "cpu_chunk_ops.h"
 #include "cpu_parallel.h"
@@ -17,9 +18,32 @@ std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind k
   const int64_t num_chunks = static_cast<int64_t>(plan.chunks.size());
   const int64_t num_tensors = static_cast<int64_t>(plan.tensors.size());
   std::vector<acc_t> chunk_partials(num_chunks);
-  for_each_chunk(plan, [&](int64_t c, const TensorMeta& meta, int64_t begin, int64_t end) {
-    chunk_partials[c] = chunk_partial(kind, meta, begin, end, p);
-  });
+  if constexpr (std::is_same_v<acc_t, float>) {
+    // Two chunks at a time where they have one dtype and length (chunk_partial_pair).
+    at::parallel_for(0, num_chunks, 1, [&](int64_t first, int64_t last) {
+      for (int64_t c = first; c < last;) {
+        const TensorMeta& meta = plan.tensors[plan.chunks[c].tensor];
+        int64_t begin = 0, end = 0;
+        chunk_range(meta, plan.chunks[c], plan.chunk_size, &begin, &end);
+        if (c + 1 < last) {
+          const TensorMeta& next = plan.tensors[plan.chunks[c + 1].tensor];
+          int64_t next_begin = 0, next_end = 0;
+          chunk_range(next, plan.chunks[c + 1], plan.chunk_size, &next_begin, &next_end);
+          if (end - begin == next_end - next_begin &&
+              chunk_partial_pair(kind, meta, begin, next, next_begin, end - begin, p, &chunk_partials[c])) {
+            c += 2;
+            continue;
+          }
+        }
+        chunk_partials[c] = chunk_partial(kind, meta, begin, end, p);
+        ++c;
+      }
+    });
+  } else {
+    for_each_chunk(plan, [&](int64_t c, const TensorMeta& meta, int64_t begin, int64_t end) {
+      chunk_partials[c] = chunk_partial(kind, meta, begin, end, p);
+    });
+  }
 
   at::Tensor per_tensor_norms = at::empty({per_tensor ? num_tensors : 0}, at::TensorOptions().dtype(acc_type));
   acc_t* per_tensor_out = per_tensor ? per_tensor_norms.data_ptr<acc_t>() : nullptr;
