@@ -48,6 +48,10 @@ SUITES = {
     "one-huge": ([(2**28,)], None, "one tensor of 2^28 elements"),
     "mixed": (GPT2_124M, GPT2_124M_BF16_MATRICES,
               "GPT-2 124M, matrices in bfloat16, vectors (biases, norms) in float32"),
+    # The same list in half precision, beside gpt2-124m in the same run: half the bytes should
+    # cost about half the time (HALF_PRECISION_NOTE).
+    "gpt2-124m-bf16": (GPT2_124M, (torch.bfloat16,), "GPT-2 124M in bfloat16"),
+    "gpt2-124m-fp16": (GPT2_124M, (torch.float16,), "GPT-2 124M in float16"),
 }
 QUICK_SUITES = ["gpt2-124m", "many-small", "mixed"]
 # Host overhead rather than memory traffic: its own measurement (fastclip.bench_overhead).
@@ -165,6 +169,24 @@ TABLE = [Column("suite", lambda r: r["suite"] if r["shard"] == 1 else f"{r['suit
 LAUNCHES = Column("launches", lambda r: f"{r['kernel_launches']}", 8)
 
 
+def half_precision_ratios(report):
+    """{suite: fastclip's clip_grad_norm_ time on it / on gpt2-124m} for the half-precision
+    suites run beside a float32 gpt2-124m (same run, same rounds' machine)."""
+    def fastclip_ms(suite, dtype=None):
+        for case in report["cases"]:
+            if case["suite"] == suite and (dtype is None or case["dtypes"] == [dtype]):
+                return case["methods"].get("fastclip", {}).get("median_s")
+        return None
+
+    base = fastclip_ms("gpt2-124m", "float32")
+    ratios = {}
+    for suite in ("gpt2-124m-bf16", "gpt2-124m-fp16"):
+        ms = fastclip_ms(suite)
+        if base and ms:
+            ratios[suite] = ms / base
+    return ratios
+
+
 def print_table(report, out=None):
     """The terminal table, on ``out`` (the current ``sys.stdout`` by default)."""
     out = out or sys.stdout
@@ -183,6 +205,11 @@ def print_table(report, out=None):
     for (method, why), suites in skipped.items():
         where = "" if len(suites) == len(report["cases"]) else f" ({', '.join(suites)})"
         print(f"left out: {method}{where}: {why}", file=out)
+    ratios = half_precision_ratios(report)
+    if ratios:
+        print("half precision: fastclip's clip_grad_norm_ at " + ", ".join(
+            f"{r:.2f}x ({suite.rsplit('-', 1)[1]})" for suite, r in ratios.items()) + " of its float32 time on gpt2-124m",
+            file=out)
 
 
 OVERHEAD_TABLE = [Column("grads", lambda r: f"{r['tensors']:,} {r['grads']}", 16, left=True),

@@ -359,3 +359,23 @@ def test_bench_many_tiny_reports_each_call_against_the_walk(tmp_path, monkeypatc
     assert json.loads((tmp_path / "r.json").read_text())["overhead"] == report["overhead"]
     out = capsys.readouterr().out
     assert "many-tiny: host time per call" in out and "300 plain" in out and "vs walk" in out
+
+
+def test_bench_reports_half_precision_against_float32_from_the_same_run():
+    from fastclip.bench import half_precision_ratios, print_table
+
+    def case(suite, dtype, seconds):
+        return {"suite": suite, "dtypes": [dtype], "tensors": 148,
+                "methods": {"fastclip": {"median_s": seconds, "min_s": seconds, "max_s": seconds, "clips": True,
+                                         "norm_only": False, "speedup_vs_torch_foreach": 1.0,
+                                         "fraction_of_floor": 1.0, "kernel_launches": None}}}
+
+    report = {"device": "cpu", "device_type": "cpu", "torch": torch.__version__, "repeat": 1,
+              "cases": [case("gpt2-124m", "float32", 0.010), case("gpt2-124m-bf16", "bfloat16", 0.006),
+                        case("gpt2-124m-fp16", "float16", 0.005)]}
+    assert half_precision_ratios(report) == pytest.approx({"gpt2-124m-bf16": 0.6, "gpt2-124m-fp16": 0.5})
+    out = io.StringIO()
+    print_table(report, out)
+    assert "half precision: fastclip's clip_grad_norm_ at 0.60x (bf16), 0.50x (fp16)" in out.getvalue()
+    report["cases"][0]["dtypes"] = ["bfloat16"]  # gpt2-124m run with --dtype bfloat16: no float32 to compare with
+    assert half_precision_ratios(report) == {}
