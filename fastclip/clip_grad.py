@@ -9,13 +9,18 @@ multi-tensor kernels. Where fastclip deliberately differs:
   is rounded to the promoted dtype of the grads. torch rounds each per-tensor norm to its grad's
   dtype first, so in a list that mixes fp16 and fp32 grads, an fp16 tensor whose own norm exceeds
   65504 makes torch's total ``inf`` (and zeroes every grad), while fastclip returns the finite
-  float32 total. In an all-fp16 list both totals are fp16, and both overflow to ``inf`` there.
+  float32 total. In an all-fp16 list both totals are fp16, and both overflow to ``inf`` above
+  65504; torch's coefficient is then 0 and zeroes every grad, while fastclip computes the
+  coefficient from the accumulated (float32) total, so the grads are clipped to ``max_norm`` as
+  they should be (``error_if_nonfinite=True`` still raises on the ``inf`` total, as torch does).
   Elsewhere results agree within rounding.
 * Invalid arguments raise instead of being silently accepted: a negative or NaN ``max_norm``,
   ``norm_type`` or ``clip_value``; grads on different devices; sparse grads; unsupported dtypes.
 * ``foreach`` is accepted for compatibility and ignored: there is one fused path.
 """
 
+import functools
+import operator
 import types
 import warnings
 
@@ -57,11 +62,24 @@ def _raise_if_nonfinite(total_norm, norm_type):
             "`error_if_nonfinite=False`")
 
 
-def _total_across_ranks(tensors, norm_type, groups, keys, device, items, arg, grads):
+def _total_across_ranks(tensors, norm_type, groups, keys, device, items, arg, grads, total_dtype=None):
     """The norm of the whole model (``device``: where a rank with no tensors makes its empty
     partial); an op's rejection of ``tensors`` is re-raised naming the bad entry of ``items``."""
     return checked(norms_across_ranks, tensors, norm_type, groups, keys, device=device, items=items, arg=arg,
-                   grads=grads)[0]
+                   grads=grads, total_dtype=total_dtype)[0]
+
+
+def _promoted_dtype(tensors):
+    dtypes = set(map(operator.attrgetter("dtype"), tensors))  # gathered in C: lists can be long
+    return functools.reduce(torch.promote_types, dtypes) if dtypes else torch.float32
+
+
+def _coefficient_total(total, exact):
+    """What the clip coefficient is computed from (as the kernels do, norm_math.h's
+    coefficient_total): ``total`` (the grads' dtype), or the float64 ``exact`` where rounding it
+    to that dtype overflowed; in float32 unless the total is float64, as torch computes it."""
+    chosen = torch.where(torch.isinf(total) & torch.isfinite(exact), exact, total)
+    return chosen if total.dtype == torch.float64 else chosen.float()
 
 
 def get_total_norm(tensors: Tensors, norm_type: float = 2.0, error_if_nonfinite: bool = False,
@@ -149,11 +167,13 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
     local, keys = split_dtensors(grads, "grads")
     if groups or keys is not None:
         device = params[0].device if params else "cpu"  # for a rank with no grads
-        total = _total_across_ranks(local, norm_type, groups, keys, device, params, "parameters", True)
+        exact = _total_across_ranks(local, norm_type, groups, keys, device, params, "parameters", True,
+                                    total_dtype=torch.float64)
+        total = exact.to(_promoted_dtype(local))
         if error_if_nonfinite:
             _raise_if_nonfinite(total, norm_type)
         if local:
-            ops.multi_tensor_clip_by_norm_(local, total, max_norm)
+            ops.multi_tensor_clip_by_norm_(local, _coefficient_total(total, exact), max_norm)
         return total
     if not grads:
         return torch.tensor(0.0)

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 from conftest import (CUDA_KERNELS_ON_CPU, DEVICES, FLOAT_DTYPES, RTOL, RTOL_SUM, assert_close_to, clipped_by,
-                      make_params, random_tensors, reference_norm, rtol_for)
+                      make_params, random_tensors, reference_norm, rtol_for, runs_cuda_kernels)
 
 import fastclip
 
@@ -317,3 +317,64 @@ def test_distributed_local_step_alone(gen):
     assert total.item() == 0.0 and total.dtype == torch.float32 and per is None
     with pytest.raises(ValueError, match="norm_type=0"):
         norms_across_ranks(tensors, 0.0, (), device="cpu")
+
+
+def _fp16_grads_over_65504(gen, device):
+    """fp16 grads whose tensors' norms fit fp16 (about 49,500 and 58,600) but whose total (about
+    76,700) does not."""
+    return [(torch.randn(n, generator=gen, dtype=torch.float64) * 700).half().to(device) for n in (5000, 7000, 3)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_all_fp16_total_over_65504_is_inf_but_the_grads_are_clipped_by_the_true_norm(device, monkeypatch, gen):
+    grads = _fp16_grads_over_65504(gen, device)
+    exact = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+    assert exact > 65504 and all(float(g.double().norm()) < 65504 for g in grads)
+    theirs = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(theirs, grads):
+        p.grad = g.clone()
+    assert torch.nn.utils.clip_grad_norm_(theirs, 1.0).isinf()  # torch: inf, and every grad zeroed
+    assert all(bool((p.grad == 0).all()) for p in theirs)
+    outcomes = []
+    for single_launch in ("1", "0"):  # the CUDA kernels' one launch and their two: the same bits
+        monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", single_launch)
+        ours = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+        for p, g in zip(ours, grads):
+            p.grad = g.clone()
+        total = fastclip.clip_grad_norm_(ours, 1.0)
+        assert total.dtype == torch.float16 and total.isinf()  # torch's dtype, and so torch's value
+        # The CUDA kernels round the coefficient (1/76,700, an fp16 subnormal) to fp16 first, as
+        # torch's CUDA path does: 0.5% of it.
+        rtol = 1e-2 if runs_cuda_kernels(device) else 2e-3
+        clipped = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in ours))
+        assert clipped == pytest.approx(1.0, rel=rtol)
+        for p, g in zip(ours, grads):
+            torch.testing.assert_close(p.grad.double(), g.double() / exact, rtol=rtol, atol=1e-6)
+        outcomes.append([p.grad for p in ours])
+    for a, b in zip(*outcomes):
+        assert torch.equal(a.view(torch.int16), b.view(torch.int16))
+    for p, g in zip(ours, grads):
+        p.grad = g.clone()
+    with pytest.raises(RuntimeError, match="non-finite"):  # as torch: the returned total is inf
+        fastclip.clip_grad_norm_(ours, 1.0, error_if_nonfinite=True)
+    assert all(torch.equal(p.grad, g) for p, g in zip(ours, grads))  # and nothing was touched
+
+
+def test_all_fp16_total_over_65504_across_a_process_group_is_clipped_too(gen):
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialized in this process")
+    grads = _fp16_grads_over_65504(gen, "cpu")
+    exact = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        total = fastclip.clip_grad_norm_(params, 1.0, process_group=dist.group.WORLD)
+    finally:
+        dist.destroy_process_group()
+    assert total.dtype == torch.float16 and total.isinf()
+    for p, g in zip(params, grads):
+        torch.testing.assert_close(p.grad.double(), g.double() / exact, rtol=2e-3, atol=1e-6)

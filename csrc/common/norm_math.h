@@ -134,6 +134,16 @@ FASTCLIP_HD acc_t clip_coefficient(acc_t max_norm, acc_t total_norm) {
   return coef > acc_t(1) ? acc_t(1) : coef;
 }
 
+// The total the clip coefficient is computed from: the total as stored in the grads' dtype (as
+// torch computes it), except where storing turned a finite accumulated total into inf, as a
+// half-precision list whose norm exceeds 65504 does: then the accumulated total, so the grads
+// are clipped by their norm instead of zeroed (a deliberate difference from torch).
+FASTCLIP_HD double coefficient_total(double stored, double accumulated) {
+  const bool stored_infinite = stored == stored && stored - stored != 0.0;
+  const bool accumulated_finite = accumulated - accumulated == 0.0;
+  return stored_infinite && accumulated_finite ? accumulated : stored;
+}
+
 // clip_grad_value_: clamp to [-v, v]; NaN stays NaN (comparisons with NaN are false).
 template <typename acc_t>
 FASTCLIP_HD acc_t clamp_symmetric(acc_t x, acc_t v) {

@@ -14,7 +14,7 @@ namespace {
 
 template <typename acc_t>
 std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind kind, acc_t p, bool per_tensor,
-                                                at::ScalarType acc_type) {
+                                                at::ScalarType acc_type, double* accumulated) {
   const int64_t num_chunks = static_cast<int64_t>(plan.chunks.size());
   const int64_t num_tensors = static_cast<int64_t>(plan.tensors.size());
   std::vector<acc_t> chunk_partials(num_chunks);
@@ -56,15 +56,17 @@ std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind k
     if (per_tensor_out) per_tensor_out[t] = norm_finalize(kind, partial, p);
   }
   const acc_t total = norm_finalize(kind, blocked_combine(kind, contributions.data(), num_tensors), p);
+  if (accumulated != nullptr) *accumulated = static_cast<double>(total);
   return {at::scalar_tensor(total, at::TensorOptions().dtype(acc_type)).to(plan.promoted_type), per_tensor_norms};
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> norm_pass(const ListPlan& plan, double norm_type, bool per_tensor) {
+std::tuple<at::Tensor, at::Tensor> norm_pass(const ListPlan& plan, double norm_type, bool per_tensor,
+                                             double* accumulated) {
   const NormKind kind = norm_kind_for(norm_type);
-  if (plan.any_double) return norm_of_plan<double>(plan, kind, norm_type, per_tensor, at::kDouble);
-  return norm_of_plan<float>(plan, kind, static_cast<float>(norm_type), per_tensor, at::kFloat);
+  if (plan.any_double) return norm_of_plan<double>(plan, kind, norm_type, per_tensor, at::kDouble, accumulated);
+  return norm_of_plan<float>(plan, kind, static_cast<float>(norm_type), per_tensor, at::kFloat, accumulated);
 }
 
 void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor, bool clear_on_zero) {
@@ -89,8 +91,13 @@ void scale_list(at::TensorList tensors, const std::vector<double>& coef_per_tens
 }
 
 double clip_coefficient_of(const at::Tensor& total_norm, double max_norm) {
-  if (total_norm.scalar_type() == at::kDouble) return clip_coefficient<double>(max_norm, total_norm.item<double>());
-  return clip_coefficient<float>(static_cast<float>(max_norm), total_norm.item<float>());
+  return clip_coefficient_of(total_norm, total_norm.item<double>(), max_norm);
+}
+
+double clip_coefficient_of(const at::Tensor& total_norm, double accumulated, double max_norm) {
+  const double total = coefficient_total(total_norm.item<double>(), accumulated);
+  if (total_norm.scalar_type() == at::kDouble) return clip_coefficient<double>(max_norm, total);
+  return clip_coefficient<float>(static_cast<float>(max_norm), static_cast<float>(total));
 }
 
 }  // namespace cpu

@@ -12,7 +12,9 @@ namespace fastclip {
 namespace cpu {
 
 // (total in the plan's promoted dtype, per-tensor norms in the accumulation dtype or empty).
-std::tuple<at::Tensor, at::Tensor> norm_pass(const ListPlan& plan, double norm_type, bool per_tensor);
+// With `accumulated`, also the total before it is stored in the promoted dtype.
+std::tuple<at::Tensor, at::Tensor> norm_pass(const ListPlan& plan, double norm_type, bool per_tensor,
+                                             double* accumulated = nullptr);
 
 // tensors[t] *= coef_per_tensor[t]; tensors whose coefficient is exactly 1 are not written, and
 // with clear_on_zero those whose coefficient is exactly 0 are filled with zeros.
@@ -25,6 +27,8 @@ void scale_list(at::TensorList tensors, const std::vector<double>& coef_per_tens
 
 // torch's clip coefficient from a total norm tensor: float math, or double for a float64 norm.
 double clip_coefficient_of(const at::Tensor& total_norm, double max_norm);
+// The same from the total as stored and as accumulated (norm_math.h's coefficient_total).
+double clip_coefficient_of(const at::Tensor& total_norm, double accumulated, double max_norm);
 
 }  // namespace cpu
 }  // namespace fastclip

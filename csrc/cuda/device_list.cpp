@@ -71,8 +71,9 @@ NormLaunch norm_launch(const DeviceListPlan& prepared, double norm_type, bool pe
   const auto acc_options = at::TensorOptions().dtype(acc_type).device(prepared.device);
 
   NormLaunch launch;
-  // Scratch: chunk partials, per-tensor contributions, and the ticket counter (zeroed here).
-  launch.scratch = at::empty({num_chunks + num_tensors + 1}, acc_options);
+  // Scratch: chunk partials, per-tensor contributions, the ticket counter (zeroed here) and the
+  // accumulated total.
+  launch.scratch = at::empty({num_chunks + num_tensors + 2}, acc_options);
   uint8_t* scratch_bytes = static_cast<uint8_t*>(launch.scratch.data_ptr());
   const int64_t element = launch.scratch.element_size();
   auto* blocks_done = reinterpret_cast<unsigned int*>(scratch_bytes + (num_chunks + num_tensors) * element);
@@ -90,12 +91,13 @@ NormLaunch norm_launch(const DeviceListPlan& prepared, double norm_type, bool pe
   params.per_tensor_out = per_tensor ? launch.per_tensor_norms.data_ptr() : nullptr;
   params.total_out = launch.total.data_ptr();
   params.total_dtype = static_cast<int32_t>(to_dtype(plan.promoted_type));
+  params.accumulated_total_out = scratch_bytes + (num_chunks + num_tensors + 1) * element;
   params.blocks_done = blocks_done;
   return launch;
 }
 
 ClipByNormParams clip_by_norm_params(const DeviceListPlan& prepared, const at::Tensor& total_norm, double max_norm) {
-  return ClipByNormParams{prepared.list, device_values(total_norm), max_norm};
+  return ClipByNormParams{prepared.list, device_values(total_norm), max_norm, DeviceValues{nullptr, 0}};
 }
 
 bool single_launch_enabled() {

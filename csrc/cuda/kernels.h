@@ -44,6 +44,7 @@ struct NormParams {
   void* per_tensor_out;       // acc[num_tensors], or nullptr when per-tensor norms are not wanted
   void* total_out;            // one element of total_dtype
   int32_t total_dtype;        // a DType
+  void* accumulated_total_out;  // acc[1]: the total before it is stored, or nullptr
   unsigned int* blocks_done;  // zero before the launch; the last block to finish combines
 };
 cudaError_t launch_multi_tensor_norm(const NormParams& params, int num_blocks, cudaStream_t stream);
@@ -64,6 +65,9 @@ struct ClipByNormParams {
   ChunkList list;
   DeviceValues total_norm;  // one value
   double max_norm;
+  // The same total before it was stored (data nullptr when unknown): the coefficient comes from
+  // it where the stored one overflowed (norm_math.h's coefficient_total).
+  DeviceValues accumulated_total;
 };
 cudaError_t launch_multi_tensor_clip_by_norm(const ClipByNormParams& params, int num_blocks, cudaStream_t stream);
 

@@ -32,8 +32,11 @@ __global__ void __launch_bounds__(kThreads, (kClipGradNormBlocksPerSM<kind, acc_
   const acc_t total = reduce_contributions<kind>(norm, p, scratch);
   if (threadIdx.x == 0) {
     if (blockIdx.x == 0) store_total(norm.total_out, norm.total_dtype, total);
-    // From the total as stored, as the clip-by-norm kernel reads it.
-    coef = clip_coefficient_of_stored(as_stored(total, norm.total_dtype), norm.total_dtype, max_norm);
+    // From the total as stored, as the clip-by-norm kernel reads it (or as accumulated, where
+    // storing overflowed and the norm kernel would have kept it).
+    double stored = as_stored(total, norm.total_dtype);
+    if (norm.accumulated_total_out != nullptr) stored = coefficient_total(stored, static_cast<double>(total));
+    coef = clip_coefficient_of_stored(stored, norm.total_dtype, max_norm);
   }
   __syncthreads();
   const double block_coef = coef;
@@ -56,7 +59,11 @@ cudaError_t launch_multi_tensor_clip_grad_norm(const NormParams& norm, const Cli
   }
   const cudaError_t error = launch_multi_tensor_norm(norm, num_blocks, stream);
   if (error != cudaSuccess) return error;
-  return launch_multi_tensor_clip_by_norm(clip, num_blocks, stream);
+  ClipByNormParams by_norm = clip;
+  by_norm.accumulated_total = DeviceValues{
+      norm.accumulated_total_out,
+      static_cast<int32_t>(norm.acc_double ? DType::kFloat64 : DType::kFloat32)};
+  return launch_multi_tensor_clip_by_norm(by_norm, num_blocks, stream);
 }
 
 }  // namespace cuda

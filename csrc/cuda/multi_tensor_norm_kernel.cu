@@ -34,7 +34,10 @@ __global__ void __launch_bounds__(kThreads, 1) multi_tensor_norm_kernel(const No
   fold_tensors<kind>(params, p, /*part=*/0, /*parts=*/1);
   __syncthreads();  // contributions are read below by other threads of this block
   const acc_t total = reduce_contributions<kind>(params, p, scratch);
-  if (threadIdx.x == 0) store_total(params.total_out, params.total_dtype, total);
+  if (threadIdx.x == 0) {
+    store_total(params.total_out, params.total_dtype, total);
+    if (params.accumulated_total_out != nullptr) static_cast<acc_t*>(params.accumulated_total_out)[0] = total;
+  }
 }
 
 }  // namespace

@@ -195,6 +195,7 @@ struct NormBuffers {
         contributions(acc_dtype, static_cast<int64_t>(list.size()), 0),
         per_tensor_norms(acc_dtype, per_tensor ? static_cast<int64_t>(list.size()) : 0, 0),
         total(total_dtype, 1, 0),
+        accumulated_total(acc_dtype, 1, 0),
         blocks_done(1) {
     params.list = list.list();
     params.kind = norm_kind_for(p);
@@ -206,10 +207,11 @@ struct NormBuffers {
     params.total_out = total.data();
     params.total_dtype = static_cast<int32_t>(total_dtype);
     params.blocks_done = blocks_done.data();
+    params.accumulated_total_out = accumulated_total.data();
   }
 
   DType acc_dtype, total_dtype;
-  TensorBuffer chunk_partials, contributions, per_tensor_norms, total;
+  TensorBuffer chunk_partials, contributions, per_tensor_norms, total, accumulated_total;
   ExactArray<unsigned int> blocks_done;
   NormParams params{};
 };
