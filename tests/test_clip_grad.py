@@ -376,5 +376,6 @@ def test_all_fp16_total_over_65504_across_a_process_group_is_clipped_too(gen):
     finally:
         dist.destroy_process_group()
     assert total.dtype == torch.float16 and total.isinf()
+    rtol = 1e-2 if runs_cuda_kernels("cpu") else 2e-3  # the fp16-rounded coefficient, as above
     for p, g in zip(params, grads):
-        torch.testing.assert_close(p.grad.double(), g.double() / exact, rtol=2e-3, atol=1e-6)
+        torch.testing.assert_close(p.grad.double(), g.double() / exact, rtol=rtol, atol=1e-6)
