@@ -7,6 +7,7 @@ The statistics ops (``zclip_update_``, ``normclip_update_``, ``autoclip_update_`
 """
 
 import functools
+import operator
 
 import torch
 
@@ -16,7 +17,10 @@ _ops = torch.ops.fastclip
 
 
 def _promoted_dtype(tensors):
-    return functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    """torch's type promotion over the tensors' dtypes (float32 for none), the dtypes gathered in
+    C: the lists can be long."""
+    dtypes = set(map(operator.attrgetter("dtype"), tensors))
+    return functools.reduce(torch.promote_types, dtypes) if dtypes else torch.float32
 
 
 def _accumulation_dtype(tensors):

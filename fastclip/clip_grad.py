@@ -19,14 +19,13 @@ multi-tensor kernels. Where fastclip deliberately differs:
 * ``foreach`` is accepted for compatibility and ignored: there is one fused path.
 """
 
-import functools
-import operator
 import types
 import warnings
 
 import torch
 
 from . import ops
+from ._ops import _promoted_dtype
 from ._types import ProcessGroups, Tensors
 from ._validation import as_list, checked, diagnose, nonnegative, present_grads
 from .distributed import as_groups, norms_across_ranks, split_dtensors
@@ -67,11 +66,6 @@ def _total_across_ranks(tensors, norm_type, groups, keys, device, items, arg, gr
     partial); an op's rejection of ``tensors`` is re-raised naming the bad entry of ``items``."""
     return checked(norms_across_ranks, tensors, norm_type, groups, keys, device=device, items=items, arg=arg,
                    grads=grads, total_dtype=total_dtype)[0]
-
-
-def _promoted_dtype(tensors):
-    dtypes = set(map(operator.attrgetter("dtype"), tensors))  # gathered in C: lists can be long
-    return functools.reduce(torch.promote_types, dtypes) if dtypes else torch.float32
 
 
 def _coefficient_total(total, exact):

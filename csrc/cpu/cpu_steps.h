@@ -27,6 +27,17 @@ StepNorms step_norms(at::TensorList grads, const std::optional<at::Tensor>& tota
 // Applies `update` to the grads, reading the factors the step wrote (update_factors).
 void update_grads(at::TensorList grads, const StepNorms& norms, const GradsUpdate& update, const float* factors);
 
+// The total-norm steps' run (ZClip, NormClip): the total given, or the norm_type norm of the
+// grads; step(total, result) writes the result slots; then the grads' update by their factor.
+template <typename Step>
+void run_total_norm_step(at::TensorList grads, const std::optional<at::Tensor>& norm, double norm_type,
+                         at::Tensor& result, const GradsUpdate& update, const Step& step) {
+  const StepNorms norms = step_norms(grads, norm, std::nullopt, norm_type, /*want_per_tensor=*/false);
+  float* out = result.data_ptr<float>();
+  step(norms.total.to(at::kDouble).item<double>(), out);
+  update_grads(grads, norms, update, update_factors(update, out, nullptr));
+}
+
 // Calls step(j, norm of entry j, total norm) for every entry, in parallel: entries own distinct
 // state rows (the Python clipper passes each tensor once). Returns the total norm.
 template <typename Step>

@@ -9,10 +9,8 @@ namespace {
 
 void run_normclip_update(const NormClipConfig& config, const NormClipTensors& t, double norm_type,
                          const GradsUpdate& update) {
-  const StepNorms norms = step_norms(t.grads, t.norm, std::nullopt, norm_type, /*want_per_tensor=*/false);
-  float* result = t.result.data_ptr<float>();
-  normclip_step(config, norms.total.to(at::kDouble).item<double>(), result);
-  update_grads(t.grads, norms, update, update_factors(update, result, nullptr));
+  run_total_norm_step(t.grads, t.norm, norm_type, t.result, update,
+                      [&](double total, float* result) { normclip_step(config, total, result); });
 }
 
 }  // namespace

@@ -8,10 +8,9 @@ namespace cpu {
 namespace {
 
 void run_zclip_update(const ZClipConfig& config, const ZClipTensors& t, const GradsUpdate& update) {
-  const StepNorms norms = step_norms(t.grads, t.norm, std::nullopt, 2.0, /*want_per_tensor=*/false);
-  float* result = t.result.data_ptr<float>();
-  zclip_step(config, t.state.data_ptr<double>(), norms.total.to(at::kDouble).item<double>(), result);
-  update_grads(t.grads, norms, update, update_factors(update, result, nullptr));
+  double* state = t.state.data_ptr<double>();
+  run_total_norm_step(t.grads, t.norm, 2.0, t.result, update,
+                      [&](double total, float* result) { zclip_step(config, state, total, result); });
 }
 
 }  // namespace

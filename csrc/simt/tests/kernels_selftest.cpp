@@ -175,16 +175,16 @@ __global__ void missing_barrier_kernel(int token, int* out) {
   out[threadIdx.x] = published;
 }
 
-// Launches missing_barrier_kernel `launches` times, each with a new token (so what an earlier
-// launch left in `published` is wrong), and returns how many launches gave some thread a wrong
-// value.
-int wrong_launches_of_missing_barrier(int launches) {
+// Launches Kernel `launches` times, each with a new token from token_base on (so what an earlier
+// launch left in its shared memory is wrong), and returns how many launches gave some thread a
+// wrong value.
+template <auto Kernel>
+int wrong_launches(int launches, int token_base, const char* name) {
   int wrong = 0;
   for (int launch = 0; launch < launches; ++launch) {
-    const int token = 1000 + launch;
+    const int token = token_base + launch;
     ExactArray<int> out(kRaceThreads);
-    expect_launched(cuda::launch_kernel<missing_barrier_kernel>(1, kRaceThreads, nullptr, token, out.data()),
-                    "missing_barrier_kernel");
+    expect_launched(cuda::launch_kernel<Kernel>(1, kRaceThreads, nullptr, token, out.data()), name);
     for (int t = 0; t < kRaceThreads; ++t) {
       if (out[t] != token) {
         ++wrong;
@@ -209,23 +209,6 @@ __global__ void race_after_barrier_kernel(int token, int* out) {
   __syncthreads();
 }
 
-int wrong_launches_of_race_after_barrier(int launches) {
-  int wrong = 0;
-  for (int launch = 0; launch < launches; ++launch) {
-    const int token = 2000 + launch;
-    ExactArray<int> out(kRaceThreads);
-    expect_launched(cuda::launch_kernel<race_after_barrier_kernel>(1, kRaceThreads, nullptr, token, out.data()),
-                    "race_after_barrier_kernel");
-    for (int t = 0; t < kRaceThreads; ++t) {
-      if (out[t] != token) {
-        ++wrong;
-        break;
-      }
-    }
-  }
-  return wrong;
-}
-
 // A GPU runs a block's warps in no fixed order, so a missing barrier gives wrong results
 // sometimes; the layer releases a block's threads in varied orders (forward, reverse, shuffled)
 // so that it does within a few launches. Not under ThreadSanitizer, which reports the race
@@ -235,7 +218,7 @@ void test_missing_barrier_gives_wrong_results() {
   std::printf("  (the missing-barrier kernel runs only with --race under ThreadSanitizer)\n");
 #else
   constexpr int kLaunches = 6;
-  const int wrong = wrong_launches_of_missing_barrier(kLaunches);
+  const int wrong = wrong_launches<missing_barrier_kernel>(kLaunches, 1000, "missing_barrier_kernel");
   expect(wrong > 0, "a kernel missing its __syncthreads gave the right result in all " + std::to_string(kLaunches) +
                         " launches: the layer's release orders do not expose the race");
 #endif
@@ -254,13 +237,13 @@ int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "--race") == 0) {
     // The negative control of the ThreadSanitizer build: it must report a data race here (and
     // exit with its exitcode, 66 by default).
-    const int wrong = wrong_launches_of_missing_barrier(3);
+    const int wrong = wrong_launches<missing_barrier_kernel>(3, 1000, "missing_barrier_kernel");
     std::printf("missing_barrier_kernel: %d of 3 launches gave a wrong result\n", wrong);
     return 0;
   }
   if (argc == 2 && std::strcmp(argv[1], "--race-after-barrier") == 0) {
     // The second negative control: a race between two __syncthreads, after the first.
-    const int wrong = wrong_launches_of_race_after_barrier(3);
+    const int wrong = wrong_launches<race_after_barrier_kernel>(3, 2000, "race_after_barrier_kernel");
     std::printf("race_after_barrier_kernel: %d of 3 launches gave a wrong result\n", wrong);
     return 0;
   }
