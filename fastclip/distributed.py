@@ -101,6 +101,11 @@ def _key_of_spec(spec, where, i):
     return key
 
 
+# float64 holds norm ** p for every float32 norm (2^-149 to 2^128) while p <= 8; beyond that the
+# partials are scaled by their maximum across the ranks first (one more all-reduce).
+_LARGEST_UNSCALED_P = 8.0
+
+
 def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, total_dtype: torch.dtype,
                  keep_per_tensor: bool = False, keys: list | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The norms of the whole model from this rank's per-tensor norms.
@@ -110,12 +115,15 @@ def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, tota
     for the tensors of each key (see :func:`split_dtensors`; plain tensors use ``groups``), one
     scalar all-reduce per group, or, with ``keep_per_tensor``, one vector holding each of those
     tensors' partials (every rank must then list the same tensors in the same order, each
-    holding its shard). Returns ``(total in total_dtype, per-tensor norms or None)``.
+    holding its shard). For p > 8 the partials are first scaled by their maximum across the
+    ranks (one more all-reduce), so that no ``|g|^p`` overflows or underflows float64.
+    Returns ``(total in total_dtype, per-tensor norms or None)``.
     """
     check_norm_type_across_ranks(norm_type)
     infinite = math.isinf(norm_type)
+    scaled = not infinite and norm_type > _LARGEST_UNSCALED_P
     op = dist.ReduceOp.MAX if infinite else dist.ReduceOp.SUM
-    partial = per_tensor.double() if infinite else per_tensor.double().pow(norm_type)
+    partial = per_tensor.double() if infinite or scaled else per_tensor.double().pow(norm_type)
     n = partial.numel()
     # Tensors reduced over the same groups travel together, in order of first appearance (the
     # same on every rank, since the ranks list the same tensors).
@@ -133,10 +141,13 @@ def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, tota
     for key_groups, indices in by_groups.items():
         index = index_tensor(indices, partial.device) if len(indices) != n else None
         part = partial if index is None else partial.index_select(0, index)
-        if not keep_per_tensor:
-            part = (part.max() if infinite else part.sum()).reshape(1) if part.numel() else part.new_zeros(1)
-        for group in key_groups:
-            dist.all_reduce(part, op=op, group=group)
+        if scaled:
+            part = _log_partials_across_ranks(part, norm_type, key_groups, keep_per_tensor)
+        else:
+            if not keep_per_tensor:
+                part = (part.max() if infinite else part.sum()).reshape(1) if part.numel() else part.new_zeros(1)
+            for group in key_groups:
+                dist.all_reduce(part, op=op, group=group)
         if keep_per_tensor:
             if index is None:
                 full = part
@@ -151,10 +162,31 @@ def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, tota
     if infinite:
         total = combined.max() if combined.numel() else combined.new_zeros(())
         norms = full
+    elif scaled:  # log partials: log(sum |g|^p)
+        total = torch.logsumexp(combined, 0).div(norm_type).exp()
+        norms = full.div(norm_type).exp() if keep_per_tensor else None
     else:
         total = combined.sum().pow(1.0 / norm_type)
         norms = full.pow(1.0 / norm_type) if keep_per_tensor else None
     return total.to(total_dtype).reshape(()), (norms.to(per_tensor.dtype) if keep_per_tensor else None)
+
+
+def _log_partials_across_ranks(norms: torch.Tensor, norm_type: float, groups: tuple, per_tensor: bool) -> torch.Tensor:
+    """log(sum over the ranks of norm ** p), per tensor or for all of ``norms`` together, from
+    float64 norms: each scaled by the largest across the ranks, so every power is at most 1."""
+    if per_tensor:
+        peak = norms.clone()
+    else:
+        peak = (norms.max() if norms.numel() else norms.new_zeros(())).reshape(1)
+    for group in groups:
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
+    powers = torch.where(peak > 0, norms / peak, 0.0).pow(norm_type)
+    if not per_tensor:
+        powers = powers.sum().reshape(1)
+    for group in groups:
+        dist.all_reduce(powers, op=dist.ReduceOp.SUM, group=group)
+    logs = peak.log().mul(norm_type) + powers.log()  # peak 0: -inf + -inf, no tensor counted
+    return torch.where(peak.isinf(), peak, logs)
 
 
 def norms_across_ranks(tensors: list[torch.Tensor], norm_type: float, groups: tuple, keys: list | None = None, *,

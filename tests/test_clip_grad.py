@@ -5,8 +5,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import (CUDA_KERNELS_ON_CPU, DEVICES, FLOAT_DTYPES, RTOL, RTOL_SUM, assert_close_to, clipped_by,
-                      make_params, random_tensors, reference_norm, rtol_for, runs_cuda_kernels)
+from conftest import (CUDA_KERNELS_ON_CPU, DEVICES, FLOAT_DTYPES, HALF_ULP, RTOL, RTOL_NORM, RTOL_SUM, assert_close_to,
+                      clipped_by, make_params, random_tensors, reference_norm, rtol_for, runs_cuda_kernels)
 
 import fastclip
 
@@ -379,3 +379,60 @@ def test_all_fp16_total_over_65504_across_a_process_group_is_clipped_too(gen):
     rtol = 1e-2 if runs_cuda_kernels("cpu") else 2e-3  # the fp16-rounded coefficient, as above
     for p, g in zip(params, grads):
         torch.testing.assert_close(p.grad.double(), g.double() / exact, rtol=rtol, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_huge_grads_are_clipped_not_zeroed(device, dtype, monkeypatch, gen):
+    """Grads around 1e20: their squares overflow float32, so torch's total is inf and it zeroes
+    every grad. fastclip's total is the true norm (ops tests: within RTOL_NORM), and the grads are
+    clipped to max_norm, on both CUDA kernel paths with the same bits; ZClip sees a spike, not a
+    non-finite step."""
+    grads = random_tensors([(150_001,), (300,)], [dtype], device, gen, scale=1e20)
+    theirs = make_params(grads)
+    assert torch.nn.utils.clip_grad_norm_(theirs, 1.0).isinf()
+    exact = float(reference_norm(grads, 2.0))
+    outcomes = []
+    for single_launch in ("1", "0"):
+        monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", single_launch)
+        ours = make_params(grads)
+        total = fastclip.clip_grad_norm_(ours, 1.0)
+        assert_close_to(total, exact, rtol=RTOL_NORM[dtype] + HALF_ULP[dtype])
+        assert float(reference_norm([p.grad for p in ours], 2.0)) == pytest.approx(1.0, rel=RTOL[dtype])
+        outcomes.append([p.grad for p in ours])
+    for a, b in zip(*outcomes):
+        assert torch.equal(a, b)
+    model = make_params(grads)
+    clipper = fastclip.ZClip(model, warmup_steps=1, max_grad_norm=None)
+    for scale in (1.0, 1.0, 1e20):
+        for p, g in zip(model, grads):
+            p.grad = g / 1e20 * scale
+        result = clipper.step()
+    assert not bool(result.nonfinite) and bool(result.clipped)
+    assert float(result.norm) == pytest.approx(exact, rel=RTOL_NORM[dtype] + HALF_ULP[dtype])
+
+
+def test_norm_type_12_across_a_process_group_neither_overflows_nor_underflows(gen):
+    """Across ranks, partials are norm ** p in float64, which overflows for p > 8 with float32 norms
+    of 1e30 (1e360) and underflows with norms of 1e-30: those are scaled by the largest norm across
+    the ranks first. One rank, a real gloo group, per-tensor and total forms."""
+    import torch.distributed as dist
+
+    from fastclip.distributed import reduce_norms
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialized in this process")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        for scale in (1e30, 1e-30):
+            grads = random_tensors([(5000,), (7,), (0,)], [torch.float32], "cpu", gen, scale=scale)
+            params = make_params(grads)
+            total = fastclip.clip_grad_norm_(params, 1e40, norm_type=12.0, process_group=dist.group.WORLD)
+            assert_close_to(total, reference_norm(grads, 12.0), rtol=RTOL_NORM[torch.float32])
+            _, local = torch.ops.fastclip.multi_tensor_norm(grads, 12.0, True)
+            total, per_tensor = reduce_norms(local, 12.0, (dist.group.WORLD,), torch.float32, keep_per_tensor=True)
+            assert_close_to(total, reference_norm(grads, 12.0), rtol=RTOL_NORM[torch.float32])
+            assert_close_to(per_tensor, torch.stack([reference_norm([g], 12.0) for g in grads]),
+                            rtol=RTOL_NORM[torch.float32])
+    finally:
+        dist.destroy_process_group()

@@ -5,7 +5,8 @@ import math
 
 import pytest
 import torch
-from conftest import CUDA_KERNELS_ON_CPU, DEVICES, FLOAT_DTYPES, RTOL, RTOL_SUM, assert_close_to, random_tensors, reference_norm, rtol_for
+from conftest import (CUDA_KERNELS_ON_CPU, DEVICES, FLOAT_DTYPES, HALF_ULP, RTOL, RTOL_NORM, RTOL_SUM, assert_close_to,
+                      random_tensors, reference_norm, rtol_for)
 
 import fastclip
 
@@ -466,3 +467,59 @@ def test_half_precision_norms_are_the_float32_norms_of_the_same_values(dtype, no
     _, float_norms = ops.multi_tensor_norm([t.float() for t in tensors], norm_type, True)
     assert half_norms.dtype == float_norms.dtype == torch.float32
     assert torch.equal(half_norms.view(torch.int32), float_norms.view(torch.int32))
+
+
+# Magnitudes whose squares (or p-th powers) overflow or underflow float32, per dtype, each with
+# ordinary values: float16's whole range fits float32 squares, not its 12th powers.
+EXTREMES = {torch.float32: (1e20, 1e30, 1e-25, 1e-38), torch.bfloat16: (1e20, 1e30, 1e-25, 1e-38),
+            torch.float16: (2e3, 1e-6)}
+
+
+def extreme_list(dtype, device, gen):
+    """Per magnitude: a tensor across several chunks (CPU chunks are 64Ki elements) and a short
+    one; then ordinary values, and one tensor whose first chunks are tiny and last chunk huge."""
+    tensors = []
+    for scale in EXTREMES[dtype]:
+        tensors += random_tensors([(200_003,), (1000,)], [dtype], device, gen, scale=scale)
+    tensors += random_tensors([(70_001,), (33,)], [dtype], device, gen)
+    mixed = random_tensors([(140_000,)], [dtype], device, gen, scale=EXTREMES[dtype][-1])[0]
+    mixed[131_072:] = random_tensors([(8928,)], [dtype], device, gen, scale=EXTREMES[dtype][0])[0]
+    return tensors + [mixed]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf, 3.0, 0.5, 0.1, 12.0])
+def test_norms_of_huge_and_tiny_grads_neither_overflow_nor_underflow(device, dtype, norm_type, gen):
+    """Wherever the true norm is a normal float32, per-tensor norms are within RTOL_NORM of the
+    float64 reference (torch gives inf for 1e20 and 0 for 1e-25 in float32), and so is the total
+    before it is rounded to the grads' dtype (inf past that dtype's range, as in torch)."""
+    tensors = extreme_list(dtype, device, gen)
+    total, per_tensor = ops.multi_tensor_norm(tensors, norm_type, True)
+    normal = torch.finfo(torch.float32)
+    for t, norm in zip(tensors, per_tensor):
+        expected = float(reference_norm([t], norm_type))
+        if normal.tiny <= expected <= normal.max:
+            assert_close_to(norm, expected, rtol=RTOL_NORM[dtype])
+        elif expected > normal.max:  # p = 0.1 over 200,003 elements: n^10 times the values
+            assert norm.isinf()
+    expected = float(reference_norm(tensors, norm_type))
+    if expected > torch.finfo(dtype).max:
+        assert total.isinf()
+    elif expected >= normal.tiny and expected >= torch.finfo(dtype).tiny:
+        assert_close_to(total, expected, rtol=RTOL_NORM[dtype] + HALF_ULP[dtype])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_wide_recompute_keeps_nan_inf_and_zero(device, gen):
+    """The chunks recomputed wide (their float sums left the safe range) still give NaN for a NaN,
+    inf for an inf, and an exact 0 for all-zero grads, for every p."""
+    zeros = torch.zeros(100_000, device=device)
+    for p in (2.0, 3.0, 12.0, 0.5):
+        assert float(ops.multi_tensor_norm([zeros, zeros[:5]], p, True)[0]) == 0.0
+        for bad in (math.nan, math.inf):
+            huge = random_tensors([(100_000,)], [torch.float32], device, gen, scale=1e30)[0]
+            huge[77_777] = bad
+            total, per_tensor = ops.multi_tensor_norm([huge, zeros], p, True)
+            assert per_tensor[1] == 0.0
+            assert total.isnan() if math.isnan(bad) else total.isinf()

@@ -10,8 +10,6 @@
 
 namespace fastclip {
 
-enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
-
 FASTCLIP_HD int64_t dtype_size(int32_t dtype) {
   switch (static_cast<DType>(dtype)) {
     case DType::kFloat32: return 4;

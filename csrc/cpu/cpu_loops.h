@@ -93,6 +93,28 @@ FASTCLIP_ALWAYS_INLINE acc_t partial_of(const scalar_t* x, int64_t n, acc_t p) {
   return finish_partial<kind>(lanes, x, i, n, p);
 }
 
+// Whether every element of x[0, n) is +0 or -0: an OR of the bits, magnitude bits kept. For an
+// L2 chunk whose float sum is exactly 0, which is all zeros far more often than all underflowed.
+template <typename bits_t>
+FASTCLIP_ALWAYS_INLINE bool all_zero(const void* x, int64_t n, bits_t magnitude_bits) {
+  bits_t any = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    bits_t bits;
+    std::memcpy(&bits, static_cast<const char*>(x) + i * sizeof(bits_t), sizeof(bits_t));
+    any |= bits;
+  }
+  return (any & magnitude_bits) == 0;
+}
+
+// The wide general-p recompute's sum of (|x| / m)^p over x[0, n), m being the largest magnitude
+// (norm_math.h's scaled_power). Rare (a chunk whose float sum left the safe range), so plain.
+template <typename scalar_t>
+double scaled_power_sum(const scalar_t* x, int64_t n, double m, double p) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += scaled_power(load_opmath<double>(x + i), m, p);
+  return sum;
+}
+
 template <typename scalar_t, typename opmath_t>
 FASTCLIP_ALWAYS_INLINE void scale_in_place(scalar_t* x, int64_t n, opmath_t coef) {
   for (int64_t i = 0; i < n; ++i) store_from_opmath(x + i, load_opmath<opmath_t>(x + i) * coef);

@@ -12,12 +12,17 @@ namespace fastclip {
 namespace cpu {
 namespace {
 
+// Chunk partials are range-safe doubles (common/norm_math.h): each chunk's sum in acc_t, then
+// partial_from_sum.
 template <typename acc_t>
-std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind kind, acc_t p, bool per_tensor,
+std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind kind, double p, bool per_tensor,
                                                 at::ScalarType acc_type, double* accumulated) {
   const int64_t num_chunks = static_cast<int64_t>(plan.chunks.size());
   const int64_t num_tensors = static_cast<int64_t>(plan.tensors.size());
-  std::vector<acc_t> chunk_partials(num_chunks);
+  std::vector<double> chunk_partials(num_chunks);
+  auto store_partial = [&](int64_t c, const TensorMeta& meta, int64_t begin, int64_t end, acc_t sum) {
+    chunk_partials[c] = partial_from_sum(kind, meta, begin, end, p, sum);
+  };
   if constexpr (std::is_same_v<acc_t, float>) {
     // Two chunks at a time where they have one dtype and length (chunk_partial_pair).
     at::parallel_for(0, num_chunks, 1, [&](int64_t first, int64_t last) {
@@ -29,33 +34,42 @@ std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind k
           const TensorMeta& next = plan.tensors[plan.chunks[c + 1].tensor];
           int64_t next_begin = 0, next_end = 0;
           chunk_range(next, plan.chunks[c + 1], plan.chunk_size, &next_begin, &next_end);
+          PairSums sums;
           if (end - begin == next_end - next_begin &&
-              chunk_partial_pair(kind, meta, begin, next, next_begin, end - begin, p, &chunk_partials[c])) {
+              chunk_partial_pair(kind, meta, begin, next, next_begin, end - begin, static_cast<float>(p), &sums)) {
+            // An all-zero chunk's partial is 0 (no second pass to tell zeros from underflow).
+            chunk_partials[c] = sums.all_zero[0] ? 0.0 : partial_from_sum(kind, meta, begin, end, p, sums.sum[0]);
+            chunk_partials[c + 1] =
+                sums.all_zero[1] ? 0.0 : partial_from_sum(kind, next, next_begin, next_end, p, sums.sum[1]);
             c += 2;
             continue;
           }
         }
-        chunk_partials[c] = chunk_partial(kind, meta, begin, end, p);
+        if (kind == NormKind::kGeneral) {  // summed in double (norm_math.h's chunk_sum_t)
+          chunk_partials[c] = partial_from_sum(kind, meta, begin, end, p, chunk_partial(kind, meta, begin, end, p));
+        } else {
+          store_partial(c, meta, begin, end, chunk_partial(kind, meta, begin, end, static_cast<float>(p)));
+        }
         ++c;
       }
     });
   } else {
     for_each_chunk(plan, [&](int64_t c, const TensorMeta& meta, int64_t begin, int64_t end) {
-      chunk_partials[c] = chunk_partial(kind, meta, begin, end, p);
+      store_partial(c, meta, begin, end, chunk_partial(kind, meta, begin, end, p));
     });
   }
 
   at::Tensor per_tensor_norms = at::empty({per_tensor ? num_tensors : 0}, at::TensorOptions().dtype(acc_type));
   acc_t* per_tensor_out = per_tensor ? per_tensor_norms.data_ptr<acc_t>() : nullptr;
-  std::vector<acc_t> contributions(num_tensors);
+  std::vector<double> contributions(num_tensors);
   for (int64_t t = 0; t < num_tensors; ++t) {
     const int64_t first = plan.tensors[t].first_chunk;
     const int64_t stop = t + 1 < num_tensors ? plan.tensors[t + 1].first_chunk : num_chunks;
-    const acc_t partial = blocked_combine(kind, chunk_partials.data() + first, stop - first);
+    const double partial = blocked_combine(kind, chunk_partials.data() + first, stop - first);
     contributions[t] = total_contribution(kind, partial);
-    if (per_tensor_out) per_tensor_out[t] = norm_finalize(kind, partial, p);
+    if (per_tensor_out) per_tensor_out[t] = static_cast<acc_t>(norm_finalize(kind, partial, p));
   }
-  const acc_t total = norm_finalize(kind, blocked_combine(kind, contributions.data(), num_tensors), p);
+  const acc_t total = static_cast<acc_t>(norm_finalize(kind, blocked_combine(kind, contributions.data(), num_tensors), p));
   if (accumulated != nullptr) *accumulated = static_cast<double>(total);
   return {at::scalar_tensor(total, at::TensorOptions().dtype(acc_type)).to(plan.promoted_type), per_tensor_norms};
 }
@@ -66,7 +80,7 @@ std::tuple<at::Tensor, at::Tensor> norm_pass(const ListPlan& plan, double norm_t
                                              double* accumulated) {
   const NormKind kind = norm_kind_for(norm_type);
   if (plan.any_double) return norm_of_plan<double>(plan, kind, norm_type, per_tensor, at::kDouble, accumulated);
-  return norm_of_plan<float>(plan, kind, static_cast<float>(norm_type), per_tensor, at::kFloat, accumulated);
+  return norm_of_plan<float>(plan, kind, norm_type, per_tensor, at::kFloat, accumulated);
 }
 
 void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor, bool clear_on_zero) {

@@ -31,13 +31,13 @@ template <NormKind kind, typename acc_t, typename Step>
 __global__ void __launch_bounds__(kThreads, 1)
     clip_step_kernel(const NormParams norm, const Step step, const ScaleParams scale) {
   __shared__ acc_t scratch[kThreads / 32];
-  const acc_t p = static_cast<acc_t>(norm.p);
-  write_chunk_partials<kind, CoherentLoad>(norm, p, scratch);  // the grads are rewritten below
+  __shared__ double wide_scratch[kThreads / 32];  // partials and wide recomputes
+  write_chunk_partials<kind, CoherentLoad>(norm, scratch, wide_scratch);  // the grads are rewritten below
   grid_sync();
-  fold_tensors<kind>(norm, p, blockIdx.x, gridDim.x);
+  fold_tensors<kind, acc_t>(norm, blockIdx.x, gridDim.x);
   grid_sync();
   if (blockIdx.x == 0) {
-    const acc_t total = reduce_contributions<kind>(norm, p, scratch);
+    const acc_t total = static_cast<acc_t>(reduce_contributions<kind>(norm, wide_scratch));
     if (threadIdx.x == 0) store_total(norm.total_out, norm.total_dtype, total);
     __syncthreads();  // the step reads the total from memory, as stored
     run_step(step);

@@ -71,9 +71,9 @@ NormLaunch norm_launch(const DeviceListPlan& prepared, double norm_type, bool pe
   const auto acc_options = at::TensorOptions().dtype(acc_type).device(prepared.device);
 
   NormLaunch launch;
-  // Scratch: chunk partials, per-tensor contributions, the ticket counter (zeroed here) and the
-  // accumulated total.
-  launch.scratch = at::empty({num_chunks + num_tensors + 2}, acc_options);
+  // Scratch, in doubles: chunk partials and per-tensor contributions (norm_math.h holds partials
+  // in double), the ticket counter (zeroed here) and the accumulated total (acc_type).
+  launch.scratch = at::empty({num_chunks + num_tensors + 2}, at::TensorOptions().dtype(at::kDouble).device(prepared.device));
   uint8_t* scratch_bytes = static_cast<uint8_t*>(launch.scratch.data_ptr());
   const int64_t element = launch.scratch.element_size();
   auto* blocks_done = reinterpret_cast<unsigned int*>(scratch_bytes + (num_chunks + num_tensors) * element);

@@ -106,24 +106,50 @@ __device__ __forceinline__ acc_t shfl_down(acc_t v, int offset) {
   return __shfl_down_sync(0xffffffffu, v, offset);
 }
 
-// Reduces one value per thread with `combine` in a fixed tree (warp shuffles, then the warps'
-// results in order). The result is valid on thread 0. `scratch` holds kBlockThreads / 32 values.
-// Ends with a barrier, so scratch may be reused right after. blockDim.x must be kBlockThreads.
-template <NormKind kind, typename acc_t, int kBlockThreads = kThreads>
-__device__ acc_t block_reduce(acc_t value, acc_t* scratch) {
+// Reduces one value per thread with combine(a, b) in a fixed tree (warp shuffles, then the
+// warps' results in order). The result is valid on thread 0. `scratch` holds kBlockThreads / 32
+// values. Ends with a barrier, so scratch may be reused right after. blockDim.x must be
+// kBlockThreads; `identity` fills the second stage's unused lanes.
+template <int kBlockThreads, typename acc_t, typename Combine>
+__device__ acc_t block_reduce_with(acc_t value, acc_t* scratch, acc_t identity, const Combine& combine) {
   static_assert(kBlockThreads % 32 == 0 && kBlockThreads / 32 <= 32, "the second stage reduces one warp's worth");
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  for (int offset = 16; offset > 0; offset >>= 1) value = norm_combine<kind>(value, shfl_down(value, offset));
+  for (int offset = 16; offset > 0; offset >>= 1) value = combine(value, shfl_down(value, offset));
   if (lane == 0) scratch[warp] = value;
   __syncthreads();
   if (warp == 0) {
     constexpr int kWarps = kBlockThreads / 32;
-    value = lane < kWarps ? scratch[lane] : acc_t(0);
-    for (int offset = 16; offset > 0; offset >>= 1) value = norm_combine<kind>(value, shfl_down(value, offset));
+    value = lane < kWarps ? scratch[lane] : identity;
+    for (int offset = 16; offset > 0; offset >>= 1) value = combine(value, shfl_down(value, offset));
   }
   __syncthreads();
   return value;
+}
+
+// The block's reduction of per-thread element sums (norm_combine).
+template <NormKind kind, typename acc_t, int kBlockThreads = kThreads>
+__device__ acc_t block_reduce(acc_t value, acc_t* scratch) {
+  return block_reduce_with<kBlockThreads>(value, scratch, acc_t(0),
+                                          [](acc_t a, acc_t b) { return norm_combine<kind>(a, b); });
+}
+
+// The block's reduction of chunk or tensor partials (partial_combine, norm_math.h).
+template <NormKind kind>
+__device__ double block_reduce_partials(double value, double* scratch) {
+  const double identity = kind == NormKind::kGeneral ? kLogOfZero : 0.0;
+  return block_reduce_with<kThreads>(value, scratch, identity,
+                                     [](double a, double b) { return partial_combine<kind>(a, b); });
+}
+
+// Thread 0's `value` on every thread. Ends with a barrier, so scratch may be reused right after.
+template <typename acc_t>
+__device__ acc_t broadcast_from_thread0(acc_t value, acc_t* scratch) {
+  if (threadIdx.x == 0) scratch[0] = value;
+  __syncthreads();
+  const acc_t result = scratch[0];
+  __syncthreads();
+  return result;
 }
 
 // Calls fn(chunk_index, chunk, meta, begin, end) for this block's share of the chunks (a grid-

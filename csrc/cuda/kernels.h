@@ -39,8 +39,8 @@ struct NormParams {
   NormKind kind;
   double p;
   bool acc_double;            // accumulate in double (some input is float64)
-  void* chunk_partials;       // acc[num_chunks], scratch
-  void* contributions;        // acc[num_tensors], scratch
+  void* chunk_partials;       // double[num_chunks], scratch (range-safe partials, norm_math.h)
+  void* contributions;        // double[num_tensors], scratch
   void* per_tensor_out;       // acc[num_tensors], or nullptr when per-tensor norms are not wanted
   void* total_out;            // one element of total_dtype
   int32_t total_dtype;        // a DType

@@ -14,22 +14,24 @@ namespace cuda {
 namespace {
 
 // Two resident blocks per SM (64 registers) where that does not spill (ptxas, CUDA 13.0): in float
-// but for L2, whose sm_80 code would spill 8 bytes, as the norm kernel's would; one in double
-// (general p would spill). The grid is what the occupancy calculator allows.
+// for L1, inf and p = 0. L2's sm_80 code would spill 8 bytes, as the norm kernel's would; general
+// p sums in double (norm_math.h's chunk_sum_t) and, like the double kernels, would spill too.
+// The grid is what the occupancy calculator allows.
 template <NormKind kind, typename acc_t>
-constexpr int kClipGradNormBlocksPerSM = sizeof(acc_t) == 4 && kind != NormKind::kL2 ? 2 : 1;
+constexpr int kClipGradNormBlocksPerSM =
+    sizeof(acc_t) == 4 && kind != NormKind::kL2 && kind != NormKind::kGeneral ? 2 : 1;
 
 template <NormKind kind, typename acc_t>
 __global__ void __launch_bounds__(kThreads, (kClipGradNormBlocksPerSM<kind, acc_t>))
     clip_grad_norm_kernel(const NormParams norm, const double max_norm) {
   __shared__ acc_t scratch[kThreads / 32];
+  __shared__ double wide_scratch[kThreads / 32];  // partials and wide recomputes
   __shared__ double coef;
-  const acc_t p = static_cast<acc_t>(norm.p);
-  write_chunk_partials<kind, CoherentLoad>(norm, p, scratch);  // the grads are rewritten below
+  write_chunk_partials<kind, CoherentLoad>(norm, scratch, wide_scratch);  // the grads are rewritten below
   grid_sync();
-  fold_tensors<kind>(norm, p, blockIdx.x, gridDim.x);
+  fold_tensors<kind, acc_t>(norm, blockIdx.x, gridDim.x);
   grid_sync();
-  const acc_t total = reduce_contributions<kind>(norm, p, scratch);
+  const acc_t total = static_cast<acc_t>(reduce_contributions<kind>(norm, wide_scratch));
   if (threadIdx.x == 0) {
     if (blockIdx.x == 0) store_total(norm.total_out, norm.total_dtype, total);
     // From the total as stored, as the clip-by-norm kernel reads it (or as accumulated, where

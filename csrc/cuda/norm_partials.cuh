@@ -42,13 +42,68 @@ __device__ acc_t chunk_thread_partial(const TensorMeta& meta, int64_t begin, int
   return partial.acc;
 }
 
-// params.chunk_partials[c] for this block's share of the chunks c (for_each_chunk).
+// The wide general-p recompute's per-thread sum of (|x| / m)^p (norm_math.h's scaled_power).
+template <typename Load>
+struct ScaledPowerAccumulator {
+  double m, p;
+  double acc = 0.0;
+
+  template <typename scalar_t>
+  __device__ __forceinline__ void element(const scalar_t* x) { acc += scaled_power(to_acc<double>(Load::one(x)), m, p); }
+  template <typename scalar_t>
+  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const { return Load::vector(x); }
+  template <typename scalar_t>
+  __device__ __forceinline__ void vector(const scalar_t*, const Vec16<scalar_t>& v) {
+#pragma unroll
+    for (int j = 0; j < Vec16<scalar_t>::kSize; ++j) acc += scaled_power(to_acc<double>(v.v[j]), m, p);
+  }
+};
+
+// A chunk recomputed wide, as the CPU backend's partial_from_sum does (norm_math.h): L2 in
+// double, general p scaled by the chunk's largest magnitude. Valid on thread 0; every thread of
+// the block calls it. Rare: only chunks whose float sum left the safe range come here.
+template <NormKind kind, typename Load>
+__device__ double wide_chunk_partial(const TensorMeta& meta, int64_t begin, int64_t end, double p, double* scratch) {
+  if constexpr (kind == NormKind::kL2) {
+    return block_reduce<NormKind::kL2>(chunk_thread_partial<NormKind::kL2, double, Load>(meta, begin, end, 2.0), scratch);
+  } else {
+    static_assert(kind == NormKind::kGeneral, "only L2 and general p are recomputed");
+    const double m = broadcast_from_thread0(
+        block_reduce<NormKind::kInf>(chunk_thread_partial<NormKind::kInf, double, Load>(meta, begin, end, p), scratch),
+        scratch);
+    double scaled_sum = 0.0;
+    if (m > 0.0 && m - m == 0.0) {  // uniform across the block
+      ScaledPowerAccumulator<Load> sum{m, p};
+      visit_by_dtype<kThreads, /*kUnroll=*/4>(static_cast<const void*>(meta.data), meta.dtype, begin, end - begin, sum,
+                                              sum);
+      scaled_sum = block_reduce<NormKind::kL1>(sum.acc, scratch);
+    }
+    return general_partial_of_scaled(m, scaled_sum, p);
+  }
+}
+
+// params.chunk_partials[c] (doubles, norm_math.h) for this block's share of the chunks c
+// (for_each_chunk): the chunk's sum (chunk_sum_t), recomputed wide where it left the safe range.
 template <NormKind kind, typename Load = ReadOnlyLoad, typename acc_t>
-__device__ void write_chunk_partials(const NormParams& params, acc_t p, acc_t* scratch) {
-  acc_t* partials = static_cast<acc_t*>(params.chunk_partials);
+__device__ void write_chunk_partials(const NormParams& params, acc_t* scratch, double* wide_scratch) {
+  using sum_t = chunk_sum_t<kind, acc_t>;
+  sum_t* sum_scratch;
+  if constexpr (std::is_same_v<sum_t, acc_t>) {
+    sum_scratch = scratch;
+  } else {
+    sum_scratch = wide_scratch;
+  }
+  double* partials = static_cast<double*>(params.chunk_partials);
   for_each_chunk(params.list, [&](int64_t c, const ChunkMeta&, const TensorMeta& meta, int64_t begin, int64_t end) {
-    const acc_t block_partial = block_reduce<kind>(chunk_thread_partial<kind, acc_t, Load>(meta, begin, end, p), scratch);
-    if (threadIdx.x == 0) partials[c] = block_partial;
+    const sum_t thread_sum = chunk_thread_partial<kind, sum_t, Load>(meta, begin, end, static_cast<sum_t>(params.p));
+    const sum_t sum = block_reduce<kind>(thread_sum, sum_scratch);
+    double partial = partial_of_sum<kind>(sum);
+    if constexpr (kind == NormKind::kGeneral || (kind == NormKind::kL2 && std::is_same_v<sum_t, float>)) {
+      if (needs_wide_partial<kind>(broadcast_from_thread0(sum, sum_scratch), meta.dtype)) {  // uniform
+        partial = wide_chunk_partial<kind, Load>(meta, begin, end, params.p, wide_scratch);
+      }
+    }
+    if (threadIdx.x == 0) partials[c] = partial;
   });
 }
 
@@ -58,23 +113,25 @@ __device__ __forceinline__ int32_t chunks_of(const ChunkList& list, int32_t t) {
 }
 
 template <NormKind kind, typename acc_t>
-__device__ __forceinline__ void store_tensor_fold(const NormParams& params, int32_t t, acc_t partial, acc_t p) {
-  static_cast<acc_t*>(params.contributions)[t] = total_contribution(kind, partial);
-  if (params.per_tensor_out != nullptr) static_cast<acc_t*>(params.per_tensor_out)[t] = norm_finalize<kind>(partial, p);
+__device__ __forceinline__ void store_tensor_fold(const NormParams& params, int32_t t, double partial) {
+  static_cast<double*>(params.contributions)[t] = total_contribution(kind, partial);
+  if (params.per_tensor_out != nullptr) {
+    static_cast<acc_t*>(params.per_tensor_out)[t] = static_cast<acc_t>(norm_finalize<kind>(partial, params.p));
+  }
 }
 
 // Folds the tensors that belong to `part` of `parts` (a block's share; part 0 of 1 is all of
 // them) into params.contributions (and params.per_tensor_out). Every thread of the block calls it.
 template <NormKind kind, typename acc_t>
-__device__ void fold_tensors(const NormParams& params, acc_t p, unsigned part, unsigned parts) {
+__device__ void fold_tensors(const NormParams& params, unsigned part, unsigned parts) {
   const ChunkList& list = params.list;
-  const acc_t* partials = static_cast<const acc_t*>(params.chunk_partials);
+  const double* partials = static_cast<const double*>(params.chunk_partials);
   const int64_t stride = static_cast<int64_t>(parts) * kThreads;
   for (int64_t t = static_cast<int64_t>(part) * kThreads + threadIdx.x; t < list.num_tensors; t += stride) {
     const int32_t chunks = chunks_of(list, static_cast<int32_t>(t));
     if (chunks > kThreadFoldChunks) continue;  // a warp's, below
-    store_tensor_fold<kind>(params, static_cast<int32_t>(t),
-                            blocked_combine(kind, partials + list.tensors[t].first_chunk, chunks), p);
+    store_tensor_fold<kind, acc_t>(params, static_cast<int32_t>(t),
+                                   blocked_combine<kind>(partials + list.tensors[t].first_chunk, chunks));
   }
   constexpr int kWarps = kThreads / 32;
   const int lane = threadIdx.x & 31;
@@ -82,24 +139,24 @@ __device__ void fold_tensors(const NormParams& params, acc_t p, unsigned part, u
   for (int64_t t = static_cast<int64_t>(part) * kWarps + (threadIdx.x >> 5); t < list.num_tensors; t += warp_stride) {
     const int32_t chunks = chunks_of(list, static_cast<int32_t>(t));  // uniform across the warp
     if (chunks <= kThreadFoldChunks) continue;
-    const acc_t* first = partials + list.tensors[t].first_chunk;
-    acc_t partial = first[lane];  // chunks > 32: every lane has one
-    for (int32_t c = lane + 32; c < chunks; c += 32) partial = norm_combine<kind>(partial, first[c]);
-    for (int offset = 16; offset > 0; offset >>= 1) partial = norm_combine<kind>(partial, shfl_down(partial, offset));
-    if (lane == 0) store_tensor_fold<kind>(params, static_cast<int32_t>(t), partial, p);
+    const double* first = partials + list.tensors[t].first_chunk;
+    double partial = first[lane];  // chunks > 32: every lane has one
+    for (int32_t c = lane + 32; c < chunks; c += 32) partial = partial_combine<kind>(partial, first[c]);
+    for (int offset = 16; offset > 0; offset >>= 1) partial = partial_combine<kind>(partial, shfl_down(partial, offset));
+    if (lane == 0) store_tensor_fold<kind, acc_t>(params, static_cast<int32_t>(t), partial);
   }
 }
 
-// The finalized total over all of params.contributions (valid on thread 0), by one block's tree.
-// Ends with a barrier.
-template <NormKind kind, typename acc_t>
-__device__ acc_t reduce_contributions(const NormParams& params, acc_t p, acc_t* scratch) {
-  const acc_t* contributions = static_cast<const acc_t*>(params.contributions);
-  acc_t local = acc_t(0);
+// The finalized total over all of params.contributions (valid on thread 0), by one block's tree,
+// in double. Ends with a barrier.
+template <NormKind kind>
+__device__ double reduce_contributions(const NormParams& params, double* scratch) {
+  const double* contributions = static_cast<const double*>(params.contributions);
+  double local = kind == NormKind::kGeneral ? kLogOfZero : 0.0;
   for (int64_t i = threadIdx.x; i < params.list.num_tensors; i += kThreads) {
-    local = norm_combine<kind>(local, contributions[i]);
+    local = partial_combine<kind>(local, contributions[i]);
   }
-  return norm_finalize<kind>(block_reduce<kind>(local, scratch), p);
+  return norm_finalize<kind>(block_reduce_partials<kind>(local, scratch), params.p);
 }
 
 template <typename acc_t>

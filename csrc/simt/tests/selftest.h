@@ -191,8 +191,8 @@ struct NormBuffers {
   NormBuffers(const TestList& list, double p, bool per_tensor)
       : acc_dtype(list.any_double() ? DType::kFloat64 : DType::kFloat32),
         total_dtype(list.promoted_dtype()),
-        chunk_partials(acc_dtype, list.num_chunks(), 0),
-        contributions(acc_dtype, static_cast<int64_t>(list.size()), 0),
+        chunk_partials(DType::kFloat64, list.num_chunks(), 0),
+        contributions(DType::kFloat64, static_cast<int64_t>(list.size()), 0),
         per_tensor_norms(acc_dtype, per_tensor ? static_cast<int64_t>(list.size()) : 0, 0),
         total(total_dtype, 1, 0),
         accumulated_total(acc_dtype, 1, 0),
