@@ -25,7 +25,6 @@ import warnings
 import torch
 
 from . import ops
-from ._ops import _promoted_dtype
 from ._types import ProcessGroups, Tensors
 from ._validation import as_list, checked, diagnose, nonnegative, present_grads
 from .distributed import as_groups, norms_across_ranks, split_dtensors
@@ -61,11 +60,11 @@ def _raise_if_nonfinite(total_norm, norm_type):
             "`error_if_nonfinite=False`")
 
 
-def _total_across_ranks(tensors, norm_type, groups, keys, device, items, arg, grads, total_dtype=None):
+def _total_across_ranks(tensors, norm_type, groups, keys, device, items, arg, grads):
     """The norm of the whole model (``device``: where a rank with no tensors makes its empty
     partial); an op's rejection of ``tensors`` is re-raised naming the bad entry of ``items``."""
     return checked(norms_across_ranks, tensors, norm_type, groups, keys, device=device, items=items, arg=arg,
-                   grads=grads, total_dtype=total_dtype)[0]
+                   grads=grads)[0]
 
 
 def _coefficient_total(total, exact):
@@ -161,9 +160,9 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
     local, keys = split_dtensors(grads, "grads")
     if groups or keys is not None:
         device = params[0].device if params else "cpu"  # for a rank with no grads
-        exact = _total_across_ranks(local, norm_type, groups, keys, device, params, "parameters", True,
-                                    total_dtype=torch.float64)
-        total = exact.to(_promoted_dtype(local))
+        exact, _, dtype = checked(norms_across_ranks, local, norm_type, groups, keys, device=device, items=params,
+                                  arg="parameters", grads=True, total_dtype=torch.float64, with_local_dtype=True)
+        total = exact.to(dtype)
         if error_if_nonfinite:
             _raise_if_nonfinite(total, norm_type)
         if local:

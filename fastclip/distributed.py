@@ -62,10 +62,9 @@ def split_dtensors(tensors: list[torch.Tensor], where: str = "tensors") -> tuple
     if dtensor is None or not any(issubclass(kind, dtensor) for kind in kinds):
         return tensors, None
     if kinds == {dtensor}:  # FSDP2: every grad a DTensor whose spec was seen before, all looked up in C
-        specs = list(map(_SPEC, tensors))
-        known = list(map(_KEYS_BY_SPEC.get, map(id, specs)))
-        if None not in known and all(map(operator.is_, map(_FIRST, known), specs)):
-            return list(map(_LOCAL_TENSOR, tensors)), list(map(_SECOND, known))
+        keys = list(map(_KEYS_BY_SPEC_ID.get, map(id, map(_SPEC, tensors))))
+        if None not in keys:
+            return list(map(_LOCAL_TENSOR, tensors)), keys
     local, keys = [], []
     for i, t in enumerate(tensors):
         if not isinstance(t, dtensor):
@@ -73,20 +72,23 @@ def split_dtensors(tensors: list[torch.Tensor], where: str = "tensors") -> tuple
             keys.append(None)
             continue
         spec = t._spec
-        known = _KEYS_BY_SPEC.get(id(spec))
         local.append(t._local_tensor)
-        keys.append(known[1] if known is not None and known[0] is spec else _key_of_spec(spec, where, i))
+        key = _KEYS_BY_SPEC_ID.get(id(spec))
+        keys.append(key if key is not None else _key_of_spec(spec, where, i))
     return local, keys
 
 
-# id(spec) -> (spec, key). A DTensor's spec (mesh and placements) is shared step after step: FSDP2
-# keeps one per parameter for its grads. Looking a key up by the spec's identity costs a fraction of
-# hashing its placements, and far less than DeviceMesh.get_group. Holding the spec keeps its id
-# from being reused; the cache is emptied when it grows past any model's parameter count.
-_KEYS_BY_SPEC = {}
+# id(spec) -> key. A DTensor's spec (mesh and placements) is shared step after step: FSDP2 keeps one
+# per parameter for its grads. Looking a key up by the spec's identity costs a fraction of hashing
+# its placements, and far less than DeviceMesh.get_group. _SPECS_HELD keeps every cached spec
+# alive, so its id cannot be reused by another object while the entry exists: an id found is that
+# spec. Both are emptied when they grow past any model's parameter count. Equal keys are one
+# object (_KEYS), so that grouping tensors by key hashes a handful of distinct tuples.
+_KEYS_BY_SPEC_ID = {}
+_SPECS_HELD = []
+_KEYS = {}
 _MAX_KEYS = 1 << 18
 _SPEC, _LOCAL_TENSOR = operator.attrgetter("_spec"), operator.attrgetter("_local_tensor")
-_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 
 def _key_of_spec(spec, where, i):
@@ -95,9 +97,13 @@ def _key_of_spec(spec, where, i):
         raise RuntimeError(f"fastclip: {where}[{i}] is a DTensor with a Partial placement (pending "
                            "reduction); redistribute it to Shard or Replicate first")
     key = tuple(spec.mesh.get_group(d) for d, pl in enumerate(placements) if pl.is_shard())
-    if len(_KEYS_BY_SPEC) >= _MAX_KEYS:
-        _KEYS_BY_SPEC.clear()
-    _KEYS_BY_SPEC[id(spec)] = (spec, key)
+    if len(_KEYS_BY_SPEC_ID) >= _MAX_KEYS:
+        _KEYS_BY_SPEC_ID.clear()
+        _SPECS_HELD.clear()
+        _KEYS.clear()
+    key = _KEYS.setdefault(key, key)
+    _SPECS_HELD.append(spec)
+    _KEYS_BY_SPEC_ID[id(spec)] = key
     return key
 
 
@@ -128,7 +134,8 @@ def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, tota
     # Tensors reduced over the same groups travel together, in order of first appearance (the
     # same on every rank, since the ranks list the same tensors).
     by_groups = {}
-    distinct = {None} if keys is None else set(keys)  # hashed in C: most lists have a single key
+    # Most lists have a single key, one object (split_dtensors interns them): compared by identity in C.
+    distinct = {None} if not keys else ({keys[0]} if keys.count(keys[0]) == n else set(keys))
     if len(distinct) <= 1:  # (none at all: a rank with no tensors still reduces over `groups`)
         key = next(iter(distinct), None)
         by_groups[groups if key is None else key] = list(range(n))
@@ -191,20 +198,21 @@ def _log_partials_across_ranks(norms: torch.Tensor, norm_type: float, groups: tu
 
 def norms_across_ranks(tensors: list[torch.Tensor], norm_type: float, groups: tuple, keys: list | None = None, *,
                        device: torch.device | str, keep_per_tensor: bool = False,
-                       total_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                       total_dtype: torch.dtype | None = None, with_local_dtype: bool = False) -> tuple:
     """The norms of the whole model from this rank's ``tensors`` (local tensors or shards, see
     :func:`split_dtensors` for ``keys``): their per-tensor norms in one pass, then
     :func:`reduce_norms` over ``groups``. A rank with no tensors still takes part in the
     all-reduce, with an empty partial on ``device`` (used for that alone). The total is in
     ``total_dtype`` (default: the tensors' promoted dtype, float32 for none). Returns
-    ``(total, per-tensor norms or None)``.
+    ``(total, per-tensor norms or None)``, and that promoted dtype with ``with_local_dtype``.
     """
     if tensors:
         local_total, per = ops.multi_tensor_norm(tensors, norm_type, True)
         dtype = local_total.dtype
     else:  # nothing here, but this rank still takes part in the all-reduce
         per, dtype = torch.zeros(0, dtype=torch.float32, device=device), torch.float32
-    return reduce_norms(per, norm_type, groups, total_dtype or dtype, keep_per_tensor, keys)
+    total, norms = reduce_norms(per, norm_type, groups, total_dtype or dtype, keep_per_tensor, keys)
+    return (total, norms, dtype) if with_local_dtype else (total, norms)
 
 
 def check_same_lists(count: int, groups: tuple, what: str) -> None:

@@ -177,7 +177,9 @@ std::vector<ListCase> list_cases();
 std::vector<int> grids_for(int32_t num_chunks);
 
 // A list's p-norm as torch defines it: per tensor, then the norm of those norms (for p = 0 the
-// count of tensors that have a nonzero element), in double; a NaN wins the inf-norm's max.
+// count of tensors that have a nonzero element), in double; a NaN wins the inf-norm's max. L2
+// and general p are scaled by the largest magnitude, so grads of 1e30 or 1e-25 neither overflow
+// nor underflow.
 struct NormResult {
   std::vector<double> per_tensor;
   double total;

@@ -226,30 +226,46 @@ std::vector<int> grids_for(int32_t num_chunks) {
   return {2, num_chunks + 3};
 }
 
+namespace {
+
+// (sum |x|^q)^(1/q) over v as m (sum (|x| / m)^q)^(1/q), m the largest |x|: no power overflows
+// or underflows to a loss, whatever the magnitudes (1e30, 1e-25). 0 for no or only zero
+// values, NaN where one is NaN, else inf where one is infinite.
+double scaled_norm(const std::vector<double>& v, double q) {
+  double m = 0;
+  for (double x : v) m = nan_max(m, std::fabs(x));
+  if (m == 0 || !std::isfinite(m)) return m;
+  double sum = 0;
+  for (double x : v) sum += std::pow(std::fabs(x) / m, q);
+  return m * std::pow(sum, 1 / q);
+}
+
+}  // namespace
+
 NormResult reference_norm(const std::vector<std::vector<double>>& tensors, double p) {
   const NormKind kind = norm_kind_for(p);
+  const double q = kind == NormKind::kL2 ? 2.0 : p;  // the power of L2 and general p
   NormResult out;
-  double total = 0;
   for (const std::vector<double>& values : tensors) {
-    double acc = 0;
-    for (double x : values) {
-      switch (kind) {
-        case NormKind::kL2: acc += x * x; break;
-        case NormKind::kL1: acc += std::fabs(x); break;
-        case NormKind::kInf: acc = nan_max(acc, std::fabs(x)); break;
-        case NormKind::kZero: acc += x != 0; break;
-        case NormKind::kGeneral: acc += std::pow(std::fabs(x), p); break;
-      }
-    }
+    double norm = 0;
     switch (kind) {
-      case NormKind::kL2: out.per_tensor.push_back(std::sqrt(acc)), total += acc; break;
-      case NormKind::kL1: out.per_tensor.push_back(acc), total += acc; break;
-      case NormKind::kInf: out.per_tensor.push_back(acc), total = nan_max(total, acc); break;
-      case NormKind::kZero: out.per_tensor.push_back(acc), total += acc != 0; break;
-      case NormKind::kGeneral: out.per_tensor.push_back(std::pow(acc, 1 / p)), total += acc; break;
+      case NormKind::kL2:
+      case NormKind::kGeneral: norm = scaled_norm(values, q); break;
+      case NormKind::kL1: for (double x : values) norm += std::fabs(x); break;
+      case NormKind::kInf: for (double x : values) norm = nan_max(norm, std::fabs(x)); break;
+      case NormKind::kZero: for (double x : values) norm += x != 0; break;
     }
+    out.per_tensor.push_back(norm);
   }
-  out.total = kind == NormKind::kL2 ? std::sqrt(total) : kind == NormKind::kGeneral ? std::pow(total, 1 / p) : total;
+  // The norm of the per-tensor norms (for p = 0, the count of nonzero ones).
+  out.total = 0;
+  switch (kind) {
+    case NormKind::kL2:
+    case NormKind::kGeneral: out.total = scaled_norm(out.per_tensor, q); break;
+    case NormKind::kL1: for (double norm : out.per_tensor) out.total += norm; break;
+    case NormKind::kInf: for (double norm : out.per_tensor) out.total = nan_max(out.total, norm); break;
+    case NormKind::kZero: for (double norm : out.per_tensor) out.total += norm != 0; break;
+  }
   return out;
 }
 
