@@ -30,8 +30,8 @@ __global__ void __launch_bounds__(kStepThreads, 1) step_kernel(const Step step) 
 template <NormKind kind, typename acc_t, typename Step>
 __global__ void __launch_bounds__(kThreads, 1)
     clip_step_kernel(const NormParams norm, const Step step, const ScaleParams scale) {
-  __shared__ acc_t scratch[kThreads / 32];
-  __shared__ double wide_scratch[kThreads / 32];  // partials and wide recomputes
+  __shared__ acc_t scratch[kReduceScratch];
+  __shared__ double wide_scratch[kReduceScratch];  // partials and wide recomputes
   write_chunk_partials<kind, CoherentLoad>(norm, scratch, wide_scratch);  // the grads are rewritten below
   grid_sync();
   fold_tensors<kind, acc_t>(norm, blockIdx.x, gridDim.x);

@@ -16,14 +16,14 @@ namespace {
 // resident; see multi_tensor_norm_kernel.cu).
 int max_blocks(int device) { return 2 * multiprocessor_count(device); }
 
-// Chunks of at least kMinChunkSize elements, grown (in powers of two) until there are about
-// four per block, so the partials stay few on large lists.
+// Chunks of at least kMinChunkSize elements, grown (in powers of two, up to kMaxChunkSize) until
+// there are about four per block, so the partials stay few on large lists.
 int64_t chunk_size_for(at::TensorList tensors, int device) {
   int64_t total = 0;
   for (const at::Tensor& t : tensors) total += t.numel();
   const int64_t target_chunks = 4 * static_cast<int64_t>(max_blocks(device));
   int64_t size = kMinChunkSize;
-  while (total / size > target_chunks) size *= 2;
+  while (total / size > target_chunks && size < kMaxChunkSize) size *= 2;
   return size;
 }
 

@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "../common/norm_math.h"
 #include "../common/tensor_list.h"
@@ -25,6 +26,12 @@ template <typename acc_t> __device__ __forceinline__ acc_t to_acc(double x) { re
 template <typename acc_t> __device__ __forceinline__ acc_t to_acc(__half x) { return static_cast<acc_t>(__half2float(x)); }
 template <typename acc_t> __device__ __forceinline__ acc_t to_acc(__nv_bfloat16 x) {
   return static_cast<acc_t>(__bfloat162float(x));
+}
+
+__device__ __forceinline__ uint32_t float_bits(float x) {
+  uint32_t bits;
+  memcpy(&bits, &x, sizeof(bits));
+  return bits;
 }
 
 // Explicit conversions: torch builds with __CUDA_NO_HALF_CONVERSIONS__ and friends.
@@ -107,31 +114,38 @@ __device__ __forceinline__ acc_t shfl_down(acc_t v, int offset) {
 }
 
 // Reduces one value per thread with combine(a, b) in a fixed tree (warp shuffles, then the
-// warps' results in order). The result is valid on thread 0. `scratch` holds kBlockThreads / 32
-// values. Ends with a barrier, so scratch may be reused right after. blockDim.x must be
-// kBlockThreads; `identity` fills the second stage's unused lanes.
-template <int kBlockThreads, typename acc_t, typename Combine>
+// warps' results in order). The result is valid on thread 0, or, with kToAll, on every thread
+// (thread 0 leaves it in scratch[kBlockThreads / 32], read after the closing barrier; the next
+// reduction writes that slot only after its own first barrier). `scratch` holds kBlockThreads /
+// 32 values, one more with kToAll (kReduceScratch for kThreads). Ends with a barrier, so scratch
+// may be reused right after. blockDim.x must be kBlockThreads; `identity` fills the second
+// stage's unused lanes.
+template <int kBlockThreads, bool kToAll = false, typename acc_t, typename Combine>
 __device__ acc_t block_reduce_with(acc_t value, acc_t* scratch, acc_t identity, const Combine& combine) {
   static_assert(kBlockThreads % 32 == 0 && kBlockThreads / 32 <= 32, "the second stage reduces one warp's worth");
+  constexpr int kWarps = kBlockThreads / 32;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   for (int offset = 16; offset > 0; offset >>= 1) value = combine(value, shfl_down(value, offset));
   if (lane == 0) scratch[warp] = value;
   __syncthreads();
   if (warp == 0) {
-    constexpr int kWarps = kBlockThreads / 32;
     value = lane < kWarps ? scratch[lane] : identity;
     for (int offset = 16; offset > 0; offset >>= 1) value = combine(value, shfl_down(value, offset));
+    if (kToAll && lane == 0) scratch[kWarps] = value;
   }
   __syncthreads();
+  if constexpr (kToAll) value = scratch[kWarps];
   return value;
 }
 
-// The block's reduction of per-thread element sums (norm_combine).
-template <NormKind kind, typename acc_t, int kBlockThreads = kThreads>
+constexpr int kReduceScratch = kThreads / 32 + 1;
+
+// The block's reduction of per-thread element sums (norm_combine), on thread 0 or every thread.
+template <NormKind kind, typename acc_t, int kBlockThreads = kThreads, bool kToAll = false>
 __device__ acc_t block_reduce(acc_t value, acc_t* scratch) {
-  return block_reduce_with<kBlockThreads>(value, scratch, acc_t(0),
-                                          [](acc_t a, acc_t b) { return norm_combine<kind>(a, b); });
+  return block_reduce_with<kBlockThreads, kToAll>(value, scratch, acc_t(0),
+                                                  [](acc_t a, acc_t b) { return norm_combine<kind>(a, b); });
 }
 
 // The block's reduction of chunk or tensor partials (partial_combine, norm_math.h).
@@ -140,16 +154,6 @@ __device__ double block_reduce_partials(double value, double* scratch) {
   const double identity = kind == NormKind::kGeneral ? kLogOfZero : 0.0;
   return block_reduce_with<kThreads>(value, scratch, identity,
                                      [](double a, double b) { return partial_combine<kind>(a, b); });
-}
-
-// Thread 0's `value` on every thread. Ends with a barrier, so scratch may be reused right after.
-template <typename acc_t>
-__device__ acc_t broadcast_from_thread0(acc_t value, acc_t* scratch) {
-  if (threadIdx.x == 0) scratch[0] = value;
-  __syncthreads();
-  const acc_t result = scratch[0];
-  __syncthreads();
-  return result;
 }
 
 // Calls fn(chunk_index, chunk, meta, begin, end) for this block's share of the chunks (a grid-

@@ -16,6 +16,9 @@ constexpr int kThreads = 512;
 // GPU chunks are never smaller than this; for large lists they grow so that there are a few
 // chunks per block (fewer partials to combine) while every block still gets work.
 constexpr int64_t kMinChunkSize = 64 * 1024;
+// ... and never larger than this: a chunk's float sums stay exact counts (p = 0) and within the
+// underflow bound of norm_math.h's safe range.
+constexpr int64_t kMaxChunkSize = int64_t{1} << 24;
 
 // A planned tensor list as the kernels see it (both arrays in device memory).
 struct ChunkList {

@@ -24,8 +24,8 @@ constexpr int kClipGradNormBlocksPerSM =
 template <NormKind kind, typename acc_t>
 __global__ void __launch_bounds__(kThreads, (kClipGradNormBlocksPerSM<kind, acc_t>))
     clip_grad_norm_kernel(const NormParams norm, const double max_norm) {
-  __shared__ acc_t scratch[kThreads / 32];
-  __shared__ double wide_scratch[kThreads / 32];  // partials and wide recomputes
+  __shared__ acc_t scratch[kReduceScratch];
+  __shared__ double wide_scratch[kReduceScratch];  // partials and wide recomputes
   __shared__ double coef;
   write_chunk_partials<kind, CoherentLoad>(norm, scratch, wide_scratch);  // the grads are rewritten below
   grid_sync();

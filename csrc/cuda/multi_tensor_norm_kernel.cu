@@ -13,13 +13,13 @@ namespace {
 
 // Minimum one resident block, from ptxas's register counts (CUDA 13.0, sm_80 and sm_90): the float
 // L1, inf and p = 0 kernels use 63-68 registers, so two 512-thread blocks fit an SM, but the
-// float L2 kernel uses 100 (with its wide recompute), general p (summed in double) 90-92 and the
+// float L2 kernel uses 104 (with its wide recompute), general p (summed in double) 90-92 and the
 // double ones 64-96, so one block of those is resident per SM (the grid of two blocks per SM
 // then runs in two waves). Asking for two (minBlocks = 2) makes the float L2 kernel spill.
 template <NormKind kind, typename acc_t>
 __global__ void __launch_bounds__(kThreads, 1) multi_tensor_norm_kernel(const NormParams params) {
-  __shared__ acc_t scratch[kThreads / 32];
-  __shared__ double wide_scratch[kThreads / 32];  // partials and wide recomputes
+  __shared__ acc_t scratch[kReduceScratch];
+  __shared__ double wide_scratch[kReduceScratch];  // partials and wide recomputes
   __shared__ bool is_last_block;
   write_chunk_partials<kind>(params, scratch, wide_scratch);
   // Thread 0 wrote this block's partials; its acq_rel ticket publishes them, and the last

@@ -35,11 +35,17 @@ cudaError_t dispatch_norm(const NormParams& params, const Launch& launch) {
 // This thread's share of the partial of elements [begin, end) of a chunk, read through Load:
 // the read-only cache, or coherently for data the same kernel later rewrites (vectorized.cuh).
 template <NormKind kind, typename acc_t, typename Load>
-__device__ acc_t chunk_thread_partial(const TensorMeta& meta, int64_t begin, int64_t end, acc_t p) {
+__device__ NormAccumulator<kind, acc_t, Load> chunk_thread_sum(const TensorMeta& meta, int64_t begin, int64_t end,
+                                                               acc_t p) {
   NormAccumulator<kind, acc_t, Load> partial{p};
   visit_by_dtype<kThreads, /*kUnroll=*/4>(static_cast<const void*>(meta.data), meta.dtype, begin, end - begin, partial,
                                           partial);
-  return partial.acc;
+  return partial;
+}
+
+template <NormKind kind, typename acc_t, typename Load>
+__device__ acc_t chunk_thread_partial(const TensorMeta& meta, int64_t begin, int64_t end, acc_t p) {
+  return chunk_thread_sum<kind, acc_t, Load>(meta, begin, end, p).acc;
 }
 
 // The wide general-p recompute's per-thread sum of (|x| / m)^p (norm_math.h's scaled_power).
@@ -68,9 +74,8 @@ __device__ double wide_chunk_partial(const TensorMeta& meta, int64_t begin, int6
     return block_reduce<NormKind::kL2>(chunk_thread_partial<NormKind::kL2, double, Load>(meta, begin, end, 2.0), scratch);
   } else {
     static_assert(kind == NormKind::kGeneral, "only L2 and general p are recomputed");
-    const double m = broadcast_from_thread0(
-        block_reduce<NormKind::kInf>(chunk_thread_partial<NormKind::kInf, double, Load>(meta, begin, end, p), scratch),
-        scratch);
+    const double m = block_reduce<NormKind::kInf, double, kThreads, /*kToAll=*/true>(
+        chunk_thread_partial<NormKind::kInf, double, Load>(meta, begin, end, p), scratch);
     double scaled_sum = 0.0;
     if (m > 0.0 && m - m == 0.0) {  // uniform across the block
       ScaledPowerAccumulator<Load> sum{m, p};
@@ -95,13 +100,22 @@ __device__ void write_chunk_partials(const NormParams& params, acc_t* scratch, d
   }
   double* partials = static_cast<double*>(params.chunk_partials);
   for_each_chunk(params.list, [&](int64_t c, const ChunkMeta&, const TensorMeta& meta, int64_t begin, int64_t end) {
-    const sum_t thread_sum = chunk_thread_partial<kind, sum_t, Load>(meta, begin, end, static_cast<sum_t>(params.p));
-    const sum_t sum = block_reduce<kind>(thread_sum, sum_scratch);
+    // The sum on every thread where it may need the wide recompute (block-uniform branches).
+    constexpr bool kMayWiden = kind == NormKind::kGeneral || (kind == NormKind::kL2 && std::is_same_v<sum_t, float>);
+    const auto thread = chunk_thread_sum<kind, sum_t, Load>(meta, begin, end, static_cast<sum_t>(params.p));
+    const sum_t sum = block_reduce<kind, sum_t, kThreads, kMayWiden>(thread.acc, sum_scratch);
     double partial = partial_of_sum<kind>(sum);
-    if constexpr (kind == NormKind::kGeneral || (kind == NormKind::kL2 && std::is_same_v<sum_t, float>)) {
-      if (needs_wide_partial<kind>(broadcast_from_thread0(sum, sum_scratch), meta.dtype)) {  // uniform
-        partial = wide_chunk_partial<kind, Load>(meta, begin, end, params.p, wide_scratch);
+    if constexpr (kMayWiden) {
+      bool wide = needs_wide_partial<kind>(sum, meta.dtype);
+      if constexpr (decltype(thread)::kTracksZeros) {
+        if (wide && sum == sum_t(0)) {  // all zeros, or all underflowed? (scratch holds floats: 4 bytes too)
+          const uint32_t magnitudes = block_reduce_with<kThreads, /*kToAll=*/true>(
+              thread.bits & 0x7FFFFFFFu, reinterpret_cast<uint32_t*>(sum_scratch), 0u,
+              [](uint32_t a, uint32_t b) { return a | b; });
+          wide = magnitudes != 0;
+        }
       }
+      if (wide) partial = wide_chunk_partial<kind, Load>(meta, begin, end, params.p, wide_scratch);
     }
     if (threadIdx.x == 0) partials[c] = partial;
   });

@@ -55,14 +55,22 @@ struct CoherentLoad {
   __device__ static Vec16<scalar_t> vector(const scalar_t* p) { return load_vec16_coherent(p); }
 };
 
-// This thread's partial of a p-norm (norm_math.h) over the elements it visits.
+// This thread's partial of a p-norm (norm_math.h) over the elements it visits. A float L2 sum
+// also ORs the bits of the values it adds, so that a chunk whose sum is exactly 0 can be told
+// to be all zeros (rather than all underflowed squares) without reading it again.
 template <NormKind kind, typename acc_t, typename Load = ReadOnlyLoad>
 struct NormAccumulator {
+  static constexpr bool kTracksZeros = kind == NormKind::kL2 && std::is_same_v<acc_t, float>;
   acc_t p;
   acc_t acc = acc_t(0);
+  uint32_t bits = 0;  // with kTracksZeros
 
   template <typename scalar_t>
-  __device__ __forceinline__ void add(scalar_t x) { acc = norm_combine<kind>(acc, norm_element<kind>(to_acc<acc_t>(x), p)); }
+  __device__ __forceinline__ void add(scalar_t x) {
+    const acc_t value = to_acc<acc_t>(x);
+    if constexpr (kTracksZeros) bits |= float_bits(value);
+    acc = norm_combine<kind>(acc, norm_element<kind>(value, p));
+  }
   template <typename scalar_t>
   __device__ __forceinline__ void element(const scalar_t* x) { add(Load::one(x)); }
   template <typename scalar_t>

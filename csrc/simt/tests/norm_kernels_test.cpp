@@ -76,8 +76,8 @@ void test_clip_grad_norm(const ListCase& list_case, double p, int grid, bool sin
 
 // --- Grads whose float sums leave the safe range ---------------------------------------------
 // Squares of 1e20 and 3e30 overflow a float, 12th powers of 3e30 a double; squares of 1e-25
-// underflow a float, 12th powers a double's safe range. Chunks of only such values, of such
-// values among ordinary ones, and of zeros are recomputed wide, or must not be.
+// and 1e-30 underflow a float, 12th powers of 1e-25 leave a double's safe range and of 1e-30
+// underflow it. Chunks of only such values, of such values among ordinary ones, and of zeros.
 
 constexpr int64_t kWideChunk = 64;
 
@@ -91,7 +91,7 @@ struct WideTensor {
 std::vector<WideTensor> wide_tensors(DType d) {
   return {
       {{d, 5 * kWideChunk + 5, 3}, {{1}, {1e20, 1, 1}, {0}, {1e-25}, {1e-25, 0, 1}}},
-      {{d, kWideChunk, 0}, {{1e-25}}},  // every square underflows: the norm is ~8e-25
+      {{d, kWideChunk, 0}, {{1e-30}}},  // every power underflows: the norm is ~1e-30
       {{d, 0, 2}, {}},
       {{d, 2 * kWideChunk + 2, 5}, {{3e30, 1e-25, 0, 1}, {1e20}, {0, 1e-25}}},
       {{d, 9, 1}, {{0}}},
