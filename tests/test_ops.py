@@ -515,8 +515,12 @@ def test_wide_recompute_keeps_nan_inf_and_zero(device, gen):
     """The chunks recomputed wide (their float sums left the safe range) still give NaN for a NaN,
     inf for an inf, and an exact 0 for all-zero grads, for every p."""
     zeros = torch.zeros(100_000, device=device)
+    negative_zeros = -zeros
+    barely = zeros.clone()
+    barely[99_999] = 1e-40  # one subnormal in a chunk of zeros: a float sum of 0 that is not all zeros
     for p in (2.0, 3.0, 12.0, 0.5):
-        assert float(ops.multi_tensor_norm([zeros, zeros[:5]], p, True)[0]) == 0.0
+        assert float(ops.multi_tensor_norm([zeros, negative_zeros[:5], negative_zeros], p, True)[0]) == 0.0
+        assert_close_to(ops.multi_tensor_norm([barely], p, False)[0], 1e-40, rtol=2 ** -10)  # 1e-40 is subnormal
         for bad in (math.nan, math.inf):
             huge = random_tensors([(100_000,)], [torch.float32], device, gen, scale=1e30)[0]
             huge[77_777] = bad

@@ -242,73 +242,44 @@ FASTCLIP_TARGET_AVX512 float half_partial_avx512(const c10::Half* x, int64_t n, 
 FASTCLIP_TARGET_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 FASTCLIP_TARGET_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 
-// Whether the float values of x[i, n) are all +-0, `any` holding the OR of the earlier ones' bits.
 template <typename scalar_t>
-FASTCLIP_ALWAYS_INLINE bool zero_magnitudes(uint32_t any, const scalar_t* x, int64_t i, int64_t n) {
-  for (; i < n; ++i) {
-    const float value = load_opmath<float>(x + i);
-    uint32_t bits;
-    std::memcpy(&bits, &value, sizeof(bits));
-    any |= bits;
-  }
-  return (any & 0x7FFFFFFFu) == 0;
-}
-
-// Each loop also ORs the bits it loads, so that a chunk whose float sum is exactly 0 is known
-// to be all zeros (common: unused experts, frozen embeddings) without the second pass over it
-// that partial_from_sum would otherwise make to tell zeros from underflowed squares.
-template <typename scalar_t>
-FASTCLIP_TARGET_AVX2 void l2_pair_avx2(const scalar_t* a, const scalar_t* b, int64_t n, float p, PairSums* out) {
+FASTCLIP_TARGET_AVX2 void l2_pair_avx2(const scalar_t* a, const scalar_t* b, int64_t n, float p, float* out) {
   __m256 a_low = _mm256_setzero_ps(), a_high = _mm256_setzero_ps();
   __m256 b_low = _mm256_setzero_ps(), b_high = _mm256_setzero_ps();
-  __m256i a_any = _mm256_setzero_si256(), b_any = _mm256_setzero_si256();
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    const __m256 a0 = load8(a + i), b0 = load8(b + i), a1 = load8(a + i + 8), b1 = load8(b + i + 8);
-    a_low = add_lane_element<NormKind::kL2>(a_low, a0);
-    b_low = add_lane_element<NormKind::kL2>(b_low, b0);
-    a_high = add_lane_element<NormKind::kL2>(a_high, a1);
-    b_high = add_lane_element<NormKind::kL2>(b_high, b1);
-    a_any = _mm256_or_si256(a_any, _mm256_castps_si256(_mm256_or_ps(a0, a1)));
-    b_any = _mm256_or_si256(b_any, _mm256_castps_si256(_mm256_or_ps(b0, b1)));
+    a_low = add_lane_element<NormKind::kL2>(a_low, load8(a + i));
+    b_low = add_lane_element<NormKind::kL2>(b_low, load8(b + i));
+    a_high = add_lane_element<NormKind::kL2>(a_high, load8(a + i + 8));
+    b_high = add_lane_element<NormKind::kL2>(b_high, load8(b + i + 8));
   }
   float lanes_a[kLanes], lanes_b[kLanes];
   _mm256_storeu_ps(lanes_a, a_low);
   _mm256_storeu_ps(lanes_a + 8, a_high);
   _mm256_storeu_ps(lanes_b, b_low);
   _mm256_storeu_ps(lanes_b + 8, b_high);
-  out->sum[0] = finish_partial<NormKind::kL2>(lanes_a, a, i, n, p);
-  out->sum[1] = finish_partial<NormKind::kL2>(lanes_b, b, i, n, p);
-  const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF);
-  out->all_zero[0] = _mm256_testz_si256(a_any, magnitude) && zero_magnitudes(0u, a, i, n);
-  out->all_zero[1] = _mm256_testz_si256(b_any, magnitude) && zero_magnitudes(0u, b, i, n);
+  out[0] = finish_partial<NormKind::kL2>(lanes_a, a, i, n, p);
+  out[1] = finish_partial<NormKind::kL2>(lanes_b, b, i, n, p);
 }
 
 template <typename scalar_t>
-FASTCLIP_TARGET_AVX512 void l2_pair_avx512(const scalar_t* a, const scalar_t* b, int64_t n, float p, PairSums* out) {
+FASTCLIP_TARGET_AVX512 void l2_pair_avx512(const scalar_t* a, const scalar_t* b, int64_t n, float p, float* out) {
   __m512 sum_a = _mm512_setzero_ps(), sum_b = _mm512_setzero_ps();
-  __m512i a_any = _mm512_setzero_si512(), b_any = _mm512_setzero_si512();
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    const __m512 va = load16(a + i), vb = load16(b + i);
-    sum_a = add_lane_element<NormKind::kL2>(sum_a, va);
-    sum_b = add_lane_element<NormKind::kL2>(sum_b, vb);
-    a_any = _mm512_or_si512(a_any, _mm512_castps_si512(va));
-    b_any = _mm512_or_si512(b_any, _mm512_castps_si512(vb));
+    sum_a = add_lane_element<NormKind::kL2>(sum_a, load16(a + i));
+    sum_b = add_lane_element<NormKind::kL2>(sum_b, load16(b + i));
   }
   float lanes_a[kLanes], lanes_b[kLanes];
   _mm512_storeu_ps(lanes_a, sum_a);
   _mm512_storeu_ps(lanes_b, sum_b);
-  out->sum[0] = finish_partial<NormKind::kL2>(lanes_a, a, i, n, p);
-  out->sum[1] = finish_partial<NormKind::kL2>(lanes_b, b, i, n, p);
-  const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF);
-  out->all_zero[0] = _mm512_test_epi32_mask(a_any, magnitude) == 0 && zero_magnitudes(0u, a, i, n);
-  out->all_zero[1] = _mm512_test_epi32_mask(b_any, magnitude) == 0 && zero_magnitudes(0u, b, i, n);
+  out[0] = finish_partial<NormKind::kL2>(lanes_a, a, i, n, p);
+  out[1] = finish_partial<NormKind::kL2>(lanes_b, b, i, n, p);
 }
 
 #define FASTCLIP_L2_PAIR_BY_DTYPE(TARGET, SUFFIX)                                                          \
   TARGET bool l2_pair_by_dtype_##SUFFIX(const TensorMeta& a, int64_t a_begin, const TensorMeta& b,         \
-                                        int64_t b_begin, int64_t n, float p, PairSums* out) {             \
+                                        int64_t b_begin, int64_t n, float p, float* out) {                \
     switch (static_cast<DType>(a.dtype)) {                                                                \
       case DType::kFloat32:                                                                               \
         l2_pair_##SUFFIX(static_cast<const float*>(a.data) + a_begin,                                      \
@@ -475,7 +446,7 @@ float chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_
 }
 
 bool chunk_partial_pair(NormKind kind, const TensorMeta& a, int64_t a_begin, const TensorMeta& b, int64_t b_begin,
-                        int64_t n, float p, PairSums* out) {
+                        int64_t n, float p, float* out) {
   if (kind != NormKind::kL2 || a.dtype != b.dtype) return false;
 #if FASTCLIP_HAVE_AVX2_VARIANT
   switch (cpu_isa()) {

@@ -19,16 +19,11 @@ const char* isa_in_use();
 float chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t end, float p);
 double chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t end, double p);
 
-// The float sums of two ranges of n elements of one dtype, each exactly what chunk_partial
-// computes, in one loop (faster where one range's sum waits on its own latency), and whether each
-// range is all zeros. Returns false, computing nothing, where there is no such loop (only L2 has
-// one).
-struct PairSums {
-  float sum[2];
-  bool all_zero[2];
-};
+// The float partials of two ranges of n elements of one dtype, out[0] and out[1], each exactly
+// what chunk_partial computes, in one loop (faster where one range's sum waits on its own
+// latency). Returns false, computing nothing, where there is no such loop (only L2 has one).
 bool chunk_partial_pair(NormKind kind, const TensorMeta& a, int64_t a_begin, const TensorMeta& b, int64_t b_begin,
-                        int64_t n, float p, PairSums* out);
+                        int64_t n, float p, float* out);
 
 // The range-safe partial (common/norm_math.h) of elements [begin, end) of `meta`, whose sum as
 // chunk_partial or chunk_partial_pair accumulated it is `sum`: converted, or where a float sum

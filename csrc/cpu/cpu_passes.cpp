@@ -34,13 +34,11 @@ std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind k
           const TensorMeta& next = plan.tensors[plan.chunks[c + 1].tensor];
           int64_t next_begin = 0, next_end = 0;
           chunk_range(next, plan.chunks[c + 1], plan.chunk_size, &next_begin, &next_end);
-          PairSums sums;
+          float sums[2];
           if (end - begin == next_end - next_begin &&
-              chunk_partial_pair(kind, meta, begin, next, next_begin, end - begin, static_cast<float>(p), &sums)) {
-            // An all-zero chunk's partial is 0 (no second pass to tell zeros from underflow).
-            chunk_partials[c] = sums.all_zero[0] ? 0.0 : partial_from_sum(kind, meta, begin, end, p, sums.sum[0]);
-            chunk_partials[c + 1] =
-                sums.all_zero[1] ? 0.0 : partial_from_sum(kind, next, next_begin, next_end, p, sums.sum[1]);
+              chunk_partial_pair(kind, meta, begin, next, next_begin, end - begin, static_cast<float>(p), sums)) {
+            store_partial(c, meta, begin, end, sums[0]);
+            store_partial(c + 1, next, next_begin, next_end, sums[1]);
             c += 2;
             continue;
           }
