@@ -54,15 +54,12 @@ void check_clipped(const TestList& list, const std::vector<std::vector<double>>&
   list.expect_guards_intact(what);
 }
 
-// clip_grad_norm_: the grads scaled by min(max_norm / (total + 1e-6), 1) of the total the norm
-// kernel wrote; max_norm is a fraction of the norm, so the list is clipped. With single_launch,
-// one cooperative launch (its grid is what the layer runs at once, not `grid`); else two.
-void test_clip_grad_norm(const ListCase& list_case, double p, int grid, bool single_launch) {
-  Rng rng(23);
-  TestList list(list_case.specs, list_case.chunk_size, rng);
-  const std::string what = "multi_tensor_clip_grad_norm p=" + std::to_string(p) +
-                           (single_launch ? " single launch" : " grid=" + std::to_string(grid)) + " on " +
-                           list.describe();
+// Runs the clip-grad-norm kernel(s) on `list` with max_norm half its norm (so it is clipped), then
+// check_total(buffers, reference) and the clipped grads. With single_launch, one cooperative launch
+// (its grid is what the layer runs at once, not `grid`); else two.
+template <typename CheckTotal>
+void run_clip_grad_norm(TestList& list, double p, int grid, bool single_launch, const std::string& what,
+                        const CheckTotal& check_total) {
   const std::vector<std::vector<double>> before = list.values();
   const NormResult norm = reference_norm(before, p);
   const double max_norm = 0.5 * norm.total;
@@ -70,8 +67,21 @@ void test_clip_grad_norm(const ListCase& list_case, double p, int grid, bool sin
   const DeviceValues total{buffers.total.data(), static_cast<int32_t>(buffers.total_dtype)};
   const ClipByNormParams clip{list.list(), total, max_norm};
   expect_launched(cuda::launch_multi_tensor_clip_grad_norm(buffers.params, clip, grid, single_launch, nullptr), what);
-  check_norm(buffers, norm, /*per_tensor=*/false, what);
+  check_total(buffers, norm);
   check_clipped(list, before, max_norm, norm.total, buffers, what);
+}
+
+// clip_grad_norm_: the grads scaled by min(max_norm / (total + 1e-6), 1) of the total the norm
+// kernel wrote.
+void test_clip_grad_norm(const ListCase& list_case, double p, int grid, bool single_launch) {
+  Rng rng(23);
+  TestList list(list_case.specs, list_case.chunk_size, rng);
+  const std::string what = "multi_tensor_clip_grad_norm p=" + std::to_string(p) +
+                           (single_launch ? " single launch" : " grid=" + std::to_string(grid)) + " on " +
+                           list.describe();
+  run_clip_grad_norm(list, p, grid, single_launch, what, [&](const NormBuffers& buffers, const NormResult& norm) {
+    check_norm(buffers, norm, /*per_tensor=*/false, what);
+  });
 }
 
 // --- Grads whose float sums leave the safe range ---------------------------------------------
@@ -137,17 +147,11 @@ void test_wide_clip_grad_norm(DType dtype, double p) {
   TestList list = wide_list(dtype);
   const std::string what = "multi_tensor_clip_grad_norm p=" + std::to_string(p) +
                            " single launch on extreme magnitudes " + list.describe();
-  const std::vector<std::vector<double>> before = list.values();
-  const NormResult norm = reference_norm(before, p);
-  const double max_norm = 0.5 * norm.total;
-  NormBuffers buffers(list, p, /*per_tensor=*/false);
-  const DeviceValues total{buffers.total.data(), static_cast<int32_t>(buffers.total_dtype)};
-  const ClipByNormParams clip{list.list(), total, max_norm};
-  expect_launched(cuda::launch_multi_tensor_clip_grad_norm(buffers.params, clip, /*num_blocks=*/2,
-                                                           /*single_launch=*/true, nullptr),
-                  what);
-  expect_close(buffers.total.get(0), norm.total, wide_total_rtol(dtype), [&] { return what + ": total"; });
-  check_clipped(list, before, max_norm, norm.total, buffers, what);
+  run_clip_grad_norm(list, p, /*grid=*/2, /*single_launch=*/true, what,
+                     [&](const NormBuffers& buffers, const NormResult& norm) {
+                       expect_close(buffers.total.get(0), norm.total, wide_total_rtol(dtype),
+                                    [&] { return what + ": total"; });
+                     });
 }
 
 }  // namespace
