@@ -12,15 +12,15 @@ namespace fastclip {
 namespace cpu {
 namespace {
 
-// Chunk partials are range-safe doubles (common/norm_math.h): each chunk's sum in acc_t, then
-// partial_from_sum.
+// Chunk partials are range-safe doubles (common/norm_math.h): each chunk's sum (in acc_t, or in
+// double for general p), then partial_from_sum.
 template <typename acc_t>
 std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind kind, double p, bool per_tensor,
                                                 at::ScalarType acc_type, double* accumulated) {
   const int64_t num_chunks = static_cast<int64_t>(plan.chunks.size());
   const int64_t num_tensors = static_cast<int64_t>(plan.tensors.size());
   std::vector<double> chunk_partials(num_chunks);
-  auto store_partial = [&](int64_t c, const TensorMeta& meta, int64_t begin, int64_t end, acc_t sum) {
+  auto store_partial = [&](int64_t c, const TensorMeta& meta, int64_t begin, int64_t end, auto sum) {
     chunk_partials[c] = partial_from_sum(kind, meta, begin, end, p, sum);
   };
   if constexpr (std::is_same_v<acc_t, float>) {
@@ -44,7 +44,7 @@ std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind k
           }
         }
         if (kind == NormKind::kGeneral) {  // summed in double (norm_math.h's chunk_sum_t)
-          chunk_partials[c] = partial_from_sum(kind, meta, begin, end, p, chunk_partial(kind, meta, begin, end, p));
+          store_partial(c, meta, begin, end, chunk_partial(kind, meta, begin, end, p));
         } else {
           store_partial(c, meta, begin, end, chunk_partial(kind, meta, begin, end, static_cast<float>(p)));
         }
