@@ -57,6 +57,22 @@ TORCH_LIBRARY(fastclip, m) {
       "Tensor(c!) steps, Tensor(d!) result, Tensor(e!) coef, Tensor(f!) threshold, float lambda_abs, "
       "float lambda_rel, float beta, int warmup_steps, float eps, str on_nonfinite, bool reference, "
       "bool scale_grads) -> ()");
+  // Stable-SPAM's AdaClip and AdaGN (common/stable_spam_step.h); state: float64 [H,
+  // common/layouts.h's stable_spam_row], rows[i] the row of grads[i].
+  // stable_spam_norms returns float64 [2, len(grads)]: without maxima, each grad's largest
+  // magnitude and sum of squares; given maxima (a first call's, reduced across ranks), each
+  // grad's sums of squares over the elements at most and above its AdaClip threshold (zeros,
+  // the grad unread, where AdaClip rescales nothing).
+  m.def("stable_spam_norms(Tensor[] grads, Tensor? maxima, Tensor rows, Tensor state, float gamma3) -> Tensor");
+  // The step on those two results (stats, split): every tensor's statistics updated, a factor and
+  // a threshold per grad, steps[0] counting calls; then each grad's elements above its threshold
+  // are scaled by AdaClip's ratio times AdaGN's factor, the others by the factor, in one pass.
+  // total_steps and reset_every: 0 for none.
+  m.def(
+      "stable_spam_update_(Tensor(a!)[] grads, Tensor stats, Tensor split, Tensor rows, Tensor(b!) state, "
+      "Tensor(c!) steps, Tensor(d!) result, Tensor(e!) coef, Tensor(f!) threshold, float gamma1, float gamma2, "
+      "float gamma3, float eps, int total_steps, float eta_min, int reset_every, str on_nonfinite, "
+      "bool reference) -> ()");
   // NFNets unit-wise clipping (timm's adaptive_clip_grad): each output row of grads[i] (the
   // whole tensor for 0-d/1-d ones) is scaled so its L2 norm is at most
   // clip_factor * max(||params[i] row||, eps). One pass: a row is reduced and scaled while in cache.
@@ -74,7 +90,7 @@ void reject_sparse(const c10::OperatorHandle& op, torch::jit::Stack*) {
 
 void register_sparse_rejections(torch::Library& m) {
   for (const char* name : {"multi_tensor_norm", "multi_tensor_scale_", "multi_tensor_clip_by_norm_", "multi_tensor_clip_grad_norm_",
-                           "multi_tensor_clamp_", "agc_clip_"}) {
+                           "multi_tensor_clamp_", "agc_clip_", "stable_spam_norms", "stable_spam_update_"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
   }
 }

@@ -18,6 +18,7 @@ _ZCLIP = _C.layouts["zclip_state"]
 _COUNTER = _C.layouts["autoclip_counters"]
 _STOPPED = _C.layouts["autoclip_stopped"]
 _GAMMA = _C.layouts["adagc_gamma"]
+_SPAM = _C.layouts["stable_spam_row"]
 
 #: torch's epsilon in ``max_norm / (total_norm + eps)`` (csrc/common/norm_math.h, kClipEps).
 CLIP_EPS: float = _C.clip_eps
@@ -72,14 +73,24 @@ class AdaGCGamma(enum.IntEnum):
     SEEN = _GAMMA["seen"]  # 1 once it has one
 
 
+class StableSPAMRow(enum.IntEnum):
+    """Columns of Stable-SPAM's float64 state, one row per tensor."""
+
+    M_MAX = _SPAM["m_max"]  # AdaClip's EMA of the tensor's largest magnitude
+    M_NORM = _SPAM["m_norm"]  # AdaGN's EMA of its norm
+    V_NORM = _SPAM["v_norm"]  # and of its squared norm
+    STEPS = _SPAM["steps"]  # the steps the bias corrections count
+
+
 #: Each enum by its key in ``fastclip._C.layouts``.
 LAYOUTS = {"result_slots": ResultSlot, "zclip_state": ZClipState, "autoclip_counters": AutoClipCounter,
-           "autoclip_stopped": AutoClipStopped, "adagc_gamma": AdaGCGamma}
+           "autoclip_stopped": AutoClipStopped, "adagc_gamma": AdaGCGamma, "stable_spam_row": StableSPAMRow}
 
 RESULT_SLOTS = len(ResultSlot)  # the result tensor's size
 ZCLIP_HEADER = len(ZClipState)  # where ZClip's warm-up buffer starts
 AUTOCLIP_COUNTERS = len(AutoClipCounter)
 ADAGC_GAMMA = len(AdaGCGamma)
+STABLE_SPAM_ROW = len(StableSPAMRow)
 
 
 def empty_result(device) -> torch.Tensor:

@@ -2,7 +2,7 @@
 kernels that ``torch.compile`` uses, and wraps the clippers' statistics ops.
 
 The statistics ops (``zclip_update_``, ``normclip_update_``, ``autoclip_update_``,
-``adagc_update_``) read and write the clippers' state tensors, whose layout
+``adagc_update_``, ``stable_spam_update_``) read and write the clippers' state tensors, whose layout
 (:mod:`fastclip._layouts`) is private: only the clippers call them. The list ops' public wrappers are in :mod:`fastclip.ops`.
 """
 
@@ -113,6 +113,20 @@ def _adagc_update_fake(grads, total_norm, norms, rows, gamma, steps, result, coe
     _check_step_devices(grads, [("total_norm", total_norm), ("norms", norms)], others)
 
 
+@torch.library.register_fake("fastclip::stable_spam_norms")
+def _stable_spam_norms_fake(grads, maxima, rows, state, gamma3):
+    others = [("rows", rows)] + ([("maxima", maxima)] if maxima is not None else [])
+    _check_one_device([state], *others, *[(f"grads[{i}]", g) for i, g in enumerate(grads)])
+    return state.new_empty((2, len(grads)), dtype=torch.float64)
+
+
+@torch.library.register_fake("fastclip::stable_spam_update_")
+def _stable_spam_update_fake(grads, stats, split, rows, state, steps, result, coef, threshold, *args):
+    others = [("stats", stats), ("split", split), ("rows", rows), ("steps", steps), ("result", result),
+              ("coef", coef), ("threshold", threshold)]
+    _check_one_device([state], *others, *[(f"grads[{i}]", g) for i, g in enumerate(grads)])
+
+
 # The wrappers take the norms first, as the clippers hold them (None: the op computes them from
 # ``grads``), and the grads last: with ``scale_grads`` they are scaled by the step's factors, else
 # only zeroed on a non-finite step under on_nonfinite="zero" (csrc/fastclip.cpp has the contract).
@@ -149,3 +163,17 @@ def adagc_update_(total_norm, norms, rows, gamma, steps, result, coef, threshold
     _ops.adagc_update_(list(grads), total_norm, norms, rows, gamma, steps, result, coef, threshold, float(lambda_abs),
                        float(lambda_rel), float(beta), int(warmup_steps), float(eps), on_nonfinite, bool(reference),
                        bool(scale_grads))
+
+
+def stable_spam_norms(grads, maxima, rows, state, gamma3):
+    """Stable-SPAM's per-tensor statistics, float64 [2, len(grads)] (csrc/fastclip.cpp): maxima and
+    sums of squares, or, given ``maxima``, the sums of squares at most and above each threshold."""
+    return _ops.stable_spam_norms(list(grads), maxima, rows, state, float(gamma3))
+
+
+def stable_spam_update_(grads, stats, split, rows, state, steps, result, coef, threshold, gamma1, gamma2, gamma3, eps,
+                        total_steps, eta_min, reset_every, on_nonfinite, reference):
+    """One Stable-SPAM step (csrc/common/stable_spam_step.h) and the grads' update."""
+    _ops.stable_spam_update_(list(grads), stats, split, rows, state, steps, result, coef, threshold, float(gamma1),
+                             float(gamma2), float(gamma3), float(eps), int(total_steps or 0), float(eta_min),
+                             int(reset_every or 0), on_nonfinite, bool(reference))

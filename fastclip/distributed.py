@@ -18,7 +18,7 @@ from . import ops
 from ._types import ProcessGroups
 from ._validation import check_norm_type_across_ranks
 
-__all__ = ["as_groups", "norms_across_ranks", "reduce_norms", "split_dtensors"]
+__all__ = ["as_groups", "norms_across_ranks", "reduce_norms", "reduce_per_tensor_", "split_dtensors"]
 
 
 def as_groups(process_group: ProcessGroups, where: str = "process_group") -> tuple:
@@ -131,18 +131,7 @@ def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, tota
     op = dist.ReduceOp.MAX if infinite else dist.ReduceOp.SUM
     partial = per_tensor.double() if infinite or scaled else per_tensor.double().pow(norm_type)
     n = partial.numel()
-    # Tensors reduced over the same groups travel together, in order of first appearance (the
-    # same on every rank, since the ranks list the same tensors).
-    by_groups = {}
-    # Most lists have a single key, one object (split_dtensors interns them): compared by identity in C.
-    distinct = {None} if not keys else ({keys[0]} if keys.count(keys[0]) == n else set(keys))
-    if len(distinct) <= 1:  # (none at all: a rank with no tensors still reduces over `groups`)
-        key = next(iter(distinct), None)
-        by_groups[groups if key is None else key] = list(range(n))
-    else:
-        for i in range(n):
-            key = groups if keys[i] is None else keys[i]
-            by_groups.setdefault(key, []).append(i)
+    by_groups = _indices_by_groups(n, groups, keys)
     sums = []
     full = partial.clone() if keep_per_tensor else None
     for key_groups, indices in by_groups.items():
@@ -176,6 +165,42 @@ def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, tota
         total = combined.sum().pow(1.0 / norm_type)
         norms = full.pow(1.0 / norm_type) if keep_per_tensor else None
     return total.to(total_dtype).reshape(()), (norms.to(per_tensor.dtype) if keep_per_tensor else None)
+
+
+def _indices_by_groups(n: int, groups: tuple, keys: list | None) -> dict:
+    """{groups: the indices of the tensors reduced over them}: plain tensors' over ``groups``,
+    DTensors' over their key's (:func:`split_dtensors`). Tensors reduced over the same groups travel
+    together, in order of first appearance (the same on every rank, since the ranks list the same
+    tensors)."""
+    by_groups = {}
+    # Most lists have a single key, one object (split_dtensors interns them): compared by identity in C.
+    distinct = {None} if not keys else ({keys[0]} if keys.count(keys[0]) == n else set(keys))
+    if len(distinct) <= 1:  # (none at all: a rank with no tensors still reduces over `groups`)
+        key = next(iter(distinct), None)
+        by_groups[groups if key is None else key] = list(range(n))
+    else:
+        for i in range(n):
+            key = groups if keys[i] is None else keys[i]
+            by_groups.setdefault(key, []).append(i)
+    return by_groups
+
+
+def reduce_per_tensor_(values: torch.Tensor, op: dist.ReduceOp, groups: tuple, keys: list | None = None) -> None:
+    """All-reduces ``values`` in place with ``op``, its last dimension holding one value per tensor
+    of the list that ``keys`` describes (see :func:`split_dtensors`; plain tensors are reduced over
+    ``groups``): each tensor's values over its own groups. Every rank must list the same tensors,
+    each holding its shard. No host sync."""
+    n = values.shape[-1]
+    for key_groups, indices in _indices_by_groups(n, groups, keys).items():
+        if len(indices) == n:
+            for group in key_groups:
+                dist.all_reduce(values, op=op, group=group)
+            continue
+        index = index_tensor(indices, values.device)
+        part = values.index_select(-1, index)
+        for group in key_groups:
+            dist.all_reduce(part, op=op, group=group)
+        values.index_copy_(-1, index, part)
 
 
 def _log_partials_across_ranks(norms: torch.Tensor, norm_type: float, groups: tuple, per_tensor: bool) -> torch.Tensor:

@@ -30,6 +30,10 @@
 // float64[tensors, count]: per AdaGC tensor, the EMA of its clipped norm and whether it has one yet.
 #define FASTCLIP_ADAGC_GAMMA(X) X(value) X(seen)
 
+// float64[tensors, count]: per Stable-SPAM tensor, AdaClip's EMA of its largest magnitude, AdaGN's
+// EMAs of its norm and squared norm, and the steps its bias corrections have counted.
+#define FASTCLIP_STABLE_SPAM_ROW(X) X(m_max) X(m_norm) X(v_norm) X(steps)
+
 namespace fastclip {
 
 #define FASTCLIP_LAYOUT_ENUMERATOR(name) name,
@@ -47,6 +51,9 @@ enum : int64_t { FASTCLIP_AUTOCLIP_STOPPED(FASTCLIP_LAYOUT_ENUMERATOR) };
 }
 namespace adagc_gamma {
 enum : int64_t { FASTCLIP_ADAGC_GAMMA(FASTCLIP_LAYOUT_ENUMERATOR) count };
+}
+namespace stable_spam_row {
+enum : int64_t { FASTCLIP_STABLE_SPAM_ROW(FASTCLIP_LAYOUT_ENUMERATOR) count };
 }
 #undef FASTCLIP_LAYOUT_ENUMERATOR
 
@@ -72,6 +79,9 @@ inline constexpr LayoutField kLayoutFields[] = {
 #undef FASTCLIP_FIELD
 #define FASTCLIP_FIELD(name) {"adagc_gamma", #name, adagc_gamma::name},
     FASTCLIP_ADAGC_GAMMA(FASTCLIP_FIELD)
+#undef FASTCLIP_FIELD
+#define FASTCLIP_FIELD(name) {"stable_spam_row", #name, stable_spam_row::name},
+    FASTCLIP_STABLE_SPAM_ROW(FASTCLIP_FIELD)
 #undef FASTCLIP_FIELD
 };
 

@@ -17,10 +17,6 @@ NonfinitePolicy parse_nonfinite_policy(const std::string& value) {
               "the Python clipper), got '", value, "'");
 }
 
-namespace {
-
-// A small state/output tensor: defined, contiguous, of `dtype`, on `device`, with `numel` elements
-// (or, when numel < 0, any size).
 void check_state_tensor(const at::Tensor& t, const char* arg, at::ScalarType dtype, const at::Device& device,
                         int64_t numel) {
   TORCH_CHECK(t.defined(), "fastclip: ", arg, " is undefined");
@@ -31,6 +27,8 @@ void check_state_tensor(const at::Tensor& t, const char* arg, at::ScalarType dty
   TORCH_CHECK(numel < 0 || t.numel() == numel, "fastclip: ", arg, " must hold ", numel, " elements, got shape ",
               t.sizes());
 }
+
+namespace {
 
 void check_norm_tensor(const at::Tensor& t, const char* arg, int64_t numel) {
   TORCH_CHECK(t.defined(), "fastclip: ", arg, " is undefined");

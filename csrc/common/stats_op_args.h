@@ -26,6 +26,11 @@ namespace fastclip {
 
 NonfinitePolicy parse_nonfinite_policy(const std::string& value);
 
+// A small state/output tensor: defined, contiguous, of `dtype`, on `device`, with `numel` elements
+// (or, when numel < 0, any size). Errors name `arg`.
+void check_state_tensor(const at::Tensor& t, const char* arg, at::ScalarType dtype, const at::Device& device,
+                        int64_t numel);
+
 // What a step does to its grads once its factors are written: scale them by the step's factor
 // (one, or one per tensor), with the zero policy storing zeros where it is 0; or, when an attached
 // optimizer applies the factor (scale_grads false), leave them alone except that the zero policy

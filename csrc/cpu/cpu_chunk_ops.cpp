@@ -5,25 +5,15 @@
 #include <string>
 #include <type_traits>
 
+#include "cpu_isa.h"
 #include "cpu_loops.h"
 #include "cpu_parallel.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
-
 namespace fastclip {
 namespace cpu {
+
+#if FASTCLIP_HAVE_AVX2_VARIANT
 namespace {
-
-enum class Isa { kGeneric, kAvx2, kAvx512 };
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define FASTCLIP_HAVE_AVX2_VARIANT 1
-#define FASTCLIP_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define FASTCLIP_TARGET_AVX512 \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,prefer-vector-width=512")))
-
 Isa detect_isa() {
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -37,15 +27,19 @@ Isa detect_isa() {
   }
   return best;
 }
+}  // namespace
 #else
-#define FASTCLIP_HAVE_AVX2_VARIANT 0
+namespace {
 Isa detect_isa() { return Isa::kGeneric; }
+}  // namespace
 #endif
 
 Isa cpu_isa() {
   static const Isa isa = detect_isa();
   return isa;
 }
+
+namespace {
 
 template <NormKind kind, typename acc_t>
 FASTCLIP_ALWAYS_INLINE acc_t partial_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, acc_t p) {

@@ -1,0 +1,24 @@
+// The CPU loops' instruction sets: on x86-64 each loop is compiled three times (baseline, AVX2 +
+// FMA + F16C, AVX-512) from one forced-inline body, and cpu_isa() picks the widest the CPU has
+// once at run time (FASTCLIP_CPU_ISA=generic|avx2 caps it).
+#pragma once
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FASTCLIP_HAVE_AVX2_VARIANT 1
+#define FASTCLIP_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define FASTCLIP_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,prefer-vector-width=512")))
+#else
+#define FASTCLIP_HAVE_AVX2_VARIANT 0
+#endif
+
+namespace fastclip {
+namespace cpu {
+
+enum class Isa { kGeneric, kAvx2, kAvx512 };
+
+Isa cpu_isa();
+
+}  // namespace cpu
+}  // namespace fastclip

@@ -1,0 +1,195 @@
+#include "stable_spam_chunks.h"
+
+#include <type_traits>
+
+#include "cpu_isa.h"
+#include "cpu_loops.h"
+
+namespace fastclip {
+namespace cpu {
+namespace {
+
+template <typename scalar_t>
+using opmath_of = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+// Independent lanes, as cpu_loops.h's, so the compiler vectorises without reassociating.
+template <typename scalar_t>
+FASTCLIP_ALWAYS_INLINE ChunkPair max_and_sum_squares(const scalar_t* x, int64_t n) {
+  using opmath_t = opmath_of<scalar_t>;
+  opmath_t peak[kLanes];
+  double sum[kLanes];
+  for (int j = 0; j < kLanes; ++j) {
+    peak[j] = opmath_t(0);
+    sum[j] = 0.0;
+  }
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      const opmath_t v = load_opmath<opmath_t>(x + i + j);
+      peak[j] = nan_max(peak[j], v < opmath_t(0) ? -v : v);
+      const double d = static_cast<double>(v);
+      sum[j] += d * d;
+    }
+  }
+  for (; i < n; ++i) {
+    const opmath_t v = load_opmath<opmath_t>(x + i);
+    peak[0] = nan_max(peak[0], v < opmath_t(0) ? -v : v);
+    const double d = static_cast<double>(v);
+    sum[0] += d * d;
+  }
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int j = 0; j < width; ++j) {
+      peak[j] = nan_max(peak[j], peak[j + width]);
+      sum[j] += sum[j + width];
+    }
+  }
+  return ChunkPair{static_cast<double>(peak[0]), sum[0]};
+}
+
+template <typename scalar_t>
+FASTCLIP_ALWAYS_INLINE ChunkPair split_sum_squares(const scalar_t* x, int64_t n, opmath_of<scalar_t> threshold) {
+  using opmath_t = opmath_of<scalar_t>;
+  double below[kLanes], above[kLanes];
+  for (int j = 0; j < kLanes; ++j) below[j] = above[j] = 0.0;
+  auto add = [&](int j, opmath_t v) {
+    const double d = static_cast<double>(v);
+    const bool high = adaclip_rescales(v < opmath_t(0) ? -v : v, threshold);
+    below[j] += high ? 0.0 : d * d;
+    above[j] += high ? d * d : 0.0;
+  };
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) add(j, load_opmath<opmath_t>(x + i + j));
+  }
+  for (; i < n; ++i) add(0, load_opmath<opmath_t>(x + i));
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int j = 0; j < width; ++j) {
+      below[j] += below[j + width];
+      above[j] += above[j + width];
+    }
+  }
+  return ChunkPair{below[0], above[0]};
+}
+
+template <typename scalar_t>
+FASTCLIP_ALWAYS_INLINE void adaclip_scale(scalar_t* x, int64_t n, opmath_of<scalar_t> threshold,
+                                          opmath_of<scalar_t> clipped_factor, opmath_of<scalar_t> factor) {
+  using opmath_t = opmath_of<scalar_t>;
+  for (int64_t i = 0; i < n; ++i) {
+    const opmath_t v = load_opmath<opmath_t>(x + i);
+    const bool high = adaclip_rescales(v < opmath_t(0) ? -v : v, threshold);
+    store_from_opmath(x + i, v * (high ? clipped_factor : factor));
+  }
+}
+
+// The threshold in the type the elements are compared in (adaclip_float_threshold for floats).
+template <typename scalar_t>
+FASTCLIP_ALWAYS_INLINE opmath_of<scalar_t> compared_threshold(double threshold) {
+  if constexpr (std::is_same_v<scalar_t, double>) {
+    return threshold;
+  } else {
+    return adaclip_float_threshold(threshold);
+  }
+}
+
+// Calls fn(typed pointer to element `begin`) for the chunk's dtype.
+template <typename Data, typename Fn>
+FASTCLIP_ALWAYS_INLINE auto by_dtype(Data* data, int32_t dtype, int64_t begin, const Fn& fn) {
+  auto as = [&](auto typed) {
+    using scalar_t = decltype(typed);
+    return static_cast<std::conditional_t<std::is_const_v<Data>, const scalar_t, scalar_t>*>(data) + begin;
+  };
+  switch (static_cast<DType>(dtype)) {
+    case DType::kFloat16: return fn(as(c10::Half{}));
+    case DType::kBFloat16: return fn(as(c10::BFloat16{}));
+    case DType::kFloat64: return fn(as(double{}));
+    default: return fn(as(float{}));
+  }
+}
+
+template <typename T>
+using scalar_of = std::remove_const_t<std::remove_pointer_t<T>>;
+
+FASTCLIP_ALWAYS_INLINE ChunkPair stats_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n) {
+  return by_dtype(static_cast<const void*>(meta.data), meta.dtype, begin,
+                  [&](auto x) { return max_and_sum_squares(x, n); });
+}
+
+FASTCLIP_ALWAYS_INLINE ChunkPair split_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, double threshold) {
+  return by_dtype(static_cast<const void*>(meta.data), meta.dtype, begin, [&](auto x) {
+    return split_sum_squares(x, n, compared_threshold<scalar_of<decltype(x)>>(threshold));
+  });
+}
+
+FASTCLIP_ALWAYS_INLINE void scale_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, const SpamApply& a) {
+  by_dtype(meta.data, meta.dtype, begin, [&](auto x) {
+    using scalar_t = scalar_of<decltype(x)>;
+    using opmath_t = opmath_of<scalar_t>;
+    adaclip_scale(x, n, compared_threshold<scalar_t>(a.threshold), static_cast<opmath_t>(a.clipped_factor),
+                  static_cast<opmath_t>(a.factor));
+  });
+}
+
+#if FASTCLIP_HAVE_AVX2_VARIANT
+FASTCLIP_TARGET_AVX512 ChunkPair stats_avx512(const TensorMeta& m, int64_t b, int64_t n) { return stats_by_dtype(m, b, n); }
+FASTCLIP_TARGET_AVX2 ChunkPair stats_avx2(const TensorMeta& m, int64_t b, int64_t n) { return stats_by_dtype(m, b, n); }
+FASTCLIP_TARGET_AVX512 ChunkPair split_avx512(const TensorMeta& m, int64_t b, int64_t n, double t) {
+  return split_by_dtype(m, b, n, t);
+}
+FASTCLIP_TARGET_AVX2 ChunkPair split_avx2(const TensorMeta& m, int64_t b, int64_t n, double t) {
+  return split_by_dtype(m, b, n, t);
+}
+FASTCLIP_TARGET_AVX512 void scale_avx512(const TensorMeta& m, int64_t b, int64_t n, const SpamApply& a) {
+  scale_by_dtype(m, b, n, a);
+}
+FASTCLIP_TARGET_AVX2 void scale_avx2(const TensorMeta& m, int64_t b, int64_t n, const SpamApply& a) {
+  scale_by_dtype(m, b, n, a);
+}
+#endif
+
+void zero_range(const TensorMeta& meta, int64_t begin, int64_t end) {
+  by_dtype(meta.data, meta.dtype, begin, [&](auto x) {
+    for (int64_t i = 0; i < end - begin; ++i) store_from_opmath(x + i, opmath_of<scalar_of<decltype(x)>>(0));
+  });
+}
+
+}  // namespace
+
+ChunkPair chunk_max_and_sum_squares(const TensorMeta& meta, int64_t begin, int64_t end) {
+#if FASTCLIP_HAVE_AVX2_VARIANT
+  switch (cpu_isa()) {
+    case Isa::kAvx512: return stats_avx512(meta, begin, end - begin);
+    case Isa::kAvx2: return stats_avx2(meta, begin, end - begin);
+    case Isa::kGeneric: break;
+  }
+#endif
+  return stats_by_dtype(meta, begin, end - begin);
+}
+
+ChunkPair chunk_split_sum_squares(const TensorMeta& meta, int64_t begin, int64_t end, double threshold) {
+#if FASTCLIP_HAVE_AVX2_VARIANT
+  switch (cpu_isa()) {
+    case Isa::kAvx512: return split_avx512(meta, begin, end - begin, threshold);
+    case Isa::kAvx2: return split_avx2(meta, begin, end - begin, threshold);
+    case Isa::kGeneric: break;
+  }
+#endif
+  return split_by_dtype(meta, begin, end - begin, threshold);
+}
+
+void chunk_adaclip_scale(const TensorMeta& meta, int64_t begin, int64_t end, const SpamApply& apply,
+                         bool clear_on_zero) {
+  if (clear_on_zero && apply.factor == 0.0) return zero_range(meta, begin, end);
+  if (apply.factor == 1.0 && !(apply.threshold < fc_inf())) return;  // nothing rescaled, nothing scaled
+#if FASTCLIP_HAVE_AVX2_VARIANT
+  switch (cpu_isa()) {
+    case Isa::kAvx512: return scale_avx512(meta, begin, end - begin, apply);
+    case Isa::kAvx2: return scale_avx2(meta, begin, end - begin, apply);
+    case Isa::kGeneric: break;
+  }
+#endif
+  scale_by_dtype(meta, begin, end - begin, apply);
+}
+
+}  // namespace cpu
+}  // namespace fastclip
