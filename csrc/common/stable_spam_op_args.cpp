@@ -3,7 +3,9 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "list_plan.h"
 
@@ -21,9 +23,14 @@ void check_rows_and_state(at::TensorList grads, const at::Tensor& rows, const at
   TORCH_CHECK(state.dim() == 2 && state.size(1) == stable_spam_row::count, "fastclip: state must have shape [tensors, ",
               stable_spam_row::count, "], got ", state.sizes());
   check_state_tensor(rows, "rows", at::kLong, device, static_cast<int64_t>(grads.size()));
-  if (rows.is_cpu() && rows.numel() > 0) {  // on a GPU this would sync; the kernels ignore rows out of range
-    TORCH_CHECK(rows.min().item<int64_t>() >= 0 && rows.max().item<int64_t>() < state.size(0),
-                "fastclip: rows must lie in [0, ", state.size(0), ")");
+  // On a GPU these checks would sync: there the kernels ignore rows out of range, and rows must be
+  // distinct (each entry updates its row).
+  if (rows.is_cpu() && rows.numel() > 0) {
+    std::vector<int64_t> sorted(rows.const_data_ptr<int64_t>(), rows.const_data_ptr<int64_t>() + rows.numel());
+    std::sort(sorted.begin(), sorted.end());
+    TORCH_CHECK(sorted.front() >= 0 && sorted.back() < state.size(0), "fastclip: rows must lie in [0, ",
+                state.size(0), ")");
+    TORCH_CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end(), "fastclip: rows must be distinct");
   }
 }
 

@@ -24,12 +24,37 @@ struct SpamApply {
   double threshold, clipped_factor, factor;
 };
 
+// The step's transcendental functions are computed here from + and * alone, in a fixed order,
+// rather than by the math libraries (CUDA's double pow and cos are 2-ulp accurate, glibc's
+// 1-ulp): so both backends store the same bits in the state, and a run resumes bit for bit on
+// either. base^t for a whole number t >= 0, by squaring.
+FASTCLIP_HD double whole_power(double base, double t) {
+  double result = 1.0;
+  for (int64_t e = static_cast<int64_t>(t); e > 0; e >>= 1) {
+    if (e & 1) result *= base;
+    base *= base;
+  }
+  return result;
+}
+
+// cos(x) for x >= 0: reduced to [-pi, pi] (fmod is exact), then its Taylor series in Horner form,
+// whose 22 terms leave a truncation error below 1e-19 there.
+FASTCLIP_HD double series_cos(double x) {
+  const double pi = 3.14159265358979323846;
+  x = ::fmod(x, 2.0 * pi);
+  if (x > pi) x -= 2.0 * pi;
+  const double x2 = x * x;
+  double sum = 1.0;
+  for (int n = 21; n > 0; --n) sum = 1.0 - x2 / static_cast<double>((2 * n) * (2 * n - 1)) * sum;
+  return sum;
+}
+
 // The reference's CosineDecay(1, total_steps, eta_min) at optimizer step k: torch's
 // CosineAnnealingLR with T_max = total_steps + 1 (no guard past total_steps: it rises again).
 FASTCLIP_HD double stable_spam_decay(const StableSPAMConfig& c, double k) {
   if (c.total_steps <= 0) return 1.0;
   const double pi = 3.14159265358979323846;
-  return c.eta_min + (1.0 - c.eta_min) * (1.0 + ::cos(pi * k / static_cast<double>(c.total_steps + 1))) / 2.0;
+  return c.eta_min + (1.0 - c.eta_min) * (1.0 + series_cos(pi * k / static_cast<double>(c.total_steps + 1))) / 2.0;
 }
 
 // AdaClip's threshold m_max_hat for a tensor whose state row is `row` and whose largest
@@ -38,7 +63,7 @@ FASTCLIP_HD double stable_spam_decay(const StableSPAMConfig& c, double k) {
 FASTCLIP_HD double adaclip_threshold(const StableSPAMConfig& c, const double* row, double max_abs) {
   const double t = row[stable_spam_row::steps] + 1.0;
   const double m_max = c.gamma3 * row[stable_spam_row::m_max] + (1.0 - c.gamma3) * max_abs;
-  return m_max / (1.0 - fc_pow(c.gamma3, t));
+  return m_max / (1.0 - whole_power(c.gamma3, t));
 }
 
 // Whether an element of magnitude `magnitude` is rescaled (false for NaN either side, as in the
@@ -98,8 +123,8 @@ FASTCLIP_HD void stable_spam_entry(const StableSPAMConfig& c, double* state, dou
   row[stable_spam_row::m_max] = c.gamma3 * row[stable_spam_row::m_max] + (1.0 - c.gamma3) * max_abs;
   row[stable_spam_row::m_norm] = g1 * row[stable_spam_row::m_norm] + (1.0 - g1) * norm;
   row[stable_spam_row::v_norm] = c.gamma2 * row[stable_spam_row::v_norm] + (1.0 - c.gamma2) * norm * norm;
-  const double m_hat = row[stable_spam_row::m_norm] / (1.0 - fc_pow(g1, t));
-  const double v_hat = row[stable_spam_row::v_norm] / (1.0 - fc_pow(c.gamma2, t));
+  const double m_hat = row[stable_spam_row::m_norm] / (1.0 - whole_power(g1, t));
+  const double v_hat = row[stable_spam_row::v_norm] / (1.0 - whole_power(c.gamma2, t));
   const double target = m_hat / (::sqrt(v_hat) + c.eps);
   const double factor = norm > 0.0 ? target / norm : 1.0;  // a zero norm leaves the tensor as it is
   // The reference shares this counter with Adam's, whose momentum reset restarts it at 1.
@@ -108,14 +133,13 @@ FASTCLIP_HD void stable_spam_entry(const StableSPAMConfig& c, double* state, dou
 
   out.coef[j] = static_cast<float>(factor);
   out.threshold[j] = static_cast<float>(threshold);
-  apply[j] = SpamApply{threshold, ratio * factor, factor};
+  apply[j] = SpamApply{rescaled ? threshold : fc_inf(), ratio * factor, factor};
 }
 
 // After every entry: the result slots (norm: the pre-clip total; clipped: whether AdaClip
 // rescaled any element) and the step counter, which counts every call (the cosine decay's k).
 FASTCLIP_HD void stable_spam_finish(const StableSPAMConfig& c, double* steps, float* result, const EntryOutputs& out,
-                                    const SpamApply* apply, const double* max_abs, int64_t num_entries,
-                                    double total_norm) {
+                                    const SpamApply* apply, int64_t num_entries, double total_norm) {
   steps[0] += 1.0;
   if (skips_statistics(c.reference, total_norm)) {
     write_outcome(result, total_norm, fc_nan(), nonfinite_coef(c.policy, total_norm), true, c.policy);
@@ -123,7 +147,7 @@ FASTCLIP_HD void stable_spam_finish(const StableSPAMConfig& c, double* steps, fl
   }
   write_entries_result(result, out, num_entries, total_norm, c.policy, 1.0f, fc_nan());
   bool rescaled = false;
-  for (int64_t j = 0; j < num_entries; ++j) rescaled = rescaled || adaclip_rescales(max_abs[j], apply[j].threshold);
+  for (int64_t j = 0; j < num_entries; ++j) rescaled = rescaled || apply[j].threshold < fc_inf();
   result[result_slot::clipped] = rescaled ? 1.0f : 0.0f;
   result[result_slot::coef] = 1.0f;
   result[result_slot::grad_scale] = 1.0f;

@@ -34,7 +34,7 @@ void run_stable_spam_update(const StableSPAMConfig& config, const StableSPAMTens
                         total);
     }
   });
-  stable_spam_finish(config, steps, t.result.data_ptr<float>(), out, apply.data(), stats, n, total);
+  stable_spam_finish(config, steps, t.result.data_ptr<float>(), out, apply.data(), n, total);
   if (n == 0) return;
   const ListPlan plan = plan_tensor_list(t.grads, kCpuChunkSize);
   const bool clear_on_zero = config.policy == NonfinitePolicy::kZero;

@@ -5,6 +5,7 @@
 #include <cuda/atomic>
 
 #include "launch.cuh"
+#include "stable_spam_kernels.h"
 #include "vectorized.cuh"
 
 namespace fastclip {

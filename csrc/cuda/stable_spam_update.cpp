@@ -6,6 +6,7 @@
 #include "../common/stable_spam_op_args.h"
 #include "device_list.h"
 #include "device_runtime.h"
+#include "stable_spam_kernels.h"
 
 namespace fastclip {
 namespace cuda {

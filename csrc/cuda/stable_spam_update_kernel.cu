@@ -2,6 +2,7 @@
 // the functions the CPU op runs (common/stable_spam_step.h) on the same state; then every block
 // rescales and scales its chunks by their tensor's SpamApply.
 #include "launch.cuh"
+#include "stable_spam_kernels.h"
 #include "vectorized.cuh"
 
 namespace fastclip {
@@ -23,7 +24,7 @@ __global__ void __launch_bounds__(kSpamStepThreads, 1) stable_spam_step_kernel(c
                       p.split[n + j], total);
   }
   __syncthreads();
-  if (threadIdx.x == 0) stable_spam_finish(p.config, p.steps, p.result, p.out, p.apply, p.stats, n, total);
+  if (threadIdx.x == 0) stable_spam_finish(p.config, p.steps, p.result, p.out, p.apply, n, total);
 }
 
 template <typename opmath_t>
