@@ -9,6 +9,8 @@ Cases (CPU now; CUDA when present):
   histories of 1,000 and 1,000,000 steps (``AutoClip.load_history``), and against
   clip_grad_norm_ (the same passes, no statistics).
 * AGC vs ``timm.utils.adaptive_clip_grad`` on GPT-2.
+* StableSPAM vs the Stable-SPAM reference code's AdaClip and AdaGN (ported here, host syncs and
+  all) on GPT-2, every tensor rescaled by AdaClip; clip_grad_norm_ for the cost of two passes.
 * Clip plus fused AdamW on GPT-2: the optimizer step alone, ZClip scaling the grads then the
   step, and ZClip attached to the optimizer (the coefficient folded into the step).
 
@@ -123,6 +125,54 @@ def case_agc(device, gen):
                                          "fastclip.AGC": ours.step}, "timm adaptive_clip_grad", restore)
 
 
+def reference_stable_spam(params, gamma1=0.7, gamma2=0.9, theta=0.999, eps=1e-8):
+    """The reference code's AdaClip and AdaGN (TianjinYellow/StableSPAM galore_torch/stablespam.py),
+    one tensor at a time with its host syncs (``mask.sum() > 0``, boolean indexing, ``if
+    grad_norm > 0``); the AdaGN output is written back into the grad here, as fastclip does."""
+    state = {}
+
+    def step():
+        for p in params:
+            grad = p.grad
+            st = state.setdefault(p, {"step": 0, "m_max_t": 0, "m_norm_t": 0, "v_norm_t": 0})
+            max_gradient = torch.max(grad.abs())
+            st["step"] += 1
+            m_max_t = theta * st["m_max_t"] + (1 - theta) * max_gradient
+            m_max_hat = m_max_t / (1 - theta ** st["step"])
+            mask = grad.abs() > m_max_hat
+            if mask.sum() > 0:
+                grad[mask] = grad[mask] / max_gradient * m_max_hat
+            st["m_max_t"] = m_max_t
+            grad_norm = torch.norm(grad)
+            m_norm_t = gamma1 * st["m_norm_t"] + (1 - gamma1) * grad_norm
+            v_norm_t = gamma2 * st["v_norm_t"] + (1 - gamma2) * grad_norm ** 2
+            m_norm_hat = m_norm_t / (1 - gamma1 ** st["step"])
+            v_norm_hat = v_norm_t / (1 - gamma2 ** st["step"])
+            c_norm_t = m_norm_hat / (torch.sqrt(v_norm_hat) + eps)
+            if grad_norm > 0:
+                grad.copy_(grad / grad_norm * c_norm_t)
+            st["m_norm_t"], st["v_norm_t"] = m_norm_t, v_norm_t
+
+    return step
+
+
+def case_stable_spam(device, gen):
+    holder, params, restore = gpt2(device, gen)
+    reference, ours = reference_stable_spam(params), fastclip.StableSPAM(params)
+    # Three steps on grads a quarter the size: the timed ones (the grads restored) are then a spike
+    # above every tensor's AdaClip threshold, so each step rescales as well as scales.
+    for _ in range(3):
+        torch._foreach_mul_(holder.grads, 0.25)
+        reference()
+        ours.step()
+        restore()
+    norm = holder.norm()
+    return Case("Stable-SPAM AdaClip + AdaGN, GPT-2 124M fp32",
+                {"reference code (stablespam.py)": reference, "fastclip.StableSPAM": ours.step,
+                 "fastclip.clip_grad_norm_ (norm + scale)": lambda: fastclip.clip_grad_norm_(params, 0.5 * norm)},
+                "reference code (stablespam.py)", restore)
+
+
 def case_attach(device, gen):
     holder, params, restore = gpt2(device, gen, weights=True)
     opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
@@ -148,7 +198,7 @@ def case_attach(device, gen):
 
 
 CASES = {"zclip": case_zclip, "autoclip-tensor": case_autoclip_tensor, "autoclip-history": case_autoclip_history,
-         "agc": case_agc, "attach": case_attach}
+         "agc": case_agc, "stable-spam": case_stable_spam, "attach": case_attach}
 TABLE = [Column("method", lambda r: r["method"], 42, left=True),
          Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
          Column("min-max ms", lambda r: f"{r['min_ms']:.2f}-{r['max_ms']:.2f}", 17),

@@ -12,38 +12,40 @@ namespace {
 template <typename scalar_t>
 using opmath_of = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
-// Independent lanes, as cpu_loops.h's, so the compiler vectorises without reassociating.
+// Independent lanes, as cpu_loops.h's, so the compiler vectorises without reassociating. A NaN is
+// flagged in its own lanes rather than kept by the maximum's select: in this form GCC 12 at -O3
+// vectorises the loop (a NaN-keeping select measured four times slower on an AVX-512 EPYC).
 template <typename scalar_t>
 FASTCLIP_ALWAYS_INLINE ChunkPair max_and_sum_squares(const scalar_t* x, int64_t n) {
   using opmath_t = opmath_of<scalar_t>;
   opmath_t peak[kLanes];
+  int32_t nan[kLanes];
   double sum[kLanes];
   for (int j = 0; j < kLanes; ++j) {
     peak[j] = opmath_t(0);
+    nan[j] = 0;
     sum[j] = 0.0;
   }
+  auto add = [&](int j, opmath_t v) {
+    const opmath_t magnitude = v < opmath_t(0) ? -v : v;
+    peak[j] = magnitude > peak[j] ? magnitude : peak[j];
+    nan[j] |= v != v;
+    const double d = static_cast<double>(v);
+    sum[j] += d * d;
+  };
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      const opmath_t v = load_opmath<opmath_t>(x + i + j);
-      peak[j] = nan_max(peak[j], v < opmath_t(0) ? -v : v);
-      const double d = static_cast<double>(v);
-      sum[j] += d * d;
-    }
+    for (int j = 0; j < kLanes; ++j) add(j, load_opmath<opmath_t>(x + i + j));
   }
-  for (; i < n; ++i) {
-    const opmath_t v = load_opmath<opmath_t>(x + i);
-    peak[0] = nan_max(peak[0], v < opmath_t(0) ? -v : v);
-    const double d = static_cast<double>(v);
-    sum[0] += d * d;
-  }
+  for (; i < n; ++i) add(0, load_opmath<opmath_t>(x + i));
   for (int width = kLanes / 2; width > 0; width /= 2) {
     for (int j = 0; j < width; ++j) {
-      peak[j] = nan_max(peak[j], peak[j + width]);
+      peak[j] = peak[j + width] > peak[j] ? peak[j + width] : peak[j];
+      nan[j] |= nan[j + width];
       sum[j] += sum[j + width];
     }
   }
-  return ChunkPair{static_cast<double>(peak[0]), sum[0]};
+  return ChunkPair{nan[0] ? fc_nan() : static_cast<double>(peak[0]), sum[0]};
 }
 
 template <typename scalar_t>
@@ -166,7 +168,8 @@ ChunkPair chunk_max_and_sum_squares(const TensorMeta& meta, int64_t begin, int64
   return stats_by_dtype(meta, begin, end - begin);
 }
 
-ChunkPair chunk_split_sum_squares(const TensorMeta& meta, int64_t begin, int64_t end, double threshold) {
+ChunkPair chunk_split_sum_squares(const TensorMeta& meta, int64_t begin, int64_t end,
+                                                       double threshold) {
 #if FASTCLIP_HAVE_AVX2_VARIANT
   switch (cpu_isa()) {
     case Isa::kAvx512: return split_avx512(meta, begin, end - begin, threshold);
@@ -177,8 +180,8 @@ ChunkPair chunk_split_sum_squares(const TensorMeta& meta, int64_t begin, int64_t
   return split_by_dtype(meta, begin, end - begin, threshold);
 }
 
-void chunk_adaclip_scale(const TensorMeta& meta, int64_t begin, int64_t end, const SpamApply& apply,
-                         bool clear_on_zero) {
+void chunk_adaclip_scale(const TensorMeta& meta, int64_t begin, int64_t end,
+                                              const SpamApply& apply, bool clear_on_zero) {
   if (clear_on_zero && apply.factor == 0.0) return zero_range(meta, begin, end);
   if (apply.factor == 1.0 && !(apply.threshold < fc_inf())) return;  // nothing rescaled, nothing scaled
 #if FASTCLIP_HAVE_AVX2_VARIANT
