@@ -2,8 +2,9 @@
 kernels that ``torch.compile`` uses, and wraps the clippers' statistics ops.
 
 The statistics ops (``zclip_update_``, ``normclip_update_``, ``autoclip_update_``,
-``adagc_update_``) read and write the clippers' state tensors, whose layout
-(:mod:`fastclip._layouts`) is private: only the clippers call them. The list ops' public wrappers are in :mod:`fastclip.ops`.
+``adagc_update_``, and ``skip_step_update_``) read and write the clippers' and the step skipper's
+state tensors, whose layout (:mod:`fastclip._layouts`) is private: only the clippers and
+:class:`fastclip.StepSkipper` call them. The list ops' public wrappers are in :mod:`fastclip.ops`.
 """
 
 import functools
@@ -113,6 +114,11 @@ def _adagc_update_fake(grads, total_norm, norms, rows, gamma, steps, result, coe
     _check_step_devices(grads, [("total_norm", total_norm), ("norms", norms)], others)
 
 
+@torch.library.register_fake("fastclip::skip_step_update_")
+def _skip_step_update_fake(loss, norm, history, counters, result, window, sigma, reference):
+    _check_one_device([history], ("loss", loss), ("norm", norm), ("counters", counters), ("result", result))
+
+
 # The wrappers take the norms first, as the clippers hold them (None: the op computes them from
 # ``grads``), and the grads last: with ``scale_grads`` they are scaled by the step's factors, else
 # only zeroed on a non-finite step under on_nonfinite="zero" (csrc/fastclip.cpp has the contract).
@@ -149,3 +155,9 @@ def adagc_update_(total_norm, norms, rows, gamma, steps, result, coef, threshold
     _ops.adagc_update_(list(grads), total_norm, norms, rows, gamma, steps, result, coef, threshold, float(lambda_abs),
                        float(lambda_rel), float(beta), int(warmup_steps), float(eps), on_nonfinite, bool(reference),
                        bool(scale_grads))
+
+
+def skip_step_update_(loss, norm, history, counters, result, window, sigma, reference):
+    """One StepSkipper step (csrc/common/skip_step.h): the decision on ``loss`` and ``norm`` written to
+    ``result``, then the values added to ``history`` and ``counters``."""
+    _ops.skip_step_update_(loss, norm, history, counters, result, int(window), float(sigma), bool(reference))

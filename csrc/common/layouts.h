@@ -30,6 +30,18 @@
 // float64[tensors, count]: per AdaGC tensor, the EMA of its clipped norm and whether it has one yet.
 #define FASTCLIP_ADAGC_GAMMA(X) X(value) X(seen)
 
+// float32[skip_step_result::count]: one StepSkipper step's outcome (common/skip_step.h).
+//   factor: 1 to keep the step, 0 to skip it; skipped: 1 - factor (what an attached optimizer
+//   reads as found_inf); nonfinite: 1 if the loss or the norm was NaN or inf; loss_mean, loss_std,
+//   norm_mean, norm_std: the statistics of the earlier values in the history (NaN with fewer than
+//   one, for a std two).
+#define FASTCLIP_SKIP_STEP_RESULT(X) \
+  X(factor) X(skipped) X(nonfinite) X(loss_mean) X(loss_std) X(norm_mean) X(norm_std)
+
+// int64[count]: a StepSkipper's ring buffer of earlier values (how many it holds and its next write
+// position) and the steps seen and skipped so far.
+#define FASTCLIP_SKIP_STEP_COUNTERS(X) X(filled) X(head) X(steps) X(skipped)
+
 namespace fastclip {
 
 #define FASTCLIP_LAYOUT_ENUMERATOR(name) name,
@@ -47,6 +59,12 @@ enum : int64_t { FASTCLIP_AUTOCLIP_STOPPED(FASTCLIP_LAYOUT_ENUMERATOR) };
 }
 namespace adagc_gamma {
 enum : int64_t { FASTCLIP_ADAGC_GAMMA(FASTCLIP_LAYOUT_ENUMERATOR) count };
+}
+namespace skip_step_result {
+enum : int32_t { FASTCLIP_SKIP_STEP_RESULT(FASTCLIP_LAYOUT_ENUMERATOR) count };
+}
+namespace skip_step_counter {
+enum : int64_t { FASTCLIP_SKIP_STEP_COUNTERS(FASTCLIP_LAYOUT_ENUMERATOR) count };
 }
 #undef FASTCLIP_LAYOUT_ENUMERATOR
 
@@ -72,6 +90,12 @@ inline constexpr LayoutField kLayoutFields[] = {
 #undef FASTCLIP_FIELD
 #define FASTCLIP_FIELD(name) {"adagc_gamma", #name, adagc_gamma::name},
     FASTCLIP_ADAGC_GAMMA(FASTCLIP_FIELD)
+#undef FASTCLIP_FIELD
+#define FASTCLIP_FIELD(name) {"skip_step_result", #name, skip_step_result::name},
+    FASTCLIP_SKIP_STEP_RESULT(FASTCLIP_FIELD)
+#undef FASTCLIP_FIELD
+#define FASTCLIP_FIELD(name) {"skip_step_counters", #name, skip_step_counter::name},
+    FASTCLIP_SKIP_STEP_COUNTERS(FASTCLIP_FIELD)
 #undef FASTCLIP_FIELD
 };
 

@@ -1,5 +1,5 @@
 // The stateful clippers' stats ops (zclip_update_, normclip_update_, autoclip_update_,
-// adagc_update_) as the dispatcher sees them, written once for both backends: the argument checks
+// adagc_update_) and StepSkipper's (skip_step_update_) as the dispatcher sees them, written once for both backends: the argument checks
 // (every state tensor checked for dtype, device, layout and shape, naming the argument), the
 // step's config, and the op function itself, a template over the backend's `run`.
 //
@@ -20,6 +20,7 @@
 #include "adagc_step.h"
 #include "autoclip_step.h"
 #include "normclip_step.h"
+#include "skip_step.h"
 #include "zclip_step.h"
 
 namespace fastclip {
@@ -186,6 +187,28 @@ void adagc_update(at::TensorList grads, const std::optional<at::Tensor>& total_n
   const AdaGCConfig config =
       adagc_config(t, lambda_abs, lambda_rel, beta, warmup_steps, eps, std::string(on_nonfinite), reference);
   run(config, t, entry_grads_update(t.entries, scale_grads, config.policy));
+}
+
+// ---------------------------------------------------------------------------------------------
+// skip_step_update_: loss and norm hold one float each; history is float64
+// [skip_step_series::count, window], counters int64 [skip_step_counter::count], result float32
+// [skip_step_result::count], all on one device. No grads: the op decides, an optimizer skips.
+
+struct SkipStepTensors {
+  const at::Tensor& loss;
+  const at::Tensor& norm;
+  at::Tensor& history;
+  at::Tensor& counters;
+  at::Tensor& result;
+};
+
+SkipStepConfig skip_step_config(const SkipStepTensors& t, int64_t window, double sigma, bool reference);
+
+template <void (*run)(const SkipStepConfig&, const SkipStepTensors&)>
+void skip_step_update(const at::Tensor& loss, const at::Tensor& norm, at::Tensor& history, at::Tensor& counters,
+                      at::Tensor& result, int64_t window, double sigma, bool reference) {
+  const SkipStepTensors t{loss, norm, history, counters, result};
+  run(skip_step_config(t, window, sigma, reference), t);
 }
 
 }  // namespace fastclip
