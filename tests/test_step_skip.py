@@ -497,3 +497,69 @@ def test_opcheck(device, reference, gen):
     args = op_args(device, history=history, counters=counters, reference=reference,
                    loss=torch.randn((), generator=gen).to(device), norm=torch.rand((), generator=gen, dtype=torch.float64).to(device))
     torch.library.opcheck(ops.skip_step_update_, tuple(args))
+
+
+# ---- on a GPU ----------------------------------------------------------------------------------
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_gpu
+@pytest.mark.parametrize("reference", [False, True], ids=["default", "reference"])
+def test_cuda_gives_the_cpu_bits(reference, gen):
+    """The statistics are one shared header (nvcc with --fmad=false): the same bits on both."""
+    losses, norms = sequence(gen, 300, torch.float32, {100: (NAN, 1.0), 200: (2.0, INF)})
+    _, on_cpu = run_skipper(fastclip.StepSkipper(window=64, reference=reference), losses, norms, "cpu")
+    _, on_gpu = run_skipper(fastclip.StepSkipper(window=64, reference=reference), losses, norms, "cuda")
+    assert torch.equal(on_cpu.view(torch.int32), on_gpu.view(torch.int32))
+
+
+@needs_gpu
+def test_cuda_no_host_sync_alone_or_attached_beside_a_clipper(gen):
+    model, = twin_models(n=1)
+    model.cuda()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    clipper = fastclip.ZClip(model.parameters()).attach(optimizer)
+    skipper = fastclip.StepSkipper(window=8).attach(optimizer)
+    alone = fastclip.StepSkipper(window=8)
+    grads = [[g.cuda() for g in step] for step in spiky_grads(gen, [p.shape for p in model.parameters()], 6)]
+    losses = (2.0 + torch.rand(6, generator=gen)).cuda()
+
+    def step(i):
+        for p, g in zip(model.parameters(), grads[i]):
+            p.grad = g.clone()
+        result = skipper.step(losses[i], clipper.step().norm)
+        alone.step(losses[i], result.norm_mean)
+        optimizer.step()
+
+    step(0)  # allocates the states
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i in range(1, 6):
+            step(i)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@needs_gpu
+def test_cuda_graph_capture_replays_steps(gen):
+    losses, norms = sequence(gen, 60, torch.float32)
+    losses, norms = losses.cuda(), norms.cuda()
+    eager, captured = fastclip.StepSkipper(window=16), fastclip.StepSkipper(window=16)
+    static_loss, static_norm = losses[0].clone(), norms[0].clone()
+    captured.step(static_loss, static_norm)  # allocates the state outside the graph
+    expected = [eager.step(losses[0], norms[0])._values]
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(graph):
+            out = captured.step(static_loss, static_norm)
+    torch.cuda.current_stream().wait_stream(stream)
+    for i in range(1, 60):
+        static_loss.copy_(losses[i])
+        static_norm.copy_(norms[i])
+        graph.replay()
+        torch.testing.assert_close(out._values, eager.step(losses[i], norms[i])._values, rtol=0, atol=0,
+                                   equal_nan=True, msg=lambda m: f"step {i}: {m}")
+
