@@ -61,7 +61,7 @@ fi
 # The peers' parity tests and benchmarks need their packages; the others run everywhere.
 peers_present=$("$PYTHON" -c 'import zclip, autoclip, timm' > /dev/null 2>&1 && echo yes || echo no)
 tests=(tests/test_cuda.py tests/test_clippers_cuda.py tests/test_ops.py tests/test_clip_grad.py
-       tests/test_clipper_state.py tests/test_layouts.py tests/test_autoclip_history.py)
+       tests/test_clipper_state.py tests/test_layouts.py tests/test_autoclip_history.py tests/test_step_skip.py)
 [ "$peers_present" = yes ] && tests+=(tests/test_clippers.py)
 step tests 300 "$PYTHON" -m pytest -q -p no:cacheprovider "${tests[@]}"
 

@@ -1,7 +1,7 @@
 """A small workload that reaches every fastclip kernel on the GPU, for compute-sanitizer
 (bench/gpu_check.sh runs it under memcheck and racecheck): every op on lists with misaligned
 starts, odd lengths, empty tensors and mixed dtypes, every norm kind, per-tensor norms on and off,
-and a few steps of every clipper, AGC with odd row lengths included. Checks nothing itself but
+and a few steps of every clipper, AGC with odd row lengths included, and of StepSkipper on their norms. Checks nothing itself but
 that the results are finite: the sanitizer reports what went wrong.
 
     compute-sanitizer --tool memcheck python bench/gpu_sanitize.py
@@ -47,11 +47,14 @@ def run_clippers(gen):
     clippers = [fastclip.ZClip(params, warmup_steps=2), fastclip.AutoClip(params),
                 fastclip.AutoClip(params, history_size=4, scope="tensor"), fastclip.AdaGC(params, warmup_steps=2),
                 fastclip.AGC(params), fastclip.NormClip(params, max_norm=1.0)]
+    skippers = [fastclip.StepSkipper(window=2), fastclip.StepSkipper(window=300, reference=True)]
     for step in range(6):
         for clipper in clippers:
             for p in params:
                 p.grad = torch.randn(p.shape, generator=gen).to(DEVICE) * (100.0 if step == 4 else 1.0)
-            clipper.step()
+            norm = clipper.step().norm
+            for skipper in skippers:
+                skipper.step(torch.rand((), generator=gen).to(DEVICE), norm)
 
 
 def main():

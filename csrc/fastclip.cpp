@@ -73,6 +73,16 @@ TORCH_LIBRARY(fastclip, m) {
       "Tensor(c!) steps, Tensor(d!) result, Tensor(e!) coef, Tensor(f!) threshold, float gamma1, float gamma2, "
       "float gamma3, float eps, int total_steps, float eta_min, int reset_every, str on_nonfinite, "
       "bool reference) -> ()");
+  // StepSkipper's decision (common/skip_step.h: OLMo-core's rule, float64 statistics): keep
+  // (result's factor 1) or skip (0) the step of this loss and norm (one float each, any float
+  // dtype) against the mean and unbiased std of the last `window` earlier values, one-sided, at
+  // `sigma` stds, then add them to history (float64 [2, window], losses then norms, a ring
+  // buffer) and advance counters (int64, common/layouts.h's skip_step_counters). Default mode
+  // skips a non-finite loss or norm and keeps it out of the history; reference is OLMo-core's
+  // rule exactly. result: float32, common/layouts.h's skip_step_result. No grads, no host sync.
+  m.def(
+      "skip_step_update_(Tensor loss, Tensor norm, Tensor(a!) history, Tensor(b!) counters, Tensor(c!) result, "
+      "int window, float sigma, bool reference) -> ()");
   // NFNets unit-wise clipping (timm's adaptive_clip_grad): each output row of grads[i] (the
   // whole tensor for 0-d/1-d ones) is scaled so its L2 norm is at most
   // clip_factor * max(||params[i] row||, eps). One pass: a row is reduced and scaled while in cache.

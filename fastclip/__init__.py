@@ -7,8 +7,9 @@ scale, no host sync, any mix of float32/float16/bfloat16/float64 tensors in one 
 Layers, from the bottom: :mod:`fastclip.ops` (typed wrappers of the list ops),
 :mod:`fastclip.clip_grad` (the functions: torch's mirrors and ``adaptive_clip_grad_``), the
 clippers (:class:`Clipper` in :mod:`fastclip.clipper`, and ZClip, AutoClip, AdaGC, AGC, NormClip,
-StableSPAM),
-:mod:`fastclip.distributed` (norms across ranks) and :mod:`fastclip.integrations`.
+StableSPAM), :mod:`fastclip.distributed` (norms across ranks) and :mod:`fastclip.integrations`;
+beside the clippers, :class:`StepSkipper` (:mod:`fastclip.step_skip`) skips the steps whose loss
+or norm spikes.
 """
 
 from . import ops
@@ -19,6 +20,7 @@ from .autoclip import AutoClip
 from .clip_grad import adaptive_clip_grad_, clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_, get_total_norm
 from .clipper import Clipper, ClipResult, NormClip
 from .stable_spam import StableSPAM
+from .step_skip import SkipResult, StepSkipper
 from .zclip import ZClip
 
 __version__ = "0.1.0"
@@ -31,6 +33,8 @@ __all__ = [
     "Clipper",
     "NormClip",
     "StableSPAM",
+    "SkipResult",
+    "StepSkipper",
     "ZClip",
     "adaptive_clip_grad_",
     "build_info",

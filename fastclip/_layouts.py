@@ -19,6 +19,8 @@ _COUNTER = _C.layouts["autoclip_counters"]
 _STOPPED = _C.layouts["autoclip_stopped"]
 _GAMMA = _C.layouts["adagc_gamma"]
 _SPAM = _C.layouts["stable_spam_row"]
+_SKIP_RESULT = _C.layouts["skip_step_result"]
+_SKIP_COUNTER = _C.layouts["skip_step_counters"]
 
 #: torch's epsilon in ``max_norm / (total_norm + eps)`` (csrc/common/norm_math.h, kClipEps).
 CLIP_EPS: float = _C.clip_eps
@@ -82,15 +84,39 @@ class StableSPAMRow(enum.IntEnum):
     STEPS = _SPAM["steps"]  # the steps the bias corrections count
 
 
+class SkipStepResult(enum.IntEnum):
+    """Slots of the float32 result tensor a StepSkipper step writes (see ``SkipResult``)."""
+
+    FACTOR = _SKIP_RESULT["factor"]  # 1 to keep the step, 0 to skip it
+    SKIPPED = _SKIP_RESULT["skipped"]  # 1 - factor: an attached optimizer's found_inf
+    NONFINITE = _SKIP_RESULT["nonfinite"]  # 1 if the loss or the norm was NaN or inf
+    LOSS_MEAN = _SKIP_RESULT["loss_mean"]  # of the earlier losses in the window
+    LOSS_STD = _SKIP_RESULT["loss_std"]  # unbiased; NaN with fewer than two
+    NORM_MEAN = _SKIP_RESULT["norm_mean"]
+    NORM_STD = _SKIP_RESULT["norm_std"]
+
+
+class SkipStepCounter(enum.IntEnum):
+    """The entries of a StepSkipper's int64 counters."""
+
+    FILLED = _SKIP_COUNTER["filled"]  # earlier values the history holds (at most window)
+    HEAD = _SKIP_COUNTER["head"]  # the ring buffer's next write position
+    STEPS = _SKIP_COUNTER["steps"]  # steps seen
+    SKIPPED = _SKIP_COUNTER["skipped"]  # steps skipped
+
+
 #: Each enum by its key in ``fastclip._C.layouts``.
 LAYOUTS = {"result_slots": ResultSlot, "zclip_state": ZClipState, "autoclip_counters": AutoClipCounter,
-           "autoclip_stopped": AutoClipStopped, "adagc_gamma": AdaGCGamma, "stable_spam_row": StableSPAMRow}
+           "autoclip_stopped": AutoClipStopped, "adagc_gamma": AdaGCGamma, "stable_spam_row": StableSPAMRow,
+           "skip_step_result": SkipStepResult, "skip_step_counters": SkipStepCounter}
 
 RESULT_SLOTS = len(ResultSlot)  # the result tensor's size
 ZCLIP_HEADER = len(ZClipState)  # where ZClip's warm-up buffer starts
 AUTOCLIP_COUNTERS = len(AutoClipCounter)
 ADAGC_GAMMA = len(AdaGCGamma)
 STABLE_SPAM_ROW = len(StableSPAMRow)
+SKIP_STEP_RESULT_SLOTS = len(SkipStepResult)
+SKIP_STEP_COUNTERS = len(SkipStepCounter)
 
 
 def empty_result(device) -> torch.Tensor:

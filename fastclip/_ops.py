@@ -2,8 +2,10 @@
 kernels that ``torch.compile`` uses, and wraps the clippers' statistics ops.
 
 The statistics ops (``zclip_update_``, ``normclip_update_``, ``autoclip_update_``,
-``adagc_update_``, ``stable_spam_update_``) read and write the clippers' state tensors, whose layout
-(:mod:`fastclip._layouts`) is private: only the clippers call them. The list ops' public wrappers are in :mod:`fastclip.ops`.
+``adagc_update_``, ``stable_spam_update_``, and ``skip_step_update_``) read and write the
+clippers' and the step skipper's state tensors, whose layout (:mod:`fastclip._layouts`) is private:
+only the clippers and :class:`fastclip.StepSkipper` call them. The list ops' public wrappers are in
+:mod:`fastclip.ops`.
 """
 
 import functools
@@ -127,6 +129,11 @@ def _stable_spam_update_fake(grads, stats, split, rows, state, steps, result, co
     _check_one_device([state], *others, *[(f"grads[{i}]", g) for i, g in enumerate(grads)])
 
 
+@torch.library.register_fake("fastclip::skip_step_update_")
+def _skip_step_update_fake(loss, norm, history, counters, result, window, sigma, reference):
+    _check_one_device([history], ("loss", loss), ("norm", norm), ("counters", counters), ("result", result))
+
+
 # The wrappers take the norms first, as the clippers hold them (None: the op computes them from
 # ``grads``), and the grads last: with ``scale_grads`` they are scaled by the step's factors, else
 # only zeroed on a non-finite step under on_nonfinite="zero" (csrc/fastclip.cpp has the contract).
@@ -177,3 +184,9 @@ def stable_spam_update_(grads, stats, split, rows, state, steps, result, coef, t
     _ops.stable_spam_update_(list(grads), stats, split, rows, state, steps, result, coef, threshold, float(gamma1),
                              float(gamma2), float(gamma3), float(eps), int(total_steps or 0), float(eta_min),
                              int(reset_every or 0), on_nonfinite, bool(reference))
+
+
+def skip_step_update_(loss, norm, history, counters, result, window, sigma, reference):
+    """One StepSkipper step (csrc/common/skip_step.h): the decision on ``loss`` and ``norm`` written to
+    ``result``, then the values added to ``history`` and ``counters``."""
+    _ops.skip_step_update_(loss, norm, history, counters, result, int(window), float(sigma), bool(reference))

@@ -19,7 +19,7 @@ grads' device: nothing syncs the host unless ``on_nonfinite="error"``.
 
 import torch
 
-from . import _ops, ops
+from . import _ops, _optimizer_feed, ops
 from ._layouts import ResultSlot, empty_result, write_outcome
 from ._types import Params, ProcessGroups
 from ._validation import check_choice, check_grad_attr, check_number, flatten_parameters, present_grads
@@ -28,7 +28,6 @@ from .distributed import as_groups, check_same_lists, index_tensor, norms_across
 __all__ = ["Clipper", "ClipResult", "NormClip"]
 
 _POLICIES = ("skip", "zero", "propagate", "error")
-_ABSENT = object()  # an optimizer attribute that was not set (GradScaler may set one to None)
 
 
 class ClipResult:
@@ -104,8 +103,7 @@ class Clipper:
         self.on_nonfinite = check_choice(on_nonfinite, "on_nonfinite", _POLICIES, name)
         self.reference = bool(reference)
         self._state = {}  # name -> tensor, created on the grads' device at the first step
-        self._pending = None  # (grad_scale, found_inf) for an attached fused optimizer
-        self._hooks = []
+        self._feed = None  # what an attached optimizer's next step applies (_optimizer_feed.FeedSource)
         self._rows = None  # (state rows, the same as a device tensor) of the last step
 
     # -- the step -------------------------------------------------------------------------
@@ -129,7 +127,8 @@ class Clipper:
         present, grads = self._grads()
         norm_grads = grads if self._norm_params is None else self._grads(self._norm_params)[1]
         if not norm_grads and not self._groups:
-            self._pending = None
+            if self._feed is not None:
+                self._feed.clear()
             return ClipResult(_idle_result(self._params[0].device, 0.0))
         # DTensors: their local shards, scaled in place, and how their partials are reduced.
         if self._norm_params is None:
@@ -149,10 +148,10 @@ class Clipper:
         policy = "skip" if self.on_nonfinite == "error" else self.on_nonfinite
         # Attached to an optimizer that applies the factor, the op leaves the grads alone (but for
         # zeroing them on a non-finite step under "zero").
-        folded = bool(self._hooks) and self.folds_into_optimizer
+        folded = self._feed is not None and self.folds_into_optimizer
         values, coef, threshold = self._update(grads, norms, present, device, policy, not folded)
-        if self._hooks:
-            self._pending = (values[ResultSlot.GRAD_SCALE] if folded else None, values[ResultSlot.FOUND_INF])
+        if self._feed is not None:
+            self._feed.set(values[ResultSlot.GRAD_SCALE] if folded else None, values[ResultSlot.FOUND_INF])
         return ClipResult(values, coef, threshold)
 
     def _norm_type(self):
@@ -198,40 +197,22 @@ class Clipper:
         the scales multiply and a step is skipped if either asks. Per-tensor clippers (AdaGC,
         AutoClip with ``scope="tensor"``, AGC) and other optimizers keep scaling the grads
         themselves; for them ``attach`` only forwards ``found_inf``. Returns ``self``.
+        A :class:`fastclip.StepSkipper` attached to the same optimizer composes with it (in either
+        order): the step is skipped if either asks, and the optimizer's ``grad_scale`` and
+        ``found_inf`` are as they were once the step is done.
         """
-        if self._hooks:
+        if self._feed is not None:
             raise RuntimeError(f"{type(self).__name__} is already attached to an optimizer")
         if not getattr(optimizer, "_step_supports_amp_scaling", False):
             return self
-        self._hooks = [optimizer.register_step_pre_hook(self._before_optimizer_step),
-                       optimizer.register_step_post_hook(self._after_optimizer_step)]
+        self._feed = _optimizer_feed.add_source(optimizer)
         return self
 
     def detach(self) -> None:
         """Undoes :meth:`attach`."""
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
-        self._pending = None
-
-    def _before_optimizer_step(self, optimizer, args, kwargs):
-        self._saved_attrs = {k: optimizer.__dict__.get(k, _ABSENT) for k in ("grad_scale", "found_inf")}
-        if self._pending is None:
-            return
-        grad_scale, found_inf = self._pending
-        current = getattr(optimizer, "grad_scale", None)
-        if grad_scale is not None:
-            optimizer.grad_scale = grad_scale if current is None else current * grad_scale
-        current = getattr(optimizer, "found_inf", None)
-        optimizer.found_inf = found_inf if current is None else torch.maximum(current, found_inf)
-
-    def _after_optimizer_step(self, optimizer, args, kwargs):
-        for key, value in self._saved_attrs.items():
-            if value is _ABSENT:
-                optimizer.__dict__.pop(key, None)
-            else:
-                setattr(optimizer, key, value)
-        self._pending = None
+        if self._feed is not None:
+            self._feed.remove()
+        self._feed = None
 
     # -- state ----------------------------------------------------------------------------
 
@@ -276,7 +257,8 @@ class Clipper:
         """Forgets every statistic and history: the next step is the first."""
         self._state = {}
         self._load_host_state({})
-        self._pending = None
+        if self._feed is not None:
+            self._feed.clear()
 
 
 class NormClip(Clipper):

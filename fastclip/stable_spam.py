@@ -98,7 +98,8 @@ class StableSPAM(Clipper):
         """
         present, grads = self._grads()
         if not grads:
-            self._pending = None
+            if self._feed is not None:
+                self._feed.clear()
             return ClipResult(_idle_result(self._params[0].device, 0.0))
         grads, keys = split_dtensors(grads, "grads")
         device = grads[0].device
@@ -129,8 +130,8 @@ class StableSPAM(Clipper):
                                  self.gamma1, self.gamma2, self.gamma3, self.eps, self.total_steps, self.eta_min,
                                  self.reset_every, policy, self.reference)
         self._calls += 1
-        if self._hooks:
-            self._pending = (None, values[ResultSlot.FOUND_INF])
+        if self._feed is not None:
+            self._feed.set(None, values[ResultSlot.FOUND_INF])
         return ClipResult(values, coef, threshold)
 
     def reset(self) -> None:

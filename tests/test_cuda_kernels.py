@@ -283,6 +283,7 @@ def test_kernel_log_covers_every_global_function(kernel_log, gen):
         for grads_now in spiky_grads(gen, [p.shape for p in model.parameters()], 2):
             set_grads(model.parameters(), grads_now)
             clipper.step()
+    fastclip.StepSkipper(window=2).step(torch.tensor(2.0), torch.tensor(1.0))
     launched = {base_name(k) for k in kernel_log.take()}
     missing = global_functions() - launched
     assert not missing, f"never launched: {sorted(missing)}"
@@ -420,8 +421,8 @@ def test_thousand_steps_in_one_launch_match_the_several_kernel_path_bitwise(name
 # ---- the statistics: the same bits from the native CPU kernels and the CUDA kernels ------------
 
 # Runs every stateful clipper on fixed norms (Clipper._norms is replaced and the stats ops are
-# handed the norms, so they do not depend on which norm kernel computed them) and saves each
-# step's results and the final state.
+# handed the norms, so they do not depend on which norm kernel computed them), then StepSkipper on
+# the same total norms and losses, and saves each step's results and the final state.
 _STATS_SCRIPT = """
 import sys, torch, fastclip
 from fastclip.clipper import Clipper
@@ -448,6 +449,10 @@ for name, make in CLIPPERS.items():
         result = clipper.step()
         steps.append([result._values, result.coef, result.threshold] + [p.grad for p in params])
     out[name] = (steps, clipper.state_dict())
+for reference in (False, True):  # StepSkipper on the total norms and the losses
+    skipper = fastclip.StepSkipper(window=8, reference=reference)
+    steps = [[skipper.step(loss, total)._values] for loss, (total, _) in zip(data["losses"], data["norms"])]
+    out[f"step-skipper-{reference}"] = (steps, skipper.state_dict())
 torch.save(out, sys.argv[2])
 """
 
@@ -490,7 +495,7 @@ def assert_same_state(a, b, where):
 
 @pytest.mark.skipif(not fastclip.build_info()["cuda_on_cpu"], reason="the CPU execution layer was not built")
 def test_statistics_are_bitwise_the_same_on_the_cuda_kernels(tmp_path, monkeypatch, gen):
-    """The statistics steps are one shared header (csrc/common/*_step.h): compiled for the GPU
+    """The statistics steps are one shared header (csrc/common/*_step.h, skip_step.h): compiled for the GPU
     (nvcc, --fmad=false) and for the layer (g++, -ffp-contract=off, FMA available) they compute
     the same operations as the CPU op, so a run resumes bit for bit on any device."""
     tensors, steps = 300, 30
@@ -501,7 +506,9 @@ def test_statistics_are_bitwise_the_same_on_the_cuda_kernels(tmp_path, monkeypat
             per_tensor[3] = float("nan")
         norms.append((per_tensor.double().pow(2).sum().sqrt().float(), per_tensor))
     data_path = tmp_path / "norms.pt"
-    torch.save({"tensors": tensors, "norms": norms, "grads": list(torch.randn(tensors, 1, generator=gen))}, data_path)
+    losses = list(2.0 + 0.1 * torch.randn(steps, generator=gen) + 30.0 * (torch.arange(steps) == 25))
+    torch.save({"tensors": tensors, "norms": norms, "grads": list(torch.randn(tensors, 1, generator=gen)),
+                "losses": losses}, data_path)
     native = run_stats_script(tmp_path, data_path, "native", monkeypatch)
     layer = run_stats_script(tmp_path, data_path, "cuda", monkeypatch)
     for name in native:

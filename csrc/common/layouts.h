@@ -34,6 +34,18 @@
 // EMAs of its norm and squared norm, and the steps its bias corrections have counted.
 #define FASTCLIP_STABLE_SPAM_ROW(X) X(m_max) X(m_norm) X(v_norm) X(steps)
 
+// float32[skip_step_result::count]: one StepSkipper step's outcome (common/skip_step.h).
+//   factor: 1 to keep the step, 0 to skip it; skipped: 1 - factor (what an attached optimizer
+//   reads as found_inf); nonfinite: 1 if the loss or the norm was NaN or inf; loss_mean, loss_std,
+//   norm_mean, norm_std: the statistics of the earlier values in the history (NaN with fewer than
+//   one, for a std two).
+#define FASTCLIP_SKIP_STEP_RESULT(X) \
+  X(factor) X(skipped) X(nonfinite) X(loss_mean) X(loss_std) X(norm_mean) X(norm_std)
+
+// int64[count]: a StepSkipper's ring buffer of earlier values (how many it holds and its next write
+// position) and the steps seen and skipped so far.
+#define FASTCLIP_SKIP_STEP_COUNTERS(X) X(filled) X(head) X(steps) X(skipped)
+
 namespace fastclip {
 
 #define FASTCLIP_LAYOUT_ENUMERATOR(name) name,
@@ -54,6 +66,12 @@ enum : int64_t { FASTCLIP_ADAGC_GAMMA(FASTCLIP_LAYOUT_ENUMERATOR) count };
 }
 namespace stable_spam_row {
 enum : int64_t { FASTCLIP_STABLE_SPAM_ROW(FASTCLIP_LAYOUT_ENUMERATOR) count };
+}
+namespace skip_step_result {
+enum : int32_t { FASTCLIP_SKIP_STEP_RESULT(FASTCLIP_LAYOUT_ENUMERATOR) count };
+}
+namespace skip_step_counter {
+enum : int64_t { FASTCLIP_SKIP_STEP_COUNTERS(FASTCLIP_LAYOUT_ENUMERATOR) count };
 }
 #undef FASTCLIP_LAYOUT_ENUMERATOR
 
@@ -82,6 +100,12 @@ inline constexpr LayoutField kLayoutFields[] = {
 #undef FASTCLIP_FIELD
 #define FASTCLIP_FIELD(name) {"stable_spam_row", #name, stable_spam_row::name},
     FASTCLIP_STABLE_SPAM_ROW(FASTCLIP_FIELD)
+#undef FASTCLIP_FIELD
+#define FASTCLIP_FIELD(name) {"skip_step_result", #name, skip_step_result::name},
+    FASTCLIP_SKIP_STEP_RESULT(FASTCLIP_FIELD)
+#undef FASTCLIP_FIELD
+#define FASTCLIP_FIELD(name) {"skip_step_counters", #name, skip_step_counter::name},
+    FASTCLIP_SKIP_STEP_COUNTERS(FASTCLIP_FIELD)
 #undef FASTCLIP_FIELD
 };
 

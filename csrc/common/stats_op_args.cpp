@@ -18,11 +18,11 @@ NonfinitePolicy parse_nonfinite_policy(const std::string& value) {
 }
 
 void check_state_tensor(const at::Tensor& t, const char* arg, at::ScalarType dtype, const at::Device& device,
-                        int64_t numel) {
+                        int64_t numel, const char* device_of) {
   TORCH_CHECK(t.defined(), "fastclip: ", arg, " is undefined");
   TORCH_CHECK(t.layout() == at::kStrided, "fastclip: ", arg, " must be a dense (strided) tensor");
   TORCH_CHECK(t.scalar_type() == dtype, "fastclip: ", arg, " must be ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK(t.device() == device, "fastclip: ", arg, " is on ", t.device(), " but the norms are on ", device);
+  TORCH_CHECK(t.device() == device, "fastclip: ", arg, " is on ", t.device(), " but ", device_of, " on ", device);
   TORCH_CHECK(t.is_contiguous(), "fastclip: ", arg, " must be contiguous");
   TORCH_CHECK(numel < 0 || t.numel() == numel, "fastclip: ", arg, " must hold ", numel, " elements, got shape ",
               t.sizes());
@@ -204,6 +204,30 @@ AdaGCConfig adagc_config(const AdaGCTensors& t, double lambda_abs, double lambda
                      .warmup_steps = warmup_steps,
                      .reference = reference,
                      .policy = parse_nonfinite_policy(on_nonfinite)};
+}
+
+SkipStepConfig skip_step_config(const SkipStepTensors& t, int64_t window, double sigma, bool reference) {
+  TORCH_CHECK(window >= 1, "fastclip: window must be >= 1, got ", window);
+  TORCH_CHECK(std::isfinite(sigma) && sigma > 0.0, "fastclip: sigma must be finite and > 0, got ", sigma);
+  TORCH_CHECK(t.history.defined(), "fastclip: history is undefined");
+  const at::Device device = t.history.device();
+  for (const auto& [value, name] : {std::pair<const at::Tensor&, const char*>{t.loss, "loss"}, {t.norm, "norm"}}) {
+    check_norm_tensor(value, name, 1);
+    TORCH_CHECK(value.device() == device, "fastclip: ", name, " is on ", value.device(), " but history is on ", device);
+  }
+  TORCH_CHECK(t.history.dim() == 2 && t.history.size(0) == skip_step_series::count && t.history.size(1) == window,
+              "fastclip: history must have shape [", skip_step_series::count, ", window] = [", skip_step_series::count,
+              ", ", window, "], got ", t.history.sizes());
+  check_state_tensor(t.history, "history", at::kDouble, device, -1, "history is");
+  check_state_tensor(t.counters, "counters", at::kLong, device, skip_step_counter::count, "history is");
+  check_state_tensor(t.result, "result", at::kFloat, device, skip_step_result::count, "history is");
+  if (t.counters.is_cpu()) {  // on a GPU this would sync; the kernel clamps counters out of range
+    const int64_t* counters = t.counters.const_data_ptr<int64_t>();
+    const int64_t count = counters[skip_step_counter::filled], head = counters[skip_step_counter::head];
+    TORCH_CHECK(count >= 0 && count <= window && head >= 0 && head < window, "fastclip: counters hold count ", count,
+                " and head ", head, "; they must lie in [0, window] and [0, window) (window ", window, ")");
+  }
+  return SkipStepConfig{.window = window, .sigma = sigma, .reference = reference};
 }
 
 }  // namespace fastclip

@@ -1,5 +1,5 @@
 // The stateful clippers' stats ops (zclip_update_, normclip_update_, autoclip_update_,
-// adagc_update_) as the dispatcher sees them, written once for both backends: the argument checks
+// adagc_update_) and StepSkipper's (skip_step_update_) as the dispatcher sees them, written once for both backends: the argument checks
 // (every state tensor checked for dtype, device, layout and shape, naming the argument), the
 // step's config, and the op function itself, a template over the backend's `run`.
 //
@@ -20,16 +20,17 @@
 #include "adagc_step.h"
 #include "autoclip_step.h"
 #include "normclip_step.h"
+#include "skip_step.h"
 #include "zclip_step.h"
 
 namespace fastclip {
 
 NonfinitePolicy parse_nonfinite_policy(const std::string& value);
 
-// A small state/output tensor: defined, contiguous, of `dtype`, on `device`, with `numel` elements
-// (or, when numel < 0, any size). Errors name `arg`.
+// A small state/output tensor: defined, contiguous, of `dtype`, on `device` (where `device_of` is),
+// with `numel` elements (or, when numel < 0, any size). Errors name `arg`.
 void check_state_tensor(const at::Tensor& t, const char* arg, at::ScalarType dtype, const at::Device& device,
-                        int64_t numel);
+                        int64_t numel, const char* device_of = "the norms are");
 
 // What a step does to its grads once its factors are written: scale them by the step's factor
 // (one, or one per tensor), with the zero policy storing zeros where it is 0; or, when an attached
@@ -191,6 +192,28 @@ void adagc_update(at::TensorList grads, const std::optional<at::Tensor>& total_n
   const AdaGCConfig config =
       adagc_config(t, lambda_abs, lambda_rel, beta, warmup_steps, eps, std::string(on_nonfinite), reference);
   run(config, t, entry_grads_update(t.entries, scale_grads, config.policy));
+}
+
+// ---------------------------------------------------------------------------------------------
+// skip_step_update_: loss and norm hold one float each; history is float64
+// [skip_step_series::count, window], counters int64 [skip_step_counter::count], result float32
+// [skip_step_result::count], all on one device. No grads: the op decides, an optimizer skips.
+
+struct SkipStepTensors {
+  const at::Tensor& loss;
+  const at::Tensor& norm;
+  at::Tensor& history;
+  at::Tensor& counters;
+  at::Tensor& result;
+};
+
+SkipStepConfig skip_step_config(const SkipStepTensors& t, int64_t window, double sigma, bool reference);
+
+template <void (*run)(const SkipStepConfig&, const SkipStepTensors&)>
+void skip_step_update(const at::Tensor& loss, const at::Tensor& norm, at::Tensor& history, at::Tensor& counters,
+                      at::Tensor& result, int64_t window, double sigma, bool reference) {
+  const SkipStepTensors t{loss, norm, history, counters, result};
+  run(skip_step_config(t, window, sigma, reference), t);
 }
 
 }  // namespace fastclip

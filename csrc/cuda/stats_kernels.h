@@ -1,12 +1,14 @@
 // The interface between the stats ops' CUDA entry points (<clipper>_update.cpp, through
-// clip_step.h) and their kernels: one plain struct per step holding its config (the CPU op's own,
-// common/<clipper>_step.h), the norms it reads and the state and outputs it writes, so both
-// backends run the same arithmetic on the same tensors. Each step has two launchers.
+// clip_step.h, and skip_step_update.cpp) and their kernels: one plain struct per step holding its
+// config (the CPU op's own, common/<clipper>_step.h, common/skip_step.h), the norms it reads and the
+// state and outputs it writes, so both backends run the same arithmetic on the same tensors. Each
+// clipper's step has two launchers; StepSkipper's has one.
 #pragma once
 
 #include "../common/adagc_step.h"
 #include "../common/autoclip_step.h"
 #include "../common/normclip_step.h"
+#include "../common/skip_step.h"
 #include "../common/zclip_step.h"
 #include "kernels.h"
 
@@ -76,6 +78,19 @@ cudaError_t launch_clip_step(const NormParams& norm, const AutoClipStep& step, c
                              int num_blocks, bool single_launch, cudaStream_t stream);
 cudaError_t launch_clip_step(const NormParams& norm, const AdaGCStep& step, const ScaleParams& scale, int num_blocks,
                              bool single_launch, cudaStream_t stream);
+
+// StepSkipper's step (skip_step_update_): loss and norm one value each, history float64
+// [skip_step_series::count, config.window], counters int64 [skip_step_counter::count], result
+// float32 [skip_step_result::count]. One block (skip_step_update_kernel.cu).
+struct SkipStepParams {
+  SkipStepConfig config;
+  DeviceValues loss;
+  DeviceValues norm;
+  double* history;
+  int64_t* counters;
+  float* result;
+};
+cudaError_t launch_skip_step_update(const SkipStepParams& params, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fastclip

@@ -1,4 +1,4 @@
-// The stateful clippers' one-block step kernels (ZClip, AutoClip, AdaGC) through
+// The stateful clippers' one-block step kernels (ZClip, AutoClip, AdaGC) and StepSkipper's through
 // their launchers, step after step, against the same common/*_step.h functions called here on a
 // copy of the state: the same code on the same inputs, so state, per-entry outputs and result
 // slots must agree bit for bit. The per-entry kernels get more entries than their 256 threads.
@@ -166,6 +166,46 @@ void test_adagc(const AdaGCConfig& config, DType dtype, const std::string& name)
   }
 }
 
+// --- StepSkipper -----------------------------------------------------------------------------
+
+// Losses and norms around 2 and 1 with spikes, a NaN and infinities, from a history that already
+// holds `filled` values (the next written at `head`; a window of more than the kernel's 256 lanes
+// makes some lanes add two values), each step checked against skip_step_host.
+void test_skip_step(const SkipStepConfig& config, int64_t filled, int64_t head, int steps, DType loss_dtype,
+                    DType norm_dtype, const std::string& name) {
+  Rng rng(13);
+  ExactArray<double> history(static_cast<size_t>(skip_step_series::count * config.window));
+  for (int64_t i = 0; i < config.window; ++i) {
+    history[i] = rng.uniform(1.9, 2.1);
+    history[config.window + i] = rng.uniform(0.8, 1.2);
+  }
+  ExactArray<int64_t> counters(std::vector<int64_t>{filled, head, filled, 0});
+  ExactArray<float> result(skip_step_result::count);
+  std::vector<double> host_history = history.copy();
+  std::vector<int64_t> host_counters = counters.copy();
+  std::vector<float> host_result = result.copy();
+  for (int step = 0; step < steps; ++step) {
+    const std::string what = "skip_step_update " + name + " step " + std::to_string(step);
+    double loss = rng.uniform(1.9, 2.1), norm = rng.uniform(0.8, 1.2);
+    if (step % 7 == 5) loss *= 50.0;
+    if (step % 11 == 8) norm *= 100.0;
+    if (step == steps / 2) norm = kNaN;
+    if (step == steps / 2 + 2) loss = kInf;
+    if (step == steps / 2 + 3) loss = -kInf;
+    NormValue loss_value(loss_dtype, loss), norm_value(norm_dtype, norm);
+    const cuda::SkipStepParams params{config,         loss_value.device(), norm_value.device(), history.data(),
+                                      counters.data(), result.data()};
+    expect_launched(cuda::launch_skip_step_update(params, nullptr), what);
+    skip_step_host(config, host_history.data(), host_counters.data(), host_result.data(), loss_value.host(),
+                   norm_value.host());
+    expect_same_bits(history, host_history, what + ": history");
+    expect_same_bits(counters, host_counters, what + ": counters");
+    expect_same_bits(result, host_result, what + ": result");
+  }
+  expect(counters[skip_step_counter::steps] == filled + steps, "skip_step_update " + name + ": steps counted");
+  expect(counters[skip_step_counter::skipped] > 0, "skip_step_update " + name + ": some step skipped");
+}
+
 }  // namespace
 
 void test_stats_kernels() {
@@ -198,6 +238,17 @@ void test_stats_kernels() {
   test_adagc(AdaGCConfig{.lambda_abs = 0.5, .lambda_rel = 1.1, .beta = 0.9, .eps = 1e-6, .warmup_steps = 0,
                          .reference = true, .policy = P::kZero},
              DType::kFloat64, "no warmup, reference");
+
+  test_skip_step(SkipStepConfig{.window = 1, .sigma = 6.0, .reference = false}, 0, 0, 12, DType::kFloat32,
+                 DType::kFloat32, "window 1");
+  test_skip_step(SkipStepConfig{.window = 5, .sigma = 3.0, .reference = true}, 0, 0, 12, DType::kFloat64,
+                 DType::kBFloat16, "window 5, reference");
+  test_skip_step(SkipStepConfig{.window = 16, .sigma = 6.0, .reference = false}, 0, 0, 40, DType::kFloat16,
+                 DType::kFloat32, "window 16");
+  test_skip_step(SkipStepConfig{.window = 300, .sigma = 6.0, .reference = true}, 300, 137, 20, DType::kFloat32,
+                 DType::kFloat64, "window 300 full, reference");
+  test_skip_step(SkipStepConfig{.window = 300, .sigma = 2.0, .reference = false}, 280, 280, 40, DType::kFloat64,
+                 DType::kFloat32, "window 300 filling up");
 }
 
 }  // namespace selftest
