@@ -4,9 +4,11 @@ A small causal transformer language model learns a synthetic language (a fixed r
 chain, generated here: nothing is downloaded). At known steps a corrupted batch arrives whose
 loss is scaled up by ``--spike-scale`` (as a broken loss scale or a bad shard would do): a
 gradient spike. The same run, from the same seed, is trained with no clipping, a fixed
-threshold (``NormClip``), ZClip and AutoClip; the demo prints the final losses, how many steps
-each clipper clipped and the worst loss after a spike, and writes a PNG of the loss curves and,
-for the adaptive clippers, the gradient norm against the threshold.
+threshold (``NormClip``), ZClip, AutoClip, Stable-SPAM (AdaClip and AdaGN, attached to the
+optimizer) and ZClip with step skipping (a :class:`fastclip.StepSkipper` watching the loss and
+ZClip's norm, so a spike's step is not taken at all); the demo prints the final losses, how many
+steps each run clipped or skipped and the worst loss after a spike, and writes a PNG of the loss
+curves and, for ZClip and AutoClip, the gradient norm against the threshold.
 """
 
 import argparse
@@ -19,7 +21,7 @@ import torch
 import fastclip
 from fastclip._outputs import check_matplotlib, check_output, write_atomically
 
-__all__ = ["CLIPPERS", "add_arguments", "main", "run", "train"]
+__all__ = ["CLIPPERS", "SKIPPERS", "add_arguments", "main", "run", "train"]
 
 VOCAB, SEQ, BATCH = 48, 32, 16
 DEFAULT_STEPS, QUICK_STEPS = 300, 160
@@ -56,12 +58,18 @@ class TinyLM(torch.nn.Module):
         return self.head(self.blocks(x, mask=self.mask, is_causal=True))
 
 
+# Each run's clipper, made from the model's parameters and the run's length.
 CLIPPERS = {
     "no clipping": None,
-    "fixed (NormClip, 1.0)": lambda p: fastclip.NormClip(p, max_norm=1.0),
-    "ZClip": lambda p: fastclip.ZClip(p, warmup_steps=20, max_grad_norm=None),
-    "AutoClip (p10)": lambda p: fastclip.AutoClip(p, percentile=10.0),
+    "fixed (NormClip, 1.0)": lambda p, steps: fastclip.NormClip(p, max_norm=1.0),
+    "ZClip": lambda p, steps: fastclip.ZClip(p, warmup_steps=20, max_grad_norm=None),
+    "AutoClip (p10)": lambda p, steps: fastclip.AutoClip(p, percentile=10.0),
+    "Stable-SPAM": lambda p, steps: fastclip.StableSPAM(p, total_steps=steps),  # beta1's decay over the run
+    "ZClip + step skipping": lambda p, steps: fastclip.ZClip(p, warmup_steps=20, max_grad_norm=None),
 }
+# The runs that also skip steps, and their skipper: a window of 20 steps decides from the 11th
+# (OLMo-core's 128 would decide from the 65th, past the short runs' first spikes).
+SKIPPERS = {"ZClip + step skipping": lambda: fastclip.StepSkipper(window=20, sigma=6.0)}
 
 
 def train(name, steps, spikes, spike_scale, seed, lr):
@@ -70,9 +78,13 @@ def train(name, steps, spikes, spike_scale, seed, lr):
     data_gen = torch.Generator().manual_seed(seed)
     chain = bigram_chain(torch.Generator().manual_seed(1))
     model = TinyLM()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    clipper = CLIPPERS[name](model.parameters()) if CLIPPERS[name] else None
-    losses, norms, thresholds, clipped = [], [], [], 0
+    # fused: the step reads found_inf, so a skipper can skip it without a host sync.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=True)
+    clipper = CLIPPERS[name](model.parameters(), steps) if CLIPPERS[name] else None
+    if isinstance(clipper, fastclip.StableSPAM):
+        clipper.attach(optimizer)  # the rest of Stable-SPAM: beta1's cosine decay
+    skipper = SKIPPERS[name]().attach(optimizer) if name in SKIPPERS else None
+    losses, norms, thresholds, clipped, skipped = [], [], [], 0, 0
     for step in range(steps):
         inputs, targets = sample_batch(chain, data_gen)
         if step in spikes:  # a corrupted batch: random targets, and the loss blown up
@@ -89,12 +101,17 @@ def train(name, steps, spikes, spike_scale, seed, lr):
             norms.append(float(result.norm))
             if isinstance(clipper, fastclip.ZClip):  # the bound a norm must exceed to count as a spike
                 thresholds.append(float(result.mean + clipper.z_thresh * result.std))
-            else:
+            elif result.threshold.dim() == 0:
                 thresholds.append(float(result.threshold))
+            else:  # one per tensor
+                thresholds.append(float("nan"))
             clipped += bool(result.clipped)
+            if skipper is not None:
+                skipped += bool(skipper.step(loss.detach(), result.norm).skip)
         optimizer.step()
         losses.append(float(loss.detach()))
-    return {"losses": losses, "norms": norms, "thresholds": thresholds, "steps_clipped": clipped}
+    return {"losses": losses, "norms": norms, "thresholds": thresholds, "steps_clipped": clipped,
+            "steps_skipped": skipped}
 
 
 def summarize(runs, spikes, tail):
@@ -106,7 +123,8 @@ def summarize(runs, spikes, tail):
         after = [losses[i] for s in spikes for i in range(s + 1, min(s + 11, len(losses))) if i not in spikes]
         summary[name] = {"final_loss": sum(clean[-tail:]) / len(clean[-tail:]),
                          "worst_loss_after_a_spike": max(after) if after else float("nan"),
-                         "steps_clipped": run["steps_clipped"], "largest_grad_norm": max(run["norms"])}
+                         "steps_clipped": run["steps_clipped"], "steps_skipped": run["steps_skipped"],
+                         "largest_grad_norm": max(run["norms"])}
     return summary
 
 
@@ -119,7 +137,7 @@ def write_plot(runs, spikes, path):
         import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit("fastclip demo: the plot needs matplotlib (pip install matplotlib), or pass --no-plot") from None
-    adaptive = [n for n in runs if n.startswith(("ZClip", "AutoClip"))]
+    adaptive = [n for n in runs if n in ("ZClip", "AutoClip (p10)")]
     fig, axes = plt.subplots(1, 1 + len(adaptive), figsize=(5 * (1 + len(adaptive)), 4))
     for name, run in runs.items():
         axes[0].plot(run["losses"], label=name, linewidth=1)
@@ -129,7 +147,7 @@ def write_plot(runs, spikes, path):
     axes[0].legend(fontsize=8)
     for ax, name in zip(axes[1:], adaptive):
         ax.plot(runs[name]["norms"], label="gradient norm (pre-clip)", linewidth=1)
-        label = "spike bound: mean + z_thresh * std" if name.startswith("ZClip") else "threshold (10th percentile)"
+        label = "spike bound: mean + z_thresh * std" if name == "ZClip" else "threshold (10th percentile)"
         ax.plot(runs[name]["thresholds"], label=label, linewidth=1)
         ax.set(title=name, xlabel="step", yscale="log")
         ax.legend(fontsize=8)
@@ -196,9 +214,11 @@ def run(args):
         runs[name] = train(name, args.steps, spikes, args.spike_scale, args.seed, args.lr)
         print(f"  trained with {name:24s} in {time.perf_counter() - start:5.1f} s")
     summary = summarize(runs, spikes, tail=max(5, args.steps // 10))
-    print(f"\n{'run':24s} {'final loss':>10s} {'worst loss after a spike':>25s} {'steps clipped':>14s}")
+    print(f"\n{'run':24s} {'final loss':>10s} {'worst loss after a spike':>25s} {'steps clipped':>14s} "
+          f"{'steps skipped':>14s}")
     for name, s in summary.items():
-        print(f"{name:24s} {s['final_loss']:10.3f} {s['worst_loss_after_a_spike']:25.3f} {s['steps_clipped']:14d}")
+        print(f"{name:24s} {s['final_loss']:10.3f} {s['worst_loss_after_a_spike']:25.3f} {s['steps_clipped']:14d} "
+              f"{s['steps_skipped']:14d}")
     if not args.no_plot:
         write_plot(runs, spikes, args.plot)
         print(f"\nplot: {args.plot}")
