@@ -1,11 +1,11 @@
 // The sanitizer target of the execution layer, with no torch: its primitives, then every kernel
 // of csrc/cuda through its launcher at small sizes (norm_kernels_test.cpp,
-// elementwise_kernels_test.cpp, agc_kernel_test.cpp, stats_kernels_test.cpp, clip_step_test.cpp),
-// each result checked against a loop in double or the same step run on the host. Built plain, with
-// ThreadSanitizer and with AddressSanitizer by run_sanitizers.sh (in .ci/run): exits non-zero on
-// a wrong result, the sanitizers on a race or an out-of-bounds access. `--race` runs only the
-// negative control, a kernel missing its __syncthreads, which ThreadSanitizer must report;
-// `--race-after-barrier` the same race after a __syncthreads.
+// elementwise_kernels_test.cpp, agc_kernel_test.cpp, stats_kernels_test.cpp, clip_step_test.cpp,
+// stable_spam_kernels_test.cpp), each result checked against a loop in double or the same step run
+// on the host. Built plain, with ThreadSanitizer and with AddressSanitizer by run_sanitizers.sh (in
+// .ci/run): exits non-zero on a wrong result, the sanitizers on a race or an out-of-bounds access.
+// `--race` runs only the negative control, a kernel missing its __syncthreads, which
+// ThreadSanitizer must report; `--race-after-barrier` the same race after a __syncthreads.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -261,7 +261,8 @@ int main(int argc, char** argv) {
                {"elementwise kernels", test_elementwise_kernels},
                {"agc kernel", test_agc_kernel},
                {"stats kernels", test_stats_kernels},
-               {"clip step kernels", test_clip_step_kernels}};
+               {"clip step kernels", test_clip_step_kernels},
+               {"stable spam kernels", test_stable_spam_kernels}};
   for (const auto& part : parts) {
     const auto start = std::chrono::steady_clock::now();
     const int failures_before = failure_count();

@@ -224,6 +224,7 @@ void test_elementwise_kernels();
 void test_agc_kernel();
 void test_stats_kernels();
 void test_clip_step_kernels();
+void test_stable_spam_kernels();
 
 }  // namespace selftest
 }  // namespace fastclip
