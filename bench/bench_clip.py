@@ -25,6 +25,7 @@ import os
 
 import torch
 
+from fastclip._command import UsageError
 from fastclip.bench import GPT2_124M
 from fastclip.bench_harness import (Column, Progress, Timer, add_floors, baseline_methods, ceiling_probes,
                                     clip_case, format_table, machine_info, make_grads, markdown_table,
@@ -72,7 +73,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
-    device = parse_device(args.device, parser.prog)
+    try:
+        device = parse_device(args.device, parser.prog)
+    except UsageError as e:  # a bad --device: usage, message, exit status 2
+        parser.error(e.message)
 
     def methods_for(holder, max_norm):
         methods = baseline_methods(holder.parameters(), max_norm)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 import fastclip
+from fastclip._command import UsageError
 from fastclip.bench import GPT2_124M
 from fastclip.bench_harness import (Column, GradHolder, Progress, Timer, add_speedups, format_table, machine_info,
                                     make_grads, method_rows, parse_device, report_title, time_methods, write_csv,
@@ -217,7 +218,10 @@ def main(argv=None):
     names = args.cases.split(",")
     if args.repeat < 1 or not set(names) <= set(CASES):
         parser.error(f"--repeat must be >= 1 and --cases a subset of {', '.join(CASES)}")
-    device = parse_device(args.device, parser.prog)
+    try:
+        device = parse_device(args.device, parser.prog)
+    except UsageError as e:  # a bad --device: usage, message, exit status 2
+        parser.error(e.message)
     timer, gen = Timer(device), torch.Generator().manual_seed(0)
     progress = Progress(len(names) * args.repeat)
     report = {**machine_info(device), "python": platform.python_version(), "repeat": args.repeat, "cases": []}

@@ -3,30 +3,34 @@
 import importlib.util
 import os
 
+from ._command import UsageError
+
 
 def check_output(prog, option, path, suffix=None):
-    """Exits with a message naming ``option`` if ``path`` cannot be written, before any work is done."""
+    """Raises a :class:`~fastclip._command.UsageError` naming ``option`` if ``path`` cannot be written,
+    before any work is done."""
     if path is None:
         return
     if not path.strip():
-        raise SystemExit(f"{prog}: {option} needs a file name, got an empty one")
+        raise UsageError(prog, f"{option} needs a file name, got an empty one")
     if suffix is not None and not path.lower().endswith(suffix):
-        raise SystemExit(f"{prog}: {option} must name a {suffix} file, got {path!r}")
+        raise UsageError(prog, f"{option} must name a {suffix} file, got {path!r}")
     if os.path.isdir(path):
-        raise SystemExit(f"{prog}: {option} {path!r} is a folder, not a file")
+        raise UsageError(prog, f"{option} {path!r} is a folder, not a file")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise SystemExit(f"{prog}: {option} {path!r}: the folder {folder!r} does not exist")
+        raise UsageError(prog, f"{option} {path!r}: the folder {folder!r} does not exist")
     probe = _temporary_name(path)
     try:
         open(probe, "w").close()
         os.remove(probe)
     except OSError as e:
-        raise SystemExit(f"{prog}: {option} {path!r}: cannot write in {folder!r} ({e.strerror})") from None
+        raise UsageError(prog, f"{option} {path!r}: cannot write in {folder!r} ({e.strerror})") from None
 
 
 def check_matplotlib(prog, option):
-    """Exits with an install hint if ``option`` asks for a plot and matplotlib is missing."""
+    """Exits (status 1: the machine lacks a package, the command line is fine) with an install hint
+    if ``option`` asks for a plot and matplotlib is missing."""
     if importlib.util.find_spec("matplotlib") is None:
         raise SystemExit(f"{prog}: {option} needs matplotlib (pip install matplotlib)")
 

@@ -18,6 +18,7 @@ import torch
 
 import fastclip
 
+from ._command import UsageError, run_parsed
 from ._outputs import check_matplotlib, check_output, write_atomically
 # The timing, ceilings, floors and output are the harness's, shared with the scripts in bench/
 # (Timer, add_floor and ceiling_probes are imported for run_case's callers, e.g. the tests).
@@ -279,9 +280,9 @@ def add_arguments(parser):
 def run(args):
     """Runs the benchmark for parsed options; prints the table, writes the files, returns the report."""
     if args.repeat is not None and args.repeat < 1:
-        raise SystemExit(f"fastclip bench: --repeat must be >= 1, got {args.repeat}")
+        raise UsageError("fastclip bench", f"--repeat must be >= 1, got {args.repeat}")
     if args.shard < 1:
-        raise SystemExit(f"fastclip bench: --shard must be >= 1, got {args.shard}")
+        raise UsageError("fastclip bench", f"--shard must be >= 1, got {args.shard}")
     device = _parse_device(args.device)
     check_output("fastclip bench", "--json", args.json)
     check_output("fastclip bench", "--csv", args.csv)
@@ -351,7 +352,7 @@ def main(argv=None):
     """``fastclip bench`` with its own argument parser; returns the report."""
     parser = argparse.ArgumentParser(prog="fastclip bench")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run_parsed(parser, run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -30,11 +30,12 @@ import torch
 
 import fastclip
 
+from ._command import UsageError
 from ._outputs import write_atomically
 
 __all__ = ["CEILING_BYTES", "NORM_ONLY_PREFIX", "Column", "GradHolder", "Probe", "Progress", "Timer", "add_floor",
            "add_floors", "add_speedups", "available_memory_bytes", "baseline_methods", "ceiling_probes",
-           "ceilings_from", "clip_case", "device_name", "format_table", "kernel_launches",
+           "ceilings_from", "clip_case", "cpu_model", "device_name", "format_table", "kernel_launches",
            "last_level_cache_bytes", "machine_info", "make_grads", "markdown_table", "method_rows",
            "parse_device", "report_title", "tensor_dtypes", "time_methods", "write_csv", "write_json"]
 
@@ -360,7 +361,7 @@ def report_title(report: Mapping[str, Any]) -> str:
 
 def parse_device(text: str | None, prog: str) -> torch.device:
     """A ``--device`` option's device: cuda when available for None, else cpu, cuda or cuda:N
-    checked against this machine (``SystemExit`` naming ``prog`` otherwise)."""
+    checked against this machine (a :class:`~fastclip._command.UsageError` for ``prog`` otherwise)."""
     if text is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -368,15 +369,15 @@ def parse_device(text: str | None, prog: str) -> torch.device:
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
-        raise SystemExit(f"{prog}: --device must be cpu, cuda or cuda:N, got {text!r}")
+        raise UsageError(prog, f"--device must be cpu, cuda or cuda:N, got {text!r}")
     if device.type == "cpu":
         return torch.device("cpu")  # torch accepts cpu:N; there is one CPU device
     if not torch.cuda.is_available():
-        raise SystemExit(f"{prog}: --device {text} but no CUDA GPU is available")
+        raise UsageError(prog, f"--device {text} but no CUDA GPU is available")
     if device.index is None:
         return torch.device("cuda", torch.cuda.current_device())
     if device.index >= torch.cuda.device_count():
-        raise SystemExit(f"{prog}: --device {text} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise UsageError(prog, f"--device {text} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -385,12 +386,7 @@ def device_name(device: torch.device) -> str:
     that fits in a large L3 can beat the DRAM floor)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    name = cpu_model()
     cache = last_level_cache_bytes()
     cache_text = f", {cache >> 20} MiB last-level cache" if cache else ""
     # The CPU kernels' instruction set (FASTCLIP_CPU_ISA=generic|avx2 caps it): runs on one
@@ -398,6 +394,17 @@ def device_name(device: torch.device) -> str:
     isa = fastclip.build_info().get("cpu_isa_in_use")
     isa_text = f", {isa} kernels" if isa else ""
     return f"{name} ({torch.get_num_threads()} threads{cache_text}{isa_text})"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` says when that is unknown."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return name
 
 
 def last_level_cache_bytes() -> int:

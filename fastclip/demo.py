@@ -19,6 +19,7 @@ import time
 import torch
 
 import fastclip
+from fastclip._command import UsageError, run_parsed
 from fastclip._outputs import check_matplotlib, check_output, write_atomically
 
 __all__ = ["CLIPPERS", "SKIPPERS", "add_arguments", "main", "run", "train"]
@@ -185,25 +186,25 @@ def run(args):
     if args.steps is None:
         args.steps = QUICK_STEPS if args.quick else DEFAULT_STEPS
     if args.steps < 10:
-        raise SystemExit(f"fastclip demo: --steps must be >= 10, got {args.steps}")
+        raise UsageError("fastclip demo", f"--steps must be >= 10, got {args.steps}")
     try:
         spikes = (default_spikes(args.steps) if args.spikes is None
                   else {int(s) for s in args.spikes.split(",") if s.strip()})
     except ValueError:
-        raise SystemExit(f"fastclip demo: --spikes must be comma-separated step numbers, got {args.spikes!r}") from None
+        raise UsageError("fastclip demo", f"--spikes must be comma-separated step numbers, got {args.spikes!r}") from None
     outside = sorted(s for s in spikes if not 0 <= s < args.steps)
     if outside:
-        raise SystemExit(f"fastclip demo: --spikes must be steps in [0, {args.steps}) (--steps {args.steps}), "
+        raise UsageError("fastclip demo", f"--spikes must be steps in [0, {args.steps}) (--steps {args.steps}), "
                          f"got {', '.join(map(str, outside))}")
     if len(spikes) > args.steps // 2:
-        raise SystemExit(f"fastclip demo: --spikes must leave most steps clean, got {len(spikes)} spikes "
+        raise UsageError("fastclip demo", f"--spikes must leave most steps clean, got {len(spikes)} spikes "
                          f"in {args.steps} steps")
     if not math.isfinite(args.spike_scale) or args.spike_scale <= 0:
-        raise SystemExit(f"fastclip demo: --spike-scale must be finite and > 0, got {args.spike_scale}")
+        raise UsageError("fastclip demo", f"--spike-scale must be finite and > 0, got {args.spike_scale}")
     if not math.isfinite(args.lr) or args.lr <= 0:
-        raise SystemExit(f"fastclip demo: --lr must be finite and > 0, got {args.lr}")
+        raise UsageError("fastclip demo", f"--lr must be finite and > 0, got {args.lr}")
     if not 0 <= args.seed < 2**63:
-        raise SystemExit(f"fastclip demo: --seed must be in [0, 2**63), got {args.seed}")
+        raise UsageError("fastclip demo", f"--seed must be in [0, 2**63), got {args.seed}")
     if not args.no_plot:
         check_output("fastclip demo", "--plot", args.plot, suffix=".png")
         check_matplotlib("fastclip demo", "--plot (or pass --no-plot)")
@@ -247,7 +248,7 @@ def main(argv=None):
     """``fastclip demo`` with its own argument parser."""
     parser = argparse.ArgumentParser(prog="fastclip demo")
     add_arguments(parser)
-    run(parser.parse_args(argv))
+    run_parsed(parser, run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -44,29 +44,132 @@ def fastclip_command(capsys, monkeypatch):
     return run
 
 
+# Bad command-line values are usage errors, as argparse's own are: the subcommand's usage line,
+# "fastclip <command>: error: <message>", exit status 2.
 @pytest.mark.parametrize("args, message", [
-    (["bench", "--suite", "gpt3"], "invalid choice: 'gpt3'"),
-    (["bench", "--dtype", "int8"], "invalid choice: 'int8'"),
-    (["bench", "--repeat", "0"], "--repeat must be >= 1"),
-    (["bench", "--shard", "0"], "--shard must be >= 1"),
-    (["bench", "--device", "tpu"], "--device"),
+    (["bench", "--suite", "gpt3"], "argument --suite: invalid choice: 'gpt3'"),
+    (["bench", "--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
+    (["bench", "--repeat", "0"], "--repeat must be >= 1, got 0"),
+    (["bench", "--shard", "0"], "--shard must be >= 1, got 0"),
+    (["bench", "--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'"),
     (["bench", "--device", "meta"], "--device must be cpu, cuda or cuda:N, got 'meta'"),
     (["bench", "--device", "cuda:7"], "--device cuda:7 but"),  # no GPU, or fewer than 8
     (["bench", "--json", " "], "--json needs a file name"),
+    (["demo", "--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
     (["demo", "--spikes", "ten"], "--spikes must be comma-separated"),
-    (["demo", "--steps", "3"], "--steps must be >= 10"),
+    (["demo", "--steps", "3"], "--steps must be >= 10, got 3"),
     (["demo", "--spikes", "5,300"], "--spikes must be steps in [0, 300) (--steps 300), got 300"),
     (["demo", "--steps", "20", "--spikes", ",".join(map(str, range(11)))], "--spikes must leave most steps clean"),
+    (["demo", "--spike-scale", "0"], "--spike-scale must be finite and > 0, got 0.0"),
     (["demo", "--lr", "-0.1"], "--lr must be finite and > 0"),
     (["demo", "--lr", "nan"], "--lr must be finite and > 0"),
     (["demo", "--seed", "-1"], "--seed must be in [0, 2**63)"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-    ([], "required"),
+    (["demo", "--plot", "demo.jpg"], "--plot must name a .png file, got 'demo.jpg'"),
+    (["info", "--verbose"], "unrecognized arguments: --verbose"),
 ])
-def test_bad_arguments_exit_nonzero_with_a_clear_message(args, message, fastclip_command):
+def test_bad_values_are_usage_errors(args, message, fastclip_command):
+    status, out, err = fastclip_command(*args)
+    assert status == 2, err
+    command = args[0]
+    assert err.startswith(f"usage: fastclip {command} [-h]"), err
+    assert err.rstrip().splitlines()[-1].startswith(f"fastclip {command}: error: ")
+    assert message in err.rstrip().splitlines()[-1]
+    assert out == "" and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["frobnicate"], "fastclip: error: argument {bench,demo,info}: invalid choice: 'frobnicate'"),
+    ([], "fastclip: error: the following arguments are required: {bench,demo,info}"),
+    (["--frobnicate"], "fastclip: error: the following arguments are required"),
+])
+def test_a_missing_or_unknown_command_is_a_usage_error(args, message, fastclip_command):
     status, _, err = fastclip_command(*args)
-    assert status != 0
+    assert status == 2
+    assert err.startswith("usage: fastclip [-h] [--version] {bench,demo,info} ...")
     assert message in err
+
+
+@pytest.mark.parametrize("command", ["bench", "demo"])
+def test_a_run_that_cannot_go_on_exits_1_without_usage(command, fastclip_command, monkeypatch):
+    """A failure that is not the command line's (here: matplotlib missing; for bench also a suite
+    that does not fit in memory) is the message alone, exit status 1."""
+    import importlib.util
+
+    from fastclip import bench
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else find_spec(name, *a))
+    status, out, err = fastclip_command(command, "--plot", "x.png")
+    assert status == 1
+    assert err.strip().startswith(f"fastclip {command}: --plot") and "needs matplotlib (pip install matplotlib)" in err
+    assert "usage:" not in err and "error:" not in err
+    if command == "bench":
+        monkeypatch.setattr(bench, "available_memory_bytes", lambda device: 2 << 30)
+        status, out, err = fastclip_command("bench", "--suite", "llama-7b", "--device", "cpu")
+        assert status == 1 and "usage:" not in err
+        assert err.strip().startswith("fastclip bench: suite llama-7b needs about ")
+
+
+def test_a_usage_error_raised_outside_the_command_is_a_plain_exit():
+    """bench.run and demo.run called from code (no parser) end as SystemExit("<prog>: <message>")."""
+    import argparse
+
+    from fastclip import demo
+
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    with pytest.raises(SystemExit, match=r"^fastclip demo: --steps must be >= 10, got 3$"):
+        demo.run(parser.parse_args(["--steps", "3"]))
+
+
+def test_version_prints_the_version_and_exits_0(fastclip_command):
+    import fastclip
+
+    status, out, err = fastclip_command("--version")
+    assert status == 0 and err == ""
+    assert out == f"fastclip {fastclip.__version__}\n"
+
+
+def test_info_says_what_was_built_and_what_runs(fastclip_command):
+    import fastclip
+
+    status, out, err = fastclip_command("info")
+    assert status == 0 and err == ""
+    lines = dict(line.split(":", 1) for line in out.splitlines())
+    assert list(lines) == ["fastclip", "torch", "CPU", "CPU ISA", "CPU ops run on", "CUDA kernels", "CUDA on CPU",
+                           "GPUs", "threads"]
+    info = fastclip.build_info()
+    assert lines["fastclip"].split()[0] == fastclip.__version__
+    assert lines["torch"].split()[0] == torch.__version__
+    assert lines["CPU ISA"].split()[:3] == [info["cpu_isa_in_use"], "in", "use"]
+    assert all(isa in lines["CPU ISA"] for isa in info["cpu_isas"])
+    archs = [a for a in info["cuda_archs"].split(",") if a]
+    if archs:
+        assert lines["CUDA kernels"].strip() == "built for " + ", ".join(f"sm_{int(a) // 10}" for a in archs)
+    else:
+        assert lines["CUDA kernels"].strip().startswith("CPU only")
+    if torch.cuda.is_available():
+        assert torch.cuda.get_device_name(0) in lines["GPUs"]
+    else:
+        assert lines["GPUs"].strip() == "none visible"
+    assert lines["threads"].split()[0] == str(torch.get_num_threads())
+
+
+def test_info_names_the_gpus_and_a_cpu_only_build(fastclip_command, monkeypatch):
+    """What a machine with GPUs and a CPU-only fastclip would print (faked: no GPU here)."""
+    import fastclip
+
+    build_info = fastclip.build_info
+    monkeypatch.setattr(fastclip, "build_info", lambda: {**build_info(), "cuda_archs": "", "cuda_on_cpu": False})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"Fake GPU {i}")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: (9, 0))
+    status, out, _ = fastclip_command("info")
+    assert status == 0
+    assert "CUDA kernels:   CPU only (none built)" in out
+    assert "CUDA on CPU:    not built" in out
+    assert "GPUs:           0: Fake GPU 0 (sm_90); 1: Fake GPU 1 (sm_90)" in out
 
 
 @pytest.mark.parametrize("args, message", [
@@ -79,7 +182,7 @@ def test_bad_arguments_exit_nonzero_with_a_clear_message(args, message, fastclip
 def test_unwritable_outputs_fail_before_the_run_and_write_nothing(args, message, tmp_path, fastclip_command):
     paths = {"tmp": str(tmp_path), "missing": str(tmp_path / "missing")}
     status, out, err = fastclip_command(*[a.format(**paths) for a in args])
-    assert status != 0
+    assert status == 2 and f"fastclip {args[0]}: error: " in err  # a bad value: a usage error
     assert message.format(**paths) in err
     assert "Traceback" not in err and "memory ceilings" not in out + err  # nothing ran
     assert list(tmp_path.iterdir()) == []
@@ -105,12 +208,12 @@ def test_outputs_are_replaced_whole(tmp_path):
 
 
 def test_console_script_and_python_m_run_the_command():
-    """The real entry points, in their own processes: the installed console script turns a
-    SystemExit message into stderr and exit status 1; ``python -m fastclip`` prints the help."""
+    """The real entry points, in their own processes: the installed console script reports a bad
+    value as a usage error (exit status 2); ``python -m fastclip`` prints the help."""
     script = pathlib.Path(sys.executable).parent / "fastclip"
     done = subprocess.run([str(script), "bench", "--repeat", "0"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and "fastclip bench: --repeat must be >= 1, got 0" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.returncode == 2 and "fastclip bench: error: --repeat must be >= 1, got 0" in done.stderr
+    assert done.stderr.startswith("usage: fastclip bench") and "Traceback" not in done.stderr
     done = subprocess.run([sys.executable, "-m", "fastclip", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "bench" in done.stdout and "demo" in done.stdout
 
