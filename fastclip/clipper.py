@@ -4,18 +4,15 @@ A clipper is built like a ``torch.optim`` optimizer, from an iterable of paramet
 groups (a group's other keys, such as ``lr``, are ignored, so ``optimizer.param_groups`` works),
 and ``step()`` clips the parameters' ``.grad`` in place.
 
-Options every clipper takes (keywords):
-
-* ``process_group``: a group or a list of groups (see :mod:`fastclip.distributed`): the norms are
-  those of the whole model across the ranks, so every rank computes the same statistics and
-  coefficient and scales its own shards. DTensor grads (FSDP2, tensor parallel) need no group.
-* ``norm_parameters``: the parameters whose grads enter the norm, when that set differs from the
-  set that is scaled (Megatron counts shared and tensor-parallel-duplicate parameters once in the
-  norm but scales every copy). Total-norm clippers only.
-* ``grad_attr``: the attribute holding the grads, e.g. ``"main_grad"`` for Megatron-style fp32
-  gradient buffers (default ``"grad"``). Everything a step computes stays on the
-grads' device: nothing syncs the host unless ``on_nonfinite="error"``.
+Options the clippers share (keywords; AGC takes none of them), written once in :data:`OPTIONS`
+and appended to each clipper's docstring, so ``help(fastclip.ZClip)`` says what its ``**options``
+are: ``on_nonfinite``, ``reference``, ``process_group``, ``norm_parameters``, ``grad_attr``.
+Everything a step computes stays on the grads' device: nothing syncs the host unless
+``on_nonfinite="error"``.
 """
+
+import inspect
+import textwrap
 
 import torch
 
@@ -25,9 +22,57 @@ from ._types import Params, ProcessGroups
 from ._validation import check_choice, check_grad_attr, check_number, flatten_parameters, present_grads
 from .distributed import as_groups, check_same_lists, index_tensor, norms_across_ranks, split_dtensors
 
-__all__ = ["Clipper", "ClipResult", "NormClip"]
+__all__ = ["OPTIONS", "Clipper", "ClipResult", "NormClip"]
 
 _POLICIES = ("skip", "zero", "propagate", "error")
+
+# The options every clipper built on Clipper takes, each with one line on what it does: the one
+# place they are written, appended to every clipper's docstring (Clipper.__init_subclass__).
+OPTIONS = {
+    "on_nonfinite": 'what a step whose norm is NaN or inf does (the statistics are never updated by one): "skip" '
+                    "leaves the grads, and an attached optimizer skips the step; \"zero\" zeroes the grads; "
+                    '"propagate" scales them as torch would (NaN grads for a NaN norm); "error" raises '
+                    "RuntimeError (it reads the norm, so every step syncs the host).",
+    "reference": "True reproduces the implementation this clipper is tested against exactly, NaN poisoning of "
+                 "the statistics included (for parity tests).",
+    "process_group": "a torch.distributed group, or a list of groups reduced in turn: the norms are those of "
+                     "the whole model across the ranks, so every rank computes the same statistics and factor "
+                     "and scales its own shards. DTensor grads (FSDP2, tensor parallel) need none.",
+    "norm_parameters": "the parameters whose grads make the norm, when they differ from those scaled (Megatron "
+                       "counts shared and tensor-parallel-duplicate parameters once). Default: the clipped ones.",
+    "grad_attr": 'the attribute that holds each parameter\'s grad, e.g. "main_grad" for Megatron\'s fp32 gradient '
+                 'buffers (default "grad").',
+}
+# What differs for one clipper: name -> {option: the line written in place of OPTIONS's}.
+_OPTION_NOTES = {
+    "NormClip": {"reference": "accepted, and changes nothing: NormClip already is torch's clip_grad_norm_."},
+    "AutoClip": {"norm_parameters": OPTIONS["norm_parameters"] + ' With scope="global" only.'},
+}
+_PER_TENSOR_NORM_PARAMETERS = ("not taken (a ValueError): each tensor is clipped against its own norm and "
+                               "statistics, so there is no total norm to take from other parameters.")
+
+
+def _options_doc(cls) -> str:
+    """The ``Options`` paragraph of ``cls``'s docstring: each of :data:`OPTIONS` its ``__init__``
+    takes, with its default, or why it takes none."""
+    signature = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in signature.values()) and "on_nonfinite" not in signature:
+        names = ", ".join(f"``{name}``" for name in OPTIONS)
+        text = (f"Options: {cls.__name__} takes none of the options the other clippers share ({names}): it "
+                "has no norm statistics to protect from a non-finite step, reads each parameter's own ``.grad``, "
+                "and clips each rank's rows of its grads.")
+        return "\n\n" + "\n".join(textwrap.wrap(text, width=96))
+    lines = ["", "", "Options shared by the clippers (beside the arguments above; pass them by keyword):", ""]
+    notes = _OPTION_NOTES.get(cls.__name__, {})
+    for name, text in OPTIONS.items():
+        parameter = signature.get(name) or inspect.signature(Clipper.__init__).parameters[name]
+        if name == "norm_parameters" and cls.per_tensor:
+            text = _PER_TENSOR_NORM_PARAMETERS
+        text = notes.get(name, text)
+        default = f'"{parameter.default}"' if isinstance(parameter.default, str) else parameter.default
+        lines += textwrap.wrap(f"``{name}={default}``: {text}", width=96, initial_indent="* ",
+                               subsequent_indent="  ")
+    return "\n".join(lines)
 
 
 class ClipResult:
@@ -87,6 +132,11 @@ class Clipper:
 
     per_tensor = False  # per-tensor norms are needed (AdaGC, AutoClip with scope="tensor")
     folds_into_optimizer = True  # one factor for every grad: an attached fused optimizer can apply it
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__ and "__init__" in vars(cls):  # help(clipper) says what **options are
+            cls.__doc__ = inspect.cleandoc(cls.__doc__) + _options_doc(cls)
 
     def __init__(self, parameters: Params, on_nonfinite: str = "skip", reference: bool = False, *,
                  process_group: ProcessGroups = None, norm_parameters: Params | None = None, grad_attr: str = "grad"):
@@ -283,3 +333,6 @@ class NormClip(Clipper):
         _ops.normclip_update_(None if norms is None else norms[0], values, self.max_norm, self.norm_type, policy,
                               grads, scale_grads)
         return values, None, None
+
+
+Clipper.__doc__ = inspect.cleandoc(Clipper.__doc__) + _options_doc(Clipper)

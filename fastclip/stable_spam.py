@@ -52,8 +52,6 @@ class StableSPAM(Clipper):
     (the reference's ``.grad`` keeps only AdaClip's rescale). ``reference=True`` reproduces the
     reference: the shared counter, restarted at 1 after every ``reset_every``-th call, and NaN
     poisoning the statistics.
-
-    Options as for every clipper: ``process_group``, ``grad_attr``, ``on_nonfinite``, ``reference``.
     """
 
     per_tensor = True

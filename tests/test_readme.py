@@ -73,3 +73,32 @@ def test_help_on_a_clipper_shows_its_arguments_and_an_example():
     text = pydoc.render_doc(fastclip.ZClip, renderer=pydoc.plaintext)
     for needle in ("alpha", "z_thresh", "max_grad_norm", "step(", "state_dict(", "attach("):
         assert needle in text, needle
+
+
+@pytest.mark.parametrize("name", ["ZClip", "AutoClip", "AdaGC", "AGC", "NormClip", "StableSPAM"])
+def test_help_on_each_clipper_says_what_its_options_are(name):
+    """``help(fastclip.ZClip)`` shows ``**options`` in the signature: the docstring names each
+    shared option with a line on what it does (AGC, which takes none, says so)."""
+    import inspect
+    import pydoc
+    import re
+
+    import fastclip
+    from fastclip.clipper import OPTIONS
+
+    cls = getattr(fastclip, name)
+    text = " ".join(pydoc.render_doc(cls, renderer=pydoc.plaintext).replace("|", " ").split())
+    takes_options = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls).parameters.values())
+    assert set(OPTIONS) == {"on_nonfinite", "reference", "process_group", "norm_parameters", "grad_attr"}
+    if not takes_options:
+        assert f"{name} takes none of the options the other clippers share" in text
+        assert all(f"``{option}``" in text for option in OPTIONS)
+        return
+    assert "**options" in text
+    for option in OPTIONS:
+        # "* ``option=default``: what it does", at least a clause long
+        match = re.search(rf"\* ``{option}=[^`]*``: ([^*]+)", text)
+        assert match and len(match.group(1).split()) >= 6, (option, text[-2000:])
+    per_tensor = getattr(cls, "per_tensor", False)
+    assert ("``norm_parameters=None``: not taken (a ValueError)" in text) == per_tensor
+    assert '``on_nonfinite="skip"``' in text
