@@ -85,9 +85,11 @@ def main(argv=None):
         return methods, {}
 
     timer, generator = Timer(device), torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
-    probes, progress = ceiling_probes(device), Progress(len(CASES) * args.repeat)
+    progress = Progress(stages=[f"{name} {dtype}" for name, _, dtype, _ in CASES], noun="case")
+    probes = ceiling_probes(device)
     report = {"benchmark": "clip_grad_norm_", **machine_info(device), "repeat": args.repeat, "cases": []}
     for name, shapes, dtype, clips in CASES:
+        progress.stage(steps=args.repeat)
         name = name if clips else f"{name} (no clip needed)"
         case = clip_case(make_grads(shapes, dtype, device, generator), methods_for, timer, args.repeat, clips=clips,
                          probes=probes, progress=progress, label=f"{name} {dtype}")

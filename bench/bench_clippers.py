@@ -223,9 +223,10 @@ def main(argv=None):
     except UsageError as e:  # a bad --device: usage, message, exit status 2
         parser.error(e.message)
     timer, gen = Timer(device), torch.Generator().manual_seed(0)
-    progress = Progress(len(names) * args.repeat)
+    progress = Progress(stages=names, noun="case")
     report = {**machine_info(device), "python": platform.python_version(), "repeat": args.repeat, "cases": []}
     for name in names:
+        progress.stage(steps=args.repeat)
         case = CASES[name](device, gen)
         timed = time_methods(case.methods, timer, args.repeat, setup=case.setup, warmup=case.warmup,
                              progress=progress, label=name)

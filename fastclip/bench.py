@@ -332,13 +332,15 @@ def _run_suites(args, device, suites, repeat):
     timer = Timer(device)
     generator = torch.Generator().manual_seed(0)
     clip_suites = [s for s in suites if s != MANY_TINY]
-    progress = Progress(len(clip_suites) * repeat)
+    # One bar over every suite, in the order they run; each suite's share fills as it goes.
+    progress = Progress(stages=([MANY_TINY] if MANY_TINY in suites else []) + clip_suites, noun="suite")
     probes = ceiling_probes(device) if clip_suites else {}
     report = {**machine_info(device), "repeat": repeat, "quick": args.quick, "shard": args.shard, "cases": []}
     if MANY_TINY in suites:
-        progress.add(4 if device.type == "cpu" else 2)
+        progress.stage(MANY_TINY, 4 if device.type == "cpu" else 2)
         report["overhead"] = many_tiny(device, repeat, progress)
     for suite in clip_suites:
+        progress.stage(suite, repeat)  # time_methods adds the warm-ups once it knows the methods
         shapes, dtypes, _ = SUITES[suite]
         report["cases"].append(run_case(suite, shard_shapes(shapes, args.shard), dtypes or (DTYPES[args.dtype],),
                                         device, timer, repeat, generator, args.quick, progress, probes))

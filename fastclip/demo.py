@@ -21,10 +21,11 @@ import torch
 import fastclip
 from fastclip._command import UsageError, run_parsed
 from fastclip._outputs import check_matplotlib, check_output, write_atomically
+from fastclip.bench_harness import Progress
 
 __all__ = ["CLIPPERS", "SKIPPERS", "add_arguments", "main", "run", "train"]
 
-VOCAB, SEQ, BATCH = 48, 32, 16
+VOCAB, SEQ, BATCH, LAYERS = 48, 32, 16, 2
 DEFAULT_STEPS, QUICK_STEPS = 300, 160
 
 
@@ -44,7 +45,7 @@ def sample_batch(chain, generator):
 
 
 class TinyLM(torch.nn.Module):
-    def __init__(self, width=64, layers=2, heads=4):
+    def __init__(self, width=64, layers=LAYERS, heads=4):
         super().__init__()
         self.embed = torch.nn.Embedding(VOCAB, width)
         self.position = torch.nn.Parameter(torch.randn(SEQ, width) * 0.02)
@@ -73,8 +74,10 @@ CLIPPERS = {
 SKIPPERS = {"ZClip + step skipping": lambda: fastclip.StepSkipper(window=20, sigma=6.0)}
 
 
-def train(name, steps, spikes, spike_scale, seed, lr):
-    """One run with the clipper `name` (a key of CLIPPERS): per-step losses, norms, thresholds."""
+def train(name, steps, spikes, spike_scale, seed, lr, progress=None):
+    """One run with the clipper `name` (a key of CLIPPERS): per-step losses, norms, thresholds,
+    the steps clipped and skipped; ``progress(message)`` (a :class:`~fastclip.bench_harness.Progress`)
+    is called after every step."""
     torch.manual_seed(seed)
     data_gen = torch.Generator().manual_seed(seed)
     chain = bigram_chain(torch.Generator().manual_seed(1))
@@ -85,7 +88,7 @@ def train(name, steps, spikes, spike_scale, seed, lr):
     if isinstance(clipper, fastclip.StableSPAM):
         clipper.attach(optimizer)  # the rest of Stable-SPAM: beta1's cosine decay
     skipper = SKIPPERS[name]().attach(optimizer) if name in SKIPPERS else None
-    losses, norms, thresholds, clipped, skipped = [], [], [], 0, 0
+    losses, norms, thresholds, clipped, skipped = [], [], [], 0, []
     for step in range(steps):
         inputs, targets = sample_batch(chain, data_gen)
         if step in spikes:  # a corrupted batch: random targets, and the loss blown up
@@ -107,12 +110,14 @@ def train(name, steps, spikes, spike_scale, seed, lr):
             else:  # one per tensor
                 thresholds.append(float("nan"))
             clipped += bool(result.clipped)
-            if skipper is not None:
-                skipped += bool(skipper.step(loss.detach(), result.norm).skip)
+            if skipper is not None and bool(skipper.step(loss.detach(), result.norm).skip):
+                skipped.append(step)
         optimizer.step()
         losses.append(float(loss.detach()))
+        if progress:
+            progress(f"{name}: step {step + 1}/{steps}")
     return {"losses": losses, "norms": norms, "thresholds": thresholds, "steps_clipped": clipped,
-            "steps_skipped": skipped}
+            "steps_skipped": len(skipped), "skipped_steps": skipped}
 
 
 def summarize(runs, spikes, tail):
@@ -129,8 +134,26 @@ def summarize(runs, spikes, tail):
     return summary
 
 
-def write_plot(runs, spikes, path):
-    """Loss curves, and norm against threshold for the adaptive clippers, as a PNG."""
+# One color per run, the same in every panel; the spikes are red, so no run is.
+COLORS = {"no clipping": "#555555", "fixed (NormClip, 1.0)": "#1f77b4", "ZClip": "#ff7f0e", "AutoClip (p10)": "#2ca02c",
+          "Stable-SPAM": "#9467bd", "ZClip + step skipping": "#17becf"}
+SPIKE_COLOR = "#d62728"
+SHORT_NAMES = {"no clipping": "none", "fixed (NormClip, 1.0)": "fixed", "AutoClip (p10)": "AutoClip",
+               "Stable-SPAM": "Stable-\nSPAM", "ZClip + step skipping": "ZClip +\nskipping"}
+
+
+def _spike_bands(ax, spikes, lines=True):
+    """Each spike as a shaded band, with a bold dashed line at its step."""
+    for s in sorted(spikes):
+        ax.axvspan(s - 2.5, s + 2.5, color=SPIKE_COLOR, alpha=0.15, linewidth=0, zorder=0)
+        if lines:
+            ax.axvline(s, color=SPIKE_COLOR, linestyle="--", linewidth=1.3, alpha=0.9, zorder=1)
+
+
+def write_plot(runs, spikes, path, summary=None, spike_scale=None):
+    """The runs as a PNG: one loss panel per run (every run visible, the unclipped one in grey behind
+    the others for contrast, the spikes as red bands, the skipped steps marked), gradient norm
+    against threshold for ZClip and AutoClip, and the final losses side by side."""
     try:
         import matplotlib
 
@@ -138,22 +161,69 @@ def write_plot(runs, spikes, path):
         import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit("fastclip demo: the plot needs matplotlib (pip install matplotlib), or pass --no-plot") from None
-    adaptive = [n for n in runs if n in ("ZClip", "AutoClip (p10)")]
-    fig, axes = plt.subplots(1, 1 + len(adaptive), figsize=(5 * (1 + len(adaptive)), 4))
-    for name, run in runs.items():
-        axes[0].plot(run["losses"], label=name, linewidth=1)
-    for s in spikes:
-        axes[0].axvline(s, color="grey", alpha=0.3, linewidth=0.8)
-    axes[0].set(title="training loss (grey: injected spikes)", xlabel="step", ylabel="loss", yscale="log")
-    axes[0].legend(fontsize=8)
-    for ax, name in zip(axes[1:], adaptive):
-        ax.plot(runs[name]["norms"], label="gradient norm (pre-clip)", linewidth=1)
-        label = "spike bound: mean + z_thresh * std" if name == "ZClip" else "threshold (10th percentile)"
-        ax.plot(runs[name]["thresholds"], label=label, linewidth=1)
-        ax.set(title=name, xlabel="step", yscale="log")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    steps = len(next(iter(runs.values()))["losses"])
+    summary = summary or summarize(runs, spikes, tail=max(5, steps // 10))
+    names = list(runs)
+    fig = plt.figure(figsize=(15, 11.5))
+    grid = fig.add_gridspec(3, 3, hspace=0.45, wspace=0.22, top=0.875)
+    # The loss on a corrupted batch measures the batch, not the model: it is left out of the curves.
+    clean = {name: [float("nan") if i in spikes else v for i, v in enumerate(run["losses"])] for name, run in runs.items()}
+    top = max(max(v for v in curve if v == v) for curve in clean.values())
+    loss_axes = []
+    for k, name in enumerate(names):
+        ax = fig.add_subplot(grid[k // 3, k % 3], sharey=loss_axes[0] if loss_axes else None)
+        loss_axes.append(ax)
+        _spike_bands(ax, spikes)
+        if name != "no clipping" and "no clipping" in clean:
+            ax.plot(clean["no clipping"], color="#bbbbbb", linewidth=1.0)
+        ax.plot(clean[name], color=COLORS.get(name), linewidth=1.4)
+        skipped = runs[name].get("skipped_steps") or []
+        if skipped:
+            ax.plot(skipped, [top * 0.98] * len(skipped), linestyle="none", marker="v", markersize=10, color="black")
+        s = summary[name]
+        detail = f"final loss {s['final_loss']:.3f}, {s['steps_clipped']} steps clipped"
+        if s.get("steps_skipped"):
+            detail += f", {s['steps_skipped']} skipped"
+        ax.set_title(f"{name}\n{detail}", fontsize=10, color=COLORS.get(name, "black"), fontweight="bold")
+        ax.set(xlim=(0, steps - 1), ylim=(1.0, top * 1.05))
+        if k % 3 == 0:
+            ax.set_ylabel("training loss (clean batches)")
+        ax.grid(alpha=0.3)
+    adaptive = [("ZClip", "spike bound: mean + z_thresh * std"), ("AutoClip (p10)", "threshold: 10th percentile of norms")]
+    for k, (name, label) in enumerate((n, l) for n, l in adaptive if n in runs):
+        ax = fig.add_subplot(grid[2, k])
+        _spike_bands(ax, spikes, lines=False)
+        ax.plot(runs[name]["norms"], color=COLORS.get(name), linewidth=1.2, label="gradient norm (before clipping)")
+        ax.plot(runs[name]["thresholds"], color="black", linestyle="--", linewidth=1.2, label=label)
+        ax.set(yscale="log", xlim=(0, steps - 1), xlabel="step")
+        ax.set_title(f"{name}: gradient norm against its threshold", fontsize=10, color=COLORS.get(name),
+                     fontweight="bold")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7.5, loc="upper left", framealpha=0.9)
+    ax = fig.add_subplot(grid[2, 2])
+    finals = [summary[n]["final_loss"] for n in names]
+    bars = ax.bar(range(len(names)), finals, color=[COLORS.get(n, "grey") for n in names], width=0.7)
+    ax.bar_label(bars, fmt="%.3f", padding=2, fontsize=8.5)
+    ax.axhline(math.log(VOCAB), color="black", linestyle=":", linewidth=1.2, label=f"chance: ln {VOCAB}")
+    ax.set_xticks(range(len(names)), [SHORT_NAMES.get(n, n) for n in names], fontsize=8.5)
+    ax.set_ylim(0, max(finals + [math.log(VOCAB)]) * 1.18)
+    ax.set_title("final loss (mean of the last clean steps)", fontsize=10, fontweight="bold")
+    ax.legend(fontsize=8, loc="upper right")
+    for ax in loss_axes[3:]:
+        ax.set_xlabel("step")
+    fig.suptitle(f"fastclip demo: the same model, data and seed, {len(runs)} ways; at the red bands a "
+                 "corrupted batch blows the gradient up", fontsize=13, fontweight="bold", y=0.97)
+    from matplotlib.lines import Line2D
+
+    key = [Line2D([], [], color=SPIKE_COLOR, linestyle="--", linewidth=1.3,
+                  label="injected spike" + (f": the batch's loss x {spike_scale:g}" if spike_scale else "")),
+           Line2D([], [], color="#bbbbbb", linewidth=1.2, label="no clipping, behind each other run for comparison")]
+    if any(run.get("skipped_steps") for run in runs.values()):
+        key.append(Line2D([], [], color="black", marker="v", linestyle="none", markersize=9,
+                          label="step skipped: the optimizer changed no weight"))
+    fig.legend(handles=key, loc="upper center", bbox_to_anchor=(0.5, 0.95), ncol=len(key), fontsize=9.5,
+               frameon=False)
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight"))
     plt.close(fig)
 
 
@@ -209,19 +279,29 @@ def run(args):
         check_output("fastclip demo", "--plot", args.plot, suffix=".png")
         check_matplotlib("fastclip demo", "--plot (or pass --no-plot)")
     check_output("fastclip demo", "--json", args.json)
-    runs = {}
+    # What it is doing, as it goes, on stderr (stdout holds the results): what is trained, a bar
+    # over every run, and a line per run once it is done.
+    progress = Progress(stages=list(CLIPPERS), noun="run")
+    progress.note(f"fastclip demo: {len(CLIPPERS)} runs of {args.steps} steps, the same model, data and seed "
+                  f"(a {LAYERS}-layer transformer LM on a synthetic bigram language); at steps "
+                  f"{', '.join(map(str, sorted(spikes)))} the loss is scaled by {args.spike_scale:g}; "
+                  f"{torch.get_num_threads()} CPU threads")
+    runs, tail = {}, max(5, args.steps // 10)
     for name in CLIPPERS:
+        progress.stage(name, args.steps)
         start = time.perf_counter()
-        runs[name] = train(name, args.steps, spikes, args.spike_scale, args.seed, args.lr)
-        print(f"  trained with {name:24s} in {time.perf_counter() - start:5.1f} s")
-    summary = summarize(runs, spikes, tail=max(5, args.steps // 10))
+        runs[name] = train(name, args.steps, spikes, args.spike_scale, args.seed, args.lr, progress)
+        done = summarize({name: runs[name]}, spikes, tail)[name]
+        progress.note(f"  {name:24s} {time.perf_counter() - start:5.1f} s, final loss {done['final_loss']:.3f}")
+    progress.close()
+    summary = summarize(runs, spikes, tail)
     print(f"\n{'run':24s} {'final loss':>10s} {'worst loss after a spike':>25s} {'steps clipped':>14s} "
           f"{'steps skipped':>14s}")
     for name, s in summary.items():
         print(f"{name:24s} {s['final_loss']:10.3f} {s['worst_loss_after_a_spike']:25.3f} {s['steps_clipped']:14d} "
               f"{s['steps_skipped']:14d}")
     if not args.no_plot:
-        write_plot(runs, spikes, args.plot)
+        write_plot(runs, spikes, args.plot, summary, args.spike_scale)
         print(f"\nplot: {args.plot}")
     if args.json:
         def write_json(tmp):

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -251,6 +252,75 @@ def test_bench_quick_writes_json_csv_and_png(tmp_path, fastclip_command, monkeyp
     assert "fastclip" in stdout and "of floor" in stdout
     assert "mixed/64" in stdout and "gpt2-124m/64" in stdout
     assert "left out: torch_compile: not with --quick" in stdout
+    # One bar over both suites, on stderr, naming the suite; it never goes back.
+    bars = [line for line in err.splitlines() if line.startswith("[")]
+    percents = [int(line.split("]")[1].split("%")[0]) for line in bars]
+    assert percents == sorted(percents) and percents[-1] == 100, bars
+    assert "suite 1/2 mixed: round 2/2" in err and "suite 2/2 gpt2-124m: round 2/2" in err
+    assert "[" not in stdout.split("\n")[0]
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def _percents(text):
+    return [int(line.split("]")[1].split("%")[0]) for line in text.replace("\r", "\n").splitlines()
+            if line.startswith("[")]
+
+
+def test_progress_is_one_bar_over_every_stage_and_never_goes_back():
+    from fastclip.bench_harness import Progress
+
+    stream = _Stream(tty=False)
+    progress = Progress(stages=["a", "b"], noun="suite", interval=0, stream=stream)
+    progress.stage("a", 4)
+    progress("a: round 1/4")
+    progress("a: round 2/4")  # half of the first suite: 25% of the bar
+    progress.add(4)  # the suite learns of more steps: the bar waits, it does not go back
+    progress("a: round 3/4")
+    progress.stage("b", 2)
+    progress("b: round 1/2")
+    progress("b: round 2/2")
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert _percents(stream.getvalue()) == [0, 12, 25, 25, 50, 75, 100]
+    assert lines[0].endswith("suite 1/2 a: starting") and lines[-1].endswith("suite 2/2 b: round 2/2")
+    assert "\r" not in stream.getvalue()  # a log gets whole lines
+
+
+def test_progress_in_a_log_writes_a_line_per_stage_not_per_step():
+    from fastclip.bench_harness import Progress
+
+    stream = _Stream(tty=False)
+    progress = Progress(stages=["run"], noun="run", interval=3600, stream=stream)
+    progress.stage("run", 300)
+    for step in range(300):
+        progress(f"run: step {step + 1}/300")
+    assert [line.split("  ")[-1] for line in stream.getvalue().splitlines()] == [
+        "run 1/1 run: starting", "run 1/1 run: step 1/300", "run 1/1 run: step 300/300"]
+
+
+def test_progress_on_a_terminal_redraws_one_line_and_keeps_notes_above_it():
+    from fastclip.bench_harness import Progress
+
+    stream = _Stream(tty=True)
+    progress = Progress(stages=["x", "y"], noun="run", stream=stream)
+    progress.stage("x", 2)
+    progress("x: step 1/2")
+    progress.note("x is half done")
+    progress("x: step 2/2")
+    progress.close()
+    text = stream.getvalue()
+    assert "\n" not in text.split("x is half done")[0]  # the bar redrawn in place until the note
+    assert re.search(r"\r +\rx is half done\n", text)  # the bar's line blanked, the note on its own line
+    assert text.endswith("run 1/2 x: step 2/2\n")  # the bar drawn again below it, ended by close()
+    assert _percents(text) == sorted(_percents(text))
 
 
 def test_bench_shard_divides_the_shapes():
@@ -268,8 +338,9 @@ def run_demo_and_check_its_claim(fastclip_command, tmp_path, steps, *options):
     from fastclip.demo import default_spikes
 
     out_json, out_png = tmp_path / "demo.json", tmp_path / "demo.png"
-    status, _, err = fastclip_command("demo", *options, "--json", str(out_json), "--plot", str(out_png))
+    status, out, err = fastclip_command("demo", *options, "--json", str(out_json), "--plot", str(out_png))
     assert status == 0, err
+    check_demo_says_what_it_does(out, err, steps)
 
     def not_json(constant):
         raise AssertionError(f"{constant} is not JSON")
@@ -289,7 +360,27 @@ def run_demo_and_check_its_claim(fastclip_command, tmp_path, steps, *options):
     # entered the history, as OLMo-core's rule has it), so not every spike is.
     assert 1 <= summary["ZClip + step skipping"]["steps_skipped"] <= len(report["spikes"])
     assert all(s["steps_skipped"] == 0 for name, s in summary.items() if name != "ZClip + step skipping")
+    for name, run in report["runs"].items():  # the steps skipped, which the plot marks
+        assert len(run["skipped_steps"]) == summary[name]["steps_skipped"]
+        assert set(run["skipped_steps"]) <= set(report["spikes"])
     assert out_png.read_bytes()[:8] == PNG_HEADER
+
+
+def check_demo_says_what_it_does(out, err, steps):
+    """stderr: what is trained, then a bar over all the runs (never going back) naming the run and
+    step, and a line per finished run; stdout: the results only (the table, the plot's path)."""
+    from fastclip.demo import CLIPPERS
+
+    assert err.startswith(f"fastclip demo: {len(CLIPPERS)} runs of {steps} steps")
+    bars = [line for line in err.splitlines() if line.startswith("[")]
+    percents = [int(line.split("]")[1].split("%")[0]) for line in bars]
+    assert percents == sorted(percents) and percents[-1] == 100
+    for k, name in enumerate(CLIPPERS, 1):
+        assert f"run {k}/{len(CLIPPERS)} {name}: step {steps}/{steps}" in err, name
+        assert any(line.startswith(f"  {name}") and "s, final loss" in line for line in err.splitlines()), name
+    table = out.strip().splitlines()
+    assert table[0].split()[:3] == ["run", "final", "loss"] and "[" not in out
+    assert [line[:24].strip() for line in table[1:1 + len(CLIPPERS)]] == list(CLIPPERS)
 
 
 def test_demo_runs_and_zclip_is_not_worse_than_no_clipping(fastclip_command, tmp_path):
@@ -311,10 +402,10 @@ def test_demo_length_options_set_the_steps_and_the_spikes(options, length, fastc
 
     trained = []
 
-    def record(name, steps, spikes, spike_scale, seed, lr):  # stands in for the training run
+    def record(name, steps, spikes, spike_scale, seed, lr, progress=None):  # stands in for the training run
         trained.append((name, steps, sorted(spikes)))
         return {"losses": [1.0] * steps, "norms": [1.0] * steps, "thresholds": [float("nan")] * steps,
-                "steps_clipped": 0, "steps_skipped": 0}
+                "steps_clipped": 0, "steps_skipped": 0, "skipped_steps": []}
 
     monkeypatch.setattr(demo, "train", record)
     status, _, err = fastclip_command("demo", *options, "--no-plot")
