@@ -56,7 +56,9 @@ def main(argv=None):
     """Runs ``fastclip bench``, ``fastclip demo`` or ``fastclip info`` from command-line arguments
     (``sys.argv[1:]`` when ``argv`` is None); returns the exit status (0, or 130 when interrupted).
     A bad value exits with status 2 and the subcommand's usage (``SystemExit``)."""
-    parser = argparse.ArgumentParser(prog="fastclip", description=" ".join(__doc__.split("\n\n")[0].split()).replace("``", ""))
+    parser = argparse.ArgumentParser(prog="fastclip", description=" ".join(__doc__.split("\n\n")[0].split()).replace("``", ""),
+                                     epilog="exit status: 0 done, 1 the run failed, 2 a bad command line (usage error), "
+                                            "130 interrupted")
     parser.add_argument("--version", action="version", version=f"fastclip {fastclip.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="{bench,demo,info}")
     commands.required = True

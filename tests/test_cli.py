@@ -216,7 +216,8 @@ def test_console_script_and_python_m_run_the_command():
     assert done.returncode == 2 and "fastclip bench: error: --repeat must be >= 1, got 0" in done.stderr
     assert done.stderr.startswith("usage: fastclip bench") and "Traceback" not in done.stderr
     done = subprocess.run([sys.executable, "-m", "fastclip", "--help"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "bench" in done.stdout and "demo" in done.stdout
+    assert done.returncode == 0 and "bench" in done.stdout and "demo" in done.stdout and "info" in done.stdout
+    assert "exit status: 0 done, 1 the run failed, 2 a bad command line (usage error)" in " ".join(done.stdout.split())
 
 
 def test_bench_quick_writes_json_csv_and_png(tmp_path, fastclip_command, monkeypatch):
