@@ -238,7 +238,7 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, default=None,
                         help=f"training steps per run (default {DEFAULT_STEPS}; {QUICK_STEPS} with --quick)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"a shorter run: {QUICK_STEPS} steps unless --steps says otherwise (about 10 s on 2 cores)")
+                        help=f"a shorter run: {QUICK_STEPS} steps unless --steps says otherwise (about 9 s on 2 idle CPU cores)")
     parser.add_argument("--spikes", default=None,
                         help="comma-separated steps that get a corrupted, blown-up batch (default: at 40%%, "
                              "40%% + 1 step, 67%% and 83%% of --steps: 120,121,200,250 for 300)")
