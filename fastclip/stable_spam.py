@@ -7,7 +7,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from . import _ops
+from . import _ops, ops
 from ._layouts import STABLE_SPAM_ROW, ResultSlot
 from ._types import Params
 from ._validation import check_int, check_number
@@ -191,7 +191,7 @@ class StableSPAM(Clipper):
         for device, group in by_device.items():
             keep = self._reset_now(device)
             if isinstance(keep, torch.Tensor):
-                _ops._ops.multi_tensor_scale_(group, keep, True)  # a factor of 1 writes nothing
+                ops.multi_tensor_scale_(group, keep, clear_on_zero=True)  # a factor of 1 writes nothing
             elif not keep:
                 torch._foreach_zero_(group)
 
