@@ -211,11 +211,10 @@ def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, tota
     op = dist.ReduceOp.MAX if infinite else dist.ReduceOp.SUM
     partial = per_tensor.double() if infinite or scaled else per_tensor.double().pow(norm_type)
     n = partial.numel()
-    by_groups = _indices_by_groups(n, groups, keys, order)
     sums = []
     full = partial.clone() if keep_per_tensor else None
-    for key_groups, indices in by_groups.items():
-        index = index_tensor(indices, partial.device) if len(indices) != n else None
+    for key_groups, indices, on_device in _grouping(n, groups, keys, order):
+        index = _index_on(indices, on_device, partial.device) if len(indices) != n else None
         part = partial if index is None else partial.index_select(0, index)
         if scaled:
             part = _log_partials_across_ranks(part, norm_type, key_groups, keep_per_tensor)
@@ -247,6 +246,37 @@ def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, tota
     return total.to(total_dtype).reshape(()), (norms.to(per_tensor.dtype) if keep_per_tensor else None)
 
 
+# id(keys) -> (keys, n, groups, order, grouping): a clipper passes the same keys list step after
+# step (computed once, see Clipper._keys), so its grouping and index tensors are made once. The
+# entry holds the list, so its id cannot be reused while the entry exists.
+_GROUPINGS = {}
+_MAX_GROUPINGS = 64
+
+
+def _grouping(n: int, groups: tuple, keys: list | None, order: tuple) -> list:
+    """``[(groups, indices, {device: index tensor})]``: :func:`_indices_by_groups`, cached for a
+    keys list seen before (the same object, with the same ``n``, ``groups`` and ``order``)."""
+    if keys is None:
+        return [(k, v, {}) for k, v in _indices_by_groups(n, groups, keys, order).items()]
+    entry = _GROUPINGS.get(id(keys))
+    if entry is not None and entry[0] is keys and entry[1] == n and entry[2] == groups and entry[3] == order:
+        return entry[4]
+    grouping = [(k, v, {}) for k, v in _indices_by_groups(n, groups, keys, order).items()]
+    if len(_GROUPINGS) >= _MAX_GROUPINGS:
+        _GROUPINGS.clear()
+    _GROUPINGS[id(keys)] = (keys, n, groups, order, grouping)
+    return grouping
+
+
+def _index_on(indices, on_device, device):
+    """``indices`` as an int64 tensor on ``device``, made once per device (``on_device`` caches it)."""
+    device = torch.device(device)
+    index = on_device.get(device)
+    if index is None:
+        index = on_device[device] = index_tensor(indices, device)
+    return index
+
+
 def _indices_by_groups(n: int, groups: tuple, keys: list | None, order: tuple = ()) -> dict:
     """{groups: the indices of the tensors reduced over them}: a None key's over ``groups``, the
     others' over their key's (:func:`split_dtensors`, :func:`param_group_keys`). Tensors reduced
@@ -276,14 +306,14 @@ def reduce_per_tensor_(values: torch.Tensor, op: dist.ReduceOp, groups: tuple, k
     None keys are reduced over ``groups``): each tensor's values over its own groups. Every rank
     must list the same tensors, each holding its shard. No host sync."""
     n = values.shape[-1]
-    for key_groups, indices in _indices_by_groups(n, groups, keys, order).items():
+    for key_groups, indices, on_device in _grouping(n, groups, keys, order):
         if not key_groups:
             continue
         if len(indices) == n:
             for group in key_groups:
                 dist.all_reduce(values, op=op, group=group)
             continue
-        index = index_tensor(indices, values.device)
+        index = _index_on(indices, on_device, values.device)
         part = values.index_select(-1, index)
         for group in key_groups:
             dist.all_reduce(part, op=op, group=group)
@@ -330,25 +360,47 @@ def norms_across_ranks(tensors: list[torch.Tensor], norm_type: float, groups: tu
 
 def check_same_lists_per_key(count: int, groups: tuple, keys: list | None, order: tuple, what: str) -> None:
     """:func:`check_same_lists` for the tensors of each key (see :func:`reduce_norms`), over that
-    key's groups (once, not per step)."""
+    key's groups, once, not per step. Every collective runs before anything is raised, and the
+    outcome is then shared over every group involved, so that every rank raises, not only those
+    whose groups hold the mismatch (the others would wait forever on them)."""
     if keys is None:
         check_same_lists(count, groups, what)
         return
+    mismatch, involved = None, []
     for key_groups, indices in _indices_by_groups(count, groups, keys, order).items():
-        check_same_lists(len(indices), key_groups, what)
+        for group in key_groups:
+            involved += [] if any(group is g for g in involved) else [group]
+            low, high = _counts_across(len(indices), group)
+            if low != high and mismatch is None:
+                mismatch = (low, high)
+    found = torch.tensor([mismatch is not None], dtype=torch.int64)
+    for group in involved:
+        found = _on_backend(found, group)
+        dist.all_reduce(found, op=dist.ReduceOp.MAX, group=group)
+    if int(found[0]):
+        where = f"between {mismatch[0]} and {mismatch[1]}" if mismatch else "on other ranks"
+        raise RuntimeError(f"fastclip: the ranks of a process group passed {what} of different lengths ({where}); "
+                           "every rank must list the same param groups and tensors, each holding its shard "
+                           "(possibly empty)")
+
+
+def _on_backend(t, group):
+    return t.cuda() if dist.get_backend(group) == "nccl" else t
+
+
+def _counts_across(count, group):
+    """(lowest, highest) of ``count`` over the ranks of ``group`` (one all-reduce, one host read)."""
+    probe = _on_backend(torch.tensor([count, -count], dtype=torch.int64), group)
+    dist.all_reduce(probe, op=dist.ReduceOp.MAX, group=group)
+    return -int(probe[1]), int(probe[0])
 
 
 def check_same_lists(count: int, groups: tuple, what: str) -> None:
     """Raises on every rank if the ranks of any group hold lists of different lengths (one small
     all-reduce and one host read: call it once, not per step)."""
-    probe = torch.tensor([count, -count], dtype=torch.int64)
     for group in groups:
-        if dist.get_backend(group) == "nccl":
-            probe = probe.cuda()
-        dist.all_reduce(probe, op=dist.ReduceOp.MAX, group=group)
-        high, low = int(probe[0]), -int(probe[1])
+        low, high = _counts_across(count, group)
         if high != low:
             raise RuntimeError(f"fastclip: the ranks of a process group passed {what} of different lengths "
                                f"(between {low} and {high}); every rank must list the same tensors, each "
                                "holding its shard (possibly empty)")
-        probe = torch.tensor([count, -count], dtype=torch.int64)

@@ -33,8 +33,8 @@ from .._types import ProcessGroups, Tensors
 from .._validation import flatten_groups
 from ..distributed import as_groups, merge_keys, norms_across_ranks, param_group_keys, split_dtensors
 
-__all__ = ["clip_grad_by_total_norm_fp32", "get_grad_norm", "get_grad_norm_fp32", "norm_parameters", "param_groups",
-           "patch", "unpatch"]
+__all__ = ["clip_grad_by_total_norm_fp32", "get_grad_norm", "get_grad_norm_fp32", "moe_param_groups", "norm_parameters",
+           "param_groups", "patch", "unpatch"]
 
 
 def _stats_groups(grad_stats_parallel_group):
@@ -152,6 +152,31 @@ def _tag(param, names):
         raise ValueError(f"fastclip.integrations.megatron: a parameter has grad_norm_group={tag!r}; the separate "
                          f"grad-norm groups are {names}")
     return tag
+
+
+def moe_param_groups(parameters, dense_process_group: ProcessGroups, expert_process_group: ProcessGroups) -> list[dict]:
+    """Parameters split into fastclip param groups as Megatron-core splits them between its dense
+    and expert optimizers: experts are the parameters with ``param.allreduce == False`` (how
+    Megatron marks expert weights) or in a param group with ``"is_expert_parallel": True``
+    (Megatron's optimizer param groups); the rest is dense. Returns ``[{"params": dense,
+    "process_group": dense_process_group}, {"params": experts, "process_group":
+    expert_process_group}]``, e.g. with the data-parallel (or distributed-optimizer) group for dense
+    grads and ``[expert_parallel_group, expert_data_parallel_group]`` for expert grads sharded over
+    both: ``fastclip.ZClip(moe_param_groups(model.parameters(), dp, [ep, edp]))``."""
+    entries = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+    dense, experts = [], []
+    for entry in entries:
+        if isinstance(entry, dict):
+            tensors, _ = flatten_groups([entry])
+            if entry.get("is_expert_parallel", False):
+                experts += tensors
+                continue
+        else:
+            tensors = [entry]
+        for p in tensors:
+            (experts if getattr(p, "allreduce", True) is False else dense).append(p)
+    return [{"params": dense, "process_group": dense_process_group},
+            {"params": experts, "process_group": expert_process_group}]
 
 
 def param_groups(megatron_optimizer, grad_norm_group: str | None = None) -> list[dict]:
