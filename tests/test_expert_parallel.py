@@ -163,18 +163,68 @@ def _check_errors(layout, rank):
         clipper.step()
 
 
+def _check_dtensors(layout, rank):
+    """DTensor grads in a param group carrying process_group: reduced over the mesh's sharded dims,
+    then over the group's (a group given in both counted once). Each expert-DP rank pair holds one
+    half of the experts (r // 2), as a DTensor sharded over the mesh's second dim ({0,1}, {2,3})."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (2, 2))
+    edp_of_half = [dist.new_group([0, 2]), dist.new_group([1, 3])][rank % 2]  # joins the two halves
+    full = [t.reshape(2, -1, t.shape[-1]) for t in _full_grads(5)[len(DENSE):len(DENSE) + len(EXPERT_SHARDED)]]
+
+    def local(t):
+        return distribute_tensor(t[rank // 2].clone(), mesh, (Replicate(), Shard(0)), src_data_rank=None)
+
+    expected = torch.linalg.vector_norm(torch.cat([t.double().flatten() for t in full]))
+    coef = min(1.0, 0.5 / (float(expected) + 1e-6))
+    for process_group in (edp_of_half, [mesh.get_group(1), edp_of_half]):
+        params = [torch.nn.Parameter(local(torch.zeros_like(t))) for t in full]
+        for p, t in zip(params, full):
+            p.grad = local(t)
+        total = fastclip.clip_grad_norm_([{"params": params, "process_group": process_group}], 0.5)
+        torch.testing.assert_close(total.double(), expected, rtol=RTOL, atol=0)
+        for p, t in zip(params, full):
+            torch.testing.assert_close(p.grad.to_local(), local(t * coef).to_local(), rtol=RTOL, atol=1e-8)
+    reference_params = _params(full)
+    reference, clipper = fastclip.AdaGC(reference_params), fastclip.AdaGC([{"params": params, "process_group": edp_of_half}])
+    _set(reference_params, full)
+    for p, t in zip(params, full):
+        p.grad = local(t)
+    torch.testing.assert_close(clipper.step().coef, reference.step().coef, rtol=RTOL, atol=0)
+
+
+def _check_agc(layout, rank):
+    """AGC takes no norm across ranks: a group's process_group changes nothing."""
+    values = _pieces(_full_grads(1), rank)
+    plain, grouped = _params(values), _params(values)
+    for a, b, v in zip(plain, grouped, values):
+        a.data.copy_(v * 3)
+        b.data.copy_(v * 3)
+    _set(plain, values)
+    _set(grouped, values)
+    fastclip.AGC(plain, clip_factor=0.2).step()
+    fastclip.AGC(layout.groups(grouped), clip_factor=0.2).step()
+    for a, b in zip(plain, grouped):
+        assert torch.equal(a.grad, b.grad)
+
+
 @scenario(4)
 def _scenario_param_group_process_groups(rank, world):
     layout = Layout(rank)
     _check_functions(layout, rank)
     _check_clippers(layout, rank)
+    _check_dtensors(layout, rank)
+    _check_agc(layout, rank)
     _check_errors(layout, rank)
 
 
 def test_param_groups_reduced_over_their_own_groups(gloo_ranks):
     """Dense grads over the world, experts over EP x expert-DP or EP alone, a router not reduced:
     clip_grad_norm_, get_total_norm and every clipper against one process, state equal on every
-    rank; a wrong process_group type and ranks listing different tensors give clear errors."""
+    rank; DTensor grads in such a group; AGC unchanged; a wrong process_group type and ranks
+    listing different tensors give clear errors."""
     outcome = gloo_ranks.run(_scenario_param_group_process_groups, 4)
     assert outcome.passed, outcome.report
 
