@@ -146,7 +146,8 @@ def clip_grads_with_norm_(parameters: Tensors, max_norm: float, total_norm: torc
     """Scales the grads of ``parameters`` in place by ``min(max_norm / (total_norm + 1e-6), 1)``.
 
     Same as :func:`torch.nn.utils.clip_grads_with_norm_`. The coefficient is computed on the
-    device from ``total_norm`` (a tensor or a number): no host sync.
+    device from ``total_norm`` (a tensor or a number): no host sync. ``parameters`` may also be
+    param groups (dicts with ``"params"``).
     """
     params, grads, _ = _parameters_and_grads(parameters)
     max_norm = nonnegative(max_norm, "max_norm")
@@ -231,6 +232,7 @@ def clip_grad_value_(parameters: Tensors, clip_value: float, foreach: bool | Non
     """Clamps the grads of ``parameters`` in place to ``[-clip_value, clip_value]``.
 
     Same as :func:`torch.nn.utils.clip_grad_value_` (NaN stays NaN); ``clip_value`` must be >= 0.
+    ``parameters`` may also be param groups (dicts with ``"params"``).
     """
     params, grads, _ = _parameters_and_grads(parameters)
     clip_value = nonnegative(clip_value, "clip_value")

@@ -12,8 +12,9 @@ Options every clipper takes (keywords):
   A param group's own ``"process_group"`` key (a group, a list, or None: whole grads, not
   reduced) replaces it for that group's parameters (expert parallelism: dense and expert grads
   reduced over different groups; see :func:`fastclip.clip_grad_norm_`). The grouping is worked
-  out once, at construction; ``norm_parameters`` without param groups of their own take their
-  parameters' groups.
+  out once, at construction; ``norm_parameters`` whose groups carry no ``"process_group"`` take
+  their parameters' groups. ``AGC`` takes no norm across ranks (each row's norm is local), so
+  the key changes nothing there.
 * ``norm_parameters``: the parameters whose grads enter the norm, when that set differs from the
   set that is scaled (Megatron counts shared and tensor-parallel-duplicate parameters once in the
   norm but scales every copy). Total-norm clippers only.
@@ -113,7 +114,8 @@ class Clipper:
             spans = []
             self._norm_params = flatten_parameters(norm_parameters, name, spans)
             keys, order = param_group_keys(len(self._norm_params), spans, self._groups)
-            if not spans and self._group_keys is not None:  # a plain list: each takes its parameter's groups
+            own = any("process_group" in entry for *_, entry in spans)
+            if not own and self._group_keys is not None:  # each takes its parameter's groups
                 of_param = dict(zip(map(id, self._params), self._group_keys))
                 keys, order = [of_param.get(id(p)) for p in self._norm_params], self._key_order
             self._norm_group_keys, self._norm_key_order = keys, order
