@@ -201,8 +201,9 @@ def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, tota
     uses ``groups``; ``order``: keys reduced even when no tensor here has them), one scalar
     all-reduce per group, or, with ``keep_per_tensor``, one vector holding each of those tensors'
     partials (every rank must then list the same tensors in the same order, each holding its
-    shard). The keys' sums are added: the total is that of every key's tensors. For p > 8 the partials are first scaled by their maximum across the
-    ranks (one more all-reduce), so that no ``|g|^p`` overflows or underflows float64.
+    shard). The keys' sums are added: the total is that of every key's tensors. For p > 8 the
+    partials are first scaled by their maximum across the ranks (one more all-reduce), so that no
+    ``|g|^p`` overflows or underflows float64.
     Returns ``(total in total_dtype, per-tensor norms or None)``.
     """
     check_norm_type_across_ranks(norm_type)
@@ -344,8 +345,9 @@ def norms_across_ranks(tensors: list[torch.Tensor], norm_type: float, groups: tu
                        order: tuple = ()) -> tuple:
     """The norms of the whole model from this rank's ``tensors`` (local tensors or shards, see
     :func:`split_dtensors` and :func:`param_group_keys` for ``keys`` and ``order``): their
-    per-tensor norms in one pass, then :func:`reduce_norms` over ``groups``. A rank with no tensors still takes part in the
-    all-reduce, with an empty partial on ``device`` (used for that alone). The total is in
+    per-tensor norms in one pass, then :func:`reduce_norms` over ``groups``. A rank with no
+    tensors still takes part in the all-reduce, with an empty partial on ``device`` (used for
+    that alone). The total is in
     ``total_dtype`` (default: the tensors' promoted dtype, float32 for none). Returns
     ``(total, per-tensor norms or None)``, and that promoted dtype with ``with_local_dtype``.
     """

@@ -188,7 +188,8 @@ def _check_dtensors(layout, rank):
         for p, t in zip(params, full):
             torch.testing.assert_close(p.grad.to_local(), local(t * coef).to_local(), rtol=RTOL, atol=1e-8)
     reference_params = _params(full)
-    reference, clipper = fastclip.AdaGC(reference_params), fastclip.AdaGC([{"params": params, "process_group": edp_of_half}])
+    reference = fastclip.AdaGC(reference_params)
+    clipper = fastclip.AdaGC([{"params": params, "process_group": edp_of_half}])
     _set(reference_params, full)
     for p, t in zip(params, full):
         p.grad = local(t)
