@@ -91,8 +91,28 @@ def check_norm_type_across_ranks(norm_type):
 
 # -- the clippers' arguments (messages start with the clipper's name) ------------------------
 
-def flatten_parameters(parameters, clipper_name):
-    """A list of distinct tensors from a Tensor, an iterable of them or of param groups (dicts)."""
+def flatten_groups(entries, prefix=""):
+    """``(tensors, spans)`` from a list of tensors and param groups (dicts with a ``"params"`` key:
+    a tensor or an iterable of them): every tensor, in order, and for each param group
+    ``(its index in entries, start, stop, the dict)``, its tensors being ``tensors[start:stop]``.
+    The entries themselves are not checked here."""
+    params, spans = [], []
+    for g, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            if "params" not in entry:
+                raise ValueError(f"{prefix}param group {g} has no 'params' key")
+            group = entry["params"]
+            start = len(params)
+            params.extend([group] if isinstance(group, torch.Tensor) else list(group))
+            spans.append((g, start, len(params), entry))
+        else:
+            params.append(entry)
+    return params, spans
+
+
+def flatten_parameters(parameters, clipper_name, spans=None):
+    """A list of distinct tensors from a Tensor, an iterable of them or of param groups (dicts);
+    ``spans``, a list, receives the param groups' spans (see :func:`flatten_groups`)."""
     if isinstance(parameters, torch.Tensor):
         parameters = [parameters]
     try:
@@ -100,15 +120,9 @@ def flatten_parameters(parameters, clipper_name):
     except TypeError:
         raise TypeError(f"{clipper_name}: parameters must be an iterable of Tensors or of param groups (dicts), got "
                         f"{type(parameters).__name__}") from None
-    params = []
-    for g, entry in enumerate(entries):
-        if isinstance(entry, dict):
-            if "params" not in entry:
-                raise ValueError(f"{clipper_name}: param group {g} has no 'params' key")
-            group = entry["params"]
-            params.extend([group] if isinstance(group, torch.Tensor) else list(group))
-        else:
-            params.append(entry)
+    params, found = flatten_groups(entries, f"{clipper_name}: ")
+    if spans is not None:
+        spans.extend(found)
     for i, p in enumerate(params):
         if not isinstance(p, torch.Tensor):
             raise TypeError(f"{clipper_name}: parameters[{i}] is a {type(p).__name__}, not a Tensor")

@@ -19,6 +19,7 @@ multi-tensor kernels. Where fastclip deliberately differs:
 * ``foreach`` is accepted for compatibility and ignored: there is one fused path.
 """
 
+import itertools
 import types
 import warnings
 
@@ -26,22 +27,20 @@ import torch
 
 from . import ops
 from ._types import ProcessGroups, Tensors
-from ._validation import as_list, checked, diagnose, nonnegative, present_grads
-from .distributed import as_groups, norms_across_ranks, split_dtensors
+from ._validation import as_list, checked, diagnose, flatten_groups, nonnegative, present_grads
+from .distributed import as_groups, merge_keys, norms_across_ranks, param_group_keys, split_dtensors
 
 __all__ = ["adaptive_clip_grad_", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
 
 
-def _grads_of(parameters):
-    try:
-        grads = present_grads(parameters, "grad")
-        return [p.grad for p in parameters if p.grad is not None] if grads is None else grads
-    except AttributeError:
-        diagnose(parameters, "parameters", grads=True)
-        raise
+def _has_groups(entries):
+    return any(map(isinstance, entries, itertools.repeat(dict)))
 
 
 def _parameters_and_grads(parameters):
+    """``(params, grads, groups)``: the parameters (param groups flattened), the grads present, and
+    None, or for param groups ``(spans, positions of the parameters that have grads or None for
+    all)`` (see :func:`_group_keys`)."""
     if isinstance(parameters, torch.Tensor):
         params = [parameters]
     else:
@@ -49,7 +48,33 @@ def _parameters_and_grads(parameters):
         params = as_list(parameters, "parameters")
         if is_generator and not params:
             warnings.warn("`parameters` is an empty generator, no gradient clipping will occur.", stacklevel=3)
-    return params, _grads_of(params)
+    grads = present_grads(params, "grad")
+    if grads is not None:  # every parameter has a grad (a dict has none: param groups go on)
+        return params, grads, None
+    spans = None
+    if _has_groups(params):
+        params, spans = flatten_groups(params, "parameters: ")
+        grads = present_grads(params, "grad")
+        if grads is not None:
+            return params, grads, (spans, None)
+    try:
+        present = [i for i, p in enumerate(params) if p.grad is not None]
+    except AttributeError:
+        diagnose(params, "parameters", grads=True)
+        raise
+    return params, [params[i].grad for i in present], (None if spans is None else (spans, present))
+
+
+def _group_keys(params, groups_info, groups):
+    """``(keys, order)`` for the grads of ``params`` that are present, from their param groups'
+    ``process_group`` (see :func:`fastclip.distributed.param_group_keys`)."""
+    if groups_info is None:
+        return None, ()
+    spans, present = groups_info
+    keys, order = param_group_keys(len(params), spans, groups)
+    if keys is not None and present is not None:
+        keys = [keys[i] for i in present]
+    return keys, order
 
 
 def _raise_if_nonfinite(total_norm, norm_type):
@@ -60,11 +85,11 @@ def _raise_if_nonfinite(total_norm, norm_type):
             "`error_if_nonfinite=False`")
 
 
-def _total_across_ranks(tensors, norm_type, groups, keys, device, items, arg, grads):
+def _total_across_ranks(tensors, norm_type, groups, keys, order, device, items, arg, grads):
     """The norm of the whole model (``device``: where a rank with no tensors makes its empty
     partial); an op's rejection of ``tensors`` is re-raised naming the bad entry of ``items``."""
     return checked(norms_across_ranks, tensors, norm_type, groups, keys, device=device, items=items, arg=arg,
-                   grads=grads)[0]
+                   grads=grads, order=order)[0]
 
 
 def _coefficient_total(total, exact):
@@ -90,13 +115,21 @@ def get_total_norm(tensors: Tensors, norm_type: float = 2.0, error_if_nonfinite:
     part of the model (whole tensors or shards) and the result is the norm of all of it, the same
     on every rank. A rank with no tensors takes part with an empty partial (a CPU tensor: pass
     at least one, possibly empty, tensor on the backend's device for NCCL).
+
+    ``tensors`` may also hold param groups, dicts whose ``"params"`` are tensors (whose norm is
+    taken), each with its own ``"process_group"`` optionally: see :func:`clip_grad_norm_`.
     """
     tensors = as_list(tensors, "tensors")
     norm_type = nonnegative(norm_type, "norm_type")
     groups = as_groups(process_group)
+    group_keys, order = None, ()
+    if _has_groups(tensors):
+        tensors, spans = flatten_groups(tensors, "tensors: ")
+        group_keys, order = param_group_keys(len(tensors), spans, groups)
     local, keys = split_dtensors(tensors)
+    keys = merge_keys(keys, group_keys)
     if groups or keys is not None:
-        total = _total_across_ranks(local, norm_type, groups, keys, "cpu", tensors, "tensors", False)
+        total = _total_across_ranks(local, norm_type, groups, keys, order, "cpu", tensors, "tensors", False)
         if error_if_nonfinite:
             _raise_if_nonfinite(total, norm_type)
         return total
@@ -113,9 +146,10 @@ def clip_grads_with_norm_(parameters: Tensors, max_norm: float, total_norm: torc
     """Scales the grads of ``parameters`` in place by ``min(max_norm / (total_norm + 1e-6), 1)``.
 
     Same as :func:`torch.nn.utils.clip_grads_with_norm_`. The coefficient is computed on the
-    device from ``total_norm`` (a tensor or a number): no host sync.
+    device from ``total_norm`` (a tensor or a number): no host sync. ``parameters`` may also be
+    param groups (dicts with ``"params"``).
     """
-    params, grads = _parameters_and_grads(parameters)
+    params, grads, _ = _parameters_and_grads(parameters)
     max_norm = nonnegative(max_norm, "max_norm")
     if not grads:
         return
@@ -150,18 +184,33 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
             model (whole tensors or shards); the norm is that of the whole model, the same on
             every rank, and every rank scales its own grads by the same coefficient. One
             all-reduce of one float64 per group, on the current stream.
+
+    Param groups (dicts with ``"params"``, e.g. ``optimizer.param_groups``; other keys ignored)
+    may carry their own ``"process_group"`` (a group, a list of groups, or None), which replaces
+    the call's ``process_group`` for that group's grads; groups without the key use the call's.
+    None there means the group's grads are whole and the same on every rank: nothing is reduced.
+    This is expert parallelism (MoE): dense grads reduced over the data-parallel or
+    distributed-optimizer group, expert grads over the expert-parallel and expert-data-parallel
+    groups. Each set of groups gets one all-reduce of its grads' partial (groups sharing the same
+    groups share it), the partials are summed, and the norm is the whole model's, the same on every
+    rank, with one coefficient for every grad. Every rank must list the same param groups, in the
+    same order. A DTensor grad in a group carrying ``process_group`` is reduced over its mesh's
+    sharded dims, then over the group's (a group in both counted once).
     Returns:
         The total norm of the grads before clipping (0-d tensor).
     """
-    params, grads = _parameters_and_grads(parameters)
+    params, grads, groups_info = _parameters_and_grads(parameters)
     max_norm = nonnegative(max_norm, "max_norm")
     norm_type = nonnegative(norm_type, "norm_type")
     groups = as_groups(process_group)
+    group_keys, order = _group_keys(params, groups_info, groups)
     local, keys = split_dtensors(grads, "grads")
+    keys = merge_keys(keys, group_keys)
     if groups or keys is not None:
         device = params[0].device if params else "cpu"  # for a rank with no grads
         exact, _, dtype = checked(norms_across_ranks, local, norm_type, groups, keys, device=device, items=params,
-                                  arg="parameters", grads=True, total_dtype=torch.float64, with_local_dtype=True)
+                                  arg="parameters", grads=True, total_dtype=torch.float64, with_local_dtype=True,
+                                  order=order)
         total = exact.to(dtype)
         if error_if_nonfinite:
             _raise_if_nonfinite(total, norm_type)
@@ -183,8 +232,9 @@ def clip_grad_value_(parameters: Tensors, clip_value: float, foreach: bool | Non
     """Clamps the grads of ``parameters`` in place to ``[-clip_value, clip_value]``.
 
     Same as :func:`torch.nn.utils.clip_grad_value_` (NaN stays NaN); ``clip_value`` must be >= 0.
+    ``parameters`` may also be param groups (dicts with ``"params"``).
     """
-    params, grads = _parameters_and_grads(parameters)
+    params, grads, _ = _parameters_and_grads(parameters)
     clip_value = nonnegative(clip_value, "clip_value")
     if not grads:
         return
@@ -197,6 +247,8 @@ def adaptive_clip_grad_(parameters: Tensors, clip_factor: float = 0.01, eps: flo
     grad (dim 0 of a 2-d+ tensor; a 0-d/1-d tensor is one unit) is scaled so its L2 norm is at
     most ``clip_factor * max(||param row||, eps)``. One pass over params and grads."""
     params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+    if _has_groups(params):  # param groups: their parameters (a process_group key changes nothing: no reduction)
+        params, _ = flatten_groups(params, "parameters: ")
     _agc_clip_params(params, clip_factor, eps)
 
 

@@ -1,8 +1,8 @@
 """The stateful clippers' shared machinery: parameters, the step result, state_dict, attach.
 
 A clipper is built like a ``torch.optim`` optimizer, from an iterable of parameters or of param
-groups (a group's other keys, such as ``lr``, are ignored, so ``optimizer.param_groups`` works),
-and ``step()`` clips the parameters' ``.grad`` in place.
+groups (a group's ``"process_group"`` is honoured, its other keys, such as ``lr``, are ignored, so
+``optimizer.param_groups`` works), and ``step()`` clips the parameters' ``.grad`` in place.
 
 Options the clippers share (keywords; AGC takes none of them), written once in :data:`OPTIONS`
 and appended to each clipper's docstring, so ``help(fastclip.ZClip)`` says what its ``**options``
@@ -20,7 +20,8 @@ from . import _ops, _optimizer_feed, ops
 from ._layouts import ResultSlot, empty_result, write_outcome
 from ._types import Params, ProcessGroups
 from ._validation import check_choice, check_grad_attr, check_number, flatten_parameters, present_grads
-from .distributed import as_groups, check_same_lists, index_tensor, norms_across_ranks, split_dtensors
+from .distributed import (as_groups, check_same_lists_per_key, index_tensor, merge_keys, norms_across_ranks,
+                          param_group_keys, split_dtensors)
 
 __all__ = ["OPTIONS", "Clipper", "ClipResult", "NormClip"]
 
@@ -37,9 +38,12 @@ OPTIONS = {
                  "the statistics included (for parity tests).",
     "process_group": "a torch.distributed group, or a list of groups reduced in turn: the norms are those of "
                      "the whole model across the ranks, so every rank computes the same statistics and factor "
-                     "and scales its own shards. DTensor grads (FSDP2, tensor parallel) need none.",
+                     "and scales its own shards. DTensor grads (FSDP2, tensor parallel) need none. A param "
+                     'group\'s own "process_group" key (a group, a list, or None: whole grads, not reduced) '
+                     "replaces it for that group's parameters (expert parallelism).",
     "norm_parameters": "the parameters whose grads make the norm, when they differ from those scaled (Megatron "
-                       "counts shared and tensor-parallel-duplicate parameters once). Default: the clipped ones.",
+                       "counts shared and tensor-parallel-duplicate parameters once); they take their parameters' "
+                       'param-group "process_group" unless their own groups carry one. Default: the clipped ones.',
     "grad_attr": 'the attribute that holds each parameter\'s grad, e.g. "main_grad" for Megatron\'s fp32 gradient '
                  'buffers (default "grad").',
 }
@@ -141,15 +145,30 @@ class Clipper:
     def __init__(self, parameters: Params, on_nonfinite: str = "skip", reference: bool = False, *,
                  process_group: ProcessGroups = None, norm_parameters: Params | None = None, grad_attr: str = "grad"):
         name = type(self).__name__
-        self._params = flatten_parameters(parameters, name)
+        spans = []
+        self._params = flatten_parameters(parameters, name, spans)
         self._groups = as_groups(process_group)
+        # Each parameter's groups, from its param group's "process_group" (None: self._groups),
+        # and every param group's in order (see distributed.param_group_keys): once, here.
+        self._group_keys, self._key_order = param_group_keys(len(self._params), spans, self._groups)
         self._lists_checked = False
         self.grad_attr = check_grad_attr(grad_attr, name)
         self._norm_params = None
+        self._norm_group_keys, self._norm_key_order = None, ()
         if norm_parameters is not None:
             if self.per_tensor:
                 raise ValueError(f"{name}: norm_parameters applies to clippers of the total norm, not per-tensor ones")
-            self._norm_params = flatten_parameters(norm_parameters, name)
+            spans = []
+            self._norm_params = flatten_parameters(norm_parameters, name, spans)
+            keys, order = param_group_keys(len(self._norm_params), spans, self._groups)
+            own = any("process_group" in entry for *_, entry in spans)
+            if not own and self._group_keys is not None:  # each takes its parameter's groups
+                of_param = dict(zip(map(id, self._params), self._group_keys))
+                keys, order = [of_param.get(id(p)) for p in self._norm_params], self._key_order
+            self._norm_group_keys, self._norm_key_order = keys, order
+        # Whether the norms are reduced across ranks at all (then a rank with no grads takes part).
+        self._reduces = bool(self._groups) or any(self._key_order) or any(self._norm_key_order)
+        self._present_keys = [None, None]  # (present positions, their keys) of the last step, params and norm params
         self.on_nonfinite = check_choice(on_nonfinite, "on_nonfinite", _POLICIES, name)
         self.reference = bool(reference)
         self._state = {}  # name -> tensor, created on the grads' device at the first step
@@ -175,8 +194,8 @@ class Clipper:
         No host sync, except with ``on_nonfinite="error"``, which reads the norm to raise.
         """
         present, grads = self._grads()
-        norm_grads = grads if self._norm_params is None else self._grads(self._norm_params)[1]
-        if not norm_grads and not self._groups:
+        norm_present, norm_grads = (present, grads) if self._norm_params is None else self._grads(self._norm_params)
+        if not norm_grads and not self._reduces:
             if self._feed is not None:
                 self._feed.clear()
             return ClipResult(_idle_result(self._params[0].device, 0.0))
@@ -187,11 +206,12 @@ class Clipper:
         else:
             grads, _ = split_dtensors(grads, "grads")
             norm_grads, keys = split_dtensors(norm_grads, "grads")
+        keys, order = self._keys(norm_present, keys, self._norm_params is not None)
         device = norm_grads[0].device if norm_grads else self._params[0].device
         self._move_state(device)
         norms = None  # the op computes the norms of the grads it clips
         if not self._norms_in_op(keys):
-            norms = self._norms(norm_grads, device, keys)
+            norms = self._norms(norm_grads, device, keys, order)
             if self.on_nonfinite == "error" and not bool(torch.isfinite(norms[0])):
                 raise RuntimeError(f"{type(self).__name__}: the total norm of the gradients is {float(norms[0])}; "
                                    "statistics and grads were left untouched (on_nonfinite='error')")
@@ -221,16 +241,29 @@ class Clipper:
             self._rows = (rows, index_tensor(rows, device))
         return self._rows[1]
 
-    def _norms(self, grads, device, keys):
-        """(total, per-tensor norms or None): this rank's, or the whole model's with process_group
-        or DTensor grads."""
+    def _keys(self, present, dtensor_keys, norm):
+        """``(keys, order)`` of the grads at ``present`` (a range when all are): how each one's
+        partials are reduced (see :mod:`fastclip.distributed`), from the param groups' keys
+        computed at construction (selected again only when the present grads change) and the
+        DTensors' meshes. ``norm``: of ``norm_parameters``."""
+        keys, order = (self._norm_group_keys, self._norm_key_order) if norm else (self._group_keys, self._key_order)
+        if keys is not None and not (type(present) is range and len(present) == len(keys)):
+            cached = self._present_keys[norm]
+            if cached is None or cached[0] != present:
+                cached = self._present_keys[norm] = (present, [keys[i] for i in present])
+            keys = cached[1]
+        return merge_keys(dtensor_keys, keys), order
+
+    def _norms(self, grads, device, keys, order=()):
+        """(total, per-tensor norms or None): this rank's, or the whole model's with process_group,
+        param groups' process groups or DTensor grads."""
         if not self._groups and keys is None:
             return ops.multi_tensor_norm(grads, self._norm_type(), self.per_tensor)
         if self.per_tensor and not self._lists_checked:  # once: a length mismatch would garble the vector
-            check_same_lists(len(grads), self._groups, "grads")
+            check_same_lists_per_key(len(grads), self._groups, keys, order, "grads")
             self._lists_checked = True
         return norms_across_ranks(grads, self._norm_type(), self._groups, keys, device=device,
-                                  keep_per_tensor=self.per_tensor)
+                                  keep_per_tensor=self.per_tensor, order=order)
 
     # -- attach to an optimizer -----------------------------------------------------------
 

@@ -5,6 +5,11 @@ every rank gets the norm of the whole model and applies the same coefficient.
 ``process_group`` everywhere in fastclip is None (this rank alone), a group, or a list of groups
 reduced in turn (Megatron reduces over the data-parallel group, then the model-parallel one).
 The collectives run on the current stream: nothing syncs the host.
+
+Parameters may come in param groups that carry their own ``"process_group"`` (expert parallelism:
+dense and expert grads are reduced over different groups). Each tensor then has a key, the tuple
+of groups its partial sums are reduced over (:func:`param_group_keys`, :func:`merge_keys`), and
+the tensors of each key are reduced together over that key's groups, one all-reduce per group.
 """
 
 import math
@@ -18,20 +23,93 @@ from . import ops
 from ._types import ProcessGroups
 from ._validation import check_norm_type_across_ranks
 
-__all__ = ["as_groups", "norms_across_ranks", "reduce_norms", "reduce_per_tensor_", "split_dtensors"]
+__all__ = ["as_groups", "merge_keys", "norms_across_ranks", "param_group_keys", "reduce_norms", "reduce_per_tensor_",
+           "split_dtensors"]
 
 
 def as_groups(process_group: ProcessGroups, where: str = "process_group") -> tuple:
     """``process_group`` as a tuple of groups (empty for None), checked."""
     if process_group is None:
         return ()
-    groups = tuple(process_group) if isinstance(process_group, (list, tuple)) else (process_group,)
+    listed = isinstance(process_group, (list, tuple))
+    groups = tuple(process_group) if listed else (process_group,)
     if groups and not dist.is_initialized():
         raise RuntimeError(f"fastclip: {where} was given but torch.distributed is not initialized")
     for i, g in enumerate(groups):
         if not isinstance(g, dist.ProcessGroup):
-            raise TypeError(f"fastclip: {where}[{i}] is a {type(g).__name__}, not a torch.distributed.ProcessGroup")
+            what = f"{where}[{i}]" if listed else where
+            raise TypeError(f"fastclip: {what} is a {type(g).__name__}, not a torch.distributed.ProcessGroup "
+                            "(nor a list of them, nor None)")
     return groups
+
+
+def param_group_keys(count: int, spans: list, groups: tuple = ()) -> tuple[list | None, tuple]:
+    """``(keys, order)`` for a list of ``count`` tensors flattened from param groups (``spans``:
+    ``(group index, start, stop, group dict)`` per param group, as ``_validation.flatten_groups``
+    makes them).
+
+    A param group's ``"process_group"`` key, when present, replaces the call's ``groups`` for that
+    group's tensors (None there: this rank's values are whole, nothing is reduced): ``keys[i]`` is
+    then the tuple of groups (interned: equal keys are one object), and None for a tensor whose
+    group has no such key (or a bare tensor), which is reduced over ``groups``. ``order`` lists
+    every param group's key once, in the groups' order, empty groups included: the reductions
+    follow it, so every rank that lists the same param groups runs the same collectives in the
+    same order, whichever grads it holds. ``(None, ())`` when no group carries the key, or when
+    nothing at all is reduced (every key empty and ``groups`` empty: the local path).
+    """
+    if not any("process_group" in entry for *_, entry in spans):
+        return None, ()
+    keys, order, pos = [None] * count, {}, 0
+    for g, start, stop, entry in spans:
+        if start > pos:  # bare tensors before this group
+            order.setdefault(None)
+        key = None
+        if "process_group" in entry:
+            key = _intern(as_groups(entry["process_group"], f"param group {g}'s process_group"))
+            keys[start:stop] = [key] * (stop - start)
+        order.setdefault(key)
+        pos = stop
+    if pos < count:
+        order.setdefault(None)
+    if not groups and not any(order):  # None and () alike: nothing is reduced anywhere
+        return None, ()
+    return keys, tuple(order)
+
+
+def merge_keys(dtensor_keys: list | None, group_keys: list | None) -> list | None:
+    """Per tensor, the groups its partials are reduced over: a DTensor's mesh groups (from
+    :func:`split_dtensors`), then its param group's ``process_group`` (from :func:`param_group_keys`),
+    a group listed in both counted once. None where neither applies (reduced over the call's
+    ``process_group``)."""
+    if dtensor_keys is None:
+        return group_keys
+    if group_keys is None:
+        return dtensor_keys
+    return list(map(_merged_key, dtensor_keys, group_keys))
+
+
+_MERGED = {}
+
+
+def _merged_key(dtensor_key, group_key):
+    if group_key is None:
+        return dtensor_key
+    if dtensor_key is None:
+        return group_key
+    merged = _MERGED.get((dtensor_key, group_key))
+    if merged is None:
+        if len(_MERGED) >= _MAX_KEYS:
+            _MERGED.clear()
+        unique = {id(g): g for g in dtensor_key + group_key}  # a group reduced twice would count its ranks twice
+        merged = _MERGED[(dtensor_key, group_key)] = _intern(tuple(unique.values()))
+    return merged
+
+
+def _intern(key: tuple) -> tuple:
+    """``key``, or the equal key seen before (equal keys are one object, compared by identity in C)."""
+    if len(_KEYS) >= _MAX_KEYS:
+        _KEYS.clear()
+    return _KEYS.setdefault(key, key)
 
 
 def index_tensor(indices: Sequence[int], device: torch.device | str) -> torch.Tensor:
@@ -101,7 +179,7 @@ def _key_of_spec(spec, where, i):
         _KEYS_BY_SPEC_ID.clear()
         _SPECS_HELD.clear()
         _KEYS.clear()
-    key = _KEYS.setdefault(key, key)
+    key = _intern(key)
     _SPECS_HELD.append(spec)
     _KEYS_BY_SPEC_ID[id(spec)] = key
     return key
@@ -113,16 +191,19 @@ _LARGEST_UNSCALED_P = 8.0
 
 
 def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, total_dtype: torch.dtype,
-                 keep_per_tensor: bool = False, keys: list | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 keep_per_tensor: bool = False, keys: list | None = None,
+                 order: tuple = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The norms of the whole model from this rank's per-tensor norms.
 
     ``per_tensor``: this rank's norm of each of its tensors (the ``per_tensor`` output of
     ``multi_tensor_norm``). Sums of ``|g|^p`` (max of ``|g|`` for inf) are combined in float64:
-    for the tensors of each key (see :func:`split_dtensors`; plain tensors use ``groups``), one
-    scalar all-reduce per group, or, with ``keep_per_tensor``, one vector holding each of those
-    tensors' partials (every rank must then list the same tensors in the same order, each
-    holding its shard). For p > 8 the partials are first scaled by their maximum across the
-    ranks (one more all-reduce), so that no ``|g|^p`` overflows or underflows float64.
+    for the tensors of each key (see :func:`split_dtensors` and :func:`param_group_keys`; None
+    uses ``groups``; ``order``: keys reduced even when no tensor here has them), one scalar
+    all-reduce per group, or, with ``keep_per_tensor``, one vector holding each of those tensors'
+    partials (every rank must then list the same tensors in the same order, each holding its
+    shard). The keys' sums are added: the total is that of every key's tensors. For p > 8 the
+    partials are first scaled by their maximum across the ranks (one more all-reduce), so that no
+    ``|g|^p`` overflows or underflows float64.
     Returns ``(total in total_dtype, per-tensor norms or None)``.
     """
     check_norm_type_across_ranks(norm_type)
@@ -131,11 +212,10 @@ def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, tota
     op = dist.ReduceOp.MAX if infinite else dist.ReduceOp.SUM
     partial = per_tensor.double() if infinite or scaled else per_tensor.double().pow(norm_type)
     n = partial.numel()
-    by_groups = _indices_by_groups(n, groups, keys)
     sums = []
     full = partial.clone() if keep_per_tensor else None
-    for key_groups, indices in by_groups.items():
-        index = index_tensor(indices, partial.device) if len(indices) != n else None
+    for key_groups, indices, on_device in _grouping(n, groups, keys, order):
+        index = _index_on(indices, on_device, partial.device) if len(indices) != n else None
         part = partial if index is None else partial.index_select(0, index)
         if scaled:
             part = _log_partials_across_ranks(part, norm_type, key_groups, keep_per_tensor)
@@ -167,17 +247,52 @@ def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, tota
     return total.to(total_dtype).reshape(()), (norms.to(per_tensor.dtype) if keep_per_tensor else None)
 
 
-def _indices_by_groups(n: int, groups: tuple, keys: list | None) -> dict:
-    """{groups: the indices of the tensors reduced over them}: plain tensors' over ``groups``,
-    DTensors' over their key's (:func:`split_dtensors`). Tensors reduced over the same groups travel
-    together, in order of first appearance (the same on every rank, since the ranks list the same
-    tensors)."""
+# id(keys) -> (keys, n, groups, order, grouping): a clipper passes the same keys list step after
+# step (computed once, see Clipper._keys), so its grouping and index tensors are made once. The
+# entry holds the list, so its id cannot be reused while the entry exists.
+_GROUPINGS = {}
+_MAX_GROUPINGS = 64
+
+
+def _grouping(n: int, groups: tuple, keys: list | None, order: tuple) -> list:
+    """``[(groups, indices, {device: index tensor})]``: :func:`_indices_by_groups`, cached for a
+    keys list seen before (the same object, with the same ``n``, ``groups`` and ``order``)."""
+    if keys is None:
+        return [(k, v, {}) for k, v in _indices_by_groups(n, groups, keys, order).items()]
+    entry = _GROUPINGS.get(id(keys))
+    if entry is not None and entry[0] is keys and entry[1] == n and entry[2] == groups and entry[3] == order:
+        return entry[4]
+    grouping = [(k, v, {}) for k, v in _indices_by_groups(n, groups, keys, order).items()]
+    if len(_GROUPINGS) >= _MAX_GROUPINGS:
+        _GROUPINGS.clear()
+    _GROUPINGS[id(keys)] = (keys, n, groups, order, grouping)
+    return grouping
+
+
+def _index_on(indices, on_device, device):
+    """``indices`` as an int64 tensor on ``device``, made once per device (``on_device`` caches it)."""
+    device = torch.device(device)
+    index = on_device.get(device)
+    if index is None:
+        index = on_device[device] = index_tensor(indices, device)
+    return index
+
+
+def _indices_by_groups(n: int, groups: tuple, keys: list | None, order: tuple = ()) -> dict:
+    """{groups: the indices of the tensors reduced over them}: a None key's over ``groups``, the
+    others' over their key's (:func:`split_dtensors`, :func:`param_group_keys`). Tensors reduced
+    over the same groups travel together: first the keys of ``order`` (present even with no
+    tensor), then the others in order of first appearance (the same on every rank, since the
+    ranks list the same tensors)."""
     by_groups = {}
+    for key in order:
+        by_groups.setdefault(groups if key is None else key, [])
     # Most lists have a single key, one object (split_dtensors interns them): compared by identity in C.
     distinct = {None} if not keys else ({keys[0]} if keys.count(keys[0]) == n else set(keys))
-    if len(distinct) <= 1:  # (none at all: a rank with no tensors still reduces over `groups`)
-        key = next(iter(distinct), None)
-        by_groups[groups if key is None else key] = list(range(n))
+    if len(distinct) <= 1:  # (none at all: a rank with no tensors still reduces over `groups`, or `order`'s)
+        if n or not by_groups:
+            key = next(iter(distinct), None)
+            by_groups.setdefault(groups if key is None else key, []).extend(range(n))
     else:
         for i in range(n):
             key = groups if keys[i] is None else keys[i]
@@ -185,18 +300,21 @@ def _indices_by_groups(n: int, groups: tuple, keys: list | None) -> dict:
     return by_groups
 
 
-def reduce_per_tensor_(values: torch.Tensor, op: dist.ReduceOp, groups: tuple, keys: list | None = None) -> None:
+def reduce_per_tensor_(values: torch.Tensor, op: dist.ReduceOp, groups: tuple, keys: list | None = None,
+                       order: tuple = ()) -> None:
     """All-reduces ``values`` in place with ``op``, its last dimension holding one value per tensor
-    of the list that ``keys`` describes (see :func:`split_dtensors`; plain tensors are reduced over
-    ``groups``): each tensor's values over its own groups. Every rank must list the same tensors,
-    each holding its shard. No host sync."""
+    of the list that ``keys`` describes (see :func:`split_dtensors` and :func:`param_group_keys`;
+    None keys are reduced over ``groups``): each tensor's values over its own groups. Every rank
+    must list the same tensors, each holding its shard. No host sync."""
     n = values.shape[-1]
-    for key_groups, indices in _indices_by_groups(n, groups, keys).items():
+    for key_groups, indices, on_device in _grouping(n, groups, keys, order):
+        if not key_groups:
+            continue
         if len(indices) == n:
             for group in key_groups:
                 dist.all_reduce(values, op=op, group=group)
             continue
-        index = index_tensor(indices, values.device)
+        index = _index_on(indices, on_device, values.device)
         part = values.index_select(-1, index)
         for group in key_groups:
             dist.all_reduce(part, op=op, group=group)
@@ -223,11 +341,13 @@ def _log_partials_across_ranks(norms: torch.Tensor, norm_type: float, groups: tu
 
 def norms_across_ranks(tensors: list[torch.Tensor], norm_type: float, groups: tuple, keys: list | None = None, *,
                        device: torch.device | str, keep_per_tensor: bool = False,
-                       total_dtype: torch.dtype | None = None, with_local_dtype: bool = False) -> tuple:
+                       total_dtype: torch.dtype | None = None, with_local_dtype: bool = False,
+                       order: tuple = ()) -> tuple:
     """The norms of the whole model from this rank's ``tensors`` (local tensors or shards, see
-    :func:`split_dtensors` for ``keys``): their per-tensor norms in one pass, then
-    :func:`reduce_norms` over ``groups``. A rank with no tensors still takes part in the
-    all-reduce, with an empty partial on ``device`` (used for that alone). The total is in
+    :func:`split_dtensors` and :func:`param_group_keys` for ``keys`` and ``order``): their
+    per-tensor norms in one pass, then :func:`reduce_norms` over ``groups``. A rank with no
+    tensors still takes part in the all-reduce, with an empty partial on ``device`` (used for
+    that alone). The total is in
     ``total_dtype`` (default: the tensors' promoted dtype, float32 for none). Returns
     ``(total, per-tensor norms or None)``, and that promoted dtype with ``with_local_dtype``.
     """
@@ -236,21 +356,53 @@ def norms_across_ranks(tensors: list[torch.Tensor], norm_type: float, groups: tu
         dtype = local_total.dtype
     else:  # nothing here, but this rank still takes part in the all-reduce
         per, dtype = torch.zeros(0, dtype=torch.float32, device=device), torch.float32
-    total, norms = reduce_norms(per, norm_type, groups, total_dtype or dtype, keep_per_tensor, keys)
+    total, norms = reduce_norms(per, norm_type, groups, total_dtype or dtype, keep_per_tensor, keys, order)
     return (total, norms, dtype) if with_local_dtype else (total, norms)
+
+
+def check_same_lists_per_key(count: int, groups: tuple, keys: list | None, order: tuple, what: str) -> None:
+    """:func:`check_same_lists` for the tensors of each key (see :func:`reduce_norms`), over that
+    key's groups, once, not per step. Every collective runs before anything is raised, and the
+    outcome is then shared over every group involved, so that every rank raises, not only those
+    whose groups hold the mismatch (the others would wait forever on them)."""
+    if keys is None:
+        check_same_lists(count, groups, what)
+        return
+    mismatch, involved = None, []
+    for key_groups, indices in _indices_by_groups(count, groups, keys, order).items():
+        for group in key_groups:
+            involved += [] if any(group is g for g in involved) else [group]
+            low, high = _counts_across(len(indices), group)
+            if low != high and mismatch is None:
+                mismatch = (low, high)
+    found = torch.tensor([mismatch is not None], dtype=torch.int64)
+    for group in involved:
+        found = _on_backend(found, group)
+        dist.all_reduce(found, op=dist.ReduceOp.MAX, group=group)
+    if int(found[0]):
+        where = f"between {mismatch[0]} and {mismatch[1]}" if mismatch else "on other ranks"
+        raise RuntimeError(f"fastclip: the ranks of a process group passed {what} of different lengths ({where}); "
+                           "every rank must list the same param groups and tensors, each holding its shard "
+                           "(possibly empty)")
+
+
+def _on_backend(t, group):
+    return t.cuda() if dist.get_backend(group) == "nccl" else t
+
+
+def _counts_across(count, group):
+    """(lowest, highest) of ``count`` over the ranks of ``group`` (one all-reduce, one host read)."""
+    probe = _on_backend(torch.tensor([count, -count], dtype=torch.int64), group)
+    dist.all_reduce(probe, op=dist.ReduceOp.MAX, group=group)
+    return -int(probe[1]), int(probe[0])
 
 
 def check_same_lists(count: int, groups: tuple, what: str) -> None:
     """Raises on every rank if the ranks of any group hold lists of different lengths (one small
     all-reduce and one host read: call it once, not per step)."""
-    probe = torch.tensor([count, -count], dtype=torch.int64)
     for group in groups:
-        if dist.get_backend(group) == "nccl":
-            probe = probe.cuda()
-        dist.all_reduce(probe, op=dist.ReduceOp.MAX, group=group)
-        high, low = int(probe[0]), -int(probe[1])
+        low, high = _counts_across(count, group)
         if high != low:
             raise RuntimeError(f"fastclip: the ranks of a process group passed {what} of different lengths "
                                f"(between {low} and {high}); every rank must list the same tensors, each "
                                "holding its shard (possibly empty)")
-        probe = torch.tensor([count, -count], dtype=torch.int64)

@@ -7,12 +7,12 @@ import math
 import torch
 import torch.distributed as dist
 
-from . import _ops
+from . import _ops, ops
 from ._layouts import STABLE_SPAM_ROW, ResultSlot
 from ._types import Params
 from ._validation import check_int, check_number
 from .clipper import Clipper, ClipResult, _entry_outputs, _idle_result
-from .distributed import check_same_lists, reduce_per_tensor_, split_dtensors
+from .distributed import check_same_lists_per_key, reduce_per_tensor_, split_dtensors
 
 __all__ = ["StableSPAM"]
 
@@ -100,6 +100,7 @@ class StableSPAM(Clipper):
                 self._feed.clear()
             return ClipResult(_idle_result(self._params[0].device, 0.0))
         grads, keys = split_dtensors(grads, "grads")
+        keys, order = self._keys(present, keys, False)
         device = grads[0].device
         self._move_state(device)
         if "rows" not in self._state:
@@ -108,15 +109,15 @@ class StableSPAM(Clipper):
         rows, state = self._rows_tensor(present, device), self._state["rows"]
         across_ranks = bool(self._groups) or keys is not None
         if across_ranks and not self._lists_checked:  # once: a length mismatch would garble the vectors
-            check_same_lists(len(grads), self._groups, "grads")
+            check_same_lists_per_key(len(grads), self._groups, keys, order, "grads")
             self._lists_checked = True
         stats = _ops.stable_spam_norms(grads, None, rows, state, self.gamma3)
         if across_ranks:
-            reduce_per_tensor_(stats[0], dist.ReduceOp.MAX, self._groups, keys)
-            reduce_per_tensor_(stats[1], dist.ReduceOp.SUM, self._groups, keys)
+            reduce_per_tensor_(stats[0], dist.ReduceOp.MAX, self._groups, keys, order)
+            reduce_per_tensor_(stats[1], dist.ReduceOp.SUM, self._groups, keys, order)
         split = _ops.stable_spam_norms(grads, stats[0], rows, state, self.gamma3)
         if across_ranks:
-            reduce_per_tensor_(split, dist.ReduceOp.SUM, self._groups, keys)
+            reduce_per_tensor_(split, dist.ReduceOp.SUM, self._groups, keys, order)
         if self.on_nonfinite == "error":
             total = stats[1].sum().sqrt()
             if not bool(torch.isfinite(total)):
@@ -189,7 +190,7 @@ class StableSPAM(Clipper):
         for device, group in by_device.items():
             keep = self._reset_now(device)
             if isinstance(keep, torch.Tensor):
-                _ops._ops.multi_tensor_scale_(group, keep, True)  # a factor of 1 writes nothing
+                ops.multi_tensor_scale_(group, keep, clear_on_zero=True)  # a factor of 1 writes nothing
             elif not keep:
                 torch._foreach_zero_(group)
 

@@ -79,15 +79,47 @@ FASTCLIP_ALWAYS_INLINE acc_t finish_partial(acc_t* lanes, const scalar_t* x, int
   return norm_combine<kind>(lanes[0], tail);
 }
 
+FASTCLIP_ALWAYS_INLINE float magnitude(float x) { return __builtin_fabsf(x); }
+FASTCLIP_ALWAYS_INLINE double magnitude(double x) { return __builtin_fabs(x); }
+
+// The inf-norm partial of x[0, n): the largest magnitude, NaN if any element is NaN. NaNs are
+// counted in float lanes of their own rather than kept by the maximum's select (nan_max): GCC 12
+// at -O3 vectorises only this form (the select, or an integer flag, ran 4-5x slower: scalar).
+// (The maximum is exact, so any order of the lanes gives the same value.)
+template <typename scalar_t, typename acc_t>
+FASTCLIP_ALWAYS_INLINE acc_t max_magnitude_of(const scalar_t* x, int64_t n) {
+  acc_t peak[kLanes], nans[kLanes];
+  for (int j = 0; j < kLanes; ++j) peak[j] = nans[j] = acc_t(0);
+  auto add = [&](int j, acc_t v) {
+    const acc_t magnitude = v < acc_t(0) ? -v : v;  // (GCC vectorises this form here, not fabs)
+    peak[j] = magnitude > peak[j] ? magnitude : peak[j];
+    nans[j] += v != v ? acc_t(1) : acc_t(0);
+  };
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) add(j, load_opmath<acc_t>(x + i + j));
+  }
+  for (; i < n; ++i) add(0, load_opmath<acc_t>(x + i));
+  for (int j = 1; j < kLanes; ++j) {
+    peak[0] = peak[j] > peak[0] ? peak[j] : peak[0];
+    nans[0] += nans[j];
+  }
+  return nans[0] != acc_t(0) ? static_cast<acc_t>(__builtin_nan("")) : peak[0];
+}
+
 // The partial of x[0, n): element i goes to lane i % kLanes, the tail to its own sum.
 template <NormKind kind, typename scalar_t, typename acc_t>
 FASTCLIP_ALWAYS_INLINE acc_t partial_of(const scalar_t* x, int64_t n, acc_t p) {
+  if constexpr (kind == NormKind::kInf) return max_magnitude_of<scalar_t, acc_t>(x, n);
   acc_t lanes[kLanes];
   for (int j = 0; j < kLanes; ++j) lanes[j] = acc_t(0);
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) {
-      lanes[j] = norm_combine<kind>(lanes[j], norm_element<kind>(load_opmath<acc_t>(x + i + j), p));
+      const acc_t v = load_opmath<acc_t>(x + i + j);
+      // L1 through the builtin fabs: GCC 12 vectorised norm_element's select form of it 7x slower
+      // on bfloat16 data (the sum is the same: only a -0 or a NaN's sign differs, and neither shows).
+      lanes[j] = norm_combine<kind>(lanes[j], kind == NormKind::kL1 ? magnitude(v) : norm_element<kind>(v, p));
     }
   }
   return finish_partial<kind>(lanes, x, i, n, p);
