@@ -24,12 +24,13 @@ agreeing on every rank. Megatron itself is not imported by this module until :fu
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from .. import ops
-from .._types import ProcessGroups, Tensors
+from .._types import Params, ProcessGroups, Tensors
 from .._validation import flatten_groups
 from ..distributed import as_groups, merge_keys, norms_across_ranks, param_group_keys, split_dtensors
 
@@ -154,7 +155,7 @@ def _tag(param, names):
     return tag
 
 
-def moe_param_groups(parameters, dense_process_group: ProcessGroups, expert_process_group: ProcessGroups) -> list[dict]:
+def moe_param_groups(parameters: Params, dense_process_group: ProcessGroups, expert_process_group: ProcessGroups) -> list[dict]:
     """Parameters split into fastclip param groups as Megatron-core splits them between its dense
     and expert optimizers: experts are the parameters with ``param.allreduce == False`` (how
     Megatron marks expert weights) or in a param group with ``"is_expert_parallel": True``
@@ -179,7 +180,7 @@ def moe_param_groups(parameters, dense_process_group: ProcessGroups, expert_proc
             {"params": experts, "process_group": expert_process_group}]
 
 
-def param_groups(megatron_optimizer, grad_norm_group: str | None = None) -> list[dict]:
+def param_groups(megatron_optimizer: Any, grad_norm_group: str | None = None) -> list[dict]:
     """fastclip param groups for a Megatron optimizer: one per optimizer (a ``ChainedOptimizer``'s
     dense and expert optimizers alike), ``{"params": its parameters, "process_group": its
     grad-stats groups}`` (Megatron's None group is the whole world), so that any fastclip clipper
@@ -195,7 +196,7 @@ def param_groups(megatron_optimizer, grad_norm_group: str | None = None) -> list
              "process_group": _stats_groups_of(opt)} for opt in _sub_optimizers(megatron_optimizer)]
 
 
-def norm_parameters(megatron_optimizer, grad_norm_group: str | None = None) -> list:
+def norm_parameters(megatron_optimizer: Any, grad_norm_group: str | None = None) -> list:
     """The parameters of :func:`param_groups` whose grads Megatron counts in the norm: those whose
     current grad is among Megatron's selection (shared parameters and tensor-parallel duplicates
     left out). Reads the grads: call it after a backward."""
@@ -208,7 +209,7 @@ def norm_parameters(megatron_optimizer, grad_norm_group: str | None = None) -> l
     return out
 
 
-def get_grad_norm(megatron_optimizer, *, as_float: bool = False) -> torch.Tensor | float:
+def get_grad_norm(megatron_optimizer: Any, *, as_float: bool = False) -> torch.Tensor | float:
     """The grad norm Megatron's ``get_grad_norm`` computes for ``megatron_optimizer`` (a
     ``ChainedOptimizer`` or a single optimizer), on the device: each optimizer's grads (Megatron's
     own selection) reduced over its grad-stats group, combined as ``sqrt(sum n_i^2)`` in float64
