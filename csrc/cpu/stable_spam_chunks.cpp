@@ -12,8 +12,28 @@ namespace {
 template <typename scalar_t>
 using opmath_of = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
-// Independent lanes, as cpu_loops.h's, so the compiler vectorises without reassociating. NaNs are
-// counted in lanes of their own, as in max_magnitude_of (cpu_loops.h), for the same reason.
+// Calls add(lane, value) for every element of x[0, n) in the opmath type: element i in lane
+// i % kLanes, the tail in lane 0. Independent lanes, as cpu_loops.h's, so the compiler vectorises
+// without reassociating.
+template <typename scalar_t, typename Add>
+FASTCLIP_ALWAYS_INLINE void add_in_lanes(const scalar_t* x, int64_t n, const Add& add) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) add(j, load_opmath<opmath_of<scalar_t>>(x + i + j));
+  }
+  for (; i < n; ++i) add(0, load_opmath<opmath_of<scalar_t>>(x + i));
+}
+
+// Lane 0 of `lanes` after folding them in a fixed tree.
+template <typename T>
+FASTCLIP_ALWAYS_INLINE T sum_of_lanes(T* lanes) {
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
+  }
+  return lanes[0];
+}
+
+// NaNs are counted in lanes of their own, as in max_magnitude_of (cpu_loops.h), for the same reason.
 template <typename scalar_t>
 FASTCLIP_ALWAYS_INLINE ChunkPair max_and_sum_squares(const scalar_t* x, int64_t n) {
   using opmath_t = opmath_of<scalar_t>;
@@ -23,26 +43,15 @@ FASTCLIP_ALWAYS_INLINE ChunkPair max_and_sum_squares(const scalar_t* x, int64_t 
     peak[j] = nans[j] = opmath_t(0);
     sum[j] = 0.0;
   }
-  auto add = [&](int j, opmath_t v) {
+  add_in_lanes(x, n, [&](int j, opmath_t v) {
     const opmath_t a = v < opmath_t(0) ? -v : v;
     peak[j] = a > peak[j] ? a : peak[j];
     nans[j] += v != v ? opmath_t(1) : opmath_t(0);
     const double d = static_cast<double>(v);
     sum[j] += d * d;
-  };
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) add(j, load_opmath<opmath_t>(x + i + j));
-  }
-  for (; i < n; ++i) add(0, load_opmath<opmath_t>(x + i));
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int j = 0; j < width; ++j) {
-      peak[j] = peak[j + width] > peak[j] ? peak[j + width] : peak[j];
-      nans[j] += nans[j + width];
-      sum[j] += sum[j + width];
-    }
-  }
-  return ChunkPair{nans[0] != opmath_t(0) ? fc_nan() : static_cast<double>(peak[0]), sum[0]};
+  });
+  for (int j = 1; j < kLanes; ++j) peak[0] = peak[j] > peak[0] ? peak[j] : peak[0];  // exact: any order
+  return ChunkPair{sum_of_lanes(nans) != opmath_t(0) ? fc_nan() : static_cast<double>(peak[0]), sum_of_lanes(sum)};
 }
 
 template <typename scalar_t>
@@ -50,24 +59,13 @@ FASTCLIP_ALWAYS_INLINE ChunkPair split_sum_squares(const scalar_t* x, int64_t n,
   using opmath_t = opmath_of<scalar_t>;
   double below[kLanes], above[kLanes];
   for (int j = 0; j < kLanes; ++j) below[j] = above[j] = 0.0;
-  auto add = [&](int j, opmath_t v) {
+  add_in_lanes(x, n, [&](int j, opmath_t v) {
     const double d = static_cast<double>(v);
     const bool high = adaclip_rescales(magnitude(v), threshold);
     below[j] += high ? 0.0 : d * d;
     above[j] += high ? d * d : 0.0;
-  };
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) add(j, load_opmath<opmath_t>(x + i + j));
-  }
-  for (; i < n; ++i) add(0, load_opmath<opmath_t>(x + i));
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int j = 0; j < width; ++j) {
-      below[j] += below[j + width];
-      above[j] += above[j + width];
-    }
-  }
-  return ChunkPair{below[0], above[0]};
+  });
+  return ChunkPair{sum_of_lanes(below), sum_of_lanes(above)};
 }
 
 template <typename scalar_t>

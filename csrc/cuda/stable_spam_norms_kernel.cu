@@ -12,9 +12,24 @@ namespace fastclip {
 namespace cuda {
 namespace {
 
+// A visitor (vectorized.cuh) that reads each element through the read-only cache and hands it to
+// Derived::add: the two reductions below differ only in what they add.
+template <typename Derived>
+struct ReadEachElement {
+  template <typename scalar_t>
+  __device__ __forceinline__ void element(const scalar_t* x) { static_cast<Derived*>(this)->add(ReadOnlyLoad::one(x)); }
+  template <typename scalar_t>
+  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const { return ReadOnlyLoad::vector(x); }
+  template <typename scalar_t>
+  __device__ __forceinline__ void vector(const scalar_t*, const Vec16<scalar_t>& v) {
+#pragma unroll
+    for (int j = 0; j < Vec16<scalar_t>::kSize; ++j) static_cast<Derived*>(this)->add(v.v[j]);
+  }
+};
+
 // A thread's largest magnitude and sum of squares (in double) over the elements it visits.
 template <typename opmath_t>
-struct MaxAndSquares {
+struct MaxAndSquares : ReadEachElement<MaxAndSquares<opmath_t>> {
   opmath_t peak = opmath_t(0);
   double sum = 0.0;
 
@@ -25,22 +40,15 @@ struct MaxAndSquares {
     const double d = static_cast<double>(v);
     sum += d * d;
   }
-  template <typename scalar_t>
-  __device__ __forceinline__ void element(const scalar_t* x) { add(ReadOnlyLoad::one(x)); }
-  template <typename scalar_t>
-  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const { return ReadOnlyLoad::vector(x); }
-  template <typename scalar_t>
-  __device__ __forceinline__ void vector(const scalar_t*, const Vec16<scalar_t>& v) {
-#pragma unroll
-    for (int j = 0; j < Vec16<scalar_t>::kSize; ++j) add(v.v[j]);
-  }
 };
 
 // A thread's sums of squares over the elements at most and above `threshold` in magnitude.
 template <typename opmath_t>
-struct SplitSquares {
+struct SplitSquares : ReadEachElement<SplitSquares<opmath_t>> {
   opmath_t threshold;
   double below = 0.0, above = 0.0;
+
+  __device__ explicit SplitSquares(opmath_t bound) : threshold(bound) {}
 
   template <typename scalar_t>
   __device__ __forceinline__ void add(scalar_t x) {
@@ -51,15 +59,6 @@ struct SplitSquares {
     } else {
       below += d * d;
     }
-  }
-  template <typename scalar_t>
-  __device__ __forceinline__ void element(const scalar_t* x) { add(ReadOnlyLoad::one(x)); }
-  template <typename scalar_t>
-  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const { return ReadOnlyLoad::vector(x); }
-  template <typename scalar_t>
-  __device__ __forceinline__ void vector(const scalar_t*, const Vec16<scalar_t>& v) {
-#pragma unroll
-    for (int j = 0; j < Vec16<scalar_t>::kSize; ++j) add(v.v[j]);
   }
 };
 
