@@ -65,6 +65,9 @@ class _Feed:
                 del _FEEDS[optimizer]
 
     def _before_step(self, optimizer, args, kwargs):
+        # A step that raised never ran the post hook: put back what was there before it first,
+        # or its values would be saved as the optimizer's own and applied to every later step.
+        self._restore(optimizer)
         self._saved = {k: optimizer.__dict__.get(k, _ABSENT) for k in _KEYS}
         for source in self._sources:
             if source.pending is None:
@@ -78,6 +81,11 @@ class _Feed:
                 optimizer.found_inf = flag if current is None else torch.maximum(current, flag)
 
     def _after_step(self, optimizer, args, kwargs):
+        self._restore(optimizer)
+        for source in self._sources:
+            source.pending = None
+
+    def _restore(self, optimizer):
         if self._saved is not None:
             for key, value in self._saved.items():
                 if value is _ABSENT:
@@ -85,8 +93,6 @@ class _Feed:
                 else:
                     setattr(optimizer, key, value)
             self._saved = None
-        for source in self._sources:
-            source.pending = None
 
 
 def add_source(optimizer: torch.optim.Optimizer) -> FeedSource:

@@ -436,6 +436,29 @@ def test_feed_restores_attributes_set_before_the_step(gen):
     assert len(optimizer._optimizer_step_pre_hooks) == 1 and not optimizer._optimizer_step_post_hooks
 
 
+def test_a_step_that_raised_leaves_nothing_behind(gen):
+    """torch runs no post hook after a step that raised: the next step must not take that step's
+    found_inf for the optimizer's own (every later step would be skipped)."""
+    param = torch.nn.Parameter(torch.randn(8, generator=gen))
+    optimizer = torch.optim.AdamW([param], lr=0.1, fused=True)
+    skipper = fastclip.StepSkipper(window=4).attach(optimizer)
+
+    def fail(opt, args, kwargs):
+        raise RuntimeError("the step failed")
+
+    param.grad = torch.randn(8, generator=gen)
+    assert bool(skipper.step(float("nan"), 1.0).skip)  # a non-finite loss: skipped
+    failing = optimizer.register_step_pre_hook(fail)
+    with pytest.raises(RuntimeError, match="the step failed"):
+        optimizer.step()
+    failing.remove()
+    before = param.detach().clone()
+    assert not bool(skipper.step(1.0, 1.0).skip)
+    optimizer.step()
+    assert not torch.equal(param.detach(), before)  # taken
+    assert no_leftover_attributes(optimizer)
+
+
 # ---- errors ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, match", [({"window": 0}, "window"), ({"window": -3}, "window"),

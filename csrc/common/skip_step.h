@@ -11,7 +11,8 @@
 // a non-finite loss or norm skips its step and enters no history (in OLMo-core one NaN makes the
 // mean NaN and skips every step until it leaves the window), and a decision with fewer than two
 // earlier values (windows of 5 or less) keeps the step (their unbiased std is undefined).
-// reference=true is OLMo-core's rule exactly, NaN entering the history.
+// reference=true is OLMo-core's rule, NaN entering the history (in float64: OLMo-core's statistics
+// follow the values' dtype, so a value within rounding of the bound may be decided differently).
 //
 // The statistics are float64, summed in one fixed order on both backends (skip_step_lane_sum,
 // skip_step_fold): the CPU op and the CUDA kernel give the same bits.
