@@ -2,8 +2,8 @@
 
 1. Every kernel compiles without register spills (ptxas -v on each .cu, with torch's flags).
 2. The built extension holds SASS for every architecture the README claims, plus its PTX.
-3. The streaming kernels (norm, scale, clip by norm, clamp, AGC) use 16-byte global loads (LDG.E.128) on every
-   architecture. The clippers' one-block statistics kernels read a few scalars and are not checked.
+3. The streaming kernels (norm, scale, clip by norm, clamp, AGC, Stable-SPAM's passes) use
+   16-byte global loads (LDG.E.128) on every architecture. The clippers' one-block statistics kernels read a few scalars and are not checked.
 Exits non-zero, saying why, if any check fails.
 """
 
@@ -22,7 +22,8 @@ from setup import find_cuda_home  # noqa: E402
 
 # Kernels that stream over the tensors' data and must use 16-byte loads.
 STREAMING_KERNELS = ("multi_tensor_norm_kernel", "multi_tensor_scale_kernel", "multi_tensor_clip_by_norm_kernel",
-                     "multi_tensor_clamp_kernel", "agc_clip_kernel", "clip_grad_norm_kernel", "clip_step_kernel")
+                     "multi_tensor_clamp_kernel", "agc_clip_kernel", "clip_grad_norm_kernel", "clip_step_kernel",
+                     "stable_spam_norms_kernel", "stable_spam_apply_kernel")
 
 
 def claimed_architectures():
