@@ -68,9 +68,9 @@ class StepSkipper:
     Default mode differs from OLMo-core's rule where it would compare with a NaN: a NaN or infinite
     loss or norm skips its step and enters no history (in OLMo-core one NaN makes every mean NaN,
     skipping every step until it leaves the window), and with fewer than two earlier values
-    (windows of 5 or less) the step is kept. ``reference=True`` is OLMo-core's rule, NaN entering the history, for
-    parity tests (its statistics in float64, where OLMo-core's follow the values' dtype: a value
-    within rounding of the bound may be decided differently).
+    (windows of 5 or less) the step is kept. ``reference=True`` is OLMo-core's rule, NaN entering
+    the history, for parity tests (its statistics in float64, where OLMo-core's follow the values'
+    dtype: a value within rounding of the bound may be decided differently).
 
     ``attach(optimizer)`` makes a skipped step reach torch's fused optimizers (``fused=True``:
     Adam, AdamW, SGD, Adagrad) as ``found_inf``: the step leaves parameters and optimizer state

@@ -16,21 +16,25 @@ void check_open_unit(double value, const char* arg) {
   TORCH_CHECK(value > 0.0 && value < 1.0, "fastclip: ", arg, " must lie in (0, 1), got ", value);
 }
 
-// rows: int64, one per grad, each naming a row of state (float64 [rows, stable_spam_row::count]).
+// rows: int64, one per grad, each naming a row of state (float64 [rows, stable_spam_row::count]);
+// distinct where the op writes them (`written`: each entry updates its row).
 void check_rows_and_state(at::TensorList grads, const at::Tensor& rows, const at::Tensor& state,
-                          const at::Device& device) {
+                          const at::Device& device, bool written) {
   check_state_tensor(state, "state", at::kDouble, device, -1);
   TORCH_CHECK(state.dim() == 2 && state.size(1) == stable_spam_row::count, "fastclip: state must have shape [tensors, ",
               stable_spam_row::count, "], got ", state.sizes());
   check_state_tensor(rows, "rows", at::kLong, device, static_cast<int64_t>(grads.size()));
-  // On a GPU these checks would sync: there the kernels ignore rows out of range, and rows must be
-  // distinct (each entry updates its row).
+  // On a GPU these checks would sync: there the kernels ignore rows out of range.
   if (rows.is_cpu() && rows.numel() > 0) {
-    std::vector<int64_t> sorted(rows.const_data_ptr<int64_t>(), rows.const_data_ptr<int64_t>() + rows.numel());
-    std::sort(sorted.begin(), sorted.end());
-    TORCH_CHECK(sorted.front() >= 0 && sorted.back() < state.size(0), "fastclip: rows must lie in [0, ",
-                state.size(0), ")");
-    TORCH_CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end(), "fastclip: rows must be distinct");
+    const int64_t* first = rows.const_data_ptr<int64_t>();
+    const int64_t* last = first + rows.numel();
+    const auto [low, high] = std::minmax_element(first, last);
+    TORCH_CHECK(*low >= 0 && *high < state.size(0), "fastclip: rows must lie in [0, ", state.size(0), ")");
+    if (written) {
+      std::vector<int64_t> sorted(first, last);
+      std::sort(sorted.begin(), sorted.end());
+      TORCH_CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end(), "fastclip: rows must be distinct");
+    }
   }
 }
 
@@ -48,7 +52,7 @@ at::Tensor stable_spam_norms_output(const StableSPAMNormsArgs& a, double gamma3)
     TORCH_CHECK(a.grads[0].device() == device, "fastclip: grads are on ", a.grads[0].device(),
                 " but the state is on ", device);
   }
-  check_rows_and_state(a.grads, a.rows, a.state, device);
+  check_rows_and_state(a.grads, a.rows, a.state, device, /*written=*/false);
   const int64_t n = static_cast<int64_t>(a.grads.size());
   if (a.maxima.has_value()) check_state_tensor(*a.maxima, "maxima", at::kDouble, device, n);
   check_open_unit(gamma3, "gamma3");
@@ -65,7 +69,7 @@ StableSPAMConfig stable_spam_config(const StableSPAMTensors& t, double gamma1, d
                 " but the state is on ", device);
   }
   const int64_t n = t.num_entries();
-  check_rows_and_state(t.grads, t.rows, t.state, device);
+  check_rows_and_state(t.grads, t.rows, t.state, device, /*written=*/true);
   check_pair_tensor(t.stats, "stats", n, device);
   check_pair_tensor(t.split, "split", n, device);
   check_state_tensor(t.steps, "steps", at::kDouble, device, 1);
