@@ -3,6 +3,8 @@
 // with its argument checks in csrc/common/*_op_args.cpp; fake (meta) kernels live in fastclip/_ops.py.
 #include <torch/library.h>
 
+#include "held_list.h"
+
 TORCH_LIBRARY(fastclip, m) {
   // Returns (total, per_tensor): the p-norm of all elements of all tensors (torch's norm of the
   // per-tensor norms) and, when per_tensor is true, each tensor's norm (else an empty tensor).
@@ -22,6 +24,21 @@ TORCH_LIBRARY(fastclip, m) {
   m.def("multi_tensor_clip_grad_norm_(Tensor(a!)[] tensors, float max_norm, float norm_type) -> Tensor");
   // Clamps every element to [-clip_value, clip_value] in place (clip_grad_value_).
   m.def("multi_tensor_clamp_(Tensor(a!)[] tensors, float clip_value) -> ()");
+
+  // A list held across calls (held_list.h): torch.classes.fastclip.TensorList(tensors), and three
+  // list ops run on it (held_<op>), same checks, same results. Eager only: the schemas cannot say
+  // that the held tensors are written (and opcheck takes no ScriptObject).
+  m.class_<fastclip::HeldList>("TensorList")
+      .def(torch::init<std::vector<at::Tensor>>())
+      .def("__len__", [](const c10::intrusive_ptr<fastclip::HeldList>& self) {
+        return static_cast<int64_t>(self->tensors.size());
+      });
+  m.def("held_multi_tensor_norm(__torch__.torch.classes.fastclip.TensorList tensors, float norm_type, "
+        "bool per_tensor) -> (Tensor, Tensor)");
+  m.def("held_multi_tensor_scale_(__torch__.torch.classes.fastclip.TensorList tensors, Tensor scale, "
+        "bool clear_on_zero=False) -> ()");
+  m.def("held_multi_tensor_clip_by_norm_(__torch__.torch.classes.fastclip.TensorList tensors, Tensor total_norm, "
+        "float max_norm) -> ()");
 
   // The stateful clippers' steps (csrc/common/<clipper>_step.h). Each takes the grads it clips
   // and, optionally, their norms: given (reduced across ranks), the step reads them; None, the op

@@ -28,7 +28,7 @@ import torch
 from . import ops
 from ._types import ProcessGroups, Tensors
 from ._validation import as_list, checked, diagnose, flatten_groups, nonnegative, present_grads
-from .distributed import as_groups, merge_keys, norms_across_ranks, param_group_keys, split_dtensors
+from .distributed import ShardsOfLastList, as_groups, merge_keys, norms_across_ranks, param_group_keys, split_dtensors
 
 __all__ = ["adaptive_clip_grad_", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
 
@@ -164,6 +164,10 @@ def clip_grads_with_norm_(parameters: Tensors, max_norm: float, total_norm: torc
     checked(ops.multi_tensor_clip_by_norm_, grads, total_norm, max_norm, items=params, arg="parameters", grads=True)
 
 
+# The DTensor grads of the last call, split and held for the next (FSDP2 keeps its grads between steps).
+_LAST_GRADS = ShardsOfLastList()
+
+
 def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
                     foreach: bool | None = None, process_group: ProcessGroups = None) -> torch.Tensor:
     """Clips the gradient norm of ``parameters`` in place and returns the total norm.
@@ -204,18 +208,18 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
     norm_type = nonnegative(norm_type, "norm_type")
     groups = as_groups(process_group)
     group_keys, order = _group_keys(params, groups_info, groups)
-    local, keys = split_dtensors(grads, "grads")
+    local, keys, held = _LAST_GRADS.split(grads, "grads")
     keys = merge_keys(keys, group_keys)
     if groups or keys is not None:
         device = params[0].device if params else "cpu"  # for a rank with no grads
         exact, _, dtype = checked(norms_across_ranks, local, norm_type, groups, keys, device=device, items=params,
                                   arg="parameters", grads=True, total_dtype=torch.float64, with_local_dtype=True,
-                                  order=order)
+                                  order=order, held=held)
         total = exact.to(dtype)
         if error_if_nonfinite:
             _raise_if_nonfinite(total, norm_type)
         if local:
-            ops.multi_tensor_clip_by_norm_(local, _coefficient_total(total, exact), max_norm)
+            ops.multi_tensor_clip_by_norm_(local if held is None else held, _coefficient_total(total, exact), max_norm)
         return total
     if not grads:
         return torch.tensor(0.0)

@@ -20,8 +20,8 @@ from . import _ops, _optimizer_feed, ops
 from ._layouts import ResultSlot, empty_result, write_outcome
 from ._types import Params, ProcessGroups
 from ._validation import check_choice, check_grad_attr, check_number, flatten_parameters, present_grads
-from .distributed import (as_groups, check_same_lists_per_key, index_tensor, merge_keys, norms_across_ranks,
-                          param_group_keys, split_dtensors)
+from .distributed import (ShardsOfLastList, as_groups, check_same_lists_per_key, index_tensor, merge_keys,
+                          norms_across_ranks, param_group_keys, split_dtensors)
 
 __all__ = ["OPTIONS", "Clipper", "ClipResult", "NormClip"]
 
@@ -174,6 +174,7 @@ class Clipper:
         self._state = {}  # name -> tensor, created on the grads' device at the first step
         self._feed = None  # what an attached optimizer's next step applies (_optimizer_feed.FeedSource)
         self._rows = None  # (state rows, the same as a device tensor) of the last step
+        self._last_grads = ShardsOfLastList()  # DTensor grads: split and held once while they live
 
     # -- the step -------------------------------------------------------------------------
 
@@ -200,8 +201,9 @@ class Clipper:
                 self._feed.clear()
             return ClipResult(_idle_result(self._params[0].device, 0.0))
         # DTensors: their local shards, scaled in place, and how their partials are reduced.
+        held = None  # the local shards of DTensor grads, held across steps (ShardsOfLastList)
         if self._norm_params is None:
-            grads, keys = split_dtensors(grads, "grads")
+            grads, keys, held = self._last_grads.split(grads, "grads")
             norm_grads = grads
         else:
             grads, _ = split_dtensors(grads, "grads")
@@ -211,7 +213,7 @@ class Clipper:
         self._move_state(device)
         norms = None  # the op computes the norms of the grads it clips
         if not self._norms_in_op(keys):
-            norms = self._norms(norm_grads, device, keys, order)
+            norms = self._norms(norm_grads, device, keys, order, held)
             if self.on_nonfinite == "error" and not bool(torch.isfinite(norms[0])):
                 raise RuntimeError(f"{type(self).__name__}: the total norm of the gradients is {float(norms[0])}; "
                                    "statistics and grads were left untouched (on_nonfinite='error')")
@@ -219,7 +221,14 @@ class Clipper:
         # Attached to an optimizer that applies the factor, the op leaves the grads alone (but for
         # zeroing them on a non-finite step under "zero").
         folded = self._feed is not None and self.folds_into_optimizer
-        values, coef, threshold = self._update(grads, norms, present, device, policy, not folded)
+        # A held list is scaled by the scale op, by the factors the step wrote: the stats op gets
+        # no grads (it would scale them by the same factors, the same way).
+        scale_held = held is not None and not folded
+        values, coef, threshold = self._update([] if scale_held else grads, norms, present, device, policy,
+                                               not folded)
+        if scale_held:
+            factors = values[ResultSlot.COEF] if coef is None else coef
+            ops.multi_tensor_scale_(held, factors, policy == "zero")
         if self._feed is not None:
             self._feed.set(values[ResultSlot.GRAD_SCALE] if folded else None, values[ResultSlot.FOUND_INF])
         return ClipResult(values, coef, threshold)
@@ -254,16 +263,16 @@ class Clipper:
             keys = cached[1]
         return merge_keys(dtensor_keys, keys), order
 
-    def _norms(self, grads, device, keys, order=()):
+    def _norms(self, grads, device, keys, order=(), held=None):
         """(total, per-tensor norms or None): this rank's, or the whole model's with process_group,
-        param groups' process groups or DTensor grads."""
+        param groups' process groups or DTensor grads (``held``: ``grads`` as a held list)."""
         if not self._groups and keys is None:
             return ops.multi_tensor_norm(grads, self._norm_type(), self.per_tensor)
         if self.per_tensor and not self._lists_checked:  # once: a length mismatch would garble the vector
             check_same_lists_per_key(len(grads), self._groups, keys, order, "grads")
             self._lists_checked = True
         return norms_across_ranks(grads, self._norm_type(), self._groups, keys, device=device,
-                                  keep_per_tensor=self.per_tensor, order=order)
+                                  keep_per_tensor=self.per_tensor, order=order, held=held)
 
     # -- attach to an optimizer -----------------------------------------------------------
 

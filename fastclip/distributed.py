@@ -14,6 +14,7 @@ the tensors of each key are reduced together over that key's groups, one all-red
 
 import math
 import operator
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -23,7 +24,7 @@ from . import ops
 from ._types import ProcessGroups
 from ._validation import check_norm_type_across_ranks
 
-__all__ = ["as_groups", "merge_keys", "norms_across_ranks", "param_group_keys", "reduce_norms", "reduce_per_tensor_",
+__all__ = ["ShardsOfLastList", "as_groups", "merge_keys", "norms_across_ranks", "param_group_keys", "reduce_norms", "reduce_per_tensor_",
            "split_dtensors"]
 
 
@@ -134,15 +135,21 @@ def split_dtensors(tensors: list[torch.Tensor], where: str = "tensors") -> tuple
     mesh dims on which it is sharded (a replicated dim holds the same values on every rank, so it
     counts once). keys[i] is None for a plain tensor (reduced over ``process_group``), and the
     keys are None altogether when the list holds no DTensor."""
+    return _split(tensors, where)[:2]
+
+
+def _split(tensors, where):
+    """:func:`split_dtensors`, and whether every tensor was a DTensor."""
     dtensor = _dtensor_type()
     # The types present, collected in C (a per-tensor isinstance would cost as much as the clip).
     kinds = set(map(type, tensors))
     if dtensor is None or not any(issubclass(kind, dtensor) for kind in kinds):
-        return tensors, None
-    if kinds == {dtensor}:  # FSDP2: every grad a DTensor whose spec was seen before, all looked up in C
+        return tensors, None, False
+    only_dtensors = kinds == {dtensor}
+    if only_dtensors:  # FSDP2: every grad a DTensor whose spec was seen before, all looked up in C
         keys = list(map(_KEYS_BY_SPEC_ID.get, map(id, map(_SPEC, tensors))))
         if None not in keys:
-            return list(map(_LOCAL_TENSOR, tensors)), keys
+            return list(map(_LOCAL_TENSOR, tensors)), keys, True
     local, keys = [], []
     for i, t in enumerate(tensors):
         if not isinstance(t, dtensor):
@@ -153,7 +160,49 @@ def split_dtensors(tensors: list[torch.Tensor], where: str = "tensors") -> tuple
         local.append(t._local_tensor)
         key = _KEYS_BY_SPEC_ID.get(id(spec))
         keys.append(key if key is not None else _key_of_spec(spec, where, i))
-    return local, keys
+    return local, keys, only_dtensors
+
+
+class ShardsOfLastList:
+    """:func:`split_dtensors` for a caller that passes the same DTensor grads call after call (a
+    clipper's step, FSDP2 grads kept between steps): the last list's local shards and keys, and
+    the shards as a held list (:func:`fastclip.ops.held_list`), so that the ops are not handed a
+    Python list of tens of thousands of tensors at every call (converting one costs more than the
+    clip, and twice as much for DTensors' shards as for plain tensors).
+
+    The last list is kept while every one of its DTensors lives (a weak reference to each): the
+    next list is the same if it holds the same objects, compared by ``id`` (a live object's id is
+    its own). The first of them to die (``zero_grad(set_to_none=True)``) drops the entry, and with
+    it the shards it held. A DTensor's local shard and placements are taken to stay those it was
+    made with (DTensors are immutable; FSDP2 accumulates into the shard in place). Only lists of
+    DTensors alone are kept: a plain tensor held by the list would keep its own Python object
+    alive, and its weak reference would never fire. Not under ``torch.compile``.
+    """
+
+    def __init__(self):
+        self._last = None  # (ids, local, keys, held, watchers, token)
+
+    def split(self, tensors: list, where: str = "tensors") -> tuple[list, list | None, object]:
+        """``(local tensors, keys, held list or None)``, as :func:`split_dtensors`, with the held
+        list of the local tensors when every tensor is a DTensor."""
+        last = self._last
+        if last is not None and len(tensors) == len(last[0]) and list(map(id, tensors)) == last[0]:
+            return last[1], last[2], last[3]
+        local, keys, only_dtensors = _split(tensors, where)
+        if not only_dtensors or not local or torch.compiler.is_compiling():
+            return local, keys, None
+        self._last = None  # the previous list's shards go now, not after the next one is held
+        token, this = object(), weakref.ref(self)
+
+        def forget(_, this=this, token=token):
+            cache = this()
+            if cache is not None and cache._last is not None and cache._last[5] is token:
+                cache._last = None
+
+        held = ops.held_list(local)
+        watchers = [weakref.ref(t, forget) for t in tensors]
+        self._last = (list(map(id, tensors)), local, keys, held, watchers, token)
+        return local, keys, held
 
 
 # id(spec) -> key. A DTensor's spec (mesh and placements) is shared step after step: FSDP2 keeps one
@@ -342,7 +391,7 @@ def _log_partials_across_ranks(norms: torch.Tensor, norm_type: float, groups: tu
 def norms_across_ranks(tensors: list[torch.Tensor], norm_type: float, groups: tuple, keys: list | None = None, *,
                        device: torch.device | str, keep_per_tensor: bool = False,
                        total_dtype: torch.dtype | None = None, with_local_dtype: bool = False,
-                       order: tuple = ()) -> tuple:
+                       order: tuple = (), held: torch.ScriptObject | None = None) -> tuple:
     """The norms of the whole model from this rank's ``tensors`` (local tensors or shards, see
     :func:`split_dtensors` and :func:`param_group_keys` for ``keys`` and ``order``): their
     per-tensor norms in one pass, then :func:`reduce_norms` over ``groups``. A rank with no
@@ -350,9 +399,10 @@ def norms_across_ranks(tensors: list[torch.Tensor], norm_type: float, groups: tu
     that alone). The total is in
     ``total_dtype`` (default: the tensors' promoted dtype, float32 for none). Returns
     ``(total, per-tensor norms or None)``, and that promoted dtype with ``with_local_dtype``.
+    ``held``: ``tensors`` as a held list (:class:`ShardsOfLastList`), passed to the op instead.
     """
     if tensors:
-        local_total, per = ops.multi_tensor_norm(tensors, norm_type, True)
+        local_total, per = ops.multi_tensor_norm(tensors if held is None else held, norm_type, True)
         dtype = local_total.dtype
     else:  # nothing here, but this rank still takes part in the all-reduce
         per, dtype = torch.zeros(0, dtype=torch.float32, device=device), torch.float32

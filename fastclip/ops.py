@@ -5,6 +5,10 @@ They check nothing the op does not: every tensor list must be on one device, hol
 bfloat16 or float64 dense tensors, and (for the in-place ops) share no memory. For torch's
 signatures, argument checks and error messages naming the bad entry, use the functions in
 :mod:`fastclip.clip_grad`.
+
+:func:`multi_tensor_norm`, :func:`multi_tensor_scale_` and :func:`multi_tensor_clip_by_norm_` also
+take a :func:`held_list`: a list converted once, for lists of thousands of tensors passed again
+and again (converting such a list costs more than the op on it).
 """
 
 from collections.abc import Sequence
@@ -13,11 +17,24 @@ import torch
 
 from . import _ops  # noqa: F401  (loads the library and registers the fake kernels)
 
-__all__ = ["agc_clip_", "multi_tensor_clamp_", "multi_tensor_clip_by_norm_", "multi_tensor_clip_grad_norm_",
-           "multi_tensor_norm", "multi_tensor_scale_"]
+__all__ = ["agc_clip_", "held_list", "multi_tensor_clamp_", "multi_tensor_clip_by_norm_",
+           "multi_tensor_clip_grad_norm_", "multi_tensor_norm", "multi_tensor_scale_"]
 
 _lib = torch.ops.fastclip
 _PRIVATE = ("zclip_update_", "autoclip_update_", "adagc_update_")
+
+
+def held_list(tensors: Sequence[torch.Tensor]) -> torch.ScriptObject:
+    """``tensors`` converted to the ops' C++ list once (a ``torch.classes.fastclip.TensorList``),
+    to pass instead of the list to the ops that take one: the same checks and results, without
+    the per-tensor cost of converting the list at every call. It holds its tensors alive for as
+    long as it lives. Eager mode only (the ops' schemas cannot say that it holds tensors they write).
+    The ops check and plan its tensors at every call, so a tensor resized in place is seen."""
+    return torch.classes.fastclip.TensorList(list(tensors))
+
+
+def _is_held(tensors):
+    return isinstance(tensors, torch.ScriptObject)
 
 
 def multi_tensor_norm(tensors: Sequence[torch.Tensor], norm_type: float = 2.0,
@@ -29,6 +46,8 @@ def multi_tensor_norm(tensors: Sequence[torch.Tensor], norm_type: float = 2.0,
     dtype (float64 if the list holds a float64 tensor, else float32) when ``per_tensor``, and is
     empty otherwise.
     """
+    if _is_held(tensors):
+        return _lib.held_multi_tensor_norm(tensors, float(norm_type), per_tensor)
     return _lib.multi_tensor_norm(tensors, float(norm_type), per_tensor)
 
 
@@ -37,13 +56,19 @@ def multi_tensor_scale_(tensors: Sequence[torch.Tensor], scale: torch.Tensor, cl
 
     With ``clear_on_zero``, a factor of exactly 0 stores zeros (NaN and inf included).
     """
-    _lib.multi_tensor_scale_(tensors, scale, clear_on_zero)
+    if _is_held(tensors):
+        _lib.held_multi_tensor_scale_(tensors, scale, clear_on_zero)
+    else:
+        _lib.multi_tensor_scale_(tensors, scale, clear_on_zero)
 
 
 def multi_tensor_clip_by_norm_(tensors: Sequence[torch.Tensor], total_norm: torch.Tensor, max_norm: float) -> None:
     """``tensors *= min(max_norm / (total_norm + 1e-6), 1)`` in place, computed on the device from
     the 0-d ``total_norm``: no host sync."""
-    _lib.multi_tensor_clip_by_norm_(tensors, total_norm, float(max_norm))
+    if _is_held(tensors):
+        _lib.held_multi_tensor_clip_by_norm_(tensors, total_norm, float(max_norm))
+    else:
+        _lib.multi_tensor_clip_by_norm_(tensors, total_norm, float(max_norm))
 
 
 def multi_tensor_clip_grad_norm_(tensors: Sequence[torch.Tensor], max_norm: float,

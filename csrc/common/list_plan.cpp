@@ -36,19 +36,24 @@ struct Span {
   int list;  // which of the lists checked against each other
 };
 
+// The bytes from t's first element to one past its last (empty for no elements).
+Span span_of(const at::Tensor& t, size_t index, int list) {
+  const int64_t numel = t.numel();
+  if (numel == 0) return Span{0, 0, index, list};
+  int64_t extent = numel;  // elements from the first to one past the last
+  if (!t.is_non_overlapping_and_dense()) {
+    int64_t last = 0;
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+    extent = last + 1;
+  }
+  const auto begin = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  return Span{begin, begin + static_cast<uintptr_t>(extent * t.element_size()), index, list};
+}
+
 void add_spans(at::TensorList tensors, int list, std::vector<Span>* spans) {
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const at::Tensor& t = tensors[i];
-    const int64_t numel = t.numel();
-    if (numel == 0) continue;
-    int64_t extent = numel;  // elements from the first to one past the last
-    if (!t.is_non_overlapping_and_dense()) {
-      int64_t last = 0;
-      for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
-      extent = last + 1;
-    }
-    const auto begin = reinterpret_cast<uintptr_t>(t.const_data_ptr());
-    spans->push_back(Span{begin, begin + static_cast<uintptr_t>(extent * t.element_size()), i, list});
+    const Span span = span_of(tensors[i], i, list);
+    if (span.begin != span.end) spans->push_back(span);
   }
 }
 
@@ -143,10 +148,33 @@ class RecentLists {
   std::deque<std::pair<std::vector<Fingerprint>, Value>> entries_;
 };
 
+// The fingerprint the last check_tensor_list computed, for the plan that an op makes right after
+// checking the same list (the same array of tensors, nothing run in between): on lists of tens of
+// thousands of tensors, fingerprinting is most of an op's host time. Any plan takes it or drops it.
+struct LastChecked {
+  const at::Tensor* list = nullptr;  // null: nothing to hand over
+  size_t size = 0;
+  std::vector<Fingerprint> key;
+};
+thread_local LastChecked last_checked;
+
 }  // namespace
 
 void check_reads_apart_from_writes(at::TensorList written, const char* written_arg, at::TensorList read,
                                    const char* read_arg, bool read_is_list, const char* hint) {
+  if (read.size() == 1) {  // a scale or a norm: one scan, no spans to sort (called at every step)
+    const Span r = span_of(read[0], 0, 1);
+    if (r.begin == r.end) return;
+    for (size_t i = 0; i < written.size(); ++i) {
+      const Span w = span_of(written[i], i, 0);
+      if (w.begin == w.end || w.end <= r.begin || r.end <= w.begin) continue;
+      const at::MemOverlapStatus status = at::get_overlap_status(written[i], read[0]);
+      const std::string read_name = read_is_list ? std::string(read_arg) + "[0]" : read_arg;
+      TORCH_CHECK(status == at::MemOverlapStatus::No, "fastclip: ", read_name, " shares memory with ", written_arg,
+                  "[", i, "], which this op writes while reading it: ", hint);
+    }
+    return;
+  }
   std::vector<Span> spans;
   spans.reserve(written.size() + read.size());
   add_spans(written, 0, &spans);
@@ -167,8 +195,10 @@ void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated) {
   // the same grads every step, and on lists of thousands of small tensors the checks would cost
   // more than the clip.
   thread_local RecentLists<bool> passed;  // value: checked as an in-place list
-  thread_local std::vector<Fingerprint> key;
+  std::vector<Fingerprint>& key = last_checked.key;
   const bool keyed = fingerprint(tensors, &key);
+  last_checked.list = keyed ? tensors.data() : nullptr;
+  last_checked.size = tensors.size();
   if (keyed) {
     const bool* as_mutated = passed.find(key);
     if (as_mutated != nullptr && (*as_mutated || !mutated)) return;
@@ -265,7 +295,13 @@ ListPlan plan_tensor_list(at::TensorList tensors, int64_t chunk_size) {
   // of that plan: a memcpy, where planning again costs several calls into each tensor.
   thread_local RecentLists<ListPlan> planned;
   std::vector<Fingerprint> key;
-  if (!fingerprint(tensors, &key)) return plan_in_full(tensors, chunk_size);
+  const bool just_checked = last_checked.list == tensors.data() && last_checked.size == tensors.size();
+  last_checked.list = nullptr;  // handed over once, to the plan that follows the check
+  if (just_checked) {
+    key = last_checked.key;
+  } else if (!fingerprint(tensors, &key)) {
+    return plan_in_full(tensors, chunk_size);
+  }
   key.push_back(Fingerprint{nullptr, chunk_size, -1, -1});
   if (const ListPlan* plan = planned.find(key)) return *plan;
   ListPlan plan = plan_in_full(tensors, chunk_size);
