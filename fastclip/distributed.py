@@ -182,14 +182,23 @@ class ShardsOfLastList:
     def __init__(self):
         self._last = None  # (ids, local, keys, held, watchers, token)
 
+    # A cache: a copy (copy.deepcopy of a clipper) or a pickle starts without it.
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self._last = None
+
     def split(self, tensors: list, where: str = "tensors") -> tuple[list, list | None, object]:
         """``(local tensors, keys, held list or None)``, as :func:`split_dtensors`, with the held
         list of the local tensors when every tensor is a DTensor."""
+        if torch.compiler.is_compiling():
+            return (*split_dtensors(tensors, where), None)
         last = self._last
         if last is not None and len(tensors) == len(last[0]) and list(map(id, tensors)) == last[0]:
             return last[1], last[2], last[3]
         local, keys, only_dtensors = _split(tensors, where)
-        if not only_dtensors or not local or torch.compiler.is_compiling():
+        if not only_dtensors or not local:
             return local, keys, None
         self._last = None  # the previous list's shards go now, not after the next one is held
         token, this = object(), weakref.ref(self)
@@ -200,6 +209,10 @@ class ShardsOfLastList:
                 cache._last = None
 
         held = ops.held_list(local)
+        # Checked as a list written in place now, before a step reads them: the scale at the end of
+        # a step would refuse shards that share memory only after the statistics moved on. A factor
+        # of exactly 1 writes nothing; the scale's own check then finds the list passed.
+        ops.multi_tensor_scale_(held, torch.ones((), device=local[0].device))
         watchers = [weakref.ref(t, forget) for t in tensors]
         self._last = (list(map(id, tensors)), local, keys, held, watchers, token)
         return local, keys, held

@@ -195,3 +195,33 @@ def test_lists_that_mix_plain_tensors_and_dtensors_are_not_held(mesh, gen):
     mixed = plain + _sharded(random_tensors([(4,)], [torch.float32], "cpu", gen), mesh)
     local, keys, held = ShardsOfLastList().split(mixed)
     assert held is None and keys[0] is None and local[0] is plain[0]
+
+
+def test_shards_sharing_memory_are_refused_before_the_statistics_move(mesh, gen):
+    """A held list is scaled after the step; shards that share memory must be refused before the
+    step reads them, leaving the clipper's state as it was."""
+    shared = torch.randn(6, generator=gen)
+    params = [torch.nn.Parameter(torch.zeros(6)), torch.nn.Parameter(torch.zeros(4))]
+    params[0].grad, params[1].grad = _sharded([shared], mesh)[0], _sharded([shared[2:]], mesh)[0]
+    params[1].grad._local_tensor = params[0].grad._local_tensor[2:]  # the same memory, as a view
+    clipper = fastclip.ZClip(params, warmup_steps=2)
+    before = clipper.state_dict()
+    with pytest.raises(RuntimeError, match="share memory"):
+        clipper.step()
+    after = clipper.state_dict()
+    assert before["host"] == after["host"]
+    assert all(torch.equal(before["state"][k], after["state"][k]) for k in before["state"])
+    assert set(before["state"]) == set(after["state"])
+
+
+def test_a_clipper_that_held_dtensor_grads_can_be_copied(mesh, gen):
+    import copy
+
+    params = [torch.nn.Parameter(torch.zeros(5))]
+    params[0].grad = _sharded(random_tensors([(5,)], [torch.float32], "cpu", gen), mesh)[0]
+    clipper = fastclip.AdaGC(params, warmup_steps=2)
+    clipper.step()
+    twin = copy.deepcopy(clipper)
+    assert twin._last_grads._last is None
+    assert all(torch.equal(a, b) for a, b in zip(clipper.state_dict()["state"].values(),
+                                                 twin.state_dict()["state"].values()))

@@ -295,7 +295,10 @@ ListPlan plan_tensor_list(at::TensorList tensors, int64_t chunk_size) {
   // of that plan: a memcpy, where planning again costs several calls into each tensor.
   thread_local RecentLists<ListPlan> planned;
   std::vector<Fingerprint> key;
-  const bool just_checked = last_checked.list == tensors.data() && last_checked.size == tensors.size();
+  // (The ends' data pointers guard the invariant that no op plans a list it did not just check.)
+  const bool just_checked = last_checked.list == tensors.data() && last_checked.size == tensors.size() &&
+                            !tensors.empty() && last_checked.key.front().data == tensors.front().const_data_ptr() &&
+                            last_checked.key.back().data == tensors.back().const_data_ptr();
   last_checked.list = nullptr;  // handed over once, to the plan that follows the check
   if (just_checked) {
     key = last_checked.key;
