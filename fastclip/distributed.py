@@ -24,8 +24,8 @@ from . import ops
 from ._types import ProcessGroups
 from ._validation import check_norm_type_across_ranks
 
-__all__ = ["ShardsOfLastList", "as_groups", "merge_keys", "norms_across_ranks", "param_group_keys", "reduce_norms", "reduce_per_tensor_",
-           "split_dtensors"]
+__all__ = ["ShardsOfLastList", "as_groups", "merge_keys", "norms_across_ranks", "param_group_keys", "reduce_norms",
+           "reduce_per_tensor_", "split_dtensors"]
 
 
 def as_groups(process_group: ProcessGroups, where: str = "process_group") -> tuple:
