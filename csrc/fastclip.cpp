@@ -5,6 +5,21 @@
 
 #include "held_list.h"
 
+namespace {
+
+// Defines a stats op and its held_<op> form, the same op with the grads as a held list
+// (held_list.h): the schema with a TensorList first, run by held_list.cpp on the list's tensors.
+void def_with_held(torch::Library& m, const std::string& schema) {
+  m.def(schema.c_str());
+  const std::string grads = "(Tensor(a!)[] grads,";
+  const size_t at = schema.find(grads);
+  TORCH_INTERNAL_ASSERT(at != std::string::npos, "a held stats op takes its grads first: ", schema);
+  m.def(("held_" + schema.substr(0, at) + "(__torch__.torch.classes.fastclip.TensorList grads," +
+         schema.substr(at + grads.size())).c_str());
+}
+
+}  // namespace
+
 TORCH_LIBRARY(fastclip, m) {
   // Returns (total, per_tensor): the p-norm of all elements of all tensors (torch's norm of the
   // per-tensor norms) and, when per_tensor is true, each tensor's norm (else an empty tensor).
@@ -33,6 +48,11 @@ TORCH_LIBRARY(fastclip, m) {
       .def("__len__", [](const c10::intrusive_ptr<fastclip::HeldList>& self) {
         return static_cast<int64_t>(self->tensors.size());
       });
+  // A clipper's parameters, held for its life: grads() is their .grad as a held list, read in C++
+  // (None unless every one has a plain dense grad), so that a step reads no attribute in Python.
+  m.class_<fastclip::HeldParams>("ParamList")
+      .def(torch::init<std::vector<at::Tensor>>())
+      .def("grads", &fastclip::HeldParams::grads);
   m.def("held_multi_tensor_norm(__torch__.torch.classes.fastclip.TensorList tensors, float norm_type, "
         "bool per_tensor) -> (Tensor, Tensor)");
   m.def("held_multi_tensor_scale_(__torch__.torch.classes.fastclip.TensorList tensors, Tensor scale, "
@@ -48,28 +68,28 @@ TORCH_LIBRARY(fastclip, m) {
   // per entry. Then, with scale_grads, the grads are scaled by the step's factor (one, or one per
   // grad), a factor of 0 storing zeros under on_nonfinite="zero"; without it (an attached optimizer
   // applies the factor) they are left alone, except that "zero" zeroes them on a non-finite step.
-  // No host sync.
+  // No host sync. Each has a held_<op> form taking the grads as a TensorList (def_with_held).
   // state: float64, common/layouts.h's zclip_state header then warmup_steps norms.
-  m.def(
+  def_with_held(m,
       "zclip_update_(Tensor(a!)[] grads, Tensor? norm, Tensor(b!) state, Tensor(c!) result, float alpha, "
       "float z_thresh, float? max_grad_norm, float eps, int warmup_steps, str threshold_mode, str clip_option, "
       "float clip_factor, bool skip_update_on_spike, str on_nonfinite, bool reference, bool scale_grads) -> ()");
   // A fixed threshold: torch's min(max_norm / (norm + 1e-6), 1) in float32; the norm of order norm_type.
-  m.def(
+  def_with_held(m,
       "normclip_update_(Tensor(a!)[] grads, Tensor? norm, Tensor(b!) result, float max_norm, float norm_type, "
       "str on_nonfinite, bool scale_grads) -> ()");
   // norms[j] belongs to history rows[j]; rows must be distinct. Computed norms: an entry per grad
   // with per_tensor, else one entry, the total (row 0). Whole history when window has zero columns:
   // lower/upper are float32 heaps, [H, capacity]; else window is a float32 ring buffer
   // [H, history_size]. counters: int64 [H, common/layouts.h's autoclip_counters].
-  m.def(
+  def_with_held(m,
       "autoclip_update_(Tensor(a!)[] grads, Tensor? total_norm, Tensor? norms, Tensor rows, Tensor(b!) lower, "
       "Tensor(c!) upper, Tensor(d!) window, Tensor(e!) counters, Tensor(f!) result, Tensor(g!) coef, "
       "Tensor(h!) threshold, float percentile, bool lag, str on_nonfinite, bool reference, bool per_tensor, "
       "bool scale_grads) -> ()");
   // gamma: float64 [H, common/layouts.h's adagc_gamma], rows as above (an entry per grad);
   // steps: float64 [1], finite steps so far.
-  m.def(
+  def_with_held(m,
       "adagc_update_(Tensor(a!)[] grads, Tensor? total_norm, Tensor? norms, Tensor rows, Tensor(b!) gamma, "
       "Tensor(c!) steps, Tensor(d!) result, Tensor(e!) coef, Tensor(f!) threshold, float lambda_abs, "
       "float lambda_rel, float beta, int warmup_steps, float eps, str on_nonfinite, bool reference, "

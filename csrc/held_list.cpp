@@ -6,7 +6,12 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
+#include <memory>
+#include <optional>
+#include <string>
 #include <tuple>
+
+#include "common/tensor_prefetch.h"
 
 #include "held_list.h"
 
@@ -40,11 +45,51 @@ void held_clip_by_norm(const Held& list, const at::Tensor& total_norm, double ma
   op.call(list->tensors, total_norm, max_norm);
 }
 
+// A stats op's held_<op> form (fastclip.cpp's def_with_held): <op> run with its first argument,
+// the held grads, replaced by their tensors, below autograd, on the same stack.
+class RunOnHeldGrads final : public c10::OperatorKernel {
+ public:
+  explicit RunOnHeldGrads(const char* op) : op_name_(std::string("fastclip::") + op) {}
+
+  void operator()(const c10::OperatorHandle& held_op, c10::DispatchKeySet, torch::jit::Stack* stack) const {
+    // Looked up at each call (a hash lookup): at registration the op may not be defined yet.
+    const c10::OperatorHandle op = c10::Dispatcher::singleton().findSchemaOrThrow(op_name_.c_str(), "");
+    c10::IValue& grads = (*stack)[stack->size() - held_op.schema().arguments().size()];
+    grads = c10::IValue(c10::List<at::Tensor>(grads.toCustomClass<HeldList>()->tensors));
+    c10::impl::ExcludeDispatchKeyGuard below_autograd(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
+    op.callBoxed(stack);
+  }
+
+ private:
+  std::string op_name_;
+};
+
 }  // namespace
+
+std::optional<c10::intrusive_ptr<HeldList>> HeldParams::grads() const {
+  std::vector<at::Tensor> grads;
+  grads.reserve(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    constexpr size_t kAhead = 8;  // each read waits on the parameter's TensorImpl, then its autograd metadata
+    if (i + 2 * kAhead < params.size()) prefetch_line(params[i + 2 * kAhead].unsafeGetTensorImpl());
+    if (i + kAhead < params.size()) {
+      if (const auto* meta = params[i + kAhead].unsafeGetTensorImpl()->autograd_meta()) prefetch_line(meta);
+    }
+    const at::Tensor& grad = params[i].unsafeGetTensorImpl()->grad();
+    if (!grad.defined() || grad.unsafeGetTensorImpl()->is_python_dispatch()) return std::nullopt;
+    grads.push_back(grad);
+  }
+  return c10::make_intrusive<HeldList>(std::move(grads));
+}
+
 }  // namespace fastclip
 
 TORCH_LIBRARY_IMPL(fastclip, CompositeImplicitAutograd, m) {
   m.impl("held_multi_tensor_norm", &fastclip::held_norm);
   m.impl("held_multi_tensor_scale_", &fastclip::held_scale);
   m.impl("held_multi_tensor_clip_by_norm_", &fastclip::held_clip_by_norm);
+  for (const char* op : {"zclip_update_", "normclip_update_", "autoclip_update_", "adagc_update_"}) {
+    m.impl((std::string("held_") + op).c_str(), torch::CppFunction::makeFromBoxedFunctor(
+                                                    std::make_unique<fastclip::RunOnHeldGrads>(op)));
+  }
 }

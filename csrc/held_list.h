@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 #include <torch/custom_class.h>
 
+#include <optional>
 #include <vector>
 
 namespace fastclip {
@@ -18,6 +19,19 @@ namespace fastclip {
 struct HeldList : torch::CustomClassHolder {
   explicit HeldList(std::vector<at::Tensor> tensors) : tensors(std::move(tensors)) {}
   std::vector<at::Tensor> tensors;
+};
+
+// A clipper's parameters (torch.classes.fastclip.ParamList), converted once: a step asks for
+// their grads, read here from each parameter's autograd metadata, instead of reading `.grad` in
+// Python (the walk over the parameters was most of a step on long lists of small tensors). The
+// grads are read afresh at every call: nothing about them is kept, so a replaced, resized or
+// dropped grad is seen, and grads set to None are freed.
+struct HeldParams : torch::CustomClassHolder {
+  explicit HeldParams(std::vector<at::Tensor> params) : params(std::move(params)) {}
+  // Every parameter's grad, in order, or nullopt when one has none, or a grad is a tensor
+  // subclass (a DTensor, say: Python dispatch), which the caller handles in Python.
+  std::optional<c10::intrusive_ptr<HeldList>> grads() const;
+  std::vector<at::Tensor> params;
 };
 
 }  // namespace fastclip

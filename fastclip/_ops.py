@@ -137,21 +137,30 @@ def _skip_step_update_fake(loss, norm, history, counters, result, window, sigma,
 # The wrappers take the norms first, as the clippers hold them (None: the op computes them from
 # ``grads``), and the grads last: with ``scale_grads`` they are scaled by the step's factors, else
 # only zeroed on a non-finite step under on_nonfinite="zero" (csrc/fastclip.cpp has the contract).
+# The grads are a list, or a held list (fastclip.ops.held_list, _held_params), run by the op's
+# held_<op> form.
+
+
+def _stats_op(name, grads):
+    """``(op, grads argument)``: ``held_<name>`` and the held list, or ``name`` and a list."""
+    if isinstance(grads, torch.ScriptObject):
+        return getattr(_ops, "held_" + name), grads
+    return getattr(_ops, name), list(grads)
 
 
 def zclip_update_(norm, state, result, alpha, z_thresh, max_grad_norm, eps, warmup_steps, mode, clip_option,
                   clip_factor, skip_update_on_spike, on_nonfinite, reference, grads=(), scale_grads=True):
     """One ZClip statistics step (csrc/common/zclip_step.h): updates ``state``, writes ``result``."""
-    _ops.zclip_update_(list(grads), norm, state, result, float(alpha), float(z_thresh),
-                       None if max_grad_norm is None else float(max_grad_norm), float(eps), int(warmup_steps), mode,
-                       clip_option, float(clip_factor), bool(skip_update_on_spike), on_nonfinite, bool(reference),
-                       bool(scale_grads))
+    op, grads = _stats_op("zclip_update_", grads)
+    op(grads, norm, state, result, float(alpha), float(z_thresh),
+       None if max_grad_norm is None else float(max_grad_norm), float(eps), int(warmup_steps), mode, clip_option,
+       float(clip_factor), bool(skip_update_on_spike), on_nonfinite, bool(reference), bool(scale_grads))
 
 
 def normclip_update_(norm, result, max_norm, norm_type, on_nonfinite, grads=(), scale_grads=True):
     """One NormClip step (csrc/common/normclip_step.h): torch's coefficient from a fixed ``max_norm``."""
-    _ops.normclip_update_(list(grads), norm, result, float(max_norm), float(norm_type), on_nonfinite,
-                          bool(scale_grads))
+    op, grads = _stats_op("normclip_update_", grads)
+    op(grads, norm, result, float(max_norm), float(norm_type), on_nonfinite, bool(scale_grads))
 
 
 def autoclip_update_(total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold, percentile,
@@ -159,17 +168,17 @@ def autoclip_update_(total_norm, norms, rows, lower, upper, window, counters, re
     """One AutoClip step over the histories ``rows`` (csrc/common/autoclip_step.h): thresholds,
     factors and the histories' update. ``per_tensor``: an entry (and a factor) per grad, else
     the one entry of the total norm."""
-    _ops.autoclip_update_(list(grads), total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold,
-                          float(percentile), bool(lag), on_nonfinite, bool(reference), bool(per_tensor),
-                          bool(scale_grads))
+    op, grads = _stats_op("autoclip_update_", grads)
+    op(grads, total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold, float(percentile),
+       bool(lag), on_nonfinite, bool(reference), bool(per_tensor), bool(scale_grads))
 
 
 def adagc_update_(total_norm, norms, rows, gamma, steps, result, coef, threshold, lambda_abs, lambda_rel, beta,
                   warmup_steps, eps, on_nonfinite, reference, grads=(), scale_grads=True):
     """One AdaGC step (csrc/common/adagc_step.h): per-tensor factors and thresholds, EMA update of ``gamma``."""
-    _ops.adagc_update_(list(grads), total_norm, norms, rows, gamma, steps, result, coef, threshold, float(lambda_abs),
-                       float(lambda_rel), float(beta), int(warmup_steps), float(eps), on_nonfinite, bool(reference),
-                       bool(scale_grads))
+    op, grads = _stats_op("adagc_update_", grads)
+    op(grads, total_norm, norms, rows, gamma, steps, result, coef, threshold, float(lambda_abs), float(lambda_rel),
+       float(beta), int(warmup_steps), float(eps), on_nonfinite, bool(reference), bool(scale_grads))
 
 
 def stable_spam_norms(grads, maxima, rows, state, gamma3):

@@ -17,6 +17,7 @@ import textwrap
 import torch
 
 from . import _ops, _optimizer_feed, ops
+from ._held_params import HeldParams
 from ._layouts import ResultSlot, empty_result, write_outcome
 from ._types import Params, ProcessGroups
 from ._validation import check_choice, check_grad_attr, check_number, flatten_parameters, present_grads
@@ -175,6 +176,7 @@ class Clipper:
         self._feed = None  # what an attached optimizer's next step applies (_optimizer_feed.FeedSource)
         self._rows = None  # (state rows, the same as a device tensor) of the last step
         self._last_grads = ShardsOfLastList()  # DTensor grads: split and held once while they live
+        self._held_params = HeldParams(self._params)  # plain grads: read in C++
 
     # -- the step -------------------------------------------------------------------------
 
@@ -194,6 +196,10 @@ class Clipper:
 
         No host sync, except with ``on_nonfinite="error"``, which reads the norm to raise.
         """
+        # Every grad read in C++ when each parameter has a plain one (HeldParams): no walk in Python.
+        plain = self._held_params.grads() if self._norm_params is None and self.grad_attr == "grad" else None
+        if plain is not None:
+            return self._step_on(range(len(self._params)), plain, None, None, self._params[0].grad.device)
         present, grads = self._grads()
         norm_present, norm_grads = (present, grads) if self._norm_params is None else self._grads(self._norm_params)
         if not norm_grads and not self._reduces:
@@ -208,8 +214,15 @@ class Clipper:
         else:
             grads, _ = split_dtensors(grads, "grads")
             norm_grads, keys = split_dtensors(norm_grads, "grads")
-        keys, order = self._keys(norm_present, keys, self._norm_params is not None)
         device = norm_grads[0].device if norm_grads else self._params[0].device
+        return self._step_on(present, grads, norm_grads, keys, device, norm_present, held)
+
+    def _step_on(self, present, grads, norm_grads, keys, device, norm_present=None, held=None):
+        """The step on ``grads`` (a list, or a held list read by HeldParams), the norm taken over
+        ``norm_grads`` (None: ``grads``) with DTensor ``keys``; ``held``: DTensor shards' held list."""
+        norm_present = present if norm_present is None else norm_present
+        norm_grads = grads if norm_grads is None else norm_grads
+        keys, order = self._keys(norm_present, keys, self._norm_params is not None)
         self._move_state(device)
         norms = None  # the op computes the norms of the grads it clips
         if not self._norms_in_op(keys):

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "tensor_prefetch.h"
+
 namespace fastclip {
 
 bool is_supported_dtype(at::ScalarType type) {
@@ -108,6 +110,7 @@ static_assert(sizeof(Fingerprint) == 24, "compared with memcmp: no padding");
 bool fingerprint(at::TensorList tensors, std::vector<Fingerprint>* out) {
   out->resize(tensors.size());
   for (size_t i = 0; i < tensors.size(); ++i) {
+    prefetch_tensor_metadata(tensors, i);
     const at::Tensor& t = tensors[i];
     if (!t.defined() || t.layout() != at::kStrided || !t.is_non_overlapping_and_dense()) return false;
     const at::ScalarType type = t.scalar_type();
@@ -166,6 +169,7 @@ void check_reads_apart_from_writes(at::TensorList written, const char* written_a
     const Span r = span_of(read[0], 0, 1);
     if (r.begin == r.end) return;
     for (size_t i = 0; i < written.size(); ++i) {
+      prefetch_tensor_metadata(written, i);
       const Span w = span_of(written[i], i, 0);
       if (w.begin == w.end || w.end <= r.begin || r.end <= w.begin) continue;
       const at::MemOverlapStatus status = at::get_overlap_status(written[i], read[0]);
