@@ -40,7 +40,7 @@ TORCH_LIBRARY(fastclip, m) {
   // Clamps every element to [-clip_value, clip_value] in place (clip_grad_value_).
   m.def("multi_tensor_clamp_(Tensor(a!)[] tensors, float clip_value) -> ()");
 
-  // A list held across calls (held_list.h): torch.classes.fastclip.TensorList(tensors), and three
+  // A list held across calls (held_list.h): torch.classes.fastclip.TensorList(tensors), and four
   // list ops run on it (held_<op>), same checks, same results. Eager only: the schemas cannot say
   // that the held tensors are written (and opcheck takes no ScriptObject).
   m.class_<fastclip::HeldList>("TensorList")
@@ -48,8 +48,8 @@ TORCH_LIBRARY(fastclip, m) {
       .def("__len__", [](const c10::intrusive_ptr<fastclip::HeldList>& self) {
         return static_cast<int64_t>(self->tensors.size());
       });
-  // A clipper's parameters, held for its life: grads() is their .grad as a held list, read in C++
-  // (None unless every one has a plain dense grad), so that a step reads no attribute in Python.
+  // Parameters held in C++: grads(skip_missing) is their .grad as a held list, read in C++ (None
+  // where a grad is missing and not skipped, or a tensor subclass): no attribute read in Python.
   m.class_<fastclip::HeldParams>("ParamList")
       .def(torch::init<std::vector<at::Tensor>>())
       .def("grads", &fastclip::HeldParams::grads);
@@ -59,6 +59,8 @@ TORCH_LIBRARY(fastclip, m) {
         "bool clear_on_zero=False) -> ()");
   m.def("held_multi_tensor_clip_by_norm_(__torch__.torch.classes.fastclip.TensorList tensors, Tensor total_norm, "
         "float max_norm) -> ()");
+  m.def("held_multi_tensor_clip_grad_norm_(__torch__.torch.classes.fastclip.TensorList tensors, float max_norm, "
+        "float norm_type) -> Tensor");
 
   // The stateful clippers' steps (csrc/common/<clipper>_step.h). Each takes the grads it clips
   // and, optionally, their norms: given (reduced across ranks), the step reads them; None, the op

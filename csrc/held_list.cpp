@@ -1,7 +1,8 @@
-// The held_<op> ops: the list ops on a HeldList (held_list.h), called through the dispatcher
-// on the held vector, so whichever backend registered the list op (CPU, CUDA, the CUDA kernels on
-// the CPU) runs it. Below autograd: these ops take no part in autograd (their tensors are grads),
-// and the autograd fallback would box the list, one reference per tensor.
+// The held_<op> ops: the list ops and the clippers' stats ops on a HeldList (held_list.h),
+// called through the dispatcher on the held vector, so whichever backend registered the op (CPU,
+// CUDA, the CUDA kernels on the CPU) runs it. Below autograd: these ops take no part in autograd
+// (their tensors are grads), and the autograd fallback would box the list, one reference per
+// tensor. And ParamList's grads(), read from the parameters' autograd metadata.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
@@ -38,6 +39,13 @@ void held_scale(const Held& list, const at::Tensor& scale, bool clear_on_zero) {
   op.call(list->tensors, scale, clear_on_zero);
 }
 
+at::Tensor held_clip_grad_norm(const Held& list, double max_norm, double norm_type) {
+  static const auto op =
+      list_op<at::Tensor(at::TensorList, double, double)>("fastclip::multi_tensor_clip_grad_norm_");
+  c10::impl::ExcludeDispatchKeyGuard below_autograd(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
+  return op.call(list->tensors, max_norm, norm_type);
+}
+
 void held_clip_by_norm(const Held& list, const at::Tensor& total_norm, double max_norm) {
   static const auto op =
       list_op<void(at::TensorList, const at::Tensor&, double)>("fastclip::multi_tensor_clip_by_norm_");
@@ -66,17 +74,25 @@ class RunOnHeldGrads final : public c10::OperatorKernel {
 
 }  // namespace
 
-std::optional<c10::intrusive_ptr<HeldList>> HeldParams::grads() const {
+std::optional<c10::intrusive_ptr<HeldList>> HeldParams::grads(bool skip_missing) const {
   std::vector<at::Tensor> grads;
   grads.reserve(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
-    constexpr size_t kAhead = 8;  // each read waits on the parameter's TensorImpl, then its autograd metadata
+    // Each read waits on the parameter's TensorImpl, then on its autograd metadata.
+    constexpr size_t kAhead = kPrefetchAhead;
     if (i + 2 * kAhead < params.size()) prefetch_line(params[i + 2 * kAhead].unsafeGetTensorImpl());
     if (i + kAhead < params.size()) {
-      if (const auto* meta = params[i + kAhead].unsafeGetTensorImpl()->autograd_meta()) prefetch_line(meta);
+      if (const auto* meta = params[i + kAhead].unsafeGetTensorImpl()->autograd_meta()) {
+        prefetch_line(meta);
+        prefetch_line(reinterpret_cast<const char*>(meta) + 64);
+      }
     }
     const at::Tensor& grad = params[i].unsafeGetTensorImpl()->grad();
-    if (!grad.defined() || grad.unsafeGetTensorImpl()->is_python_dispatch()) return std::nullopt;
+    if (!grad.defined()) {
+      if (skip_missing) continue;
+      return std::nullopt;
+    }
+    if (grad.unsafeGetTensorImpl()->is_python_dispatch()) return std::nullopt;
     grads.push_back(grad);
   }
   return c10::make_intrusive<HeldList>(std::move(grads));
@@ -88,6 +104,7 @@ TORCH_LIBRARY_IMPL(fastclip, CompositeImplicitAutograd, m) {
   m.impl("held_multi_tensor_norm", &fastclip::held_norm);
   m.impl("held_multi_tensor_scale_", &fastclip::held_scale);
   m.impl("held_multi_tensor_clip_by_norm_", &fastclip::held_clip_by_norm);
+  m.impl("held_multi_tensor_clip_grad_norm_", &fastclip::held_clip_grad_norm);
   for (const char* op : {"zclip_update_", "normclip_update_", "autoclip_update_", "adagc_update_"}) {
     m.impl((std::string("held_") + op).c_str(), torch::CppFunction::makeFromBoxedFunctor(
                                                     std::make_unique<fastclip::RunOnHeldGrads>(op)));

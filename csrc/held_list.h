@@ -28,9 +28,10 @@ struct HeldList : torch::CustomClassHolder {
 // dropped grad is seen, and grads set to None are freed.
 struct HeldParams : torch::CustomClassHolder {
   explicit HeldParams(std::vector<at::Tensor> params) : params(std::move(params)) {}
-  // Every parameter's grad, in order, or nullopt when one has none, or a grad is a tensor
-  // subclass (a DTensor, say: Python dispatch), which the caller handles in Python.
-  std::optional<c10::intrusive_ptr<HeldList>> grads() const;
+  // The parameters' grads, in order (with skip_missing, those that have one; else every
+  // parameter's), or nullopt when a parameter has none without skip_missing, or a grad is a
+  // tensor subclass (a DTensor, say: Python dispatch): the caller then reads them in Python.
+  std::optional<c10::intrusive_ptr<HeldList>> grads(bool skip_missing) const;
   std::vector<at::Tensor> params;
 };
 

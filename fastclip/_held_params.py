@@ -1,20 +1,32 @@
-"""A clipper's parameters held in C++ (``torch.classes.fastclip.ParamList``), so that a step reads
-their grads there instead of walking ``p.grad`` in Python.
+"""Parameters held in C++ (``torch.classes.fastclip.ParamList``), so that a clip reads their
+grads there instead of walking ``p.grad`` in Python.
 
 On long lists of small parameters (MoE, LoRA), reading ``.grad`` from Python, checking it for
-None and converting the list into the op's argument is most of a step. The C++ read gives the
-grads as a held list (:func:`fastclip.ops.held_list`), passed to the ``held_<op>`` form of the
-clipper's stats op. Nothing about the grads is kept between steps: they are read afresh at every
-step, so a grad replaced, resized, set to None or given another dtype is seen, and none is kept
-alive by the clipper.
+None and converting the list into the op's argument is most of a clip. The C++ read gives the
+grads as a held list (:func:`fastclip.ops.held_list`), passed to the ``held_<op>`` form of an op.
+Nothing about the grads is kept between calls: they are read afresh at every call, so a grad
+replaced, resized, set to None or given another dtype is seen, and none is kept alive.
 """
 
 import torch
 
-__all__ = ["HeldParams"]
+__all__ = ["HeldParams", "grads_read_in_cpp"]
 
 # The parameter types whose ``.grad`` in Python is the grad in C++ (a subclass may override it).
 _PLAIN_TYPES = frozenset({torch.Tensor, torch.nn.Parameter})
+
+
+def _plain(params):
+    return set(map(type, params)) <= _PLAIN_TYPES
+
+
+def grads_read_in_cpp(params: list) -> torch.ScriptObject | None:
+    """The grads of the parameters of ``params`` that have one, as a held list, or None (read them
+    in Python) when ``params`` holds anything but tensors and Parameters, a grad is a tensor
+    subclass such as a DTensor, or under ``torch.compile``."""
+    if not params or not _plain(params) or torch.compiler.is_compiling():
+        return None
+    return torch.classes.fastclip.ParamList(params).grads(True)
 
 
 class HeldParams:
@@ -23,7 +35,7 @@ class HeldParams:
 
     def __init__(self, params: list[torch.Tensor]):
         self._params = params
-        self._plain = bool(params) and set(map(type, params)) <= _PLAIN_TYPES
+        self._plain = bool(params) and _plain(params)
         self._held = None
 
     def __getstate__(self):
@@ -40,4 +52,4 @@ class HeldParams:
             return None
         if self._held is None:
             self._held = torch.classes.fastclip.ParamList(self._params)
-        return self._held.grads()
+        return self._held.grads(False)

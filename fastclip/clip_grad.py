@@ -26,6 +26,7 @@ import warnings
 import torch
 
 from . import ops
+from ._held_params import grads_read_in_cpp
 from ._types import ProcessGroups, Tensors
 from ._validation import as_list, checked, diagnose, flatten_groups, nonnegative, present_grads
 from .distributed import ShardsOfLastList, as_groups, merge_keys, norms_across_ranks, param_group_keys, split_dtensors
@@ -203,10 +204,14 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
     Returns:
         The total norm of the grads before clipping (0-d tensor).
     """
-    params, grads, groups_info = _parameters_and_grads(parameters)
     max_norm = nonnegative(max_norm, "max_norm")
     norm_type = nonnegative(norm_type, "norm_type")
     groups = as_groups(process_group)
+    if not groups and not error_if_nonfinite:
+        total = _clip_grads_read_in_cpp(parameters, max_norm, norm_type)
+        if total is not None:
+            return total
+    params, grads, groups_info = _parameters_and_grads(parameters)
     group_keys, order = _group_keys(params, groups_info, groups)
     local, keys, held = _LAST_GRADS.split(grads, "grads")
     keys = merge_keys(keys, group_keys)
@@ -230,6 +235,21 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
         return total
     return checked(ops.multi_tensor_clip_grad_norm_, grads, max_norm, norm_type, items=params, arg="parameters",
                    grads=True)
+
+
+def _clip_grads_read_in_cpp(parameters, max_norm, norm_type):
+    """clip_grad_norm_ on one rank, its grads read in C++ (see fastclip._held_params), or None
+    when they must be read in Python (anything but a list or tuple of plain tensors, DTensor
+    grads, torch.compile)."""
+    if not isinstance(parameters, (list, tuple)):
+        return None
+    held = grads_read_in_cpp(parameters)
+    if held is None:
+        return None
+    if len(held) == 0:
+        return torch.tensor(0.0)
+    return checked(ops.multi_tensor_clip_grad_norm_, held, max_norm, norm_type, items=parameters,
+                   arg="parameters", grads=True)
 
 
 def clip_grad_value_(parameters: Tensors, clip_value: float, foreach: bool | None = None) -> None:

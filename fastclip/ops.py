@@ -6,8 +6,8 @@ bfloat16 or float64 dense tensors, and (for the in-place ops) share no memory. F
 signatures, argument checks and error messages naming the bad entry, use the functions in
 :mod:`fastclip.clip_grad`.
 
-:func:`multi_tensor_norm`, :func:`multi_tensor_scale_` and :func:`multi_tensor_clip_by_norm_` also
-take a :func:`held_list`: a list converted once, for lists of thousands of tensors passed again
+:func:`multi_tensor_norm`, :func:`multi_tensor_scale_`, :func:`multi_tensor_clip_by_norm_` and
+:func:`multi_tensor_clip_grad_norm_` also take a :func:`held_list`: a list converted once, for lists of thousands of tensors passed again
 and again (converting such a list costs more than the op on it).
 """
 
@@ -75,6 +75,8 @@ def multi_tensor_clip_grad_norm_(tensors: Sequence[torch.Tensor], max_norm: floa
                                  norm_type: float = 2.0) -> torch.Tensor:
     """The total norm of a non-empty list, and the list clipped in place to ``max_norm`` by it,
     in one call. Returns the pre-clip total norm (0-d, the tensors' promoted dtype)."""
+    if _is_held(tensors):
+        return _lib.held_multi_tensor_clip_grad_norm_(tensors, float(max_norm), float(norm_type))
     return _lib.multi_tensor_clip_grad_norm_(tensors, float(max_norm), float(norm_type))
 
 
