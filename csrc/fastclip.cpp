@@ -139,7 +139,8 @@ void reject_sparse(const c10::OperatorHandle& op, torch::jit::Stack*) {
 
 void register_sparse_rejections(torch::Library& m) {
   for (const char* name : {"multi_tensor_norm", "multi_tensor_scale_", "multi_tensor_clip_by_norm_", "multi_tensor_clip_grad_norm_",
-                           "multi_tensor_clamp_", "agc_clip_", "stable_spam_norms", "stable_spam_update_"}) {
+                           "multi_tensor_clamp_", "agc_clip_", "stable_spam_norms", "stable_spam_update_",
+                           "zclip_update_", "normclip_update_", "autoclip_update_", "adagc_update_"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
   }
 }

@@ -20,7 +20,7 @@ from . import _ops, _optimizer_feed, ops
 from ._held_params import HeldParams
 from ._layouts import ResultSlot, empty_result, write_outcome
 from ._types import Params, ProcessGroups
-from ._validation import check_choice, check_grad_attr, check_number, flatten_parameters, present_grads
+from ._validation import check_choice, check_grad_attr, check_number, checked, flatten_parameters, present_grads
 from .distributed import (ShardsOfLastList, as_groups, check_same_lists_per_key, index_tensor, merge_keys,
                           norms_across_ranks, param_group_keys, split_dtensors)
 
@@ -196,6 +196,12 @@ class Clipper:
 
         No host sync, except with ``on_nonfinite="error"``, which reads the norm to raise.
         """
+        if self.grad_attr != "grad":
+            return self._step()
+        # A grad the op refuses (sparse, say) is named: parameters[i].grad.
+        return checked(self._step, items=self._params, arg="parameters", grads=True)
+
+    def _step(self):
         # Every grad read in C++ when each parameter has a plain one (HeldParams): no walk in Python.
         plain = self._held_params.grads() if self._norm_params is None and self.grad_attr == "grad" else None
         if plain is not None:

@@ -184,3 +184,19 @@ def test_a_clipper_that_read_grads_in_cpp_can_be_copied(clone, gen):
     twin.step()  # clips the twin's own parameters' grads
     assert all(torch.equal(p.grad, k) for p, k in zip(params, kept))
     assert torch.ops.fastclip.multi_tensor_norm([q.grad for q in twin._params], 2.0, False)[0] <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize("name", [n for n in CLIPPERS if n != "clip_grad_norm_"])
+@pytest.mark.parametrize("in_cpp", [True, False])
+def test_a_sparse_grad_is_named(name, in_cpp, gen):
+    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4, 3))]
+    params[0].grad = torch.randn(3, generator=gen)
+    params[1].grad = torch.randn(4, 3, generator=gen).to_sparse()
+    clipper = CLIPPERS[name](params)
+    clipper._held_params._plain = in_cpp
+    with pytest.raises(RuntimeError, match=r"parameters\[1\]\.grad has layout torch.sparse_coo"):
+        clipper.step()
+    with pytest.raises(RuntimeError, match="zclip_update_ got a sparse tensor"):  # the op itself, called raw
+        torch.ops.fastclip.zclip_update_([params[1].grad], None, torch.zeros(8, dtype=torch.float64),
+                                         torch.zeros(16), 0.9, 2.0, None, 1e-6, 2, "zscore",
+                                         "adaptive_scaling", 1.0, False, "skip", False, True)
