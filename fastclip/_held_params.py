@@ -24,7 +24,7 @@ def grads_read_in_cpp(params: list) -> torch.ScriptObject | None:
     """The grads of the parameters of ``params`` that have one, as a held list, or None (read them
     in Python) when ``params`` holds anything but tensors and Parameters, a grad is a tensor
     subclass such as a DTensor, or under ``torch.compile``."""
-    if not params or not _plain(params) or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or not params or not _plain(params):
         return None
     return torch.classes.fastclip.ParamList(params).grads(True)
 
