@@ -38,17 +38,23 @@ def _has_groups(entries):
     return any(map(isinstance, entries, itertools.repeat(dict)))
 
 
+def _parameter_list(parameters, stacklevel):
+    """``parameters`` (a Tensor or an iterable) as a list; warns, as torch does, on an empty
+    generator (``stacklevel``: of the public function's caller, seen from here)."""
+    if isinstance(parameters, torch.Tensor):
+        return [parameters]
+    is_generator = isinstance(parameters, types.GeneratorType)
+    params = as_list(parameters, "parameters")
+    if is_generator and not params:
+        warnings.warn("`parameters` is an empty generator, no gradient clipping will occur.", stacklevel=stacklevel)
+    return params
+
+
 def _parameters_and_grads(parameters):
     """``(params, grads, groups)``: the parameters (param groups flattened), the grads present, and
     None, or for param groups ``(spans, positions of the parameters that have grads or None for
     all)`` (see :func:`_group_keys`)."""
-    if isinstance(parameters, torch.Tensor):
-        params = [parameters]
-    else:
-        is_generator = isinstance(parameters, types.GeneratorType)
-        params = as_list(parameters, "parameters")
-        if is_generator and not params:
-            warnings.warn("`parameters` is an empty generator, no gradient clipping will occur.", stacklevel=3)
+    params = _parameter_list(parameters, stacklevel=4)
     grads = present_grads(params, "grad")
     if grads is not None:  # every parameter has a grad (a dict has none: param groups go on)
         return params, grads, None
@@ -204,6 +210,7 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
     Returns:
         The total norm of the grads before clipping (0-d tensor).
     """
+    parameters = _parameter_list(parameters, stacklevel=3)
     max_norm = nonnegative(max_norm, "max_norm")
     norm_type = nonnegative(norm_type, "norm_type")
     groups = as_groups(process_group)
@@ -238,11 +245,9 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
 
 
 def _clip_grads_read_in_cpp(parameters, max_norm, norm_type):
-    """clip_grad_norm_ on one rank, its grads read in C++ (see fastclip._held_params), or None
-    when they must be read in Python (anything but a list or tuple of plain tensors, DTensor
-    grads, torch.compile)."""
-    if not isinstance(parameters, (list, tuple)):
-        return None
+    """clip_grad_norm_ on one rank of a list of parameters, their grads read in C++ (see
+    fastclip._held_params), or None when they must be read in Python (a list holding anything but
+    tensors and Parameters, such as param groups; DTensor grads; torch.compile)."""
     held = grads_read_in_cpp(parameters)
     if held is None:
         return None

@@ -129,8 +129,10 @@ class TestEdgeCases:
         assert_close_to(fastclip.clip_grad_norm_((q for q in params), 1e9), expected, rtol=2e-6)
 
     def test_empty_generator_warns_like_torch(self):
-        with pytest.warns(UserWarning, match="empty generator"):
-            fastclip.clip_grad_norm_((p for p in []), 1.0)
+        for clip in (lambda g: fastclip.clip_grad_norm_(g, 1.0), lambda g: fastclip.clip_grad_value_(g, 1.0)):
+            with pytest.warns(UserWarning, match="empty generator") as warned:
+                clip(p for p in [])
+            assert warned[0].filename == __file__  # pointed at the caller
 
     def test_empty_tensors(self, gen):
         grads = random_tensors([(0,), (5,), (0, 3)], [torch.float32], "cpu", gen)

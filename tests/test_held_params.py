@@ -35,9 +35,9 @@ def _params(values):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", CLIPPERS)
 @pytest.mark.parametrize("on_nonfinite", ["skip", "zero"])
-def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfinite, gen):
+def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfinite, monkeypatch, gen):
     """Two copies of one model, one clipped with its grads read in C++, the other with them read
-    in Python (a clipper told its parameters are not plain; clip_grad_norm_ handed a generator):
+    in Python (a clipper told its parameters are not plain; clip_grad_norm_ without its C++ read):
     bitwise the same grads and results at every step, while the grads are changed in place,
     replaced one at a time, given another dtype, moved to memory another grad of another size
     held the step before (the caching allocator's reuse), set to None one at a time (skipped by
@@ -59,7 +59,10 @@ def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfini
 
     def step():
         if make is None:
-            return ([fastclip.clip_grad_norm_(ours, 1.0)], [fastclip.clip_grad_norm_(iter(theirs), 1.0)])
+            got = fastclip.clip_grad_norm_(iter(ours), 1.0)  # a generator, as model.parameters() is
+            with monkeypatch.context() as python_only:
+                python_only.setattr(fastclip.clip_grad, "grads_read_in_cpp", lambda params: None)
+                return [got], [fastclip.clip_grad_norm_(theirs, 1.0)]
         a, b = clippers[0].step(), clippers[1].step()
         return [a.norm, a.coef, a.threshold, a.clipped], [b.norm, b.coef, b.threshold, b.clipped]
 
