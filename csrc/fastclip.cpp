@@ -48,11 +48,6 @@ TORCH_LIBRARY(fastclip, m) {
       .def("__len__", [](const c10::intrusive_ptr<fastclip::HeldList>& self) {
         return static_cast<int64_t>(self->tensors.size());
       });
-  // Parameters held in C++: grads(skip_missing) is their .grad as a held list, read in C++ (None
-  // where a grad is missing and not skipped, or a tensor subclass): no attribute read in Python.
-  m.class_<fastclip::HeldParams>("ParamList")
-      .def(torch::init<std::vector<at::Tensor>>())
-      .def("grads", &fastclip::HeldParams::grads);
   m.def("held_multi_tensor_norm(__torch__.torch.classes.fastclip.TensorList tensors, float norm_type, "
         "bool per_tensor) -> (Tensor, Tensor)");
   m.def("held_multi_tensor_scale_(__torch__.torch.classes.fastclip.TensorList tensors, Tensor scale, "

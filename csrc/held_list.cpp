@@ -2,17 +2,14 @@
 // called through the dispatcher on the held vector, so whichever backend registered the op (CPU,
 // CUDA, the CUDA kernels on the CPU) runs it. Below autograd: these ops take no part in autograd
 // (their tensors are grads), and the autograd fallback would box the list, one reference per
-// tensor. And ParamList's grads(), read from the parameters' autograd metadata.
+// tensor.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <memory>
-#include <optional>
 #include <string>
 #include <tuple>
-
-#include "common/tensor_prefetch.h"
 
 #include "held_list.h"
 
@@ -73,30 +70,6 @@ class RunOnHeldGrads final : public c10::OperatorKernel {
 };
 
 }  // namespace
-
-std::optional<c10::intrusive_ptr<HeldList>> HeldParams::grads(bool skip_missing) const {
-  std::vector<at::Tensor> grads;
-  grads.reserve(params.size());
-  for (size_t i = 0; i < params.size(); ++i) {
-    // Each read waits on the parameter's TensorImpl, then on its autograd metadata.
-    constexpr size_t kAhead = kPrefetchAhead;
-    if (i + 2 * kAhead < params.size()) prefetch_line(params[i + 2 * kAhead].unsafeGetTensorImpl());
-    if (i + kAhead < params.size()) {
-      if (const auto* meta = params[i + kAhead].unsafeGetTensorImpl()->autograd_meta()) {
-        prefetch_line(meta);
-        prefetch_line(reinterpret_cast<const char*>(meta) + 64);
-      }
-    }
-    const at::Tensor& grad = params[i].unsafeGetTensorImpl()->grad();
-    if (!grad.defined()) {
-      if (skip_missing) continue;
-      return std::nullopt;
-    }
-    if (grad.unsafeGetTensorImpl()->is_python_dispatch()) return std::nullopt;
-    grads.push_back(grad);
-  }
-  return c10::make_intrusive<HeldList>(std::move(grads));
-}
 
 }  // namespace fastclip
 

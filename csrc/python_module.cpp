@@ -1,7 +1,8 @@
 // `import fastclip._C` loads this library, whose static initialisers register the ops (every
-// entry point is a torch op). The module itself holds data only: `layouts`, the shared tensor
-// layouts of common/layouts.h, `clip_eps`, the epsilon torch adds to the norm before dividing
-// (common/norm_math.h), and `build_info`, what this build contains. Only the Python
+// entry point is a torch op). The module holds data: `layouts`, the shared tensor layouts of
+// common/layouts.h, `clip_eps`, the epsilon torch adds to the norm before dividing
+// (common/norm_math.h), and `build_info`, what this build contains; and one function,
+// `grads_of` (python_grads.h), which reads parameters' grads for the ops. Only the Python
 // extension defines FASTCLIP_PYTHON_MODULE; the CMake library for C++ users has no module.
 #ifdef FASTCLIP_PYTHON_MODULE
 #include <Python.h>
@@ -9,6 +10,7 @@
 #include "common/layouts.h"
 #include "common/norm_math.h"
 #include "cpu/cpu_chunk_ops.h"
+#include "python_grads.h"
 
 #ifdef FASTCLIP_WITH_CUDA
 #include "cuda/build_info.h"
@@ -70,7 +72,10 @@ PyObject* make_build_info() {
 }  // namespace
 
 extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static PyMethodDef methods[] = {
+      {"grads_of", fastclip::grads_of, METH_VARARGS, "grads_of(params, skip_missing): see csrc/python_grads.h"},
+      {nullptr, nullptr, 0, nullptr}};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   PyObject* module = PyModule_Create(&module_def);
   if (module == nullptr) return nullptr;
   PyObject* layouts = make_layouts();

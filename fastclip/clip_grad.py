@@ -211,14 +211,18 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
         The total norm of the grads before clipping (0-d tensor).
     """
     parameters = _parameter_list(parameters, stacklevel=3)
+    held = grads_read_in_cpp(parameters) if process_group is None and not error_if_nonfinite else None
+    if held is not None:  # one rank, the grads read in C++ (fastclip._held_params)
+        max_norm = nonnegative(max_norm, "max_norm")
+        norm_type = nonnegative(norm_type, "norm_type")
+        if len(held) == 0:
+            return torch.tensor(0.0)
+        return checked(ops.multi_tensor_clip_grad_norm_, held, max_norm, norm_type, items=parameters,
+                       arg="parameters", grads=True)
+    params, grads, groups_info = _parameters_and_grads(parameters)
     max_norm = nonnegative(max_norm, "max_norm")
     norm_type = nonnegative(norm_type, "norm_type")
     groups = as_groups(process_group)
-    if not groups and not error_if_nonfinite:
-        total = _clip_grads_read_in_cpp(parameters, max_norm, norm_type)
-        if total is not None:
-            return total
-    params, grads, groups_info = _parameters_and_grads(parameters)
     group_keys, order = _group_keys(params, groups_info, groups)
     local, keys, held = _LAST_GRADS.split(grads, "grads")
     keys = merge_keys(keys, group_keys)
@@ -242,19 +246,6 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
         return total
     return checked(ops.multi_tensor_clip_grad_norm_, grads, max_norm, norm_type, items=params, arg="parameters",
                    grads=True)
-
-
-def _clip_grads_read_in_cpp(parameters, max_norm, norm_type):
-    """clip_grad_norm_ on one rank of a list of parameters, their grads read in C++ (see
-    fastclip._held_params), or None when they must be read in Python (a list holding anything but
-    tensors and Parameters, such as param groups; DTensor grads; torch.compile)."""
-    held = grads_read_in_cpp(parameters)
-    if held is None:
-        return None
-    if len(held) == 0:
-        return torch.tensor(0.0)
-    return checked(ops.multi_tensor_clip_grad_norm_, held, max_norm, norm_type, items=parameters,
-                   arg="parameters", grads=True)
 
 
 def clip_grad_value_(parameters: Tensors, clip_value: float, foreach: bool | None = None) -> None:

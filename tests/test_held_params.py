@@ -1,5 +1,5 @@
-"""Plain grads read in C++ (fastclip._held_params: torch.classes.fastclip.ParamList and the
-held_<op> forms of the ops): bit for bit what the Python walk gives, every changed grad picked
+"""Plain grads read in C++ (fastclip._held_params: fastclip._C.grads_of and the held_<op> forms
+of the ops): bit for bit what the Python walk gives, every changed grad picked
 up, nothing kept alive, and anything the C++ read cannot see exactly read in Python instead."""
 
 import copy
@@ -25,6 +25,21 @@ CLIPPERS = {
 }
 
 
+@pytest.fixture
+def cpp_reads(monkeypatch):
+    """Whether each C++ read of the grads since the fixture was made gave them (True) or gave way
+    to Python (False)."""
+    reads, read = [], fastclip._held_params._read
+
+    def spy(params, skip_missing):
+        held = read(params, skip_missing)
+        reads.append(held is not None)
+        return held
+
+    monkeypatch.setattr(fastclip._held_params, "_read", spy)
+    return reads
+
+
 def _params(values):
     params = [torch.nn.Parameter(t.clone()) for t in values]
     for p in params:
@@ -34,28 +49,34 @@ def _params(values):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", CLIPPERS)
-@pytest.mark.parametrize("on_nonfinite", ["skip", "zero"])
-def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfinite, monkeypatch, gen):
+@pytest.mark.parametrize("on_nonfinite", ["skip", "zero", "propagate", "error", "attached"])
+def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfinite, monkeypatch, cpp_reads, gen):
     """Two copies of one model, one clipped with its grads read in C++, the other with them read
     in Python (a clipper told its parameters are not plain; clip_grad_norm_ without its C++ read):
-    bitwise the same grads and results at every step, while the grads are changed in place,
+    bitwise the same grads and results at every step (each on_nonfinite policy; "attached": a
+    ZClip or AutoClip attached to an optimizer, the factor folded into its step, "zero" zeroing
+    the grads of a non-finite step), while the grads are changed in place,
     replaced one at a time, given another dtype, moved to memory another grad of another size
     held the step before (the caching allocator's reuse), set to None one at a time (skipped by
     clip_grad_norm_'s C++ read; a clipper then reads them in Python), and poisoned with a NaN."""
-    if name == "clip_grad_norm_" and on_nonfinite == "zero":
+    if name == "clip_grad_norm_" and on_nonfinite != "skip":
         pytest.skip("clip_grad_norm_ has no policy")
+    attached = on_nonfinite == "attached"
+    if attached and name not in ("ZClip", "AutoClip"):
+        pytest.skip("only the clippers of the total norm fold their factor into the optimizer")
     values = random_tensors(SHAPES, [torch.float32], device, gen, scale=3.0)
     ours, theirs = _params(values), _params(values)
     make = CLIPPERS[name]
     clippers = None
     if make is not None:
-        clippers = make(ours, on_nonfinite=on_nonfinite), make(theirs, on_nonfinite=on_nonfinite)
-        clippers[1]._held_params._plain = False
-
-    def read_in_cpp():
-        if make is None:
-            return fastclip._held_params.grads_read_in_cpp(ours) is not None
-        return clippers[0]._held_params.grads() is not None
+        policy = "zero" if attached else on_nonfinite
+        clippers = make(ours, on_nonfinite=policy), make(theirs, on_nonfinite=policy)
+        clippers[1]._held_params.grads = lambda: None  # read in Python
+        if attached:  # an optimizer that reads grad_scale/found_inf, as fused Adam does
+            for clipper, params in zip(clippers, (ours, theirs)):
+                optimizer = torch.optim.SGD(params, lr=0.1)
+                optimizer._step_supports_amp_scaling = True
+                clipper.attach(optimizer)
 
     def step():
         if make is None:
@@ -67,8 +88,15 @@ def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfini
         return [a.norm, a.coef, a.threshold, a.clipped], [b.norm, b.coef, b.threshold, b.clipped]
 
     def check(in_cpp=True):
-        assert read_in_cpp() == in_cpp
+        if on_nonfinite == "error" and any(
+                p.grad is not None and not torch.isfinite(p.grad.float()).all() for p in theirs):
+            for clipper in clippers:
+                with pytest.raises(RuntimeError, match="on_nonfinite='error'"):
+                    clipper.step()
+            assert cpp_reads.pop() == in_cpp and not cpp_reads
+            return
         got, want = step()
+        assert cpp_reads.pop() == in_cpp and not cpp_reads  # ours read once, theirs not in C++
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
         for a, b in zip(ours, theirs):
@@ -142,14 +170,13 @@ def test_a_parameter_subclass_is_read_in_python(name, gen):
     assert fastclip._held_params.grads_read_in_cpp([param]) is None
 
 
-def test_grads_sharing_memory_are_refused_by_name_before_the_statistics_move(gen):
+def test_grads_sharing_memory_are_refused_by_name_before_the_statistics_move(cpp_reads, gen):
     params = [torch.nn.Parameter(torch.zeros(6)), torch.nn.Parameter(torch.zeros(4))]
     params[0].grad, params[1].grad = torch.randn(6, generator=gen), torch.randn(4, generator=gen)
     clipper = fastclip.ZClip(params, warmup_steps=2)
     clipper.step()
     shared = torch.randn(8, generator=gen)
     params[0].grad, params[1].grad = shared[:6], shared[4:]
-    assert clipper._held_params.grads() is not None
     before = clipper.state_dict()
     with pytest.raises(RuntimeError, match=r"grads\[0\] and grads\[1\] share memory"):
         clipper.step()
@@ -158,14 +185,16 @@ def test_grads_sharing_memory_are_refused_by_name_before_the_statistics_move(gen
     assert all(torch.equal(before["state"][k], after["state"][k]) for k in before["state"])
     with pytest.raises(RuntimeError, match=r"tensors\[0\] and tensors\[1\] share memory"):
         fastclip.clip_grad_norm_(params, 1.0)
+    assert cpp_reads == [True, True, True]
 
 
-def test_grads_are_not_kept_alive_by_the_clipper(gen):
+def test_grads_are_not_kept_alive_by_the_clipper(cpp_reads, gen):
     params = [torch.nn.Parameter(torch.zeros(64)) for _ in range(3)]
     for p in params:
         p.grad = torch.randn(64, generator=gen)
     clipper = fastclip.AutoClip(params, percentile=10.0, scope="tensor")
     clipper.step()
+    assert cpp_reads == [True]
     watch = [weakref.ref(p.grad) for p in params]
     for p in params:
         p.grad = None
@@ -191,15 +220,97 @@ def test_a_clipper_that_read_grads_in_cpp_can_be_copied(clone, gen):
 
 @pytest.mark.parametrize("name", [n for n in CLIPPERS if n != "clip_grad_norm_"])
 @pytest.mark.parametrize("in_cpp", [True, False])
-def test_a_sparse_grad_is_named(name, in_cpp, gen):
+def test_a_sparse_grad_is_named(name, in_cpp, cpp_reads, gen):
     params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4, 3))]
     params[0].grad = torch.randn(3, generator=gen)
     params[1].grad = torch.randn(4, 3, generator=gen).to_sparse()
     clipper = CLIPPERS[name](params)
-    clipper._held_params._plain = in_cpp
+    if not in_cpp:
+        clipper._held_params.grads = lambda: None
     with pytest.raises(RuntimeError, match=r"parameters\[1\]\.grad has layout torch.sparse_coo"):
         clipper.step()
+    assert cpp_reads == ([True] if in_cpp else [])
     with pytest.raises(RuntimeError, match="zclip_update_ got a sparse tensor"):  # the op itself, called raw
         torch.ops.fastclip.zclip_update_([params[1].grad], None, torch.zeros(8, dtype=torch.float64),
                                          torch.zeros(16), 0.9, 2.0, None, 1e-6, 2, "zscore",
                                          "adaptive_scaling", 1.0, False, "skip", False, True)
+
+
+def test_parameters_can_be_swapped_after_a_step(cpp_reads, gen):
+    """Nothing holds the parameters between steps: torch.utils.swap_tensors (used by
+    Module.to() under torch.__future__.set_swap_module_params_on_conversion) still works, and
+    the next step clips the swapped-in values' grads."""
+    params = [torch.nn.Parameter(torch.zeros(4)) for _ in range(2)]
+    for p in params:
+        p.grad = torch.randn(4, generator=gen) * 10
+    clipper = fastclip.NormClip(params, 1.0)
+    clipper.step()
+    fastclip.clip_grad_norm_(params, 1.0)
+    replacement = torch.nn.Parameter(torch.ones(4))
+    replacement.grad = torch.full((4,), 10.0)
+    torch.utils.swap_tensors(params[0], replacement)
+    params[1].grad = None
+    params[1].grad = torch.zeros(4)
+    clipper.step()
+    assert cpp_reads == [True, True, True]
+    torch.testing.assert_close(params[0].grad, torch.full((4,), 0.5), rtol=1e-6, atol=0)
+
+
+def test_a_torch_function_mode_sees_the_grads_read(cpp_reads, gen):
+    """Under a TorchFunctionMode the grads are read in Python, where the mode sees each read."""
+    from torch.overrides import TorchFunctionMode
+
+    class Reads(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.grads = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.grads += getattr(func, "__self__", None) is torch.Tensor.grad  # the getter of .grad
+            return func(*args, **(kwargs or {}))
+
+    params = [torch.nn.Parameter(torch.zeros(3)) for _ in range(2)]
+    for p in params:
+        p.grad = torch.randn(3, generator=gen)
+    for clip in (lambda: fastclip.clip_grad_norm_(params, 1.0), fastclip.ZClip(params, warmup_steps=2).step):
+        with Reads() as mode:
+            clip()
+        assert mode.grads >= len(params)
+    assert cpp_reads == [False, False]
+
+
+def test_a_missing_grad_of_a_tensor_that_is_not_a_leaf_warns_as_torch_does(cpp_reads, gen):
+    leaf = torch.nn.Parameter(torch.randn(3, generator=gen))
+    leaf.grad = torch.randn(3, generator=gen)
+    not_leaf = leaf * 2
+    with pytest.warns(UserWarning, match="not a leaf Tensor"):
+        torch.nn.utils.clip_grad_norm_([leaf, not_leaf], 1.0)
+    with pytest.warns(UserWarning, match="not a leaf Tensor"):
+        fastclip.clip_grad_norm_([leaf, not_leaf], 1.0)
+    assert cpp_reads == [False]
+
+
+def test_clip_grad_norm_names_a_bad_parameter_before_a_bad_number():
+    """Arguments are checked in the order they were before grads were read in C++: the entries
+    of ``parameters`` first."""
+    with pytest.raises(TypeError, match=r"parameters\[0\] is a int"):
+        fastclip.clip_grad_norm_([1, 2], -1.0)
+    with pytest.raises(ValueError, match="max_norm must be >= 0"):
+        fastclip.clip_grad_norm_([torch.nn.Parameter(torch.zeros(2))], -1.0)
+
+
+def test_a_grad_python_sees_as_a_subclass_is_read_in_python(cpp_reads, gen):
+    """A grad that is a tensor subclass with only __torch_function__ (no Python dispatch): the op
+    is called from Python, where the subclass sees it."""
+    seen = []
+
+    class Watched(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    param = torch.nn.Parameter(torch.zeros(5))
+    param.grad = (torch.randn(5, generator=gen) * 10).as_subclass(Watched)
+    fastclip.clip_grad_norm_([param], 1.0)
+    assert cpp_reads == [False] and seen
