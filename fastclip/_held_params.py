@@ -10,22 +10,33 @@ works on them).
 
 The grads are read in Python whenever C++ cannot see what Python sees: an entry that is not
 exactly a ``torch.Tensor`` or ``torch.nn.Parameter`` (a subclass may override ``.grad``), a grad
-that Python sees as a tensor subclass (DTensor, or one with ``__torch_function__``), a missing grad
-of a tensor that is not a leaf (Python warns), a ``TorchFunctionMode`` active, ``torch.compile``.
+that Python sees as a tensor subclass (DTensor, or one with ``__torch_function__``), a grad that
+requires grad (``create_graph=True``), a missing grad of a tensor that is not a leaf (Python warns),
+an active ``TorchFunctionMode`` (other than ``torch.set_default_device``'s) or
+``TorchDispatchMode``, ``torch.jit.trace``, ``torch.compile``.
 """
 
 import torch
+from torch.utils._device import DeviceContext
 
 from ._library import _C
 
 __all__ = ["HeldParams", "grads_read_in_cpp"]
 
 
+def _modes_would_see_the_read():
+    """Whether a mode or a tracer would see Python read the grads, or the ops on them: a
+    TorchFunctionMode other than torch.set_default_device's (which sees neither), any
+    TorchDispatchMode (the held ops take no tensor), torch.jit.trace, torch.compile."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._len_torch_dispatch_stack():
+        return True
+    return torch._C._is_torch_function_mode_enabled() and not all(
+        isinstance(mode, DeviceContext) for mode in torch.overrides._get_current_function_mode_stack())
+
+
 def _read(params, skip_missing):
     """``_C.grads_of``, or None where Python must read (see the module's docstring)."""
-    if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
-        return None
-    return _C.grads_of(params, skip_missing)
+    return None if _modes_would_see_the_read() else _C.grads_of(params, skip_missing)
 
 
 def grads_read_in_cpp(params: list) -> torch.ScriptObject | None:

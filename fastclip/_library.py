@@ -46,7 +46,7 @@ try:
     from . import _C
 except (ImportError, OSError) as error:
     raise _load_error(error) from error
-if not all(hasattr(_C, name) for name in ("layouts", "clip_eps", "build_info")):  # built from older sources
+if not all(hasattr(_C, name) for name in ("layouts", "clip_eps", "build_info", "grads_of")):  # built from older sources
     raise ImportError(f"fastclip: the compiled library {_C.__file__} is older than the Python sources "
                       f"(it has no layouts). {_BUILD_HINT}")
 

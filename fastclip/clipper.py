@@ -203,7 +203,9 @@ class Clipper:
 
     def _step(self):
         # Every grad read in C++ when each parameter has a plain one (HeldParams): no walk in Python.
-        plain = self._held_params.grads() if self._norm_params is None and self.grad_attr == "grad" else None
+        held_params = getattr(self, "_held_params", None)  # (None in a clipper pickled before it had them)
+        plain = (held_params.grads() if held_params is not None and self._norm_params is None
+                 and self.grad_attr == "grad" else None)
         if plain is not None:
             return self._step_on(range(len(self._params)), plain, None, None, self._params[0].grad.device)
         present, grads = self._grads()

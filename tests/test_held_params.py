@@ -314,3 +314,72 @@ def test_a_grad_python_sees_as_a_subclass_is_read_in_python(cpp_reads, gen):
     param.grad = (torch.randn(5, generator=gen) * 10).as_subclass(Watched)
     fastclip.clip_grad_norm_([param], 1.0)
     assert cpp_reads == [False] and seen
+
+
+def test_grads_of_a_long_list_are_those_python_reads(gen):
+    """A list long enough for every look-ahead of the C++ read, mixing grads and none, leaves,
+    tensors that are not leaves (with and without retain_grad) and tensors without autograd
+    metadata: the grads read in C++ are the grads Python reads, or None where Python must read."""
+    base = torch.nn.Parameter(torch.randn(3, generator=gen))
+    params = []
+    for i in range(300):
+        kind = int(torch.randint(5, (), generator=gen))
+        if kind == 0:
+            p = torch.nn.Parameter(torch.randn(2, generator=gen))
+            p.grad = torch.randn(2, generator=gen)
+        elif kind == 1:
+            p = torch.nn.Parameter(torch.randn(2, generator=gen))  # no grad
+        elif kind == 2:
+            p = torch.randn(4, generator=gen)  # no autograd metadata
+        elif kind == 3:
+            p = base * 2
+            p.retain_grad()
+            p.backward(torch.ones(3))
+        else:
+            p = torch.nn.Parameter(torch.randn(1, generator=gen))
+            p.grad_dtype = None
+            p.grad = torch.randn(1, generator=gen).double()
+        params.append(p)
+    held = fastclip._held_params.grads_read_in_cpp(params)
+    present = [p.grad for p in params if p.grad is not None]
+    want = fastclip.ops.multi_tensor_norm(present, 2.0, True)
+    got = fastclip.ops.multi_tensor_norm(held, 2.0, True)
+    assert len(held) == len(present) and all(torch.equal(a, b) for a, b in zip(got, want))
+    assert fastclip._C.grads_of(params, False) is None  # some have none: a clipper reads in Python
+    params.append(base * 3)  # not a leaf, no grad: Python warns, so Python reads
+    assert fastclip._held_params.grads_read_in_cpp(params) is None
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated", "ignore:Using backward\\(\\) with create_graph")
+def test_modes_tracers_and_differentiable_grads_are_read_in_python(cpp_reads, gen):
+    """Where a TorchDispatchMode, torch.jit.trace or a grad that requires grad (create_graph=True)
+    would see a difference, the grads are read in Python; torch.set_default_device's mode sees
+    neither read nor op, so the grads are still read in C++ under it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    params = [torch.nn.Parameter(torch.zeros(3)) for _ in range(2)]
+    for p in params:
+        p.grad = torch.randn(3, generator=gen)
+    with Ops() as mode:
+        fastclip.clip_grad_norm_(params, 1.0)
+    assert any("multi_tensor_clip_grad_norm_" in op and "held" not in op for op in mode.seen)
+    traced = torch.jit.trace(lambda x: fastclip.clip_grad_norm_(params, 1.0) + x, torch.zeros(()),
+                             check_trace=False)
+    assert traced is not None
+    assert cpp_reads == [False, False]
+    with torch.device("cpu"):
+        fastclip.clip_grad_norm_(params, 1.0)
+    assert cpp_reads == [False, False, True]
+    weight = torch.nn.Parameter(torch.randn(3, generator=gen))
+    (weight ** 3).sum().backward(create_graph=True)
+    total = fastclip.clip_grad_norm_([weight], 1e9)
+    assert cpp_reads == [False, False, True, False] and total.requires_grad
