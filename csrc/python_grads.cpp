@@ -68,12 +68,13 @@ PyObject* grads_of(PyObject* /*module*/, PyObject* args) {
       Py_RETURN_NONE;
     }
     // A grad that Python sees as a tensor subclass (DTensor, or one with __torch_function__):
-    // the ops must see it from Python. A grad never handed to Python has no object yet (and one
-    // with Python dispatch always has one).
+    // the ops must see it from Python. A grad with no Python object (never handed to Python, or
+    // its object gone) is a plain tensor unless it has Python dispatch.
     const PyObject* grad_object = grad.unsafeGetTensorImpl()->pyobj_slot()->load_pyobj();
     if (grad_object != nullptr && Py_TYPE(grad_object) != reinterpret_cast<PyTypeObject*>(THPVariableClass)) {
       Py_RETURN_NONE;
     }
+    if (grad.unsafeGetTensorImpl()->is_python_dispatch()) Py_RETURN_NONE;
     // A grad that requires grad (backward with create_graph=True): the ops' results then say
     // that they are not differentiable, which the held ops, below autograd, would not.
     if (grad.requires_grad()) Py_RETURN_NONE;

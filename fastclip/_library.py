@@ -46,9 +46,10 @@ try:
     from . import _C
 except (ImportError, OSError) as error:
     raise _load_error(error) from error
-if not all(hasattr(_C, name) for name in ("layouts", "clip_eps", "build_info", "grads_of")):  # built from older sources
+_MISSING = [name for name in ("layouts", "clip_eps", "build_info", "grads_of") if not hasattr(_C, name)]
+if _MISSING:  # built from older sources
     raise ImportError(f"fastclip: the compiled library {_C.__file__} is older than the Python sources "
-                      f"(it has no layouts). {_BUILD_HINT}")
+                      f"(it has no {', '.join(_MISSING)}). {_BUILD_HINT}")
 
 
 def _layer_built() -> bool:

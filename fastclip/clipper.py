@@ -202,7 +202,7 @@ class Clipper:
         return checked(self._step, items=self._params, arg="parameters", grads=True)
 
     def _step(self):
-        # Every grad read in C++ when each parameter has a plain one (HeldParams): no walk in Python.
+        # Every grad read in C++ when each parameter has a plain one (fastclip._held_params): no walk.
         held_params = getattr(self, "_held_params", None)  # (None in a clipper pickled before it had them)
         plain = (held_params.grads() if held_params is not None and self._norm_params is None
                  and self.grad_attr == "grad" else None)

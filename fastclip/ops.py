@@ -7,8 +7,9 @@ signatures, argument checks and error messages naming the bad entry, use the fun
 :mod:`fastclip.clip_grad`.
 
 :func:`multi_tensor_norm`, :func:`multi_tensor_scale_`, :func:`multi_tensor_clip_by_norm_` and
-:func:`multi_tensor_clip_grad_norm_` also take a :func:`held_list`: a list converted once, for lists of thousands of tensors passed again
-and again (converting such a list costs more than the op on it).
+:func:`multi_tensor_clip_grad_norm_` also take a :func:`held_list`: a list converted once, for
+lists of thousands of tensors passed again and again (converting such a list costs more than the
+op on it).
 """
 
 from collections.abc import Sequence
