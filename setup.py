@@ -1,29 +1,44 @@
-"""Builds fastclip._C: a CUDA extension when a CUDA toolkit and a CUDA build of torch are present
-(no GPU needed), a CPU-only one otherwise. FASTCLIP_CUDA=0|1 forces either; TORCH_CUDA_ARCH_LIST
-overrides the default architectures.
+"""Builds what this machine's user needs, and no more: a CPU-only build takes a minute on two
+cores, the CUDA kernels several (ptxas, per architecture).
 
-Also builds fastclip._cuda_on_cpu, the CPU execution layer (csrc/simt: the CUDA entry points and
-kernels compiled by the host compiler, run on CPU tensors when FASTCLIP_CPU_KERNELS=cuda at import),
-whenever a CUDA toolkit's headers are found, whatever torch's build; no nvcc, no GPU.
-FASTCLIP_CUDA_ON_CPU=0 skips it, FASTCLIP_CUDA_ON_CPU=1 requires it."""
+fastclip._C holds the CPU kernels, plus the CUDA kernels when a CUDA toolkit and a CUDA build of
+torch are present and either a GPU is visible (built for the GPUs present, as torch's
+cpp_extension picks them) or TORCH_CUDA_ARCH_LIST names the architectures. FASTCLIP_CUDA=1
+requires the CUDA kernels (for DEFAULT_CUDA_ARCH_LIST when neither names the architectures: a
+machine without a GPU that builds for others, as CI does); FASTCLIP_CUDA=0 leaves them out.
+
+FASTCLIP_CUDA_ON_CPU=1 also builds fastclip._cuda_on_cpu, the CPU execution layer for the tests
+(csrc/simt: the CUDA entry points and kernels compiled by the host compiler, run on CPU tensors
+when FASTCLIP_CPU_KERNELS=cuda at import); it needs a CUDA toolkit's headers, no GPU or nvcc run.
+
+A long build says how far it is: on the terminal where there is one (pip hides a build's output
+unless -v), else on stderr."""
 
 import glob
 import os
-import platform
 import pathlib
+import platform
 import shutil
 import sys
+import threading
+import time
 
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# Python's own flags carry -g, which costs about 40% of the compile time of a file that includes
+# torch's headers; the kernels are debugged through -lineinfo and the layer's tests.
+NO_DEBUG_INFO = "-g0"
 # Ampere and Hopper as machine code, plus PTX that newer GPUs compile at load time.
 DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"
 
 
 def _is_toolkit(path):
-    return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and os.path.isfile(
-        os.path.join(path, "include", "cuda_runtime.h"))
+    return (
+        bool(path)
+        and os.path.isfile(os.path.join(path, "bin", "nvcc"))
+        and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h"))
+    )
 
 
 def find_cuda_home():
@@ -70,10 +85,25 @@ def want_cuda(cuda_home):
     if forced == "0":
         return False
     have = torch.version.cuda is not None and cuda_home is not None
-    if forced == "1" and not have:
-        sys.exit("FASTCLIP_CUDA=1 but no CUDA toolkit was found or torch is a CPU-only build "
-                 f"(torch.version.cuda={torch.version.cuda}, toolkit={cuda_home})")
-    return have
+    if forced == "1":
+        if not have:
+            sys.exit(
+                "FASTCLIP_CUDA=1 but no CUDA toolkit was found or torch is a CPU-only build "
+                f"(torch.version.cuda={torch.version.cuda}, toolkit={cuda_home})"
+            )
+        return True
+    if not have:
+        return False
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return True
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return True
+    print(
+        "fastclip: CUDA toolkit found but no GPU visible and TORCH_CUDA_ARCH_LIST unset: building the CPU kernels "
+        "only (FASTCLIP_CUDA=1 builds the CUDA kernels too)",
+        file=sys.stderr,
+    )
+    return False
 
 
 def rel(pattern):
@@ -84,21 +114,25 @@ def build_extension():
     cuda_home = find_cuda_home()
     use_cuda = want_cuda(cuda_home)
     if use_cuda:
-        # torch.utils.cpp_extension reads these at import time.
+        import torch
+
+        # torch.utils.cpp_extension reads these at import time; without a list it builds for the
+        # GPUs visible.
         os.environ["CUDA_HOME"] = cuda_home
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
+        if not torch.cuda.is_available():
+            os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     sources = rel("csrc/*.cpp") + rel("csrc/common/*.cpp") + rel("csrc/cpu/*.cpp")
     # ATen's parallel_for is inline OpenMP: without -fopenmp it silently runs on one thread.
     # The runtime resolves to the libgomp.so.1 that torch has already loaded.
-    cxx_flags = ["-O3", "-fopenmp", "-DFASTCLIP_PYTHON_MODULE"]
+    cxx_flags = ["-O3", NO_DEBUG_INFO, "-fopenmp", "-DFASTCLIP_PYTHON_MODULE"]
     link_flags = ["-fopenmp"]
     if not use_cuda:
         print("fastclip: building the CPU-only extension", file=sys.stderr)
         return CppExtension("fastclip._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
-    print(f"fastclip: building the CUDA extension (toolkit {cuda_home}, "
-          f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']})", file=sys.stderr)
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or "the GPUs visible"
+    print(f"fastclip: building the CUDA extension (toolkit {cuda_home}, architectures: {archs})", file=sys.stderr)
     sources += rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu")
     cxx_flags.append("-DFASTCLIP_WITH_CUDA")
     # After the toolkit's own headers: the wheels also ship a partial cuda_runtime.h.
@@ -115,12 +149,11 @@ def build_extension():
 
 
 def want_cuda_on_cpu(cuda_home):
-    forced = forced_switch("FASTCLIP_CUDA_ON_CPU")
-    if forced == "0":
+    if forced_switch("FASTCLIP_CUDA_ON_CPU") != "1":
         return False
-    if forced == "1" and cuda_home is None:
+    if cuda_home is None:
         sys.exit("FASTCLIP_CUDA_ON_CPU=1 but no CUDA toolkit was found (its headers are needed; set CUDA_HOME)")
-    return cuda_home is not None
+    return True
 
 
 def kernel_wrappers():
@@ -134,8 +167,10 @@ def kernel_wrappers():
     wrappers = []
     for kernel in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*_kernel.cu"))):
         name = os.path.splitext(os.path.basename(kernel))[0]
-        text = (f"// Generated by setup.py: {name}.cu for the CPU execution layer (fastclip._cuda_on_cpu).\n"
-                f'#include "{header}"\n#include "{kernel}"\n')
+        text = (
+            f"// Generated by setup.py: {name}.cu for the CPU execution layer (fastclip._cuda_on_cpu).\n"
+            f'#include "{header}"\n#include "{kernel}"\n'
+        )
         path = os.path.join(out_dir, name + ".cpp")
         if not os.path.isfile(path) or pathlib.Path(path).read_text() != text:
             pathlib.Path(path).write_text(text)
@@ -163,11 +198,17 @@ def cuda_on_cpu_extension(cuda_home):
     from torch.utils.cpp_extension import CppExtension
 
     real_runtime = {os.path.join("csrc", "cuda", "device_runtime_cuda.cpp")}  # the GPU's; simt has the host one
-    sources = (rel("csrc/common/*.cpp") + [s for s in rel("csrc/cuda/*.cpp") if s not in real_runtime] +
-               rel("csrc/simt/*.cpp") + kernel_wrappers())
+    sources = (
+        rel("csrc/common/*.cpp")
+        + [s for s in rel("csrc/cuda/*.cpp") if s not in real_runtime]
+        + rel("csrc/simt/*.cpp")
+        + kernel_wrappers()
+    )
     include = os.path.join(cuda_home, "include")
     cxx_flags = [
-        "-O2", "-std=c++20",
+        "-O2",
+        NO_DEBUG_INFO,
+        "-std=c++20",
         "-fno-strict-aliasing",  # the kernels pun 16-byte vectors, which nvcc allows
         "-fopenmp",
         "-Wno-unknown-pragmas",  # the kernels' `#pragma unroll` is nvcc's
@@ -178,10 +219,61 @@ def cuda_on_cpu_extension(cuda_home):
         f"-I{include}",
         f"-I{os.path.join(include, 'cccl')}",  # <cuda/atomic> since CUDA 13
     ] + host_fma_flags()
-    print(f"fastclip: building the CPU execution layer fastclip._cuda_on_cpu (toolkit headers {include})",
-          file=sys.stderr)
-    return CppExtension("fastclip._cuda_on_cpu", sources, extra_compile_args={"cxx": cxx_flags},
-                        extra_link_args=["-fopenmp"])
+    print(
+        f"fastclip: building the CPU execution layer fastclip._cuda_on_cpu (toolkit headers {include})", file=sys.stderr
+    )
+    return CppExtension(
+        "fastclip._cuda_on_cpu", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]
+    )
+
+
+class BuildProgress:
+    """Reports an extension's build every PERIOD seconds while it runs (objects written so far, of
+    its sources) and its time when done, on the terminal where there is one, else on stderr."""
+
+    PERIOD = 15.0
+
+    def __init__(self, name, sources, build_temp):
+        self.name, self.sources, self.build_temp = name, sources, build_temp
+        self.stop = threading.Event()
+        try:
+            self.out = open("/dev/tty", "w")  # closed in __exit__
+        except OSError:
+            self.out = None
+
+    def say(self, line):
+        print(f"fastclip: {line}", file=self.out or sys.stderr, flush=True)
+
+    def compiled(self):
+        """Objects written since the build started (ninja leaves up-to-date ones alone)."""
+        found = 0
+        for folder, _, files in os.walk(self.build_temp):
+            for name in files:
+                try:
+                    found += name.endswith(".o") and os.path.getmtime(os.path.join(folder, name)) >= self.start
+                except OSError:  # replaced while we looked
+                    pass
+        return found
+
+    def watch(self):
+        while not self.stop.wait(self.PERIOD):
+            seconds = time.time() - self.start
+            self.say(f"{self.name}: {self.compiled()} of {self.sources} files compiled ({seconds:.0f} s)")
+
+    def __enter__(self):
+        self.start = time.time()
+        self.say(f"building {self.name} from {self.sources} files")
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, error_type, *_):
+        self.stop.set()
+        self.thread.join()
+        if error_type is None:
+            self.say(f"{self.name} built in {time.time() - self.start:.0f} s")
+        if self.out is not None:
+            self.out.close()
 
 
 def main():
@@ -196,12 +288,12 @@ def main():
         _C, and in a shared folder the two would overwrite each other's objects and build.ninja."""
 
         def build_extension(self, ext):
-            if ext.name != "fastclip._cuda_on_cpu":
-                return super().build_extension(ext)
             shared = self.build_temp
-            self.build_temp = os.path.join(shared, "cuda_on_cpu")
+            if ext.name == "fastclip._cuda_on_cpu":
+                self.build_temp = os.path.join(shared, "cuda_on_cpu")
             try:
-                return super().build_extension(ext)
+                with BuildProgress(ext.name, len(ext.sources), self.build_temp):
+                    return super().build_extension(ext)
             finally:
                 self.build_temp = shared
 

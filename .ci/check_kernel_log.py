@@ -15,8 +15,12 @@ GLOBAL = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\((?:[^()]|\([^()]
 
 
 def global_functions():
-    return {name for path in (ROOT / "csrc" / "cuda").glob("*.cu*") for name in GLOBAL.findall(path.read_text())
-            if path.suffix in (".cu", ".cuh")}
+    return {
+        name
+        for path in (ROOT / "csrc" / "cuda").glob("*.cu*")
+        for name in GLOBAL.findall(path.read_text())
+        if path.suffix in (".cu", ".cuh")
+    }
 
 
 def launches(log_path):

@@ -27,9 +27,24 @@ import torch
 
 from fastclip._command import UsageError
 from fastclip.bench import GPT2_124M
-from fastclip.bench_harness import (Column, Progress, Timer, add_floors, baseline_methods, ceiling_probes,
-                                    clip_case, format_table, machine_info, make_grads, markdown_table,
-                                    method_rows, parse_device, report_title, write_csv, write_json)
+from fastclip.bench_harness import (
+    Column,
+    Progress,
+    Timer,
+    add_floors,
+    baseline_methods,
+    ceiling_probes,
+    clip_case,
+    format_table,
+    machine_info,
+    make_grads,
+    markdown_table,
+    method_rows,
+    parse_device,
+    report_title,
+    write_csv,
+    write_json,
+)
 
 # (name, shapes, dtype, whether every call clips)
 CASES = [
@@ -39,27 +54,42 @@ CASES = [
     ("gpt2-124m", GPT2_124M, torch.float32, False),
 ]
 
-TABLE = [Column("case", lambda r: f"{r['case']} {r['dtype']}", 43, left=True),
-         Column("method", lambda r: r["method"], 14, left=True),
-         Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
-         Column("GB/s", lambda r: f"{r['gb_per_s']:.1f}", 7),
-         Column("vs torch", lambda r: f"{r['speedup_vs_torch_foreach']:.2f}x", 9),
-         Column("of floor", lambda r: f"{r['fraction_of_floor']:.0%}", 9)]
+TABLE = [
+    Column("case", lambda r: f"{r['case']} {r['dtype']}", 43, left=True),
+    Column("method", lambda r: r["method"], 14, left=True),
+    Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
+    Column("GB/s", lambda r: f"{r['gb_per_s']:.1f}", 7),
+    Column("vs torch", lambda r: f"{r['speedup_vs_torch_foreach']:.2f}x", 9),
+    Column("of floor", lambda r: f"{r['fraction_of_floor']:.0%}", 9),
+]
 LAUNCHES = Column("launches", lambda r: f"{r['kernel_launches']}", 9)
-MARKDOWN = [Column("case", lambda r: f"{r['case']} {r['dtype']}", left=True),
-            Column("tensors", lambda r: f"{r['tensors']}"),
-            Column("method", lambda r: r["method"], left=True),
-            Column("median ms", lambda r: f"{r['median_ms']:.2f}"),
-            Column("speedup vs torch foreach", lambda r: f"{r['speedup_vs_torch_foreach']:.2f}x"),
-            Column("fraction of floor", lambda r: f"{r['fraction_of_floor']:.0%}")]
+MARKDOWN = [
+    Column("case", lambda r: f"{r['case']} {r['dtype']}", left=True),
+    Column("tensors", lambda r: f"{r['tensors']}"),
+    Column("method", lambda r: r["method"], left=True),
+    Column("median ms", lambda r: f"{r['median_ms']:.2f}"),
+    Column("speedup vs torch foreach", lambda r: f"{r['speedup_vs_torch_foreach']:.2f}x"),
+    Column("fraction of floor", lambda r: f"{r['fraction_of_floor']:.0%}"),
+]
 
 
 def rows(report):
     """One flat record per case and method (the table's, the markdown's and the CSV's rows)."""
-    return list(method_rows(report["cases"], {"case": lambda c: c["case"], "dtype": lambda c: c["dtype"],
-                                              "tensors": lambda c: c["tensors"]},
-                            ["median_ms", "min_ms", "max_ms", "gb_per_s", "speedup_vs_torch_foreach",
-                             "fraction_of_floor", "kernel_launches"]))
+    return list(
+        method_rows(
+            report["cases"],
+            {"case": lambda c: c["case"], "dtype": lambda c: c["dtype"], "tensors": lambda c: c["tensors"]},
+            [
+                "median_ms",
+                "min_ms",
+                "max_ms",
+                "gb_per_s",
+                "speedup_vs_torch_foreach",
+                "fraction_of_floor",
+                "kernel_launches",
+            ],
+        )
+    )
 
 
 def main(argv=None):
@@ -91,8 +121,16 @@ def main(argv=None):
     for name, shapes, dtype, clips in CASES:
         progress.stage(steps=args.repeat)
         name = name if clips else f"{name} (no clip needed)"
-        case = clip_case(make_grads(shapes, dtype, device, generator), methods_for, timer, args.repeat, clips=clips,
-                         probes=probes, progress=progress, label=f"{name} {dtype}")
+        case = clip_case(
+            make_grads(shapes, dtype, device, generator),
+            methods_for,
+            timer,
+            args.repeat,
+            clips=clips,
+            probes=probes,
+            progress=progress,
+            label=f"{name} {dtype}",
+        )
         report["cases"].append({"case": name, "dtype": str(dtype).replace("torch.", ""), "clips": clips, **case})
     del probes
     report["ceilings"] = add_floors(report["cases"])
@@ -102,8 +140,9 @@ def main(argv=None):
     print(format_table(rows(report), TABLE + ([LAUNCHES] if device.type == "cuda" else [])))
     if args.markdown:
         print(f"\n{report_title(report)}.\n\n{markdown_table(rows(report), MARKDOWN)}")
-    path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                     f"clip_grad_norm_{device.type}.json")
+    path = args.json or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results", f"clip_grad_norm_{device.type}.json"
+    )
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_json(report, path)
     if args.csv:

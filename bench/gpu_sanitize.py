@@ -1,8 +1,8 @@
 """A small workload that reaches every fastclip kernel on the GPU, for compute-sanitizer
 (bench/gpu_check.sh runs it under memcheck and racecheck): every op on lists with misaligned
 starts, odd lengths, empty tensors and mixed dtypes, every norm kind, per-tensor norms on and off,
-and a few steps of every clipper, AGC with odd row lengths included, and of StepSkipper on their norms. Checks nothing itself but
-that the results are finite: the sanitizer reports what went wrong.
+and a few steps of every clipper, AGC with odd row lengths included, and of StepSkipper on their
+norms. Checks nothing itself but that the results are finite: the sanitizer reports what went wrong.
 
     compute-sanitizer --tool memcheck python bench/gpu_sanitize.py
 """
@@ -21,7 +21,7 @@ def awkward_list(gen, dtype):
     """Disjoint views of one buffer starting 1, 3, 5, 7 and 0 elements (mod 8) in, lengths around a
     16-byte vector, an empty tensor, a 2-d tensor."""
     base = torch.randn(4096, generator=gen).to(DEVICE, dtype)
-    tensors = [base[start:start + length] for start, length in ((1, 7), (11, 33), (45, 1000), (1047, 17), (2048, 64))]
+    tensors = [base[start : start + length] for start, length in ((1, 7), (11, 33), (45, 1000), (1047, 17), (2048, 64))]
     return tensors + [torch.empty(0, device=DEVICE, dtype=dtype), torch.randn(37, 3, generator=gen).to(DEVICE, dtype)]
 
 
@@ -33,7 +33,9 @@ def run_ops(gen):
                 total, _ = fastclip.ops.multi_tensor_norm(tensors, norm_type, per_tensor)
                 assert total.isfinite(), (dtype, norm_type)
         fastclip.ops.multi_tensor_scale_(tensors, torch.tensor(0.5, device=DEVICE))
-        fastclip.ops.multi_tensor_scale_(tensors, torch.rand(len(tensors), generator=gen).to(DEVICE), clear_on_zero=True)
+        fastclip.ops.multi_tensor_scale_(
+            tensors, torch.rand(len(tensors), generator=gen).to(DEVICE), clear_on_zero=True
+        )
         fastclip.ops.multi_tensor_clip_by_norm_(tensors, torch.tensor(10.0, device=DEVICE), 1.0)
         fastclip.ops.multi_tensor_clip_grad_norm_(tensors, 0.5, 2.0)
         fastclip.ops.multi_tensor_clamp_(tensors, 0.1)
@@ -44,9 +46,14 @@ def run_ops(gen):
 def run_clippers(gen):
     shapes = [(33, 7), (5,), (64, 3), (1,), (300, 9)]  # odd row lengths for AGC
     params = [torch.nn.Parameter(torch.randn(s, generator=gen).to(DEVICE)) for s in shapes]
-    clippers = [fastclip.ZClip(params, warmup_steps=2), fastclip.AutoClip(params),
-                fastclip.AutoClip(params, history_size=4, scope="tensor"), fastclip.AdaGC(params, warmup_steps=2),
-                fastclip.AGC(params), fastclip.NormClip(params, max_norm=1.0)]
+    clippers = [
+        fastclip.ZClip(params, warmup_steps=2),
+        fastclip.AutoClip(params),
+        fastclip.AutoClip(params, history_size=4, scope="tensor"),
+        fastclip.AdaGC(params, warmup_steps=2),
+        fastclip.AGC(params),
+        fastclip.NormClip(params, max_norm=1.0),
+    ]
     skippers = [fastclip.StepSkipper(window=2), fastclip.StepSkipper(window=300, reference=True)]
     for step in range(6):
         for clipper in clippers:

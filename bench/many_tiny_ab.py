@@ -35,15 +35,18 @@ def main():
             _held_params.HeldParams.grads, clip_grad.grads_read_in_cpp = held_grads, function_grads
             runs[mode].append(bench_overhead.many_tiny(torch.device("cpu"), args.repeat))
     _held_params.HeldParams.grads, clip_grad.grads_read_in_cpp = read_in_cpp
-    print(f"many-tiny A/B, {args.runs} runs of each mode, --repeat {args.repeat}, one thread "
-          f"({bench_harness.device_name(torch.device('cpu'))}): median ratio to the walk")
+    print(
+        f"many-tiny A/B, {args.runs} runs of each mode, --repeat {args.repeat}, one thread "
+        f"({bench_harness.device_name(torch.device('cpu'))}): median ratio to the walk"
+    )
     first = next(iter(runs.values()))[0]
     methods = [m for m in first[0]["methods"] if m not in ("walk", "torch.clip_grad_norm_")]
     print(f"{'grads':16s} {'method':34s} " + " ".join(f"{mode:>22s}" for mode in modes))
     for index, case in enumerate(first):
         for method in methods:
-            ratios = [statistics.median(run[index]["methods"][method]["vs_walk"] for run in runs[mode])
-                      for mode in modes]
+            ratios = [
+                statistics.median(run[index]["methods"][method]["vs_walk"] for run in runs[mode]) for mode in modes
+            ]
             print(f"{case['tensors']:,} {case['grads']:10s} {method:34s} " + " ".join(f"{r:21.2f}x" for r in ratios))
 
 

@@ -24,8 +24,8 @@ c10::TypedOperatorHandle<Signature> list_op(const char* name) {
 }
 
 std::tuple<at::Tensor, at::Tensor> held_norm(const Held& list, double norm_type, bool per_tensor) {
-  static const auto op = list_op<std::tuple<at::Tensor, at::Tensor>(at::TensorList, double, bool)>(
-      "fastclip::multi_tensor_norm");
+  static const auto op =
+      list_op<std::tuple<at::Tensor, at::Tensor>(at::TensorList, double, bool)>("fastclip::multi_tensor_norm");
   c10::impl::ExcludeDispatchKeyGuard below_autograd(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
   return op.call(list->tensors, norm_type, per_tensor);
 }
@@ -37,8 +37,7 @@ void held_scale(const Held& list, const at::Tensor& scale, bool clear_on_zero) {
 }
 
 at::Tensor held_clip_grad_norm(const Held& list, double max_norm, double norm_type) {
-  static const auto op =
-      list_op<at::Tensor(at::TensorList, double, double)>("fastclip::multi_tensor_clip_grad_norm_");
+  static const auto op = list_op<at::Tensor(at::TensorList, double, double)>("fastclip::multi_tensor_clip_grad_norm_");
   c10::impl::ExcludeDispatchKeyGuard below_autograd(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
   return op.call(list->tensors, max_norm, norm_type);
 }
@@ -79,7 +78,7 @@ TORCH_LIBRARY_IMPL(fastclip, CompositeImplicitAutograd, m) {
   m.impl("held_multi_tensor_clip_by_norm_", &fastclip::held_clip_by_norm);
   m.impl("held_multi_tensor_clip_grad_norm_", &fastclip::held_clip_grad_norm);
   for (const char* op : {"zclip_update_", "normclip_update_", "autoclip_update_", "adagc_update_"}) {
-    m.impl((std::string("held_") + op).c_str(), torch::CppFunction::makeFromBoxedFunctor(
-                                                    std::make_unique<fastclip::RunOnHeldGrads>(op)));
+    m.impl((std::string("held_") + op).c_str(),
+           torch::CppFunction::makeFromBoxedFunctor(std::make_unique<fastclip::RunOnHeldGrads>(op)));
   }
 }

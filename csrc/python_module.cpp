@@ -10,6 +10,7 @@
 #include "common/layouts.h"
 #include "common/norm_math.h"
 #include "cpu/cpu_chunk_ops.h"
+#include "cpu/cpu_parallel.h"
 #include "python_grads.h"
 
 #ifdef FASTCLIP_WITH_CUDA
@@ -65,8 +66,9 @@ PyObject* make_build_info() {
     }
     PyTuple_SET_ITEM(compiled, i, name);  // steals the reference
   }
-  return Py_BuildValue("{s:N,s:s,s:s}", "cpu_isas", compiled, "cpu_isa_in_use", fastclip::cpu::isa_in_use(),
-                       "cuda_archs", cuda_archs());
+  return Py_BuildValue("{s:N,s:s,s:s,s:L}", "cpu_isas", compiled, "cpu_isa_in_use", fastclip::cpu::isa_in_use(),
+                       "cuda_archs", cuda_archs(), "last_level_cache_bytes",
+                       static_cast<long long>(fastclip::cpu::last_level_cache_bytes()));
 }
 
 }  // namespace

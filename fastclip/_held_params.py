@@ -31,7 +31,8 @@ def _modes_would_see_the_read():
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._len_torch_dispatch_stack():
         return True
     return torch._C._is_torch_function_mode_enabled() and not all(
-        isinstance(mode, DeviceContext) for mode in torch.overrides._get_current_function_mode_stack())
+        isinstance(mode, DeviceContext) for mode in torch.overrides._get_current_function_mode_stack()
+    )
 
 
 def _read(params, skip_missing):

@@ -106,9 +106,16 @@ class SkipStepCounter(enum.IntEnum):
 
 
 #: Each enum by its key in ``fastclip._C.layouts``.
-LAYOUTS = {"result_slots": ResultSlot, "zclip_state": ZClipState, "autoclip_counters": AutoClipCounter,
-           "autoclip_stopped": AutoClipStopped, "adagc_gamma": AdaGCGamma, "stable_spam_row": StableSPAMRow,
-           "skip_step_result": SkipStepResult, "skip_step_counters": SkipStepCounter}
+LAYOUTS = {
+    "result_slots": ResultSlot,
+    "zclip_state": ZClipState,
+    "autoclip_counters": AutoClipCounter,
+    "autoclip_stopped": AutoClipStopped,
+    "adagc_gamma": AdaGCGamma,
+    "stable_spam_row": StableSPAMRow,
+    "skip_step_result": SkipStepResult,
+    "skip_step_counters": SkipStepCounter,
+}
 
 RESULT_SLOTS = len(ResultSlot)  # the result tensor's size
 ZCLIP_HEADER = len(ZClipState)  # where ZClip's warm-up buffer starts
@@ -160,5 +167,6 @@ def write_outcome(result: torch.Tensor, norm, threshold, coef, nonfinite, policy
                 result[slot] = value
         return result
     like = like.float()
-    return torch.stack([v.float() if isinstance(v, torch.Tensor) else torch.full_like(like, v) for v in values],
-                       out=result)
+    return torch.stack(
+        [v.float() if isinstance(v, torch.Tensor) else torch.full_like(like, v) for v in values], out=result
+    )

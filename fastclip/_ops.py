@@ -35,7 +35,9 @@ def _check_one_device(tensors, *others):
         return
     device = tensors[0].device
     for i, t in enumerate(tensors):
-        torch._check(t.device == device, lambda: f"fastclip: tensors[{i}] is on {t.device} but tensors[0] is on {device}")
+        torch._check(
+            t.device == device, lambda: f"fastclip: tensors[{i}] is on {t.device} but tensors[0] is on {device}"
+        )
     for name, t in others:
         torch._check(t.device == device, lambda: f"fastclip: {name} is on {t.device} but the tensors are on {device}")
 
@@ -101,17 +103,32 @@ def _normclip_update_fake(grads, norm, result, *args):
 
 
 @torch.library.register_fake("fastclip::autoclip_update_")
-def _autoclip_update_fake(grads, total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold,
-                          *args):
-    others = [("rows", rows), ("lower", lower), ("upper", upper), ("window", window), ("counters", counters),
-              ("result", result), ("coef", coef), ("threshold", threshold)]
+def _autoclip_update_fake(
+    grads, total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold, *args
+):
+    others = [
+        ("rows", rows),
+        ("lower", lower),
+        ("upper", upper),
+        ("window", window),
+        ("counters", counters),
+        ("result", result),
+        ("coef", coef),
+        ("threshold", threshold),
+    ]
     _check_step_devices(grads, [("total_norm", total_norm), ("norms", norms)], others)
 
 
 @torch.library.register_fake("fastclip::adagc_update_")
 def _adagc_update_fake(grads, total_norm, norms, rows, gamma, steps, result, coef, threshold, *args):
-    others = [("rows", rows), ("gamma", gamma), ("steps", steps), ("result", result), ("coef", coef),
-              ("threshold", threshold)]
+    others = [
+        ("rows", rows),
+        ("gamma", gamma),
+        ("steps", steps),
+        ("result", result),
+        ("coef", coef),
+        ("threshold", threshold),
+    ]
     _check_step_devices(grads, [("total_norm", total_norm), ("norms", norms)], others)
 
 
@@ -124,8 +141,15 @@ def _stable_spam_norms_fake(grads, maxima, rows, state, gamma3):
 
 @torch.library.register_fake("fastclip::stable_spam_update_")
 def _stable_spam_update_fake(grads, stats, split, rows, state, steps, result, coef, threshold, *args):
-    others = [("stats", stats), ("split", split), ("rows", rows), ("steps", steps), ("result", result),
-              ("coef", coef), ("threshold", threshold)]
+    others = [
+        ("stats", stats),
+        ("split", split),
+        ("rows", rows),
+        ("steps", steps),
+        ("result", result),
+        ("coef", coef),
+        ("threshold", threshold),
+    ]
     _check_one_device([state], *others, *[(f"grads[{i}]", g) for i, g in enumerate(grads)])
 
 
@@ -148,13 +172,44 @@ def _stats_op(name, grads):
     return getattr(_ops, name), list(grads)
 
 
-def zclip_update_(norm, state, result, alpha, z_thresh, max_grad_norm, eps, warmup_steps, mode, clip_option,
-                  clip_factor, skip_update_on_spike, on_nonfinite, reference, grads=(), scale_grads=True):
+def zclip_update_(
+    norm,
+    state,
+    result,
+    alpha,
+    z_thresh,
+    max_grad_norm,
+    eps,
+    warmup_steps,
+    mode,
+    clip_option,
+    clip_factor,
+    skip_update_on_spike,
+    on_nonfinite,
+    reference,
+    grads=(),
+    scale_grads=True,
+):
     """One ZClip statistics step (csrc/common/zclip_step.h): updates ``state``, writes ``result``."""
     op, grads = _stats_op("zclip_update_", grads)
-    op(grads, norm, state, result, float(alpha), float(z_thresh),
-       None if max_grad_norm is None else float(max_grad_norm), float(eps), int(warmup_steps), mode, clip_option,
-       float(clip_factor), bool(skip_update_on_spike), on_nonfinite, bool(reference), bool(scale_grads))
+    op(
+        grads,
+        norm,
+        state,
+        result,
+        float(alpha),
+        float(z_thresh),
+        None if max_grad_norm is None else float(max_grad_norm),
+        float(eps),
+        int(warmup_steps),
+        mode,
+        clip_option,
+        float(clip_factor),
+        bool(skip_update_on_spike),
+        on_nonfinite,
+        bool(reference),
+        bool(scale_grads),
+    )
 
 
 def normclip_update_(norm, result, max_norm, norm_type, on_nonfinite, grads=(), scale_grads=True):
@@ -163,22 +218,90 @@ def normclip_update_(norm, result, max_norm, norm_type, on_nonfinite, grads=(), 
     op(grads, norm, result, float(max_norm), float(norm_type), on_nonfinite, bool(scale_grads))
 
 
-def autoclip_update_(total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold, percentile,
-                     lag, on_nonfinite, reference, grads=(), per_tensor=False, scale_grads=True):
+def autoclip_update_(
+    total_norm,
+    norms,
+    rows,
+    lower,
+    upper,
+    window,
+    counters,
+    result,
+    coef,
+    threshold,
+    percentile,
+    lag,
+    on_nonfinite,
+    reference,
+    grads=(),
+    per_tensor=False,
+    scale_grads=True,
+):
     """One AutoClip step over the histories ``rows`` (csrc/common/autoclip_step.h): thresholds,
     factors and the histories' update. ``per_tensor``: an entry (and a factor) per grad, else
     the one entry of the total norm."""
     op, grads = _stats_op("autoclip_update_", grads)
-    op(grads, total_norm, norms, rows, lower, upper, window, counters, result, coef, threshold, float(percentile),
-       bool(lag), on_nonfinite, bool(reference), bool(per_tensor), bool(scale_grads))
+    op(
+        grads,
+        total_norm,
+        norms,
+        rows,
+        lower,
+        upper,
+        window,
+        counters,
+        result,
+        coef,
+        threshold,
+        float(percentile),
+        bool(lag),
+        on_nonfinite,
+        bool(reference),
+        bool(per_tensor),
+        bool(scale_grads),
+    )
 
 
-def adagc_update_(total_norm, norms, rows, gamma, steps, result, coef, threshold, lambda_abs, lambda_rel, beta,
-                  warmup_steps, eps, on_nonfinite, reference, grads=(), scale_grads=True):
+def adagc_update_(
+    total_norm,
+    norms,
+    rows,
+    gamma,
+    steps,
+    result,
+    coef,
+    threshold,
+    lambda_abs,
+    lambda_rel,
+    beta,
+    warmup_steps,
+    eps,
+    on_nonfinite,
+    reference,
+    grads=(),
+    scale_grads=True,
+):
     """One AdaGC step (csrc/common/adagc_step.h): per-tensor factors and thresholds, EMA update of ``gamma``."""
     op, grads = _stats_op("adagc_update_", grads)
-    op(grads, total_norm, norms, rows, gamma, steps, result, coef, threshold, float(lambda_abs), float(lambda_rel),
-       float(beta), int(warmup_steps), float(eps), on_nonfinite, bool(reference), bool(scale_grads))
+    op(
+        grads,
+        total_norm,
+        norms,
+        rows,
+        gamma,
+        steps,
+        result,
+        coef,
+        threshold,
+        float(lambda_abs),
+        float(lambda_rel),
+        float(beta),
+        int(warmup_steps),
+        float(eps),
+        on_nonfinite,
+        bool(reference),
+        bool(scale_grads),
+    )
 
 
 def stable_spam_norms(grads, maxima, rows, state, gamma3):
@@ -187,12 +310,47 @@ def stable_spam_norms(grads, maxima, rows, state, gamma3):
     return _ops.stable_spam_norms(list(grads), maxima, rows, state, float(gamma3))
 
 
-def stable_spam_update_(grads, stats, split, rows, state, steps, result, coef, threshold, gamma1, gamma2, gamma3, eps,
-                        total_steps, eta_min, reset_every, on_nonfinite, reference):
+def stable_spam_update_(
+    grads,
+    stats,
+    split,
+    rows,
+    state,
+    steps,
+    result,
+    coef,
+    threshold,
+    gamma1,
+    gamma2,
+    gamma3,
+    eps,
+    total_steps,
+    eta_min,
+    reset_every,
+    on_nonfinite,
+    reference,
+):
     """One Stable-SPAM step (csrc/common/stable_spam_step.h) and the grads' update."""
-    _ops.stable_spam_update_(list(grads), stats, split, rows, state, steps, result, coef, threshold, float(gamma1),
-                             float(gamma2), float(gamma3), float(eps), int(total_steps or 0), float(eta_min),
-                             int(reset_every or 0), on_nonfinite, bool(reference))
+    _ops.stable_spam_update_(
+        list(grads),
+        stats,
+        split,
+        rows,
+        state,
+        steps,
+        result,
+        coef,
+        threshold,
+        float(gamma1),
+        float(gamma2),
+        float(gamma3),
+        float(eps),
+        int(total_steps or 0),
+        float(eta_min),
+        int(reset_every or 0),
+        on_nonfinite,
+        bool(reference),
+    )
 
 
 def skip_step_update_(loss, norm, history, counters, result, window, sigma, reference):

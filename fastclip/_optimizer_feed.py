@@ -46,8 +46,10 @@ class _Feed:
         self._optimizer = weakref.ref(optimizer)
         self._sources = []
         self._saved = None
-        self._hooks = [optimizer.register_step_pre_hook(self._before_step),
-                       optimizer.register_step_post_hook(self._after_step)]
+        self._hooks = [
+            optimizer.register_step_pre_hook(self._before_step),
+            optimizer.register_step_post_hook(self._after_step),
+        ]
 
     def add(self):
         source = FeedSource(self)

@@ -16,6 +16,7 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 # -- the functions' arguments (torch's messages and exception types) -------------------------
 
+
 def as_list(tensors, arg):
     """``tensors`` (a Tensor or an iterable of them) as a list."""
     if isinstance(tensors, torch.Tensor):
@@ -69,8 +70,9 @@ def diagnose(items, arg, grads=False):
         if first_device is None:
             first_device = t.device
         elif t.device != first_device:
-            raise RuntimeError(f"{where} is on {t.device} but the first one is on {first_device}; "
-                               "all tensors must be on one device")
+            raise RuntimeError(
+                f"{where} is on {t.device} but the first one is on {first_device}; all tensors must be on one device"
+            )
 
 
 def checked(op, *args, items, arg, grads, **kwargs):
@@ -85,11 +87,14 @@ def checked(op, *args, items, arg, grads, **kwargs):
 def check_norm_type_across_ranks(norm_type):
     """Refuses p = 0, which has no sum across ranks."""
     if norm_type == 0:
-        raise ValueError("fastclip: norm_type=0 (the count of nonzero tensors) cannot be combined across ranks: "
-                         "a sharded tensor would be counted once per rank")
+        raise ValueError(
+            "fastclip: norm_type=0 (the count of nonzero tensors) cannot be combined across ranks: "
+            "a sharded tensor would be counted once per rank"
+        )
 
 
 # -- the clippers' arguments (messages start with the clipper's name) ------------------------
+
 
 def flatten_groups(entries, prefix=""):
     """``(tensors, spans)`` from a list of tensors and param groups (dicts with a ``"params"`` key:
@@ -118,8 +123,10 @@ def flatten_parameters(parameters, clipper_name, spans=None):
     try:
         entries = list(parameters)
     except TypeError:
-        raise TypeError(f"{clipper_name}: parameters must be an iterable of Tensors or of param groups (dicts), got "
-                        f"{type(parameters).__name__}") from None
+        raise TypeError(
+            f"{clipper_name}: parameters must be an iterable of Tensors or of param groups (dicts), got "
+            f"{type(parameters).__name__}"
+        ) from None
     params, found = flatten_groups(entries, f"{clipper_name}: ")
     if spans is not None:
         spans.extend(found)
@@ -172,6 +179,7 @@ def check_int(value, name, clipper_name, low=0, below_log2=None):
 def check_grad_attr(grad_attr, clipper_name):
     """``grad_attr`` if it can name an attribute."""
     if not isinstance(grad_attr, str) or not grad_attr.isidentifier():
-        raise ValueError(f"{clipper_name}: grad_attr must be an attribute name such as 'grad' or 'main_grad', "
-                         f"got {grad_attr!r}")
+        raise ValueError(
+            f"{clipper_name}: grad_attr must be an attribute name such as 'grad' or 'main_grad', got {grad_attr!r}"
+        )
     return grad_attr

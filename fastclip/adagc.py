@@ -31,9 +31,18 @@ class AdaGC(Clipper):
     per_tensor = True
     folds_into_optimizer = False
 
-    def __init__(self, parameters: Params, lambda_abs: float = 1.0, lambda_rel: float = 1.05, beta: float = 0.98,
-                 warmup_steps: int = 100, eps: float = 1e-6, on_nonfinite: str = "skip", reference: bool = False,
-                 **options):
+    def __init__(
+        self,
+        parameters: Params,
+        lambda_abs: float = 1.0,
+        lambda_rel: float = 1.05,
+        beta: float = 0.98,
+        warmup_steps: int = 100,
+        eps: float = 1e-6,
+        on_nonfinite: str = "skip",
+        reference: bool = False,
+        **options,
+    ):
         super().__init__(parameters, on_nonfinite, reference, **options)
         inf = float("inf")
         self.lambda_abs = check_number(lambda_abs, "lambda_abs", "AdaGC", 0.0, inf, low_open=True, high_open=True)
@@ -43,13 +52,20 @@ class AdaGC(Clipper):
         self.eps = check_number(eps, "eps", "AdaGC", 0.0, inf, high_open=True)
 
     def _config(self):
-        return {"lambda_abs": self.lambda_abs, "lambda_rel": self.lambda_rel, "beta": self.beta,
-                "warmup_steps": self.warmup_steps, "eps": self.eps, "reference": self.reference}
+        return {
+            "lambda_abs": self.lambda_abs,
+            "lambda_rel": self.lambda_rel,
+            "beta": self.beta,
+            "warmup_steps": self.warmup_steps,
+            "eps": self.eps,
+            "reference": self.reference,
+        }
 
     def _check_loaded_state(self, state):
         if set(state) != {"gamma", "steps"} or state["gamma"].shape != (len(self._params), ADAGC_GAMMA):
-            raise ValueError(f"AdaGC: the checkpoint's state does not match this clipper's {len(self._params)} "
-                             "parameters")
+            raise ValueError(
+                f"AdaGC: the checkpoint's state does not match this clipper's {len(self._params)} parameters"
+            )
 
     def _update(self, grads, norms, present, device, policy, scale_grads):
         if "gamma" not in self._state:
@@ -58,7 +74,23 @@ class AdaGC(Clipper):
         rows = self._rows_tensor(present, device)
         values, coef, threshold = _entry_outputs(len(present), device)
         total, per_tensor = (None, None) if norms is None else norms
-        _ops.adagc_update_(total, per_tensor, rows, self._state["gamma"], self._state["steps"], values, coef, threshold,
-                           self.lambda_abs, self.lambda_rel, self.beta, self.warmup_steps, self.eps, policy,
-                           self.reference, grads, scale_grads)
+        _ops.adagc_update_(
+            total,
+            per_tensor,
+            rows,
+            self._state["gamma"],
+            self._state["steps"],
+            values,
+            coef,
+            threshold,
+            self.lambda_abs,
+            self.lambda_rel,
+            self.beta,
+            self.warmup_steps,
+            self.eps,
+            policy,
+            self.reference,
+            grads,
+            scale_grads,
+        )
         return values, coef, threshold

@@ -25,8 +25,9 @@ class AGC(Clipper):
 
     def __init__(self, parameters: Params, clip_factor: float = 0.01, eps: float = 1e-3):
         super().__init__(parameters, "propagate")
-        self.clip_factor = check_number(clip_factor, "clip_factor", "AGC", 0.0, float("inf"), low_open=True,
-                                        high_open=True)
+        self.clip_factor = check_number(
+            clip_factor, "clip_factor", "AGC", 0.0, float("inf"), low_open=True, high_open=True
+        )
         self.eps = check_number(eps, "eps", "AGC", 0.0, float("inf"), high_open=True)
 
     def _config(self):

@@ -44,9 +44,18 @@ class AutoClip(Clipper):
     reproduces the peers, where one NaN makes every later threshold NaN.
     """
 
-    def __init__(self, parameters: Params, percentile: float = 10.0, history_size: int | None = None,
-                 scope: str = "global", lag: int = 0, reserve_steps: int = 0, on_nonfinite: str = "skip",
-                 reference: bool = False, **options):
+    def __init__(
+        self,
+        parameters: Params,
+        percentile: float = 10.0,
+        history_size: int | None = None,
+        scope: str = "global",
+        lag: int = 0,
+        reserve_steps: int = 0,
+        on_nonfinite: str = "skip",
+        reference: bool = False,
+        **options,
+    ):
         self.scope = check_choice(scope, "scope", ("global", "tensor"), "AutoClip")
         self.per_tensor = self.scope == "tensor"
         self.folds_into_optimizer = not self.per_tensor
@@ -60,8 +69,13 @@ class AutoClip(Clipper):
         self.lag = check_choice(lag, "lag", (0, 1), "AutoClip")
 
     def _config(self):
-        return {"percentile": self.percentile, "history_size": self.history_size, "scope": self.scope,
-                "lag": self.lag, "reference": self.reference}
+        return {
+            "percentile": self.percentile,
+            "history_size": self.history_size,
+            "scope": self.scope,
+            "lag": self.lag,
+            "reference": self.reference,
+        }
 
     def _num_histories(self):
         return len(self._params) if self.per_tensor else 1
@@ -113,8 +127,10 @@ class AutoClip(Clipper):
             return
         if torch.compiler.is_compiling():
             if not self.reserve_steps:
-                raise RuntimeError("AutoClip(history_size=None) cannot grow its history inside torch.compile: "
-                                   "pass reserve_steps=<number of steps> to size it up front")
+                raise RuntimeError(
+                    "AutoClip(history_size=None) cannot grow its history inside torch.compile: "
+                    "pass reserve_steps=<number of steps> to size it up front"
+                )
             return
         # After this step a history holds at most `steps` norms; both heap sizes grow with it.
         self._steps += 1
@@ -137,9 +153,25 @@ class AutoClip(Clipper):
         rows = self._rows_tensor(present if self.per_tensor else range(1), device)
         values, coef, threshold = _entry_outputs(len(present) if self.per_tensor else 1, device)
         s = self._state
-        _ops.autoclip_update_(total, entry_norms, rows, s["lower"], s["upper"], s["window"], s["counters"], values,
-                              coef, threshold, self.percentile, self.lag == 1, policy, self.reference, grads,
-                              self.per_tensor, scale_grads)
+        _ops.autoclip_update_(
+            total,
+            entry_norms,
+            rows,
+            s["lower"],
+            s["upper"],
+            s["window"],
+            s["counters"],
+            values,
+            coef,
+            threshold,
+            self.percentile,
+            self.lag == 1,
+            policy,
+            self.reference,
+            grads,
+            self.per_tensor,
+            scale_grads,
+        )
         if self.per_tensor:
             return values, coef, threshold
         return values, None, None
@@ -159,8 +191,9 @@ class AutoClip(Clipper):
         the host (a sync): call it before training, not in the step.
         """
         if self.per_tensor:
-            raise ValueError("AutoClip.load_history: norms seed the one history of scope='global'; "
-                             "this clipper has scope='tensor'")
+            raise ValueError(
+                "AutoClip.load_history: norms seed the one history of scope='global'; this clipper has scope='tensor'"
+            )
         if not isinstance(norms, torch.Tensor) or norms.dim() != 1 or not norms.is_floating_point():
             what = type(norms).__name__
             if isinstance(norms, torch.Tensor):
@@ -170,6 +203,7 @@ class AutoClip(Clipper):
         if not bool(torch.isfinite(norms).all()) or bool((norms < 0).any()):
             raise ValueError("AutoClip.load_history: norms must be finite and >= 0 (as float32)")
         device, count = norms.device, norms.numel()
+
         def history(columns):  # float32, as the norms it holds, whatever the default dtype
             return torch.zeros(1, columns, dtype=torch.float32, device=device)
 
@@ -182,15 +216,20 @@ class AutoClip(Clipper):
             lower = history(self._heap_columns(count + self.reserve_steps, "lower"))
             upper = history(self._heap_columns(count + self.reserve_steps, "upper"))
             lower[0, :below] = ordered[:below].flip(0)
-            upper[0, :count - below] = ordered[below:]
+            upper[0, : count - below] = ordered[below:]
             counters[0, _LOWER], counters[0, _UPPER] = below, count - below
         else:
             # The last N norms, oldest first, the ring's head on the slot written next.
-            kept = norms[-self.history_size:]
+            kept = norms[-self.history_size :]
             window = history(self.history_size)
-            window[0, :kept.numel()] = kept
+            window[0, : kept.numel()] = kept
             counters[0, _WINDOW] = kept.numel()
             counters[0, AutoClipCounter.WINDOW_HEAD] = kept.numel() % self.history_size
         self.reset()
-        self.load_state_dict({"config": self._config(), "host": {"steps": count},
-                              "state": {"lower": lower, "upper": upper, "window": window, "counters": counters}})
+        self.load_state_dict(
+            {
+                "config": self._config(),
+                "host": {"steps": count},
+                "state": {"lower": lower, "upper": upper, "window": window, "counters": counters},
+            }
+        )

@@ -34,11 +34,38 @@ import fastclip
 from ._command import UsageError
 from ._outputs import write_atomically
 
-__all__ = ["CEILING_BYTES", "NORM_ONLY_PREFIX", "Column", "GradHolder", "Probe", "Progress", "Timer", "add_floor",
-           "add_floors", "add_speedups", "available_memory_bytes", "baseline_methods", "ceiling_probes",
-           "ceilings_from", "clip_case", "cpu_model", "device_name", "format_table", "kernel_launches",
-           "last_level_cache_bytes", "machine_info", "make_grads", "markdown_table", "method_rows",
-           "parse_device", "report_title", "tensor_dtypes", "time_methods", "write_csv", "write_json"]
+__all__ = [
+    "CEILING_BYTES",
+    "NORM_ONLY_PREFIX",
+    "Column",
+    "GradHolder",
+    "Probe",
+    "Progress",
+    "Timer",
+    "add_floor",
+    "add_floors",
+    "add_speedups",
+    "available_memory_bytes",
+    "baseline_methods",
+    "ceiling_probes",
+    "ceilings_from",
+    "clip_case",
+    "cpu_model",
+    "device_name",
+    "format_table",
+    "kernel_launches",
+    "last_level_cache_bytes",
+    "machine_info",
+    "make_grads",
+    "markdown_table",
+    "method_rows",
+    "parse_device",
+    "report_title",
+    "tensor_dtypes",
+    "time_methods",
+    "write_csv",
+    "write_json",
+]
 
 CEILING_BYTES = 1 << 30  # large enough to stream from memory, not from cache
 NORM_ONLY_PREFIX = "norm only: "  # methods that compute the norm and do not clip: floor = 1 read pass
@@ -49,14 +76,19 @@ Shape = Sequence[int]
 
 # -- grads ------------------------------------------------------------------------------------
 
+
 def tensor_dtypes(shapes: Sequence[Shape], dtypes: torch.dtype | Iterable[torch.dtype]) -> list[torch.dtype]:
     """One dtype per shape, cycling through ``dtypes`` (or all of one dtype)."""
     dtypes = (dtypes,) if isinstance(dtypes, torch.dtype) else tuple(dtypes)
     return [dtypes[i % len(dtypes)] for i in range(len(shapes))]
 
 
-def make_grads(shapes: Sequence[Shape], dtypes: torch.dtype | Iterable[torch.dtype], device: torch.device,
-               generator: torch.Generator) -> list[torch.Tensor]:
+def make_grads(
+    shapes: Sequence[Shape],
+    dtypes: torch.dtype | Iterable[torch.dtype],
+    device: torch.device,
+    generator: torch.Generator,
+) -> list[torch.Tensor]:
     """Fresh normal grads, one per shape, cycling through ``dtypes`` (or all of one dtype)."""
     grads = []
     for shape, dtype in zip(shapes, tensor_dtypes(shapes, dtypes)):
@@ -106,12 +138,15 @@ class GradHolder(torch.nn.Module):
 def baseline_methods(params: Sequence[torch.Tensor], max_norm: float) -> dict[str, Call]:
     """fastclip's ``clip_grad_norm_`` and torch's (foreach, and per-tensor loop) on ``params``."""
     params = list(params)
-    return {"fastclip": lambda: fastclip.clip_grad_norm_(params, max_norm),
-            "torch_foreach": lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True),
-            "torch_loop": lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False)}
+    return {
+        "fastclip": lambda: fastclip.clip_grad_norm_(params, max_norm),
+        "torch_foreach": lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True),
+        "torch_loop": lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False),
+    }
 
 
 # -- timing -----------------------------------------------------------------------------------
+
 
 class Timer:
     """Seconds per call: wall time on the CPU, CUDA events on the GPU."""
@@ -158,8 +193,14 @@ class Progress:
     :meth:`note` writes a line that stays, above the bar.
     """
 
-    def __init__(self, total: int = 0, stages: Sequence[str] | None = None, noun: str = "stage",
-                 interval: float = 2.0, stream=None):
+    def __init__(
+        self,
+        total: int = 0,
+        stages: Sequence[str] | None = None,
+        noun: str = "stage",
+        interval: float = 2.0,
+        stream=None,
+    ):
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.stages, self.noun, self.interval = list(stages or []), noun, interval
@@ -208,9 +249,11 @@ class Progress:
         fraction = self.fraction()
         filled = int(30 * fraction)
         elapsed = int(now - self.start)
-        where = (f"{self.noun} {self.index + 1}/{len(self.stages)} " if self.stages and self.index >= 0 else "")
-        line = (f"[{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}  {elapsed // 60}:{elapsed % 60:02d}  "
-                f"{where}{message}")
+        where = f"{self.noun} {self.index + 1}/{len(self.stages)} " if self.stages and self.index >= 0 else ""
+        line = (
+            f"[{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}  {elapsed // 60}:{elapsed % 60:02d}  "
+            f"{where}{message}"
+        )
         if self.tty:
             width = max(40, shutil.get_terminal_size().columns - 1)
             line = line[:width]
@@ -240,9 +283,11 @@ def ceiling_probes(device: torch.device) -> dict[str, Probe]:
     pass to :func:`time_methods`. The read ceiling is the faster of torch's sum and a BLAS dot
     product: on some CPUs torch's sum streams measurably slower than the memory allows."""
     buf = torch.empty(CEILING_BYTES // 4, dtype=torch.float32, device=device).normal_()
-    probes = {"read_sum": Probe(lambda: buf.sum(), "read_bytes_per_s", CEILING_BYTES),
-              "read_dot": Probe(lambda: torch.dot(buf, buf), "read_bytes_per_s", CEILING_BYTES),
-              "in_place_mul": Probe(lambda: buf.mul_(0.999), "in_place_bytes_per_s", 2 * CEILING_BYTES)}
+    probes = {
+        "read_sum": Probe(lambda: buf.sum(), "read_bytes_per_s", CEILING_BYTES),
+        "read_dot": Probe(lambda: torch.dot(buf, buf), "read_bytes_per_s", CEILING_BYTES),
+        "in_place_mul": Probe(lambda: buf.mul_(0.999), "in_place_bytes_per_s", 2 * CEILING_BYTES),
+    }
     for probe in probes.values():
         probe.call()
         probe.call()
@@ -257,9 +302,18 @@ def ceilings_from(probes: Mapping[str, Probe], samples: Mapping[str, list[float]
     return ceilings
 
 
-def time_methods(methods: dict[str, Call], timer: Timer, repeat: int, *, setup: Call | None = None,
-                 norm: Callable[[], float] | None = None, probes: Mapping[str, Probe] | None = None,
-                 warmup: int = 2, progress: Progress | None = None, label: str = "") -> dict[str, Any]:
+def time_methods(
+    methods: dict[str, Call],
+    timer: Timer,
+    repeat: int,
+    *,
+    setup: Call | None = None,
+    norm: Callable[[], float] | None = None,
+    probes: Mapping[str, Probe] | None = None,
+    warmup: int = 2,
+    progress: Progress | None = None,
+    label: str = "",
+) -> dict[str, Any]:
     """Times ``methods`` (name -> call) in ``repeat`` interleaved rounds.
 
     Each method is first called ``warmup`` times, untimed, ``setup`` before each call; given
@@ -303,8 +357,11 @@ def time_methods(methods: dict[str, Call], timer: Timer, repeat: int, *, setup: 
                 samples[name] += timer(methods[name], 1, warmup=0, setup=setup)
     results = {}
     for name in methods:
-        results[name] = {"median_s": statistics.median(samples[name]), "min_s": min(samples[name]),
-                         "max_s": max(samples[name])}
+        results[name] = {
+            "median_s": statistics.median(samples[name]),
+            "min_s": min(samples[name]),
+            "max_s": max(samples[name]),
+        }
         if norm:
             results[name]["clips"] = clips[name]
     timed = {"methods": results, "skipped": skipped}
@@ -330,13 +387,24 @@ def kernel_launches(fn: Call, device: torch.device) -> int | None:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-               and "emcpy" not in e.name and "emset" not in e.name)
+    return sum(
+        1
+        for e in prof.events()
+        if e.device_type == torch.autograd.DeviceType.CUDA and "emcpy" not in e.name and "emset" not in e.name
+    )
 
 
-def clip_case(grads: list[torch.Tensor], methods_for: Callable[[GradHolder, float], tuple[dict, dict]],
-              timer: Timer, repeat: int, *, clips: bool = True, probes: Mapping[str, Probe] | None = None,
-              progress: Progress | None = None, label: str = "") -> dict[str, Any]:
+def clip_case(
+    grads: list[torch.Tensor],
+    methods_for: Callable[[GradHolder, float], tuple[dict, dict]],
+    timer: Timer,
+    repeat: int,
+    *,
+    clips: bool = True,
+    probes: Mapping[str, Probe] | None = None,
+    progress: Progress | None = None,
+    label: str = "",
+) -> dict[str, Any]:
     """Times clipping calls on one grad list with :func:`time_methods`.
 
     ``methods_for(holder, max_norm)`` returns ``(methods, skipped)``: name -> a call clipping the
@@ -358,25 +426,44 @@ def clip_case(grads: list[torch.Tensor], methods_for: Callable[[GradHolder, floa
     grad_bytes = sum(g.numel() * g.element_size() for g in grads)
     fp32_bytes = sum(g.numel() * g.element_size() for g in grads if g.dtype == torch.float32)
     methods, skipped = methods_for(holder, max_norm)
-    timed = time_methods(methods, timer, repeat, setup=holder.scaler(4.0) if clips else None, norm=holder.norm,
-                         probes=probes, progress=progress, label=label)
+    timed = time_methods(
+        methods,
+        timer,
+        repeat,
+        setup=holder.scaler(4.0) if clips else None,
+        norm=holder.norm,
+        probes=probes,
+        progress=progress,
+        label=label,
+    )
     results = {}
     for name, r in timed["methods"].items():
         norm_only = name.startswith(NORM_ONLY_PREFIX)
         moved = fp32_bytes if norm_only else 3 * grad_bytes
-        results[name] = {"median_s": r["median_s"], "min_s": r["min_s"], "max_s": r["max_s"],
-                         "gb_per_s": moved / r["median_s"] / 1e9,
-                         "kernel_launches": kernel_launches(methods[name], grads[0].device),
-                         "clips": False if norm_only else r["clips"], "norm_only": norm_only}
+        results[name] = {
+            "median_s": r["median_s"],
+            "min_s": r["min_s"],
+            "max_s": r["max_s"],
+            "gb_per_s": moved / r["median_s"] / 1e9,
+            "kernel_launches": kernel_launches(methods[name], grads[0].device),
+            "clips": False if norm_only else r["clips"],
+            "norm_only": norm_only,
+        }
     add_speedups(results, "torch_foreach", "speedup_vs_torch_foreach")
-    case = {"tensors": len(grads), "grad_bytes": grad_bytes, "float32_bytes": fp32_bytes, "methods": results,
-            "skipped": {**skipped, **timed["skipped"]}}
+    case = {
+        "tensors": len(grads),
+        "grad_bytes": grad_bytes,
+        "float32_bytes": fp32_bytes,
+        "methods": results,
+        "skipped": {**skipped, **timed["skipped"]},
+    }
     if "ceilings" in timed:
         case["ceilings"] = timed["ceilings"]
     return case
 
 
 # -- floors -----------------------------------------------------------------------------------
+
 
 def add_floor(case: dict, ceilings: Mapping[str, float]) -> None:
     """Adds the memory floor of a case (``floor_s``) and each method's ``fraction_of_floor``."""
@@ -409,11 +496,14 @@ def report_title(report: Mapping[str, Any]) -> str:
         low, high = f"{min(values) / 1e9:.1f}", f"{max(values) / 1e9:.1f}"
         return low if low == high else f"{low}-{high}"
 
-    return (f"{title}; memory ceilings timed in the same rounds: read {spread('read_bytes_per_s')} GB/s, "
-            f"in-place {spread('in_place_bytes_per_s')} GB/s")
+    return (
+        f"{title}; memory ceilings timed in the same rounds: read {spread('read_bytes_per_s')} GB/s, "
+        f"in-place {spread('in_place_bytes_per_s')} GB/s"
+    )
 
 
 # -- the machine ------------------------------------------------------------------------------
+
 
 def parse_device(text: str | None, prog: str) -> torch.device:
     """A ``--device`` option's device: cuda when available for None, else cpu, cuda or cuda:N
@@ -497,14 +587,21 @@ def available_memory_bytes(device: torch.device) -> int | None:
 def machine_info(device: torch.device) -> dict[str, Any]:
     """What a report starts with: ``device`` (its name), ``device_type``, the torch and fastclip
     versions, and torch's CPU threads."""
-    return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
-            "fastclip": fastclip.__version__, "threads": torch.get_num_threads()}
+    return {
+        "device": device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "fastclip": fastclip.__version__,
+        "threads": torch.get_num_threads(),
+    }
 
 
 # -- output -----------------------------------------------------------------------------------
 
-def method_rows(cases: Iterable[dict], case_fields: Mapping[str, Callable[[dict], Any]],
-                method_fields: Iterable[str]) -> Iterator[dict[str, Any]]:
+
+def method_rows(
+    cases: Iterable[dict], case_fields: Mapping[str, Callable[[dict], Any]], method_fields: Iterable[str]
+) -> Iterator[dict[str, Any]]:
     """One flat record per case and method (the rows of tables and CSV files): each of
     ``case_fields`` (name -> its value for a case), ``method`` (the method's name), then each of
     ``method_fields`` from the method's results, a name ending in ``_ms`` giving the result
@@ -532,6 +629,7 @@ class Column(NamedTuple):
 
 def format_table(rows: Iterable[dict], columns: Sequence[Column], sep: str = " ") -> str:
     """A text table: the headers, then one line per row, each column padded to its width."""
+
     def line(texts):
         return sep.join(t.ljust(c.width) if c.left else t.rjust(c.width) for t, c in zip(texts, columns)).rstrip()
 
@@ -540,14 +638,17 @@ def format_table(rows: Iterable[dict], columns: Sequence[Column], sep: str = " "
 
 def markdown_table(rows: Iterable[dict], columns: Sequence[Column]) -> str:
     """The same rows and columns as a markdown table (widths ignored)."""
-    lines = ["| " + " | ".join(c.header for c in columns) + " |",
-             "| " + " | ".join("---" if c.left else "---:" for c in columns) + " |"]
+    lines = [
+        "| " + " | ".join(c.header for c in columns) + " |",
+        "| " + " | ".join("---" if c.left else "---:" for c in columns) + " |",
+    ]
     lines += ["| " + " | ".join(c.cell(row) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def write_json(data: Any, path: str) -> None:
     """Writes ``data`` as JSON (indented), whole or not at all."""
+
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1)

@@ -110,9 +110,15 @@ def many_tiny(device: torch.device, repeat: int, progress=None, counts=None) -> 
     def run(kind, count, params, walk):
         # torch's clip on 10,000 DTensors takes about a minute per call here (a DTensor op per grad)
         medians = _time(_methods(params, walk, with_torch=kind == "plain"), repeat, sync)
-        cases.append({"tensors": count, "grads": kind,
-                      "methods": {name: {"median_ms": t * 1e3, "vs_walk": t / medians["walk"]}
-                                  for name, t in medians.items()}})
+        cases.append(
+            {
+                "tensors": count,
+                "grads": kind,
+                "methods": {
+                    name: {"median_ms": t * 1e3, "vs_walk": t / medians["walk"]} for name, t in medians.items()
+                },
+            }
+        )
         if progress:
             progress(f"many-tiny {kind} {count}")
 
@@ -124,8 +130,7 @@ def many_tiny(device: torch.device, repeat: int, progress=None, counts=None) -> 
             with _single_rank_mesh() as mesh:
                 for count in counts if mesh is not None else ():
                     params = _dtensor_params(count, mesh, generator)
-                    run("DTensor", count, params,
-                        lambda: [p.grad._local_tensor for p in params if p.grad is not None])
+                    run("DTensor", count, params, lambda: [p.grad._local_tensor for p in params if p.grad is not None])
     return cases
 
 

@@ -29,22 +29,42 @@ def info_lines() -> list[str]:
     archs = [a for a in info["cuda_archs"].split(",") if a]
     # "800" is sm_80: compute capability 8.0
     built = ("built for " + ", ".join(f"sm_{int(a) // 10}" for a in archs)) if archs else "CPU only (none built)"
-    gpus = [f"{i}: {torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
-            for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    runner = ("fastclip's CPU kernels" if info["cpu_kernels"] == "native"
-              else "the CUDA kernels on the CPU execution layer (FASTCLIP_CPU_KERNELS=cuda)")
-    rows = [("fastclip", f"{fastclip.__version__} ({fastclip.__path__[0]})"),
-            ("torch", torch.__version__ + cuda),
-            ("CPU", cpu_model()),
-            ("CPU ISA", f"{info['cpu_isa_in_use']} in use (compiled: {', '.join(info['cpu_isas'])}; "
-                        "FASTCLIP_CPU_ISA=generic|avx2 caps it)"),
-            ("CPU ops run on", runner),
-            ("CUDA kernels", built),
-            ("CUDA on CPU", "fastclip._cuda_on_cpu built (FASTCLIP_CPU_KERNELS=cuda runs the CUDA kernels on the CPU)"
-                            if info["cuda_on_cpu"] else "not built"),
-            ("GPUs", "; ".join(gpus) if gpus else "none visible"),
-            ("threads", f"{torch.get_num_threads()} (torch.get_num_threads(); torch.set_num_threads or "
-                        "OMP_NUM_THREADS sets it)")]
+    gpus = (
+        [
+            f"{i}: {torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
+            for i in range(torch.cuda.device_count())
+        ]
+        if torch.cuda.is_available()
+        else []
+    )
+    runner = (
+        "fastclip's CPU kernels"
+        if info["cpu_kernels"] == "native"
+        else "the CUDA kernels on the CPU execution layer (FASTCLIP_CPU_KERNELS=cuda)"
+    )
+    rows = [
+        ("fastclip", f"{fastclip.__version__} ({fastclip.__path__[0]})"),
+        ("torch", torch.__version__ + cuda),
+        ("CPU", cpu_model()),
+        (
+            "CPU ISA",
+            f"{info['cpu_isa_in_use']} in use (compiled: {', '.join(info['cpu_isas'])}; "
+            "FASTCLIP_CPU_ISA=generic|avx2 caps it)",
+        ),
+        ("CPU ops run on", runner),
+        ("CUDA kernels", built),
+        (
+            "CUDA on CPU",
+            "fastclip._cuda_on_cpu built (FASTCLIP_CPU_KERNELS=cuda runs the CUDA kernels on the CPU)"
+            if info["cuda_on_cpu"]
+            else "not built",
+        ),
+        ("GPUs", "; ".join(gpus) if gpus else "none visible"),
+        (
+            "threads",
+            f"{torch.get_num_threads()} (torch.get_num_threads(); torch.set_num_threads or OMP_NUM_THREADS sets it)",
+        ),
+    ]
     return [f"{label + ':':16s}{value}" for label, value in rows]
 
 
@@ -56,19 +76,25 @@ def main(argv=None):
     """Runs ``fastclip bench``, ``fastclip demo`` or ``fastclip info`` from command-line arguments
     (``sys.argv[1:]`` when ``argv`` is None); returns the exit status (0, or 130 when interrupted).
     A bad value exits with status 2 and the subcommand's usage (``SystemExit``)."""
-    parser = argparse.ArgumentParser(prog="fastclip", description=" ".join(__doc__.split("\n\n")[0].split()).replace("``", ""),
-                                     epilog="exit status: 0 done, 1 the run failed, 2 a bad command line (usage error), "
-                                            "130 interrupted")
+    parser = argparse.ArgumentParser(
+        prog="fastclip",
+        description=" ".join(__doc__.split("\n\n")[0].split()).replace("``", ""),
+        epilog="exit status: 0 done, 1 the run failed, 2 a bad command line (usage error), 130 interrupted",
+    )
     parser.add_argument("--version", action="version", version=f"fastclip {fastclip.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="{bench,demo,info}")
     commands.required = True
     subparsers = {
         "bench": commands.add_parser("bench", help="benchmark fastclip against torch and the peers"),
-        "demo": commands.add_parser("demo", help="train a small LM through gradient spikes, with and without "
-                                    "(adaptive) clipping"),
-        "info": commands.add_parser("info", help="what was built (CPU ISA, CUDA architectures) and what it runs on",
-                                    description="fastclip's and torch's versions, the CPU instruction set in use, the "
-                                                "CUDA architectures built, the GPUs visible and torch's CPU threads"),
+        "demo": commands.add_parser(
+            "demo", help="train a small LM through gradient spikes, with and without (adaptive) clipping"
+        ),
+        "info": commands.add_parser(
+            "info",
+            help="what was built (CPU ISA, CUDA architectures) and what it runs on",
+            description="fastclip's and torch's versions, the CPU instruction set in use, the "
+            "CUDA architectures built, the GPUs visible and torch's CPU threads",
+        ),
     }
     bench.add_arguments(subparsers["bench"])
     demo.add_arguments(subparsers["demo"])

@@ -89,14 +89,25 @@ def _raise_if_nonfinite(total_norm, norm_type):
         raise RuntimeError(
             f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot be "
             "clipped. To disable this error and scale the gradients by the non-finite norm anyway, set "
-            "`error_if_nonfinite=False`")
+            "`error_if_nonfinite=False`"
+        )
 
 
 def _total_across_ranks(tensors, norm_type, groups, keys, order, device, items, arg, grads):
     """The norm of the whole model (``device``: where a rank with no tensors makes its empty
     partial); an op's rejection of ``tensors`` is re-raised naming the bad entry of ``items``."""
-    return checked(norms_across_ranks, tensors, norm_type, groups, keys, device=device, items=items, arg=arg,
-                   grads=grads, order=order)[0]
+    return checked(
+        norms_across_ranks,
+        tensors,
+        norm_type,
+        groups,
+        keys,
+        device=device,
+        items=items,
+        arg=arg,
+        grads=grads,
+        order=order,
+    )[0]
 
 
 def _coefficient_total(total, exact):
@@ -107,8 +118,13 @@ def _coefficient_total(total, exact):
     return chosen if total.dtype == torch.float64 else chosen.float()
 
 
-def get_total_norm(tensors: Tensors, norm_type: float = 2.0, error_if_nonfinite: bool = False,
-                   foreach: bool | None = None, process_group: ProcessGroups = None) -> torch.Tensor:
+def get_total_norm(
+    tensors: Tensors,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
+    process_group: ProcessGroups = None,
+) -> torch.Tensor:
     """Norm of all elements of ``tensors``, as if they were concatenated into one vector.
 
     Same as :func:`torch.nn.utils.get_total_norm`: ``norm_type`` may be any p >= 0 or ``inf``
@@ -148,8 +164,9 @@ def get_total_norm(tensors: Tensors, norm_type: float = 2.0, error_if_nonfinite:
     return total
 
 
-def clip_grads_with_norm_(parameters: Tensors, max_norm: float, total_norm: torch.Tensor | float,
-                          foreach: bool | None = None) -> None:
+def clip_grads_with_norm_(
+    parameters: Tensors, max_norm: float, total_norm: torch.Tensor | float, foreach: bool | None = None
+) -> None:
     """Scales the grads of ``parameters`` in place by ``min(max_norm / (total_norm + 1e-6), 1)``.
 
     Same as :func:`torch.nn.utils.clip_grads_with_norm_`. The coefficient is computed on the
@@ -175,8 +192,14 @@ def clip_grads_with_norm_(parameters: Tensors, max_norm: float, total_norm: torc
 _LAST_GRADS = ShardsOfLastList()
 
 
-def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
-                    foreach: bool | None = None, process_group: ProcessGroups = None) -> torch.Tensor:
+def clip_grad_norm_(
+    parameters: Tensors,
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
+    process_group: ProcessGroups = None,
+) -> torch.Tensor:
     """Clips the gradient norm of ``parameters`` in place and returns the total norm.
 
     A drop-in replacement for :func:`torch.nn.utils.clip_grad_norm_`, with the same arguments,
@@ -217,8 +240,9 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
         norm_type = nonnegative(norm_type, "norm_type")
         if len(held) == 0:
             return torch.tensor(0.0)
-        return checked(ops.multi_tensor_clip_grad_norm_, held, max_norm, norm_type, items=parameters,
-                       arg="parameters", grads=True)
+        return checked(
+            ops.multi_tensor_clip_grad_norm_, held, max_norm, norm_type, items=parameters, arg="parameters", grads=True
+        )
     params, grads, groups_info = _parameters_and_grads(parameters)
     max_norm = nonnegative(max_norm, "max_norm")
     norm_type = nonnegative(norm_type, "norm_type")
@@ -228,9 +252,21 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
     keys = merge_keys(keys, group_keys)
     if groups or keys is not None:
         device = params[0].device if params else "cpu"  # for a rank with no grads
-        exact, _, dtype = checked(norms_across_ranks, local, norm_type, groups, keys, device=device, items=params,
-                                  arg="parameters", grads=True, total_dtype=torch.float64, with_local_dtype=True,
-                                  order=order, held=held)
+        exact, _, dtype = checked(
+            norms_across_ranks,
+            local,
+            norm_type,
+            groups,
+            keys,
+            device=device,
+            items=params,
+            arg="parameters",
+            grads=True,
+            total_dtype=torch.float64,
+            with_local_dtype=True,
+            order=order,
+            held=held,
+        )
         total = exact.to(dtype)
         if error_if_nonfinite:
             _raise_if_nonfinite(total, norm_type)
@@ -244,8 +280,9 @@ def clip_grad_norm_(parameters: Tensors, max_norm: float, norm_type: float = 2.0
         _raise_if_nonfinite(total, norm_type)
         ops.multi_tensor_clip_by_norm_(grads, total, max_norm)
         return total
-    return checked(ops.multi_tensor_clip_grad_norm_, grads, max_norm, norm_type, items=params, arg="parameters",
-                   grads=True)
+    return checked(
+        ops.multi_tensor_clip_grad_norm_, grads, max_norm, norm_type, items=params, arg="parameters", grads=True
+    )
 
 
 def clip_grad_value_(parameters: Tensors, clip_value: float, foreach: bool | None = None) -> None:

@@ -21,8 +21,16 @@ from ._held_params import HeldParams
 from ._layouts import ResultSlot, empty_result, write_outcome
 from ._types import Params, ProcessGroups
 from ._validation import check_choice, check_grad_attr, check_number, checked, flatten_parameters, present_grads
-from .distributed import (ShardsOfLastList, as_groups, check_same_lists_per_key, index_tensor, merge_keys,
-                          norms_across_ranks, param_group_keys, split_dtensors)
+from .distributed import (
+    ShardsOfLastList,
+    as_groups,
+    check_same_lists_per_key,
+    index_tensor,
+    merge_keys,
+    norms_across_ranks,
+    param_group_keys,
+    split_dtensors,
+)
 
 __all__ = ["OPTIONS", "Clipper", "ClipResult", "NormClip"]
 
@@ -32,29 +40,31 @@ _POLICIES = ("skip", "zero", "propagate", "error")
 # place they are written, appended to every clipper's docstring (Clipper.__init_subclass__).
 OPTIONS = {
     "on_nonfinite": 'what a step whose norm is NaN or inf does (the statistics are never updated by one): "skip" '
-                    "leaves the grads, and an attached optimizer skips the step; \"zero\" zeroes the grads; "
-                    '"propagate" scales them as torch would (NaN grads for a NaN norm); "error" raises '
-                    "RuntimeError (it reads the norm, so every step syncs the host).",
+    'leaves the grads, and an attached optimizer skips the step; "zero" zeroes the grads; '
+    '"propagate" scales them as torch would (NaN grads for a NaN norm); "error" raises '
+    "RuntimeError (it reads the norm, so every step syncs the host).",
     "reference": "True reproduces the implementation this clipper is tested against exactly, NaN poisoning of "
-                 "the statistics included (for parity tests).",
+    "the statistics included (for parity tests).",
     "process_group": "a torch.distributed group, or a list of groups reduced in turn: the norms are those of "
-                     "the whole model across the ranks, so every rank computes the same statistics and factor "
-                     "and scales its own shards. DTensor grads (FSDP2, tensor parallel) need none. A param "
-                     'group\'s own "process_group" key (a group, a list, or None: whole grads, not reduced) '
-                     "replaces it for that group's parameters (expert parallelism).",
+    "the whole model across the ranks, so every rank computes the same statistics and factor "
+    "and scales its own shards. DTensor grads (FSDP2, tensor parallel) need none. A param "
+    'group\'s own "process_group" key (a group, a list, or None: whole grads, not reduced) '
+    "replaces it for that group's parameters (expert parallelism).",
     "norm_parameters": "the parameters whose grads make the norm, when they differ from those scaled (Megatron "
-                       "counts shared and tensor-parallel-duplicate parameters once); they take their parameters' "
-                       'param-group "process_group" unless their own groups carry one. Default: the clipped ones.',
-    "grad_attr": 'the attribute that holds each parameter\'s grad, e.g. "main_grad" for Megatron\'s fp32 gradient '
-                 'buffers (default "grad").',
+    "counts shared and tensor-parallel-duplicate parameters once); they take their parameters' "
+    'param-group "process_group" unless their own groups carry one. Default: the clipped ones.',
+    "grad_attr": "the attribute that holds each parameter's grad, e.g. \"main_grad\" for Megatron's fp32 gradient "
+    'buffers (default "grad").',
 }
 # What differs for one clipper: name -> {option: the line written in place of OPTIONS's}.
 _OPTION_NOTES = {
     "NormClip": {"reference": "accepted, and changes nothing: NormClip already is torch's clip_grad_norm_."},
     "AutoClip": {"norm_parameters": OPTIONS["norm_parameters"] + ' With scope="global" only.'},
 }
-_PER_TENSOR_NORM_PARAMETERS = ("not taken (a ValueError): each tensor is clipped against its own norm and "
-                               "statistics, so there is no total norm to take from other parameters.")
+_PER_TENSOR_NORM_PARAMETERS = (
+    "not taken (a ValueError): each tensor is clipped against its own norm and "
+    "statistics, so there is no total norm to take from other parameters."
+)
 
 
 def _options_doc(cls) -> str:
@@ -63,9 +73,11 @@ def _options_doc(cls) -> str:
     signature = inspect.signature(cls.__init__).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in signature.values()) and "on_nonfinite" not in signature:
         names = ", ".join(f"``{name}``" for name in OPTIONS)
-        text = (f"Options: {cls.__name__} takes none of the options the other clippers share ({names}): it "
-                "has no norm statistics to protect from a non-finite step, reads each parameter's own ``.grad``, "
-                "and clips each rank's rows of its grads.")
+        text = (
+            f"Options: {cls.__name__} takes none of the options the other clippers share ({names}): it "
+            "has no norm statistics to protect from a non-finite step, reads each parameter's own ``.grad``, "
+            "and clips each rank's rows of its grads."
+        )
         return "\n\n" + "\n".join(textwrap.wrap(text, width=96))
     lines = ["", "", "Options shared by the clippers (beside the arguments above; pass them by keyword):", ""]
     notes = _OPTION_NOTES.get(cls.__name__, {})
@@ -75,8 +87,7 @@ def _options_doc(cls) -> str:
             text = _PER_TENSOR_NORM_PARAMETERS
         text = notes.get(name, text)
         default = f'"{parameter.default}"' if isinstance(parameter.default, str) else parameter.default
-        lines += textwrap.wrap(f"``{name}={default}``: {text}", width=96, initial_indent="* ",
-                               subsequent_indent="  ")
+        lines += textwrap.wrap(f"``{name}={default}``: {text}", width=96, initial_indent="* ", subsequent_indent="  ")
     return "\n".join(lines)
 
 
@@ -90,8 +101,7 @@ class ClipResult:
     (NaN during warm-up and on non-finite steps).
     """
 
-    def __init__(self, values: torch.Tensor, coef: torch.Tensor | None = None,
-                 threshold: torch.Tensor | None = None):
+    def __init__(self, values: torch.Tensor, coef: torch.Tensor | None = None, threshold: torch.Tensor | None = None):
         self._values = values
         self.norm: torch.Tensor = values[ResultSlot.NORM]
         self.threshold: torch.Tensor = values[ResultSlot.THRESHOLD] if threshold is None else threshold
@@ -143,8 +153,16 @@ class Clipper:
         if cls.__doc__ and "__init__" in vars(cls):  # help(clipper) says what **options are
             cls.__doc__ = inspect.cleandoc(cls.__doc__) + _options_doc(cls)
 
-    def __init__(self, parameters: Params, on_nonfinite: str = "skip", reference: bool = False, *,
-                 process_group: ProcessGroups = None, norm_parameters: Params | None = None, grad_attr: str = "grad"):
+    def __init__(
+        self,
+        parameters: Params,
+        on_nonfinite: str = "skip",
+        reference: bool = False,
+        *,
+        process_group: ProcessGroups = None,
+        norm_parameters: Params | None = None,
+        grad_attr: str = "grad",
+    ):
         name = type(self).__name__
         spans = []
         self._params = flatten_parameters(parameters, name, spans)
@@ -204,8 +222,11 @@ class Clipper:
     def _step(self):
         # Every grad read in C++ when each parameter has a plain one (fastclip._held_params): no walk.
         held_params = getattr(self, "_held_params", None)  # (None in a clipper pickled before it had them)
-        plain = (held_params.grads() if held_params is not None and self._norm_params is None
-                 and self.grad_attr == "grad" else None)
+        plain = (
+            held_params.grads()
+            if held_params is not None and self._norm_params is None and self.grad_attr == "grad"
+            else None
+        )
         if plain is not None:
             return self._step_on(range(len(self._params)), plain, None, None, self._params[0].grad.device)
         present, grads = self._grads()
@@ -236,8 +257,10 @@ class Clipper:
         if not self._norms_in_op(keys):
             norms = self._norms(norm_grads, device, keys, order, held)
             if self.on_nonfinite == "error" and not bool(torch.isfinite(norms[0])):
-                raise RuntimeError(f"{type(self).__name__}: the total norm of the gradients is {float(norms[0])}; "
-                                   "statistics and grads were left untouched (on_nonfinite='error')")
+                raise RuntimeError(
+                    f"{type(self).__name__}: the total norm of the gradients is {float(norms[0])}; "
+                    "statistics and grads were left untouched (on_nonfinite='error')"
+                )
         policy = "skip" if self.on_nonfinite == "error" else self.on_nonfinite
         # Attached to an optimizer that applies the factor, the op leaves the grads alone (but for
         # zeroing them on a non-finite step under "zero").
@@ -245,8 +268,7 @@ class Clipper:
         # A held list is scaled by the scale op, by the factors the step wrote: the stats op gets
         # no grads (it would scale them by the same factors, the same way).
         scale_held = held is not None and not folded
-        values, coef, threshold = self._update([] if scale_held else grads, norms, present, device, policy,
-                                               not folded)
+        values, coef, threshold = self._update([] if scale_held else grads, norms, present, device, policy, not folded)
         if scale_held:
             factors = values[ResultSlot.COEF] if coef is None else coef
             ops.multi_tensor_scale_(held, factors, policy == "zero")
@@ -266,8 +288,12 @@ class Clipper:
     def _rows_tensor(self, rows, device):
         """The state rows ``rows`` (a range or a list) as an int64 device tensor, copied again
         only when they change (comparing two ranges costs nothing, whatever their length)."""
-        if (self._rows is None or type(self._rows[0]) is not type(rows) or self._rows[0] != rows
-                or self._rows[1].device != device):
+        if (
+            self._rows is None
+            or type(self._rows[0]) is not type(rows)
+            or self._rows[0] != rows
+            or self._rows[1].device != device
+        ):
             self._rows = (rows, index_tensor(rows, device))
         return self._rows[1]
 
@@ -292,8 +318,16 @@ class Clipper:
         if self.per_tensor and not self._lists_checked:  # once: a length mismatch would garble the vector
             check_same_lists_per_key(len(grads), self._groups, keys, order, "grads")
             self._lists_checked = True
-        return norms_across_ranks(grads, self._norm_type(), self._groups, keys, device=device,
-                                  keep_per_tensor=self.per_tensor, order=order, held=held)
+        return norms_across_ranks(
+            grads,
+            self._norm_type(),
+            self._groups,
+            keys,
+            device=device,
+            keep_per_tensor=self.per_tensor,
+            order=order,
+            held=held,
+        )
 
     # -- attach to an optimizer -----------------------------------------------------------
 
@@ -340,8 +374,11 @@ class Clipper:
 
     def state_dict(self) -> dict:
         """Statistics, counters and histories (per-tensor state is keyed by parameter position)."""
-        return {"config": self._config(), "host": self._host_state(),
-                "state": {k: t.detach().clone() for k, t in self._state.items()}}
+        return {
+            "config": self._config(),
+            "host": self._host_state(),
+            "state": {k: t.detach().clone() for k, t in self._state.items()},
+        }
 
     def _host_state(self):
         return {}
@@ -379,8 +416,9 @@ class NormClip(Clipper):
     shares one interface (``step()``, ``attach``, non-finite policies). Factor as torch computes
     it: ``min(max_norm / (norm + 1e-6), 1)``."""
 
-    def __init__(self, parameters: Params, max_norm: float, norm_type: float = 2.0, on_nonfinite: str = "skip",
-                 **options):
+    def __init__(
+        self, parameters: Params, max_norm: float, norm_type: float = 2.0, on_nonfinite: str = "skip", **options
+    ):
         super().__init__(parameters, on_nonfinite, **options)
         self.max_norm = check_number(max_norm, "max_norm", "NormClip", low=0.0)
         self.norm_type = check_number(norm_type, "norm_type", "NormClip", low=0.0)
@@ -393,8 +431,9 @@ class NormClip(Clipper):
 
     def _update(self, grads, norms, present, device, policy, scale_grads):
         values = empty_result(device)
-        _ops.normclip_update_(None if norms is None else norms[0], values, self.max_norm, self.norm_type, policy,
-                              grads, scale_grads)
+        _ops.normclip_update_(
+            None if norms is None else norms[0], values, self.max_norm, self.norm_type, policy, grads, scale_grads
+        )
         return values, None, None
 
 

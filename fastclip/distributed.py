@@ -24,8 +24,16 @@ from . import ops
 from ._types import ProcessGroups
 from ._validation import check_norm_type_across_ranks
 
-__all__ = ["ShardsOfLastList", "as_groups", "merge_keys", "norms_across_ranks", "param_group_keys", "reduce_norms",
-           "reduce_per_tensor_", "split_dtensors"]
+__all__ = [
+    "ShardsOfLastList",
+    "as_groups",
+    "merge_keys",
+    "norms_across_ranks",
+    "param_group_keys",
+    "reduce_norms",
+    "reduce_per_tensor_",
+    "split_dtensors",
+]
 
 
 def as_groups(process_group: ProcessGroups, where: str = "process_group") -> tuple:
@@ -39,8 +47,10 @@ def as_groups(process_group: ProcessGroups, where: str = "process_group") -> tup
     for i, g in enumerate(groups):
         if not isinstance(g, dist.ProcessGroup):
             what = f"{where}[{i}]" if listed else where
-            raise TypeError(f"fastclip: {what} is a {type(g).__name__}, not a torch.distributed.ProcessGroup "
-                            "(nor a list of them, nor None)")
+            raise TypeError(
+                f"fastclip: {what} is a {type(g).__name__}, not a torch.distributed.ProcessGroup "
+                "(nor a list of them, nor None)"
+            )
     return groups
 
 
@@ -234,8 +244,10 @@ _SPEC, _LOCAL_TENSOR = operator.attrgetter("_spec"), operator.attrgetter("_local
 def _key_of_spec(spec, where, i):
     placements = spec.placements
     if any(placement.is_partial() for placement in placements):
-        raise RuntimeError(f"fastclip: {where}[{i}] is a DTensor with a Partial placement (pending "
-                           "reduction); redistribute it to Shard or Replicate first")
+        raise RuntimeError(
+            f"fastclip: {where}[{i}] is a DTensor with a Partial placement (pending "
+            "reduction); redistribute it to Shard or Replicate first"
+        )
     key = tuple(spec.mesh.get_group(d) for d, pl in enumerate(placements) if pl.is_shard())
     if len(_KEYS_BY_SPEC_ID) >= _MAX_KEYS:
         _KEYS_BY_SPEC_ID.clear()
@@ -252,9 +264,15 @@ def _key_of_spec(spec, where, i):
 _LARGEST_UNSCALED_P = 8.0
 
 
-def reduce_norms(per_tensor: torch.Tensor, norm_type: float, groups: tuple, total_dtype: torch.dtype,
-                 keep_per_tensor: bool = False, keys: list | None = None,
-                 order: tuple = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
+def reduce_norms(
+    per_tensor: torch.Tensor,
+    norm_type: float,
+    groups: tuple,
+    total_dtype: torch.dtype,
+    keep_per_tensor: bool = False,
+    keys: list | None = None,
+    order: tuple = (),
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The norms of the whole model from this rank's per-tensor norms.
 
     ``per_tensor``: this rank's norm of each of its tensors (the ``per_tensor`` output of
@@ -362,8 +380,9 @@ def _indices_by_groups(n: int, groups: tuple, keys: list | None, order: tuple = 
     return by_groups
 
 
-def reduce_per_tensor_(values: torch.Tensor, op: dist.ReduceOp, groups: tuple, keys: list | None = None,
-                       order: tuple = ()) -> None:
+def reduce_per_tensor_(
+    values: torch.Tensor, op: dist.ReduceOp, groups: tuple, keys: list | None = None, order: tuple = ()
+) -> None:
     """All-reduces ``values`` in place with ``op``, its last dimension holding one value per tensor
     of the list that ``keys`` describes (see :func:`split_dtensors` and :func:`param_group_keys`;
     None keys are reduced over ``groups``): each tensor's values over its own groups. Every rank
@@ -401,10 +420,19 @@ def _log_partials_across_ranks(norms: torch.Tensor, norm_type: float, groups: tu
     return torch.where(peak.isinf(), peak, logs)
 
 
-def norms_across_ranks(tensors: list[torch.Tensor], norm_type: float, groups: tuple, keys: list | None = None, *,
-                       device: torch.device | str, keep_per_tensor: bool = False,
-                       total_dtype: torch.dtype | None = None, with_local_dtype: bool = False,
-                       order: tuple = (), held: torch.ScriptObject | None = None) -> tuple:
+def norms_across_ranks(
+    tensors: list[torch.Tensor],
+    norm_type: float,
+    groups: tuple,
+    keys: list | None = None,
+    *,
+    device: torch.device | str,
+    keep_per_tensor: bool = False,
+    total_dtype: torch.dtype | None = None,
+    with_local_dtype: bool = False,
+    order: tuple = (),
+    held: torch.ScriptObject | None = None,
+) -> tuple:
     """The norms of the whole model from this rank's ``tensors`` (local tensors or shards, see
     :func:`split_dtensors` and :func:`param_group_keys` for ``keys`` and ``order``): their
     per-tensor norms in one pass, then :func:`reduce_norms` over ``groups``. A rank with no
@@ -444,9 +472,11 @@ def check_same_lists_per_key(count: int, groups: tuple, keys: list | None, order
         dist.all_reduce(found, op=dist.ReduceOp.MAX, group=group)
     if int(found[0]):
         where = f"between {mismatch[0]} and {mismatch[1]}" if mismatch else "on other ranks"
-        raise RuntimeError(f"fastclip: the ranks of a process group passed {what} of different lengths ({where}); "
-                           "every rank must list the same param groups and tensors, each holding its shard "
-                           "(possibly empty)")
+        raise RuntimeError(
+            f"fastclip: the ranks of a process group passed {what} of different lengths ({where}); "
+            "every rank must list the same param groups and tensors, each holding its shard "
+            "(possibly empty)"
+        )
 
 
 def _on_backend(t, group):
@@ -466,6 +496,8 @@ def check_same_lists(count: int, groups: tuple, what: str) -> None:
     for group in groups:
         low, high = _counts_across(count, group)
         if high != low:
-            raise RuntimeError(f"fastclip: the ranks of a process group passed {what} of different lengths "
-                               f"(between {low} and {high}); every rank must list the same tensors, each "
-                               "holding its shard (possibly empty)")
+            raise RuntimeError(
+                f"fastclip: the ranks of a process group passed {what} of different lengths "
+                f"(between {low} and {high}); every rank must list the same tensors, each "
+                "holding its shard (possibly empty)"
+            )

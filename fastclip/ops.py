@@ -18,8 +18,15 @@ import torch
 
 from . import _ops  # noqa: F401  (loads the library and registers the fake kernels)
 
-__all__ = ["agc_clip_", "held_list", "multi_tensor_clamp_", "multi_tensor_clip_by_norm_",
-           "multi_tensor_clip_grad_norm_", "multi_tensor_norm", "multi_tensor_scale_"]
+__all__ = [
+    "agc_clip_",
+    "held_list",
+    "multi_tensor_clamp_",
+    "multi_tensor_clip_by_norm_",
+    "multi_tensor_clip_grad_norm_",
+    "multi_tensor_norm",
+    "multi_tensor_scale_",
+]
 
 _lib = torch.ops.fastclip
 _PRIVATE = ("zclip_update_", "autoclip_update_", "adagc_update_")
@@ -38,8 +45,9 @@ def _is_held(tensors):
     return isinstance(tensors, torch.ScriptObject)
 
 
-def multi_tensor_norm(tensors: Sequence[torch.Tensor], norm_type: float = 2.0,
-                      per_tensor: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def multi_tensor_norm(
+    tensors: Sequence[torch.Tensor], norm_type: float = 2.0, per_tensor: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(total, per_tensor_norms)`` of a non-empty list of tensors on one device.
 
     ``total`` is the ``norm_type`` norm of all elements (p >= 0 or inf), a 0-d tensor in the
@@ -72,8 +80,9 @@ def multi_tensor_clip_by_norm_(tensors: Sequence[torch.Tensor], total_norm: torc
         _lib.multi_tensor_clip_by_norm_(tensors, total_norm, float(max_norm))
 
 
-def multi_tensor_clip_grad_norm_(tensors: Sequence[torch.Tensor], max_norm: float,
-                                 norm_type: float = 2.0) -> torch.Tensor:
+def multi_tensor_clip_grad_norm_(
+    tensors: Sequence[torch.Tensor], max_norm: float, norm_type: float = 2.0
+) -> torch.Tensor:
     """The total norm of a non-empty list, and the list clipped in place to ``max_norm`` by it,
     in one call. Returns the pre-clip total norm (0-d, the tensors' promoted dtype)."""
     if _is_held(tensors):
@@ -98,5 +107,6 @@ def __getattr__(name):
         raise AttributeError(
             f"fastclip.ops.{name} is no longer public: it reads and writes the clippers' state tensors, whose layout "
             f"is private and may change. Use the clipper (fastclip.ZClip, fastclip.AutoClip, fastclip.AdaGC), or call "
-            f"the raw op torch.ops.fastclip.{name} (schema in csrc/fastclip.cpp) at your own risk.")
+            f"the raw op torch.ops.fastclip.{name} (schema in csrc/fastclip.cpp) at your own risk."
+        )
     raise AttributeError(f"module 'fastclip.ops' has no attribute {name!r}")

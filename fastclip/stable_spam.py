@@ -57,9 +57,20 @@ class StableSPAM(Clipper):
     per_tensor = True
     folds_into_optimizer = False
 
-    def __init__(self, parameters: Params, gamma1: float = 0.7, gamma2: float = 0.9, gamma3: float = 0.999,
-                 eps: float = 1e-8, total_steps: int | None = None, eta_min: float = 0.5,
-                 reset_every: int | None = None, on_nonfinite: str = "skip", reference: bool = False, **options):
+    def __init__(
+        self,
+        parameters: Params,
+        gamma1: float = 0.7,
+        gamma2: float = 0.9,
+        gamma3: float = 0.999,
+        eps: float = 1e-8,
+        total_steps: int | None = None,
+        eta_min: float = 0.5,
+        reset_every: int | None = None,
+        on_nonfinite: str = "skip",
+        reference: bool = False,
+        **options,
+    ):
         super().__init__(parameters, on_nonfinite, reference, **options)
         name, inf = "StableSPAM", float("inf")
         self.gamma1 = check_number(gamma1, "gamma1", name, 0.0, 1.0, high_open=True)
@@ -73,14 +84,22 @@ class StableSPAM(Clipper):
         self._adam_hooks = []
 
     def _config(self):
-        return {"gamma1": self.gamma1, "gamma2": self.gamma2, "gamma3": self.gamma3, "eps": self.eps,
-                "total_steps": self.total_steps, "eta_min": self.eta_min, "reset_every": self.reset_every,
-                "reference": self.reference}
+        return {
+            "gamma1": self.gamma1,
+            "gamma2": self.gamma2,
+            "gamma3": self.gamma3,
+            "eps": self.eps,
+            "total_steps": self.total_steps,
+            "eta_min": self.eta_min,
+            "reset_every": self.reset_every,
+            "reference": self.reference,
+        }
 
     def _check_loaded_state(self, state):
         if set(state) != {"rows", "steps"} or state["rows"].shape != (len(self._params), STABLE_SPAM_ROW):
-            raise ValueError(f"StableSPAM: the checkpoint's state does not match this clipper's {len(self._params)} "
-                             "parameters")
+            raise ValueError(
+                f"StableSPAM: the checkpoint's state does not match this clipper's {len(self._params)} parameters"
+            )
 
     def _host_state(self):
         return {"calls": self._calls}
@@ -121,13 +140,32 @@ class StableSPAM(Clipper):
         if self.on_nonfinite == "error":
             total = stats[1].sum().sqrt()
             if not bool(torch.isfinite(total)):
-                raise RuntimeError(f"StableSPAM: the total norm of the gradients is {float(total)}; statistics and "
-                                   "grads were left untouched (on_nonfinite='error')")
+                raise RuntimeError(
+                    f"StableSPAM: the total norm of the gradients is {float(total)}; statistics and "
+                    "grads were left untouched (on_nonfinite='error')"
+                )
         policy = "skip" if self.on_nonfinite == "error" else self.on_nonfinite
         values, coef, threshold = _entry_outputs(len(present), device)
-        _ops.stable_spam_update_(grads, stats, split, rows, state, self._state["steps"], values, coef, threshold,
-                                 self.gamma1, self.gamma2, self.gamma3, self.eps, self.total_steps, self.eta_min,
-                                 self.reset_every, policy, self.reference)
+        _ops.stable_spam_update_(
+            grads,
+            stats,
+            split,
+            rows,
+            state,
+            self._state["steps"],
+            values,
+            coef,
+            threshold,
+            self.gamma1,
+            self.gamma2,
+            self.gamma3,
+            self.eps,
+            self.total_steps,
+            self.eta_min,
+            self.reset_every,
+            policy,
+            self.reference,
+        )
         self._calls += 1
         if self._feed is not None:
             self._feed.set(None, values[ResultSlot.FOUND_INF])
@@ -158,14 +196,18 @@ class StableSPAM(Clipper):
         """
         if self.reset_every is not None or self.total_steps is not None:
             if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
-                raise TypeError(f"StableSPAM.attach: reset_every and total_steps act on torch.optim.Adam or AdamW, "
-                                f"not {type(optimizer).__name__}")
+                raise TypeError(
+                    f"StableSPAM.attach: reset_every and total_steps act on torch.optim.Adam or AdamW, "
+                    f"not {type(optimizer).__name__}"
+                )
             if self._adam_hooks:
                 raise RuntimeError("StableSPAM is already attached to an optimizer")
         super().attach(optimizer)
         if self.reset_every is not None or self.total_steps is not None:
-            self._adam_hooks = [optimizer.register_step_pre_hook(self._before_adam_step),
-                                optimizer.register_step_post_hook(self._after_adam_step)]
+            self._adam_hooks = [
+                optimizer.register_step_pre_hook(self._before_adam_step),
+                optimizer.register_step_post_hook(self._after_adam_step),
+            ]
         return self
 
     def detach(self) -> None:

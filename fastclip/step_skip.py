@@ -50,8 +50,10 @@ class SkipResult:
         return self._values[SkipStepResult.NONFINITE] != 0
 
     def __repr__(self):
-        return (f"SkipResult(skip={self.skip}, factor={self.factor}, loss_mean={self.loss_mean}, "
-                f"loss_std={self.loss_std}, norm_mean={self.norm_mean}, norm_std={self.norm_std})")
+        return (
+            f"SkipResult(skip={self.skip}, factor={self.factor}, loss_mean={self.loss_mean}, "
+            f"loss_std={self.loss_std}, norm_mean={self.norm_mean}, norm_std={self.norm_std})"
+        )
 
 
 class StepSkipper:
@@ -185,7 +187,8 @@ class StepSkipper:
                 f"StepSkipper.attach: {type(optimizer).__name__} does not read found_inf, so it cannot skip a step "
                 "decided on the device; build it with fused=True (torch.optim.Adam, AdamW, SGD and Adagrad then read "
                 "found_inf), or skip on the host without attaching: `if not result.skip: optimizer.step()` (one "
-                "host sync per step)")
+                "host sync per step)"
+            )
         self._feed = _optimizer_feed.add_source(optimizer)
         return self
 
@@ -216,16 +219,25 @@ class StepSkipper:
             raise ValueError(f"StepSkipper: the checkpoint was saved with {config}, this skipper has {self._config()}")
         if state:
             history, counters = state.get("history"), state.get("counters")
-            if (set(state) != {"history", "counters"} or not isinstance(history, torch.Tensor)
-                    or not isinstance(counters, torch.Tensor) or history.dtype != torch.float64
-                    or history.shape != (_SERIES, self.window) or counters.dtype != torch.int64
-                    or counters.shape != (SKIP_STEP_COUNTERS,)):
-                raise ValueError(f"StepSkipper: the checkpoint's state does not hold a float64 history of shape "
-                                 f"({_SERIES}, {self.window}) and {SKIP_STEP_COUNTERS} int64 counters")
+            if (
+                set(state) != {"history", "counters"}
+                or not isinstance(history, torch.Tensor)
+                or not isinstance(counters, torch.Tensor)
+                or history.dtype != torch.float64
+                or history.shape != (_SERIES, self.window)
+                or counters.dtype != torch.int64
+                or counters.shape != (SKIP_STEP_COUNTERS,)
+            ):
+                raise ValueError(
+                    f"StepSkipper: the checkpoint's state does not hold a float64 history of shape "
+                    f"({_SERIES}, {self.window}) and {SKIP_STEP_COUNTERS} int64 counters"
+                )
             filled, head = (int(v) for v in counters[[SkipStepCounter.FILLED, SkipStepCounter.HEAD]].tolist())
             if not (0 <= filled <= self.window and 0 <= head < self.window):
-                raise ValueError(f"StepSkipper: the checkpoint's counters are out of range (filled {filled}, head "
-                                 f"{head}, window {self.window})")
+                raise ValueError(
+                    f"StepSkipper: the checkpoint's counters are out of range (filled {filled}, head "
+                    f"{head}, window {self.window})"
+                )
         device = self._state["history"].device if self._state else None
         self._state = {k: (t.to(device) if device is not None else t).clone() for k, t in state.items()}
 

@@ -13,7 +13,8 @@ class TinyModel(torch.nn.Module):
     def __init__(self, shapes, dtype=torch.float32):
         super().__init__()
         self.weights = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.randn(s, dtype=torch.float64).to(dtype)) for s in shapes])
+            [torch.nn.Parameter(torch.randn(s, dtype=torch.float64).to(dtype)) for s in shapes]
+        )
 
 
 SHAPES = [(17, 33), (33,), (64, 5), (1,), (7, 3, 3, 2)]
@@ -65,7 +66,13 @@ class AdaGCReference:
     """The AdaGC equations (REFERENCE.md section 3) in float64, one tensor at a time."""
 
     def __init__(self, n, lambda_abs=1.0, lambda_rel=1.05, beta=0.98, warmup_steps=100, eps=1e-6):
-        self.lambda_abs, self.lambda_rel, self.beta, self.warmup, self.eps = lambda_abs, lambda_rel, beta, warmup_steps, eps
+        self.lambda_abs, self.lambda_rel, self.beta, self.warmup, self.eps = (
+            lambda_abs,
+            lambda_rel,
+            beta,
+            warmup_steps,
+            eps,
+        )
         self.gamma = [None] * n
         self.t = 0
 

@@ -7,10 +7,10 @@ import random
 import sys
 
 import pytest
+import spawned_ranks
 import torch
 
 import fastclip
-import spawned_ranks
 
 HAS_CUDA = torch.cuda.is_available()
 # FASTCLIP_CPU_KERNELS=cuda: the CPU ops run the CUDA kernels (on the CPU execution layer).
@@ -30,20 +30,22 @@ def clipped_by(grad, coef):
     opmath = torch.float64 if grad.dtype == torch.float64 else torch.float32
     rounded = runs_cuda_kernels(grad.device) and grad.dtype in (torch.float16, torch.bfloat16)
     return (grad.to(opmath) * (coef.to(grad.dtype) if rounded else coef).to(opmath)).to(grad.dtype)
+
+
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
 # Relative tolerances, per dtype, for results that are rounded once to that dtype (fastclip's
 # norm, a grad scaled by a coefficient). torch's own results round more often (every per-tensor
 # norm of a half-precision grad), so comparisons with torch allow two roundings.
-RTOL = {torch.float32: 2e-6, torch.float16: 2 ** -10, torch.bfloat16: 2 ** -7, torch.float64: 1e-12}
+RTOL = {torch.float32: 2e-6, torch.float16: 2**-10, torch.bfloat16: 2**-7, torch.float64: 1e-12}
 # float32 sums over many elements: the order of accumulation differs from torch's.
-RTOL_SUM = {torch.float32: 2e-5, torch.float16: 2 ** -10, torch.bfloat16: 2 ** -7, torch.float64: 1e-12}
+RTOL_SUM = {torch.float32: 2e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7, torch.float64: 1e-12}
 # fastclip's norm of grads of each dtype, before it is rounded to that dtype, wherever the true
 # norm is a normal float (huge and tiny grads included): what the README promises.
 RTOL_NORM = {torch.float32: 1e-6, torch.float16: 2e-3, torch.bfloat16: 2e-3}
 # Rounding to nearest in a dtype: at most half its spacing, relative.
-HALF_ULP = {torch.float32: 2 ** -24, torch.float16: 2 ** -11, torch.bfloat16: 2 ** -8, torch.float64: 2 ** -53}
+HALF_ULP = {torch.float32: 2**-24, torch.float16: 2**-11, torch.bfloat16: 2**-8, torch.float64: 2**-53}
 
 
 def rtol_for(dtypes, table=RTOL_SUM):
@@ -75,7 +77,9 @@ def reference_norm(tensors, p):
     if p == 0:
         return torch.tensor(float(sum(bool((f != 0).any()) for f in flats)), dtype=torch.float64)
     if p == float("inf"):
-        return torch.stack([f.abs().max() if f.numel() else torch.tensor(0.0, dtype=torch.float64) for f in flats]).max()
+        return torch.stack(
+            [f.abs().max() if f.numel() else torch.tensor(0.0, dtype=torch.float64) for f in flats]
+        ).max()
     # Scaled by the largest magnitude, so that no |x|^p overflows or underflows float64.
     largest = max((float(f.abs().max()) for f in flats if f.numel()), default=0.0)
     if largest == 0.0 or not math.isfinite(largest):

@@ -31,6 +31,7 @@ GRACE_S = 15  # after a rank fails, how long the other ranks get to report the s
 
 def scenario(*worlds):
     """Registers a module-level function ``fn(rank, world)`` to run on each world size in ``worlds``."""
+
     def register(fn):
         for world in worlds:
             SCENARIOS.setdefault(world, {})[name_of(fn)] = fn
@@ -77,8 +78,13 @@ def _worker(rank, world, port, names, reports):
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S),
+    )
     for name in names:
         module, _, function = name.rpartition(".")
         start = time.perf_counter()
@@ -97,7 +103,7 @@ def run_scenarios(world, names):
     outcomes = {}
     while names:
         failed = _run_on_fresh_ranks(world, names, outcomes)
-        names = names[names.index(failed) + 1:] if failed else []
+        names = names[names.index(failed) + 1 :] if failed else []
     return outcomes
 
 
@@ -154,8 +160,11 @@ def _wait_for(name, ranks, pipes, reports):
                     deadline = min(deadline, time.monotonic() + GRACE_S)
     where = f"scenario {name} on {world} ranks"
     problems = {r: reports[r][name][0] for r in range(world) if name in reports[r] and reports[r][name][0]}
-    silent = ("did not report before the ranks were stopped (see the failing rank)" if problems
-              else f"did not finish within {SCENARIO_TIMEOUT_S} s (a hang?)")
+    silent = (
+        "did not report before the ranks were stopped (see the failing rank)"
+        if problems
+        else f"did not finish within {SCENARIO_TIMEOUT_S} s (a hang?)"
+    )
     for r in range(world):
         if name not in reports[r]:
             ranks[r].join(timeout=1)
@@ -166,4 +175,6 @@ def _wait_for(name, ranks, pipes, reports):
         first = sorted(problems, key=lambda r: (0, reports[r][name][1]) if name in reports[r] else (1, r))
         details = "\n".join(f"--- rank {r} ---\n{problems[r]}" for r in first)
         return Outcome(False, f"{where} failed:\n{details}")
-    return Outcome(True, f"{where} passed in {max(seconds for _, seconds in (reports[r][name] for r in range(world))):.1f} s")
+    return Outcome(
+        True, f"{where} passed in {max(seconds for _, seconds in (reports[r][name] for r in range(world))):.1f} s"
+    )

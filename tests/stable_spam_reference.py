@@ -38,7 +38,7 @@ def cosine_scale(k, total_steps, eta_min):
 
 @dataclass
 class TensorState:
-    t: int = 0          # the tensor's step counter (the reference's state['step'])
+    t: int = 0  # the tensor's step counter (the reference's state['step'])
     m_max: float = 0.0  # AdaClip's EMA of max|g|
     m_norm: float = 0.0  # AdaGN's EMAs of the norm and of its square
     v_norm: float = 0.0
@@ -52,6 +52,7 @@ class StepOutcome:
     post-AdaClip norms n. ``marginal``: some element lay within ``margin`` (relative) of its
     bound (on a tensor's first step the bound is its max, up to rounding), so an implementation
     that rounds the bound differently may decide ``clipped`` the other way."""
+
     norm: float
     coef: list = field(default_factory=list)
     threshold: list = field(default_factory=list)
@@ -65,8 +66,20 @@ class StableSPAMReference:
     """The Stable-SPAM clipper, float64. ``step(grads)`` takes a list of float64 tensors (None for
     a missing grad), clips them in place (g <- AdaGN(AdaClip(g))) and returns a StepOutcome."""
 
-    def __init__(self, num_tensors, gamma1=0.7, gamma2=0.9, gamma3=0.999, eps=1e-8, total_steps=None, eta_min=0.5,
-                 reset_every=None, reference=False, on_nonfinite="skip", margin=1e-6):
+    def __init__(
+        self,
+        num_tensors,
+        gamma1=0.7,
+        gamma2=0.9,
+        gamma3=0.999,
+        eps=1e-8,
+        total_steps=None,
+        eta_min=0.5,
+        reset_every=None,
+        reference=False,
+        on_nonfinite="skip",
+        margin=1e-6,
+    ):
         self.gamma1, self.gamma2, self.gamma3, self.eps = gamma1, gamma2, gamma3, eps
         self.total_steps, self.eta_min, self.reset_every = total_steps, eta_min, reset_every
         self.reference, self.on_nonfinite, self.margin = reference, on_nonfinite, margin
@@ -125,7 +138,7 @@ class StableSPAMReference:
         mx = float(a.max()) if g.numel() else 0.0  # NaN if any element is NaN, as torch.max
         # AdaClip: the elements above the bound are rescaled (not clamped).
         st.m_max = self.gamma3 * st.m_max + (1 - self.gamma3) * mx
-        hat = _div(st.m_max, 1 - self.gamma3 ** t)
+        hat = _div(st.m_max, 1 - self.gamma3**t)
         mask = a > hat  # False wherever hat or |g| is NaN
         if bool(mask.any()):
             out.clipped = True
@@ -137,8 +150,8 @@ class StableSPAMReference:
         g1s = self.gamma1 * s
         st.m_norm = g1s * st.m_norm + (1 - g1s) * n
         st.v_norm = self.gamma2 * st.v_norm + (1 - self.gamma2) * (n * n)
-        m_hat = _div(st.m_norm, 1 - g1s ** t)
-        v_hat = _div(st.v_norm, 1 - self.gamma2 ** t)
+        m_hat = _div(st.m_norm, 1 - g1s**t)
+        v_hat = _div(st.v_norm, 1 - self.gamma2**t)
         c = _div(m_hat, _sqrt(v_hat) + self.eps)
         if n > 0:  # False for NaN: the reference leaves a NaN-norm tensor as it is
             g.div_(n).mul_(c)
@@ -204,8 +217,8 @@ class StableSPAMAdamWReference:
                     self.adam_step[i] = 0
                 self.adam_step[i] += 1
                 step = self.adam_step[i]
-            bias_correction1 = 1 - beta1 ** step
-            bias_correction2 = 1 - beta2 ** step
+            bias_correction1 = 1 - beta1**step
+            bias_correction2 = 1 - beta2**step
             m, v = self.exp_avg[i], self.exp_avg_sq[i]
             m.mul_(beta1).add_(g, alpha=1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)

@@ -8,6 +8,9 @@ from conftest import DEVICES
 
 import fastclip
 
+# Also run on the CUDA kernels executed on the CPU (README: the cuda-on-cpu command).
+pytestmark = pytest.mark.cuda_kernels
+
 
 def one_param(device):
     """A one-element parameter: its grad's norm is exactly the value put in it."""
@@ -66,15 +69,18 @@ def test_loading_replaces_the_history_and_an_empty_one_means_a_fresh_start():
     assert clipper.state_dict()["host"]["steps"] == 1
 
 
-@pytest.mark.parametrize("norms, message", [
-    ([1.0, 2.0], "norms must be a 1-d floating-point tensor, got list"),
-    (torch.ones(2, 3), "norms must be a 1-d floating-point tensor, got a 2-d torch.float32 tensor"),
-    (torch.tensor([1, 2]), "got a 1-d torch.int64 tensor"),
-    (torch.tensor([1.0, float("nan")]), "norms must be finite and >= 0"),
-    (torch.tensor([1.0, float("inf")]), "norms must be finite and >= 0"),
-    (torch.tensor([1e300], dtype=torch.float64), "norms must be finite and >= 0 (as float32)"),
-    (torch.tensor([1.0, -0.5]), "norms must be finite and >= 0"),
-])
+@pytest.mark.parametrize(
+    "norms, message",
+    [
+        ([1.0, 2.0], "norms must be a 1-d floating-point tensor, got list"),
+        (torch.ones(2, 3), "norms must be a 1-d floating-point tensor, got a 2-d torch.float32 tensor"),
+        (torch.tensor([1, 2]), "got a 1-d torch.int64 tensor"),
+        (torch.tensor([1.0, float("nan")]), "norms must be finite and >= 0"),
+        (torch.tensor([1.0, float("inf")]), "norms must be finite and >= 0"),
+        (torch.tensor([1e300], dtype=torch.float64), "norms must be finite and >= 0 (as float32)"),
+        (torch.tensor([1.0, -0.5]), "norms must be finite and >= 0"),
+    ],
+)
 def test_bad_norms_fail_naming_the_argument(norms, message):
     clipper = fastclip.AutoClip([one_param("cpu")])
     with pytest.raises(ValueError, match="AutoClip.load_history: ") as error:

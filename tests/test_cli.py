@@ -47,27 +47,30 @@ def fastclip_command(capsys, monkeypatch):
 
 # Bad command-line values are usage errors, as argparse's own are: the subcommand's usage line,
 # "fastclip <command>: error: <message>", exit status 2.
-@pytest.mark.parametrize("args, message", [
-    (["bench", "--suite", "gpt3"], "argument --suite: invalid choice: 'gpt3'"),
-    (["bench", "--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
-    (["bench", "--repeat", "0"], "--repeat must be >= 1, got 0"),
-    (["bench", "--shard", "0"], "--shard must be >= 1, got 0"),
-    (["bench", "--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'"),
-    (["bench", "--device", "meta"], "--device must be cpu, cuda or cuda:N, got 'meta'"),
-    (["bench", "--device", "cuda:7"], "--device cuda:7 but"),  # no GPU, or fewer than 8
-    (["bench", "--json", " "], "--json needs a file name"),
-    (["demo", "--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
-    (["demo", "--spikes", "ten"], "--spikes must be comma-separated"),
-    (["demo", "--steps", "3"], "--steps must be >= 10, got 3"),
-    (["demo", "--spikes", "5,300"], "--spikes must be steps in [0, 300) (--steps 300), got 300"),
-    (["demo", "--steps", "20", "--spikes", ",".join(map(str, range(11)))], "--spikes must leave most steps clean"),
-    (["demo", "--spike-scale", "0"], "--spike-scale must be finite and > 0, got 0.0"),
-    (["demo", "--lr", "-0.1"], "--lr must be finite and > 0"),
-    (["demo", "--lr", "nan"], "--lr must be finite and > 0"),
-    (["demo", "--seed", "-1"], "--seed must be in [0, 2**63)"),
-    (["demo", "--plot", "demo.jpg"], "--plot must name a .png file, got 'demo.jpg'"),
-    (["info", "--verbose"], "unrecognized arguments: --verbose"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "--suite", "gpt3"], "argument --suite: invalid choice: 'gpt3'"),
+        (["bench", "--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
+        (["bench", "--repeat", "0"], "--repeat must be >= 1, got 0"),
+        (["bench", "--shard", "0"], "--shard must be >= 1, got 0"),
+        (["bench", "--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'"),
+        (["bench", "--device", "meta"], "--device must be cpu, cuda or cuda:N, got 'meta'"),
+        (["bench", "--device", "cuda:7"], "--device cuda:7 but"),  # no GPU, or fewer than 8
+        (["bench", "--json", " "], "--json needs a file name"),
+        (["demo", "--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
+        (["demo", "--spikes", "ten"], "--spikes must be comma-separated"),
+        (["demo", "--steps", "3"], "--steps must be >= 10, got 3"),
+        (["demo", "--spikes", "5,300"], "--spikes must be steps in [0, 300) (--steps 300), got 300"),
+        (["demo", "--steps", "20", "--spikes", ",".join(map(str, range(11)))], "--spikes must leave most steps clean"),
+        (["demo", "--spike-scale", "0"], "--spike-scale must be finite and > 0, got 0.0"),
+        (["demo", "--lr", "-0.1"], "--lr must be finite and > 0"),
+        (["demo", "--lr", "nan"], "--lr must be finite and > 0"),
+        (["demo", "--seed", "-1"], "--seed must be in [0, 2**63)"),
+        (["demo", "--plot", "demo.jpg"], "--plot must name a .png file, got 'demo.jpg'"),
+        (["info", "--verbose"], "unrecognized arguments: --verbose"),
+    ],
+)
 def test_bad_values_are_usage_errors(args, message, fastclip_command):
     status, out, err = fastclip_command(*args)
     assert status == 2, err
@@ -78,11 +81,14 @@ def test_bad_values_are_usage_errors(args, message, fastclip_command):
     assert out == "" and "Traceback" not in err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["frobnicate"], "fastclip: error: argument {bench,demo,info}: invalid choice: 'frobnicate'"),
-    ([], "fastclip: error: the following arguments are required: {bench,demo,info}"),
-    (["--frobnicate"], "fastclip: error: the following arguments are required"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["frobnicate"], "fastclip: error: argument {bench,demo,info}: invalid choice: 'frobnicate'"),
+        ([], "fastclip: error: the following arguments are required: {bench,demo,info}"),
+        (["--frobnicate"], "fastclip: error: the following arguments are required"),
+    ],
+)
 def test_a_missing_or_unknown_command_is_a_usage_error(args, message, fastclip_command):
     status, _, err = fastclip_command(*args)
     assert status == 2
@@ -99,7 +105,9 @@ def test_a_run_that_cannot_go_on_exits_1_without_usage(command, fastclip_command
     from fastclip import bench
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else find_spec(name, *a)
+    )
     status, out, err = fastclip_command(command, "--plot", "x.png")
     assert status == 1
     assert err.strip().startswith(f"fastclip {command}: --plot") and "needs matplotlib (pip install matplotlib)" in err
@@ -137,8 +145,17 @@ def test_info_says_what_was_built_and_what_runs(fastclip_command):
     status, out, err = fastclip_command("info")
     assert status == 0 and err == ""
     lines = dict(line.split(":", 1) for line in out.splitlines())
-    assert list(lines) == ["fastclip", "torch", "CPU", "CPU ISA", "CPU ops run on", "CUDA kernels", "CUDA on CPU",
-                           "GPUs", "threads"]
+    assert list(lines) == [
+        "fastclip",
+        "torch",
+        "CPU",
+        "CPU ISA",
+        "CPU ops run on",
+        "CUDA kernels",
+        "CUDA on CPU",
+        "GPUs",
+        "threads",
+    ]
     info = fastclip.build_info()
     assert lines["fastclip"].split()[0] == fastclip.__version__
     assert lines["torch"].split()[0] == torch.__version__
@@ -173,13 +190,16 @@ def test_info_names_the_gpus_and_a_cpu_only_build(fastclip_command, monkeypatch)
     assert "GPUs:           0: Fake GPU 0 (sm_90); 1: Fake GPU 1 (sm_90)" in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["bench", "--json", "{missing}/out.json"], "--json '{missing}/out.json': the folder"),
-    (["bench", "--csv", "{tmp}"], "is a folder, not a file"),
-    (["bench", "--plot", "{tmp}/chart.txt"], "--plot must name a .png file"),
-    (["demo", "--plot", "{missing}/demo.png"], "--plot '{missing}/demo.png': the folder"),
-    (["demo", "--no-plot", "--json", "{missing}/demo.json"], "--json"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "--json", "{missing}/out.json"], "--json '{missing}/out.json': the folder"),
+        (["bench", "--csv", "{tmp}"], "is a folder, not a file"),
+        (["bench", "--plot", "{tmp}/chart.txt"], "--plot must name a .png file"),
+        (["demo", "--plot", "{missing}/demo.png"], "--plot '{missing}/demo.png': the folder"),
+        (["demo", "--no-plot", "--json", "{missing}/demo.json"], "--json"),
+    ],
+)
 def test_unwritable_outputs_fail_before_the_run_and_write_nothing(args, message, tmp_path, fastclip_command):
     paths = {"tmp": str(tmp_path), "missing": str(tmp_path / "missing")}
     status, out, err = fastclip_command(*[a.format(**paths) for a in args])
@@ -221,16 +241,31 @@ def test_console_script_and_python_m_run_the_command():
 
 
 def test_bench_quick_writes_json_csv_and_png(tmp_path, fastclip_command, monkeypatch):
-    from fastclip import bench, bench_harness
+    from fastclip import bench_harness
 
     # The cheapest run that still goes through everything: two small suites (one rank's share of
     # a 64-way FSDP shard), two rounds, and memory ceilings timed on 64 MiB instead of 1 GiB
     # (their values do not matter here, only that they are measured and used).
     monkeypatch.setattr(bench_harness, "CEILING_BYTES", 64 << 20)
     out = {ext: tmp_path / f"bench.{ext}" for ext in ("json", "csv", "png")}
-    status, stdout, err = fastclip_command("bench", "--quick", "--suite", "mixed", "--suite", "gpt2-124m",
-                                           "--shard", "64", "--repeat", "2", "--json", str(out["json"]),
-                                           "--csv", str(out["csv"]), "--plot", str(out["png"]))
+    status, stdout, err = fastclip_command(
+        "bench",
+        "--quick",
+        "--suite",
+        "mixed",
+        "--suite",
+        "gpt2-124m",
+        "--shard",
+        "64",
+        "--repeat",
+        "2",
+        "--json",
+        str(out["json"]),
+        "--csv",
+        str(out["csv"]),
+        "--plot",
+        str(out["png"]),
+    )
     assert status == 0, err
     report = json.loads(out["json"].read_text())
     assert {"device", "torch", "ceilings", "cases", "repeat"} <= set(report)
@@ -271,8 +306,9 @@ class _Stream(io.StringIO):
 
 
 def _percents(text):
-    return [int(line.split("]")[1].split("%")[0]) for line in text.replace("\r", "\n").splitlines()
-            if line.startswith("[")]
+    return [
+        int(line.split("]")[1].split("%")[0]) for line in text.replace("\r", "\n").splitlines() if line.startswith("[")
+    ]
 
 
 def test_progress_is_one_bar_over_every_stage_and_never_goes_back():
@@ -304,7 +340,10 @@ def test_progress_in_a_log_writes_a_line_per_stage_not_per_step():
     for step in range(300):
         progress(f"run: step {step + 1}/300")
     assert [line.split("  ")[-1] for line in stream.getvalue().splitlines()] == [
-        "run 1/1 run: starting", "run 1/1 run: step 1/300", "run 1/1 run: step 300/300"]
+        "run 1/1 run: starting",
+        "run 1/1 run: step 1/300",
+        "run 1/1 run: step 300/300",
+    ]
 
 
 def test_progress_on_a_terminal_redraws_one_line_and_keeps_notes_above_it():
@@ -351,8 +390,14 @@ def run_demo_and_check_its_claim(fastclip_command, tmp_path, steps, *options):
     assert all(len(run["losses"]) == steps for run in report["runs"].values())
     assert set(report["runs"]["no clipping"]["thresholds"]) == {None}  # no threshold: null, not NaN
     summary = report["summary"]
-    assert set(summary) == {"no clipping", "fixed (NormClip, 1.0)", "ZClip", "AutoClip (p10)", "Stable-SPAM",
-                            "ZClip + step skipping"}
+    assert set(summary) == {
+        "no clipping",
+        "fixed (NormClip, 1.0)",
+        "ZClip",
+        "AutoClip (p10)",
+        "Stable-SPAM",
+        "ZClip + step skipping",
+    }
     assert summary["ZClip"]["final_loss"] <= summary["no clipping"]["final_loss"]
     assert summary["no clipping"]["final_loss"] > 1.5 * summary["ZClip"]["final_loss"]
     assert summary["ZClip"]["steps_clipped"] >= len(report["spikes"])  # at least the injected spikes
@@ -381,7 +426,7 @@ def check_demo_says_what_it_does(out, err, steps):
         assert any(line.startswith(f"  {name}") and "s, final loss" in line for line in err.splitlines()), name
     table = out.strip().splitlines()
     assert table[0].split()[:3] == ["run", "final", "loss"] and "[" not in out
-    assert [line[:24].strip() for line in table[1:1 + len(CLIPPERS)]] == list(CLIPPERS)
+    assert [line[:24].strip() for line in table[1 : 1 + len(CLIPPERS)]] == list(CLIPPERS)
 
 
 def test_demo_runs_and_zclip_is_not_worse_than_no_clipping(fastclip_command, tmp_path):
@@ -405,8 +450,14 @@ def test_demo_length_options_set_the_steps_and_the_spikes(options, length, fastc
 
     def record(name, steps, spikes, spike_scale, seed, lr, progress=None):  # stands in for the training run
         trained.append((name, steps, sorted(spikes)))
-        return {"losses": [1.0] * steps, "norms": [1.0] * steps, "thresholds": [float("nan")] * steps,
-                "steps_clipped": 0, "steps_skipped": 0, "skipped_steps": []}
+        return {
+            "losses": [1.0] * steps,
+            "norms": [1.0] * steps,
+            "thresholds": [float("nan")] * steps,
+            "steps_clipped": 0,
+            "steps_skipped": 0,
+            "skipped_steps": [],
+        }
 
     monkeypatch.setattr(demo, "train", record)
     status, _, err = fastclip_command("demo", *options, "--no-plot")
@@ -419,8 +470,11 @@ def test_bench_refuses_a_suite_that_does_not_fit_in_memory(monkeypatch):
     from fastclip import bench
 
     monkeypatch.setattr(bench, "available_memory_bytes", lambda device: 2 << 30)
-    with pytest.raises(SystemExit, match=r"suite llama-7b needs about 2[0-9]\.\d GiB on cpu and 2\.0 GiB is free "
-                                         r"\(use --shard N\)"):
+    with pytest.raises(
+        SystemExit,
+        match=r"suite llama-7b needs about 2[0-9]\.\d GiB on cpu and 2\.0 GiB is free "
+        r"\(use --shard N\)",
+    ):
         bench.main(["--suite", "llama-7b", "--device", "cpu"])
     with pytest.raises(SystemExit, match="suite one-huge needs about 2.0 GiB on cpu and 2.0 GiB is free$"):
         bench.main(["--suite", "one-huge", "--device", "cpu"])
@@ -433,8 +487,11 @@ def test_bench_turns_out_of_memory_into_a_message(monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
 
     monkeypatch.setattr(bench, "_run_suites", out_of_memory)
-    with pytest.raises(SystemExit, match=r"out of memory on cpu \(CUDA out of memory. Tried to allocate 2.00 GiB\); "
-                                         r"try fewer suites or --shard N$"):
+    with pytest.raises(
+        SystemExit,
+        match=r"out of memory on cpu \(CUDA out of memory. Tried to allocate 2.00 GiB\); "
+        r"try fewer suites or --shard N$",
+    ):
         bench.main(["--suite", "gpt2-124m", "--device", "cpu"])
 
 
@@ -462,20 +519,41 @@ def test_bench_leaves_out_a_failing_method_and_flags_one_that_does_not_clip(monk
 
     monkeypatch.setattr(bench, "_methods", with_extra_methods)
     generator = torch.Generator().manual_seed(0)
-    case = bench.run_case("small", [(257,), (31, 7), (1000,)], (torch.float32,), torch.device("cpu"),
-                          bench.Timer(torch.device("cpu")), 2, generator, quick=True, probes=bench.ceiling_probes(
-                              torch.device("cpu")))
+    case = bench.run_case(
+        "small",
+        [(257,), (31, 7), (1000,)],
+        (torch.float32,),
+        torch.device("cpu"),
+        bench.Timer(torch.device("cpu")),
+        2,
+        generator,
+        quick=True,
+        probes=bench.ceiling_probes(torch.device("cpu")),
+    )
     assert "broken" not in case["methods"]
     assert case["skipped"]["broken"].startswith("failed in warm-up: RuntimeError: ")
     assert case["skipped"]["torch_compile"] == "not with --quick (compiling takes a while)"
     assert case["methods"]["does nothing"]["clips"] is False
-    for method in ("fastclip", "torch_foreach", "torch_loop", "zclip", "fastclip.ZClip", "autoclip",
-                   "fastclip.AutoClip"):
+    for method in (
+        "fastclip",
+        "torch_foreach",
+        "torch_loop",
+        "zclip",
+        "fastclip.ZClip",
+        "autoclip",
+        "fastclip.AutoClip",
+    ):
         assert case["methods"][method]["clips"] is True, method
 
     bench.add_floor(case, case["ceilings"])
-    report = {"device": "test CPU", "device_type": "cpu", "torch": torch.__version__, "repeat": 2, "shard": 4,
-              "cases": [case]}
+    report = {
+        "device": "test CPU",
+        "device_type": "cpu",
+        "torch": torch.__version__,
+        "repeat": 2,
+        "shard": 4,
+        "cases": [case],
+    }
     out = io.StringIO()
     bench.print_table(report, out)
     table = out.getvalue()
@@ -490,9 +568,14 @@ def test_norm_only_methods_are_held_to_a_one_read_floor():
     from fastclip import bench
 
     ceilings = {"read_bytes_per_s": 1e9, "in_place_bytes_per_s": 2e9}
-    case = {"grad_bytes": 3000, "float32_bytes": 2000,
-            "methods": {"fastclip": {"median_s": 4e-6}, bench.NORM_ONLY_PREFIX + "vendor": {"median_s": 4e-6,
-                                                                                           "norm_only": True}}}
+    case = {
+        "grad_bytes": 3000,
+        "float32_bytes": 2000,
+        "methods": {
+            "fastclip": {"median_s": 4e-6},
+            bench.NORM_ONLY_PREFIX + "vendor": {"median_s": 4e-6, "norm_only": True},
+        },
+    }
     bench.add_floor(case, ceilings)
     assert case["floor_s"] == pytest.approx(3000 / 1e9 + 2 * 3000 / 2e9)
     assert case["methods"]["fastclip"]["fraction_of_floor"] == pytest.approx(6e-6 / 4e-6)
@@ -555,7 +638,7 @@ def test_bench_many_tiny_reports_each_call_against_the_walk(tmp_path, monkeypatc
         assert methods["walk"]["vs_walk"] == 1.0
         expected = {"walk", "fastclip.clip_grad_norm_", *fastclip.bench_overhead.CLIPPERS}
         assert expected <= set(methods) and all(m["median_ms"] > 0 for m in methods.values())
-        for name, m in methods.items():
+        for m in methods.values():
             assert m["vs_walk"] == pytest.approx(m["median_ms"] / methods["walk"]["median_ms"])
     assert json.loads((tmp_path / "r.json").read_text())["overhead"] == report["overhead"]
     out = capsys.readouterr().out
@@ -566,14 +649,35 @@ def test_bench_reports_half_precision_against_float32_from_the_same_run():
     from fastclip.bench import half_precision_ratios, print_table
 
     def case(suite, dtype, seconds):
-        return {"suite": suite, "dtypes": [dtype], "tensors": 148,
-                "methods": {"fastclip": {"median_s": seconds, "min_s": seconds, "max_s": seconds, "clips": True,
-                                         "norm_only": False, "speedup_vs_torch_foreach": 1.0,
-                                         "fraction_of_floor": 1.0, "kernel_launches": None}}}
+        return {
+            "suite": suite,
+            "dtypes": [dtype],
+            "tensors": 148,
+            "methods": {
+                "fastclip": {
+                    "median_s": seconds,
+                    "min_s": seconds,
+                    "max_s": seconds,
+                    "clips": True,
+                    "norm_only": False,
+                    "speedup_vs_torch_foreach": 1.0,
+                    "fraction_of_floor": 1.0,
+                    "kernel_launches": None,
+                }
+            },
+        }
 
-    report = {"device": "cpu", "device_type": "cpu", "torch": torch.__version__, "repeat": 1,
-              "cases": [case("gpt2-124m", "float32", 0.010), case("gpt2-124m-bf16", "bfloat16", 0.006),
-                        case("gpt2-124m-fp16", "float16", 0.005)]}
+    report = {
+        "device": "cpu",
+        "device_type": "cpu",
+        "torch": torch.__version__,
+        "repeat": 1,
+        "cases": [
+            case("gpt2-124m", "float32", 0.010),
+            case("gpt2-124m-bf16", "bfloat16", 0.006),
+            case("gpt2-124m-fp16", "float16", 0.005),
+        ],
+    }
     assert half_precision_ratios(report) == pytest.approx({"gpt2-124m-bf16": 0.6, "gpt2-124m-fp16": 0.5})
     out = io.StringIO()
     print_table(report, out)

@@ -5,14 +5,37 @@ import warnings
 
 import pytest
 import torch
-from conftest import (CUDA_KERNELS_ON_CPU, DEVICES, FLOAT_DTYPES, HALF_ULP, RTOL, RTOL_NORM, RTOL_SUM, assert_close_to,
-                      clipped_by, make_params, random_tensors, reference_norm, rtol_for, runs_cuda_kernels)
+from conftest import (
+    CUDA_KERNELS_ON_CPU,
+    DEVICES,
+    FLOAT_DTYPES,
+    HALF_ULP,
+    RTOL,
+    RTOL_NORM,
+    RTOL_SUM,
+    assert_close_to,
+    clipped_by,
+    make_params,
+    random_tensors,
+    reference_norm,
+    rtol_for,
+    runs_cuda_kernels,
+)
 
 import fastclip
 
+# Also run on the CUDA kernels executed on the CPU (README: the cuda-on-cpu command).
+pytestmark = pytest.mark.cuda_kernels
+
 SHAPES = [(64, 33), (7,), (1,), (3, 4, 5), (1000,), (2, 1, 9)]
-DTYPE_LISTS = [[torch.float32], [torch.bfloat16], [torch.float16], [torch.float64],
-               [torch.float32, torch.bfloat16], [torch.bfloat16, torch.float16, torch.float32, torch.float64]]
+DTYPE_LISTS = [
+    [torch.float32],
+    [torch.bfloat16],
+    [torch.float16],
+    [torch.float64],
+    [torch.float32, torch.bfloat16],
+    [torch.bfloat16, torch.float16, torch.float32, torch.float64],
+]
 
 
 def twin_params(tensors):
@@ -144,7 +167,7 @@ class TestEdgeCases:
     def test_non_contiguous_grads(self, gen):
         params = [torch.nn.Parameter(torch.randn(40, 30)), torch.nn.Parameter(torch.randn(8, 6))]
         base = torch.randn(30, 40, generator=gen)
-        params[0].grad = base.t()                        # dense, transposed
+        params[0].grad = base.t()  # dense, transposed
         params[1].grad = torch.randn(8, 12, generator=gen)[:, ::2]  # strided view with gaps
         theirs = [torch.nn.Parameter(p.detach().clone()) for p in params]
         for a, b in zip(params, theirs):
@@ -434,7 +457,8 @@ def test_norm_type_12_across_a_process_group_neither_overflows_nor_underflows(ge
             _, local = torch.ops.fastclip.multi_tensor_norm(grads, 12.0, True)
             total, per_tensor = reduce_norms(local, 12.0, (dist.group.WORLD,), torch.float32, keep_per_tensor=True)
             assert_close_to(total, reference_norm(grads, 12.0), rtol=RTOL_NORM[torch.float32])
-            assert_close_to(per_tensor, torch.stack([reference_norm([g], 12.0) for g in grads]),
-                            rtol=RTOL_NORM[torch.float32])
+            assert_close_to(
+                per_tensor, torch.stack([reference_norm([g], 12.0) for g in grads]), rtol=RTOL_NORM[torch.float32]
+            )
     finally:
         dist.destroy_process_group()

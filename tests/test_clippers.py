@@ -1,17 +1,25 @@
 """Parity of the stateful clippers with their references, step for step, through warm-up and spikes."""
 
+import autoclip.torch as autoclip_torch  # the peers themselves: installed by the README's test command
 import numpy as np
 import pytest
+import timm.utils.agc as timm_agc
 import torch
+import zclip
 from clipper_refs import SHAPES, AdaGCReference, paper_autoclip, set_grads, spiky_grads, twin_models
 
-import autoclip.torch as autoclip_torch  # the peers themselves: installed by the README's test command
-import timm.utils.agc as timm_agc
-import zclip
-
 import fastclip
-from fastclip._layouts import (AUTOCLIP_COUNTERS, RESULT_SLOTS, ZCLIP_HEADER, AutoClipCounter, AutoClipStopped,
-                               ZClipState)
+from fastclip._layouts import (
+    AUTOCLIP_COUNTERS,
+    RESULT_SLOTS,
+    ZCLIP_HEADER,
+    AutoClipCounter,
+    AutoClipStopped,
+    ZClipState,
+)
+
+# Also run on the CUDA kernels executed on the CPU (README: the cuda-on-cpu command).
+pytestmark = pytest.mark.cuda_kernels
 
 # Clipped grads and reported norms agree within float32 rounding of the norm (the peers and
 # fastclip sum in different orders), over hundreds of steps.
@@ -21,8 +29,9 @@ SPIKES = (30, 31, 57, 90, 91, 92, 150)
 
 def assert_grads_match(ours, theirs, rtol=RTOL_PARITY, step=None):
     for i, (a, b) in enumerate(zip(ours, theirs)):
-        torch.testing.assert_close(a.grad, b.grad, rtol=rtol, atol=1e-7, equal_nan=True,
-                                   msg=lambda m: f"step {step}, parameter {i}: {m}")
+        torch.testing.assert_close(
+            a.grad, b.grad, rtol=rtol, atol=1e-7, equal_nan=True, msg=lambda m: f"step {step}, parameter {i}: {m}"
+        )
 
 
 ZCLIP_VARIANTS = [
@@ -61,7 +70,7 @@ def test_zclip_matches_package(variant, gen):
 
 
 def test_zclip_result_statistics(gen):
-    model, = twin_models(n=1)
+    (model,) = twin_models(n=1)
     clipper = fastclip.ZClip(model.parameters(), warmup_steps=5, max_grad_norm=None)
     for grads in spiky_grads(gen, SHAPES, 5):
         set_grads(model.parameters(), grads)
@@ -97,10 +106,16 @@ def test_autoclip_matches_paper(percentile, gen):
 @pytest.mark.parametrize("history_length", [7, 1000])
 def test_autoclip_lag1_matches_quantileclip(global_threshold, history_length, gen):
     ours_model, peer_model = twin_models()
-    peer = autoclip_torch.QuantileClip(peer_model.parameters(), quantile=0.8, history_length=history_length,
-                                       global_threshold=global_threshold)
-    ours = fastclip.AutoClip(ours_model.parameters(), percentile=80.0, history_size=history_length, lag=1,
-                             scope="global" if global_threshold else "tensor")
+    peer = autoclip_torch.QuantileClip(
+        peer_model.parameters(), quantile=0.8, history_length=history_length, global_threshold=global_threshold
+    )
+    ours = fastclip.AutoClip(
+        ours_model.parameters(),
+        percentile=80.0,
+        history_size=history_length,
+        lag=1,
+        scope="global" if global_threshold else "tensor",
+    )
     for step, grads in enumerate(spiky_grads(gen, SHAPES, 120, SPIKES)):
         set_grads(ours_model.parameters(), grads)
         set_grads(peer_model.parameters(), grads)
@@ -138,8 +153,22 @@ def _quantile_op_run(norms, percentile, window, lag):
     for x in norms:
         total = torch.tensor(x, dtype=torch.float32)
         values, coef, thr = torch.empty(RESULT_SLOTS), torch.empty(1), torch.empty(1)
-        fastclip._ops.autoclip_update_(total, total.reshape(1), rows, lower, upper, ring, counters, values, coef, thr,
-                                       percentile, lag, "skip", False)
+        fastclip._ops.autoclip_update_(
+            total,
+            total.reshape(1),
+            rows,
+            lower,
+            upper,
+            ring,
+            counters,
+            values,
+            coef,
+            thr,
+            percentile,
+            lag,
+            "skip",
+            False,
+        )
         out.append(float(thr))
     return out
 
@@ -163,13 +192,13 @@ def test_window_quantile_exact(window, gen):
     thresholds = _quantile_op_run(norms, 75.0, window, lag=True)
     assert thresholds[0] == float("inf")
     for t in range(1, len(norms)):
-        expected = torch.quantile(torch.tensor(norms[max(0, t - window): t]), 0.75).item()
+        expected = torch.quantile(torch.tensor(norms[max(0, t - window) : t]), 0.75).item()
         np.testing.assert_allclose(thresholds[t], expected, rtol=1e-6, err_msg=f"step {t}")
 
 
 @pytest.mark.parametrize("warmup_steps", [0, 20])
 def test_adagc_matches_equations(warmup_steps, gen):
-    model, = twin_models(n=1)
+    (model,) = twin_models(n=1)
     params = list(model.parameters())
     kwargs = dict(lambda_abs=1.2, lambda_rel=1.05, beta=0.9, warmup_steps=warmup_steps)
     ours = fastclip.AdaGC(params, **kwargs)
@@ -184,8 +213,9 @@ def test_adagc_matches_equations(warmup_steps, gen):
         np.testing.assert_allclose(result.coef.double().numpy(), coefs, rtol=RTOL_PARITY)
         for i, (p, e) in enumerate(zip(params, expected)):
             if e is not None:
-                torch.testing.assert_close(p.grad.double(), e, rtol=RTOL_PARITY, atol=1e-7,
-                                           msg=lambda m: f"step {step}, tensor {i}: {m}")
+                torch.testing.assert_close(
+                    p.grad.double(), e, rtol=RTOL_PARITY, atol=1e-7, msg=lambda m: f"step {step}, tensor {i}: {m}"
+                )
 
 
 AGC_SHAPES = [(16, 8), (24,), (), (8, 4, 3, 3), (5, 1)]
@@ -195,20 +225,22 @@ AGC_SHAPES = [(16, 8), (24,), (), (8, 4, 3, 3), (5, 1)]
 def test_agc_matches_timm(dtype, gen):
     def build():
         g2 = torch.Generator().manual_seed(7)
-        params = [torch.nn.Parameter((torch.randn(s, generator=g2, dtype=torch.float64) * 0.05).to(dtype))
-                  for s in AGC_SHAPES]
+        params = [
+            torch.nn.Parameter((torch.randn(s, generator=g2, dtype=torch.float64) * 0.05).to(dtype)) for s in AGC_SHAPES
+        ]
         return params
 
     ours, peers = build(), build()
     for step in range(5):
-        grads = [(torch.randn(s, generator=gen, dtype=torch.float64) * (0.001 * 10 ** step)).to(dtype)
-                 for s in AGC_SHAPES]
+        grads = [
+            (torch.randn(s, generator=gen, dtype=torch.float64) * (0.001 * 10**step)).to(dtype) for s in AGC_SHAPES
+        ]
         set_grads(ours, grads)
         set_grads(peers, grads)
         fastclip.AGC(ours, clip_factor=0.02, eps=1e-3).step()
         timm_agc.adaptive_clip_grad(peers, clip_factor=0.02, eps=1e-3)
         # timm rounds the unit norms, the bound and the factor to bf16 (four roundings); we round once.
-        rtol = {torch.float32: 1e-5, torch.bfloat16: 2 ** -6, torch.float64: 1e-10}[dtype]
+        rtol = {torch.float32: 1e-5, torch.bfloat16: 2**-6, torch.float64: 1e-10}[dtype]
         for a, b in zip(ours, peers):
             torch.testing.assert_close(a.grad, b.grad, rtol=rtol, atol=0.0)
 
@@ -268,9 +300,22 @@ def test_full_history_drops_norms_without_overflow():
     rows = torch.zeros(1, dtype=torch.int64)
     for x in range(1, 11):
         total = torch.tensor(float(x))
-        fastclip._ops.autoclip_update_(total, total.reshape(1), rows, guard_lower[:, :2], guard_upper[:, :2],
-                                       torch.zeros(1, 0), counters, torch.empty(RESULT_SLOTS), torch.empty(1), torch.empty(1),
-                                       50.0, False, "skip", False)
+        fastclip._ops.autoclip_update_(
+            total,
+            total.reshape(1),
+            rows,
+            guard_lower[:, :2],
+            guard_upper[:, :2],
+            torch.zeros(1, 0),
+            counters,
+            torch.empty(RESULT_SLOTS),
+            torch.empty(1),
+            torch.empty(1),
+            50.0,
+            False,
+            "skip",
+            False,
+        )
     assert counters[0, AutoClipCounter.LOWER_SIZE] <= 2 and counters[0, AutoClipCounter.UPPER_SIZE] <= 2
     assert counters[0, AutoClipCounter.STOPPED] == AutoClipStopped.FULL
     assert (guard_lower[:, 2:] == 7).all() and (guard_upper[:, 2:] == 7).all()
@@ -283,8 +328,22 @@ def test_poisoned_history_stays_poisoned_when_full():
     thresholds = []
     for x in [1.0, float("nan"), 2.0, 3.0, 4.0, 5.0, 6.0]:
         total, thr = torch.tensor(x), torch.empty(1)
-        fastclip._ops.autoclip_update_(total, total.reshape(1), rows, lower, upper, torch.zeros(1, 0), counters,
-                                       torch.empty(RESULT_SLOTS), torch.empty(1), thr, 50.0, False, "propagate", True)
+        fastclip._ops.autoclip_update_(
+            total,
+            total.reshape(1),
+            rows,
+            lower,
+            upper,
+            torch.zeros(1, 0),
+            counters,
+            torch.empty(RESULT_SLOTS),
+            torch.empty(1),
+            thr,
+            50.0,
+            False,
+            "propagate",
+            True,
+        )
         thresholds.append(float(thr))
     assert thresholds[0] == 1.0 and all(t != t for t in thresholds[1:])
 
@@ -294,6 +353,7 @@ def test_zclip_corrupt_warmup_count_never_indexes_out_of_bounds(collected):
     state = torch.zeros(ZCLIP_HEADER + 3, dtype=torch.float64)
     state[ZClipState.COLLECTED] = collected
     result = torch.empty(RESULT_SLOTS)
-    fastclip._ops.zclip_update_(torch.tensor(2.0), state, result, 0.9, 2.5, 1.0, 1e-6, 3, "zscore", "mean", 1.0,
-                                False, "skip", False)
+    fastclip._ops.zclip_update_(
+        torch.tensor(2.0), state, result, 0.9, 2.5, 1.0, 1e-6, 3, "zscore", "mean", 1.0, False, "skip", False
+    )
     assert state[ZClipState.COLLECTED] == 1 and state[ZCLIP_HEADER] == 2.0  # restarted the warm-up at the first slot

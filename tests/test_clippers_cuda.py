@@ -6,7 +6,6 @@ import torch
 from clipper_refs import SHAPES, set_grads, spiky_grads, twin_models
 from test_clipper_state import CLIPPERS, SPIKES, run
 
-
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
@@ -19,14 +18,16 @@ def cuda_twin(model):
 @pytest.mark.parametrize("name", list(CLIPPERS))
 def test_cuda_matches_cpu(name, gen):
     steps = spiky_grads(gen, SHAPES, 60, SPIKES)
-    cpu_model, = twin_models(n=1)
+    (cpu_model,) = twin_models(n=1)
     gpu_model = cuda_twin(cpu_model)
     cpu = run(CLIPPERS[name](cpu_model.parameters()), list(cpu_model.parameters()), steps)
-    gpu = run(CLIPPERS[name](gpu_model.parameters()), list(gpu_model.parameters()),
-              [[g.cuda() for g in s] for s in steps])
+    gpu = run(
+        CLIPPERS[name](gpu_model.parameters()), list(gpu_model.parameters()), [[g.cuda() for g in s] for s in steps]
+    )
     for step, ((gc, rc), (gg, rg)) in enumerate(zip(cpu, gpu)):
-        torch.testing.assert_close(rg._values.cpu(), rc._values, rtol=2e-5, atol=1e-7, equal_nan=True,
-                                   msg=lambda m: f"step {step}: {m}")
+        torch.testing.assert_close(
+            rg._values.cpu(), rc._values, rtol=2e-5, atol=1e-7, equal_nan=True, msg=lambda m: f"step {step}: {m}"
+        )
         for a, b in zip(gc, gg):
             torch.testing.assert_close(b.cpu(), a, rtol=2e-5, atol=1e-7)
 
@@ -39,8 +40,12 @@ def kernels_launched(fn):
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-            and not any(w in e.name.lower() for w in ("memcpy", "memset"))]
+    return [
+        e.name
+        for e in prof.events()
+        if e.device_type == torch.autograd.DeviceType.CUDA
+        and not any(w in e.name.lower() for w in ("memcpy", "memset"))
+    ]
 
 
 @pytest.mark.parametrize("attached", [False, True], ids=["alone", "attached"])
@@ -74,7 +79,7 @@ def test_single_launch_matches_several_kernels_bitwise(name, gen, monkeypatch):
     for setting in ("1", "0"):
         monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", setting)
         model = cuda_twin(twin_models(n=1)[0])
-        outcomes.append((run(CLIPPERS[name](model.parameters()), list(model.parameters()), steps)))
+        outcomes.append(run(CLIPPERS[name](model.parameters()), list(model.parameters()), steps))
     for step, ((ga, ra), (gb, rb)) in enumerate(zip(*outcomes)):
         assert torch.equal(ra._values.view(torch.int32), rb._values.view(torch.int32)), f"step {step}"
         for a, b in zip(ga, gb):
@@ -117,7 +122,7 @@ def test_graph_capture_replays_steps(name, gen):
         with torch.cuda.graph(graph):
             out = captured.step()
     torch.cuda.current_stream().wait_stream(stream)
-    for step, grads in enumerate(steps[1:]):
+    for grads in steps[1:]:
         for s, g in zip(static, grads):
             s.copy_(g)
         graph.replay()
@@ -130,7 +135,7 @@ def test_graph_capture_replays_steps(name, gen):
 @pytest.mark.parametrize("name", ["zclip", "autoclip-tensor", "adagc"])
 def test_state_moves_between_devices(name, gen):
     steps = spiky_grads(gen, SHAPES, 40, SPIKES)
-    cpu_model, = twin_models(n=1)
+    (cpu_model,) = twin_models(n=1)
     clipper = CLIPPERS[name](cpu_model.parameters())
     run(clipper, list(cpu_model.parameters()), steps[:20])
     gpu_model = cuda_twin(cpu_model)
@@ -140,3 +145,5 @@ def test_state_moves_between_devices(name, gen):
     gpu_rest = run(moved, list(gpu_model.parameters()), [[g.cuda() for g in s] for s in steps[20:]])
     for (gc, rc), (gg, rg) in zip(cpu_rest, gpu_rest):
         torch.testing.assert_close(rg._values.cpu(), rc._values, rtol=2e-5, atol=1e-7, equal_nan=True)
+        for x, y in zip(gg, gc):
+            torch.testing.assert_close(x.cpu(), y, rtol=2e-5, atol=1e-7, equal_nan=True)

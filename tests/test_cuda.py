@@ -13,8 +13,20 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 
 
 def gpt2_like_grads(dtypes, gen):
-    shapes = [(50257, 768), (1024, 768)] + [(768,), (768,), (768, 2304), (2304,), (768, 768), (768,),
-                                             (768,), (768,), (768, 3072), (3072,), (3072, 768), (768,)] * 12
+    shapes = [(50257, 768), (1024, 768)] + [
+        (768,),
+        (768,),
+        (768, 2304),
+        (2304,),
+        (768, 768),
+        (768,),
+        (768,),
+        (768,),
+        (768, 3072),
+        (3072,),
+        (3072, 768),
+        (768,),
+    ] * 12
     return random_tensors(shapes, dtypes, "cuda", gen)
 
 
@@ -26,8 +38,12 @@ def kernels_launched(fn):
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-            and not any(word in e.name for word in ("Memcpy", "Memset", "memcpy", "memset"))]
+    return [
+        e.name
+        for e in prof.events()
+        if e.device_type == torch.autograd.DeviceType.CUDA
+        and not any(word in e.name for word in ("Memcpy", "Memset", "memcpy", "memset"))
+    ]
 
 
 @pytest.mark.parametrize("dtypes", [[torch.float32], [torch.bfloat16], [torch.float32, torch.bfloat16, torch.float16]])
@@ -56,19 +72,26 @@ def test_capture_without_warm_up_and_recapture(gen):
     """The first call ever may be inside a capture (the occupancy query, the metadata upload); the
     same list captured again keeps no more pinned memory (it reuses the kept staging buffer)."""
     grads = random_tensors([(1000,), (33, 7)], [torch.float32], "cuda", gen)
+    before = [g.clone() for g in grads]
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
-    graphs = []
+    graphs, norms, pinned_in_use = [], [], []
     with torch.cuda.stream(stream):
         for _ in range(3):
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                fastclip.ops.multi_tensor_clip_grad_norm_(grads, 1e9, 2.0)
+                norms.append(fastclip.ops.multi_tensor_clip_grad_norm_(grads, 1e9, 2.0))
             graphs.append(graph)
+            pinned_in_use.append(torch.cuda.host_memory_stats()["active_requests.current"])
     torch.cuda.current_stream().wait_stream(stream)
     for graph in graphs:
         graph.replay()
     torch.cuda.synchronize()
+    for norm in norms:
+        assert_close_to(norm, reference_norm(before, 2.0), RTOL_SUM[torch.float32])
+    for grad, original in zip(grads, before):  # max_norm 1e9: a coefficient of 1 writes nothing
+        assert torch.equal(grad, original)
+    assert pinned_in_use == [pinned_in_use[0]] * 3, f"pinned blocks in use after each capture: {pinned_in_use}"
 
 
 def test_no_host_sync(gen):

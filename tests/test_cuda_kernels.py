@@ -17,6 +17,9 @@ from conftest import FLOAT_DTYPES, RTOL_SUM, assert_close_to, clipped_by, refere
 
 import fastclip
 
+# Also run on the CUDA kernels executed on the CPU (README: the cuda-on-cpu command).
+pytestmark = pytest.mark.cuda_kernels
+
 ops = torch.ops.fastclip
 ROOT = Path(__file__).resolve().parents[1]
 ON_LAYER = fastclip.build_info()["cpu_kernels"] == "cuda"
@@ -42,7 +45,7 @@ class GuardedViews:
             offset = GUARD + i % 8
             buffer = (torch.randn(n + 2 * GUARD + 8, generator=gen, dtype=torch.float64) * scale).to(dtype)
             self.buffers.append(buffer)
-            self.views.append(buffer[offset:offset + n])
+            self.views.append(buffer[offset : offset + n])
             self.spans.append((offset, offset + n))
         self.before = [b.clone() for b in self.buffers]
 
@@ -64,8 +67,10 @@ def test_norm_of_misaligned_views_around_boundaries(dtype, norm_type, gen):
         total, norms = ops.multi_tensor_norm(views.views, norm_type, per_tensor)
         assert_close_to(total, reference_norm(views.views, norm_type), rtol=RTOL_SUM[dtype])
         if per_tensor:
-            expected = [torch.linalg.vector_norm(v.double(), norm_type) if v.numel() else torch.tensor(0.0, dtype=torch.float64)
-                        for v in views.views]
+            expected = [
+                torch.linalg.vector_norm(v.double(), norm_type) if v.numel() else torch.tensor(0.0, dtype=torch.float64)
+                for v in views.views
+            ]
             assert_close_to(norms, torch.stack(expected), rtol=RTOL_SUM[dtype])
         else:
             assert norms.numel() == 0
@@ -173,7 +178,7 @@ MANY_SHAPES = [(1 + i % 5, 1 + i % 3) for i in range(300)]
 
 
 def test_adagc_with_more_tensors_than_a_block_has_threads(gen):
-    model, = twin_models(shapes=MANY_SHAPES, n=1)
+    (model,) = twin_models(shapes=MANY_SHAPES, n=1)
     params = list(model.parameters())
     kwargs = dict(lambda_abs=1.2, lambda_rel=1.05, beta=0.9, warmup_steps=3)
     ours = fastclip.AdaGC(params, **kwargs)
@@ -191,7 +196,7 @@ def test_adagc_with_more_tensors_than_a_block_has_threads(gen):
 
 def test_autoclip_per_tensor_with_more_tensors_than_a_block_has_threads(gen):
     """Each tensor's threshold is the percentile of its own norms so far (lag 0, whole history)."""
-    model, = twin_models(shapes=MANY_SHAPES, n=1)
+    (model,) = twin_models(shapes=MANY_SHAPES, n=1)
     params = list(model.parameters())
     ours = fastclip.AutoClip(params, percentile=40.0, scope="tensor")
     history = [[] for _ in params]
@@ -203,8 +208,9 @@ def test_autoclip_per_tensor_with_more_tensors_than_a_block_has_threads(gen):
             history[i].append(norm)
             threshold = float(np.percentile(history[i], 40.0))
             coef = min(threshold / (norm + 1e-6), 1.0)
-            torch.testing.assert_close(p.grad.double(), g.double() * coef, rtol=1e-5, atol=1e-7,
-                                       msg=lambda m: f"step {step}, tensor {i}: {m}")
+            torch.testing.assert_close(
+                p.grad.double(), g.double() * coef, rtol=1e-5, atol=1e-7, msg=lambda m: f"step {step}, tensor {i}: {m}"
+            )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
@@ -224,21 +230,26 @@ def test_agc_odd_rows(dtype, gen):
         grad_norm = grad_rows.norm(dim=1, keepdim=True)
         factor = torch.where(grad_norm > max_norm, max_norm / grad_norm.clamp(min=1e-6), torch.ones_like(grad_norm))
         expected = (grad_rows * factor).reshape(g.shape)
-        rtol = {torch.float32: 1e-5, torch.bfloat16: 2 ** -7, torch.float64: 1e-10}[dtype]
+        rtol = {torch.float32: 1e-5, torch.bfloat16: 2**-7, torch.float64: 1e-10}[dtype]
         torch.testing.assert_close(p.grad.double(), expected, rtol=rtol, atol=1e-9)
 
 
 # ---- the kernel log (FASTCLIP_KERNEL_LOG): on the execution layer, or on a GPU -----------------
 
-needs_kernel_log = pytest.mark.skipif(not ON_LAYER, reason="the native CPU kernels write no kernel log; "
-                                      "run with FASTCLIP_CPU_KERNELS=cuda")
+needs_kernel_log = pytest.mark.skipif(
+    not ON_LAYER, reason="the native CPU kernels write no kernel log; run with FASTCLIP_CPU_KERNELS=cuda"
+)
 
 
 def global_functions():
     """Every __global__ function defined in csrc/cuda."""
     names = set()
     for path in [*(ROOT / "csrc" / "cuda").glob("*.cu"), *(ROOT / "csrc" / "cuda").glob("*.cuh")]:
-        names |= set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\((?:[^()]|\([^()]*\))*\)\s+)?(\w+)\s*\(", path.read_text()))
+        names |= set(
+            re.findall(
+                r"__global__\s+void\s+(?:__launch_bounds__\((?:[^()]|\([^()]*\))*\)\s+)?(\w+)\s*\(", path.read_text()
+            )
+        )
     return names
 
 
@@ -276,11 +287,15 @@ def test_kernel_log_covers_every_global_function(kernel_log, gen):
     fastclip.clip_grads_with_norm_(params, 0.1, torch.tensor(3.0))
     ops.multi_tensor_scale_(grads, torch.tensor(0.5))
     fastclip.adaptive_clip_grad_(params, 0.01)
-    model, = twin_models(n=1)
-    for clipper in (fastclip.ZClip(model.parameters(), warmup_steps=1), fastclip.AutoClip(model.parameters()),
-                    fastclip.AdaGC(model.parameters(), warmup_steps=1), fastclip.NormClip(model.parameters(), 0.1),
-                    fastclip.ZClip(model.parameters(), norm_parameters=model.parameters()),  # norms given
-                    fastclip.StableSPAM(model.parameters())):
+    (model,) = twin_models(n=1)
+    for clipper in (
+        fastclip.ZClip(model.parameters(), warmup_steps=1),
+        fastclip.AutoClip(model.parameters()),
+        fastclip.AdaGC(model.parameters(), warmup_steps=1),
+        fastclip.NormClip(model.parameters(), 0.1),
+        fastclip.ZClip(model.parameters(), norm_parameters=model.parameters()),  # norms given
+        fastclip.StableSPAM(model.parameters()),
+    ):
         for grads_now in spiky_grads(gen, [p.shape for p in model.parameters()], 2):
             set_grads(model.parameters(), grads_now)
             clipper.step()
@@ -362,7 +377,7 @@ ONE_LAUNCH_CLIPPERS = {
 @pytest.mark.parametrize("attached", [False, True], ids=["alone", "attached"])
 @pytest.mark.parametrize("name", list(ONE_LAUNCH_CLIPPERS))
 def test_each_clipper_step_is_one_cooperative_launch(name, attached, kernel_log, monkeypatch, gen):
-    model, = twin_models(n=1)
+    (model,) = twin_models(n=1)
     params = list(model.parameters())
     clipper = ONE_LAUNCH_CLIPPERS[name](params)
     if attached:  # a fused optimizer applies a total-norm clipper's factor: the launch scales nothing
@@ -403,14 +418,20 @@ def test_thousand_steps_in_one_launch_match_the_several_kernel_path_bitwise(name
     runs = {}
     for setting in ("1", "0"):
         monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", setting)
-        params = [torch.nn.Parameter(torch.zeros(s, dtype=d)) for s, d in zip(THOUSAND_STEP_SHAPES, THOUSAND_STEP_DTYPES)]
+        params = [
+            torch.nn.Parameter(torch.zeros(s, dtype=d)) for s, d in zip(THOUSAND_STEP_SHAPES, THOUSAND_STEP_DTYPES)
+        ]
         clipper = ONE_LAUNCH_CLIPPERS[name](params)
         steps = []
         for step_grads in grads:
             set_grads(params, step_grads)
             result = clipper.step()
-            steps.append(torch.cat([result._values.double(), result.coef.reshape(-1).double(),
-                                    result.threshold.reshape(-1).double()] + [p.grad.reshape(-1).double() for p in params]))
+            steps.append(
+                torch.cat(
+                    [result._values.double(), result.coef.reshape(-1).double(), result.threshold.reshape(-1).double()]
+                    + [p.grad.reshape(-1).double() for p in params]
+                )
+            )
         runs[setting] = (torch.stack(steps), clipper.state_dict())
     (single, single_state), (several, several_state) = runs["1"], runs["0"]
     differing = (single.view(torch.int64) != several.view(torch.int64)).any(dim=1).nonzero().flatten().tolist()
@@ -479,8 +500,11 @@ def run_stats_script(tmp_path, data_path, cpu_kernels, monkeypatch):
 
 
 def same_bits(a, b):
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.reshape(-1).view(torch.uint8),
-                                                                      b.reshape(-1).view(torch.uint8))
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+    )
 
 
 def assert_same_state(a, b, where):
@@ -508,8 +532,10 @@ def test_statistics_are_bitwise_the_same_on_the_cuda_kernels(tmp_path, monkeypat
         norms.append((per_tensor.double().pow(2).sum().sqrt().float(), per_tensor))
     data_path = tmp_path / "norms.pt"
     losses = list(2.0 + 0.1 * torch.randn(steps, generator=gen) + 30.0 * (torch.arange(steps) == 25))
-    torch.save({"tensors": tensors, "norms": norms, "grads": list(torch.randn(tensors, 1, generator=gen)),
-                "losses": losses}, data_path)
+    torch.save(
+        {"tensors": tensors, "norms": norms, "grads": list(torch.randn(tensors, 1, generator=gen)), "losses": losses},
+        data_path,
+    )
     native = run_stats_script(tmp_path, data_path, "native", monkeypatch)
     layer = run_stats_script(tmp_path, data_path, "cuda", monkeypatch)
     for name in native:

@@ -81,12 +81,15 @@ def _check_clippers(rank, world, group, steps, shard=None, local=None):
             expected, result = reference.step(), sharded.step()
             if bool(expected.clipped):
                 clipped.add(step)
-            torch.testing.assert_close(result.norm, expected.norm, rtol=RTOL, atol=0,
-                                       msg=lambda m: f"{name} step {step}: {m}")
+            torch.testing.assert_close(
+                result.norm, expected.norm, rtol=RTOL, atol=0, msg=lambda m: f"{name} step {step}: {m}"
+            )
             for i, (p, f) in enumerate(zip(shard_params, full_params)):
                 ours, theirs = local(p.grad, f.grad, i)
                 torch.testing.assert_close(ours, theirs, rtol=RTOL, atol=1e-8, msg=lambda m: f"{name} step {step}: {m}")
-        assert clipped >= set(SPIKES), f"{name} did not clip every spike"  # the spikes took the clipped path (other steps may too)
+        assert clipped >= set(SPIKES), (
+            f"{name} did not clip every spike"
+        )  # the spikes took the clipped path (other steps may too)
         for key, value in sharded.state_dict()["state"].items():  # bitwise the same on every rank
             gathered = [torch.empty_like(value) for _ in range(world)]
             dist.all_gather(gathered, value.contiguous())
@@ -161,8 +164,12 @@ def _scenario_dtensor_2d(rank, world):
     from torch.distributed.tensor import Replicate, Shard
 
     mesh = init_device_mesh("cpu", (2, world // 2))
-    _dtensor_checks(rank, world, mesh, [(Shard(0), Replicate()), (Replicate(), Shard(0)), (Shard(0), Shard(0)),
-                                        (Replicate(), Replicate())])
+    _dtensor_checks(
+        rank,
+        world,
+        mesh,
+        [(Shard(0), Replicate()), (Replicate(), Shard(0)), (Shard(0), Shard(0)), (Replicate(), Replicate())],
+    )
 
 
 @scenario(2)

@@ -63,11 +63,13 @@ class Layout:
         """Param groups over this rank's parameters (in SHAPES' order)."""
         n = [len(DENSE), len(EXPERT_SHARDED), len(EXPERT_REPLICATED), len(ROUTER)]
         cut = [sum(n[:i]) for i in range(len(n) + 1)]
-        return [{"params": params[cut[0]:cut[1]], "process_group": dist.group.WORLD, "lr": 1e-3},
-                {"params": params[cut[1]:cut[2]], "process_group": [self.ep, self.edp]},
-                {"params": params[cut[2]:cut[3]], "process_group": self.ep, "is_expert_parallel": True},
-                {"params": params[cut[3]:cut[4]], "process_group": None},
-                {"params": params[cut[4]:]}]  # no key: the call's process_group
+        return [
+            {"params": params[cut[0] : cut[1]], "process_group": dist.group.WORLD, "lr": 1e-3},
+            {"params": params[cut[1] : cut[2]], "process_group": [self.ep, self.edp]},
+            {"params": params[cut[2] : cut[3]], "process_group": self.ep, "is_expert_parallel": True},
+            {"params": params[cut[3] : cut[4]], "process_group": None},
+            {"params": params[cut[4] :]},
+        ]  # no key: the call's process_group
 
 
 def _params(tensors):
@@ -133,11 +135,13 @@ def _check_clippers(layout, rank):
             expected, result = reference.step(), clipper.step()
             if bool(expected.clipped):
                 clipped.add(step)
-            torch.testing.assert_close(result.norm, expected.norm, rtol=RTOL, atol=0,
-                                       msg=lambda m: f"{name} step {step}: {m}")
+            torch.testing.assert_close(
+                result.norm, expected.norm, rtol=RTOL, atol=0, msg=lambda m: f"{name} step {step}: {m}"
+            )
             if expected.coef.dim():  # per-tensor clippers: each whole tensor's factor
-                torch.testing.assert_close(result.coef, expected.coef, rtol=RTOL, atol=0,
-                                           msg=lambda m: f"{name} step {step}: {m}")
+                torch.testing.assert_close(
+                    result.coef, expected.coef, rtol=RTOL, atol=0, msg=lambda m: f"{name} step {step}: {m}"
+                )
             for p, e in zip(params, _pieces([p.grad for p in reference_params], rank)):
                 torch.testing.assert_close(p.grad, e, rtol=RTOL, atol=1e-8, msg=lambda m: f"{name} step {step}: {m}")
         if name != "stable-spam":  # (it rescales every step: `clipped` is its AdaClip's)
@@ -172,7 +176,7 @@ def _check_dtensors(layout, rank):
 
     mesh = init_device_mesh("cpu", (2, 2))
     edp_of_half = [dist.new_group([0, 2]), dist.new_group([1, 3])][rank % 2]  # joins the two halves
-    full = [t.reshape(2, -1, t.shape[-1]) for t in _full_grads(5)[len(DENSE):len(DENSE) + len(EXPERT_SHARDED)]]
+    full = [t.reshape(2, -1, t.shape[-1]) for t in _full_grads(5)[len(DENSE) : len(DENSE) + len(EXPERT_SHARDED)]]
 
     def local(t):
         return distribute_tensor(t[rank // 2].clone(), mesh, (Replicate(), Shard(0)), src_data_rank=None)
@@ -370,8 +374,9 @@ def _scenario_megatron_experts(rank, world):
 
     def make(params, norm_params, group):
         made.append((params, group))
-        return fastclip.ZClip(params, warmup_steps=5, max_grad_norm=3.0, norm_parameters=norm_params,
-                              process_group=group)
+        return fastclip.ZClip(
+            params, warmup_steps=5, max_grad_norm=3.0, norm_parameters=norm_params, process_group=group
+        )
 
     fc_megatron.patch(make)
     try:

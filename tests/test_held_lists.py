@@ -7,12 +7,14 @@ import weakref
 
 import pytest
 import torch
+from conftest import DEVICES, FLOAT_DTYPES, random_tensors
 
 import fastclip
 from fastclip import ops
 from fastclip.distributed import ShardsOfLastList
 
-from conftest import DEVICES, FLOAT_DTYPES, random_tensors
+# Also run on the CUDA kernels executed on the CPU (README: the cuda-on-cpu command).
+pytestmark = pytest.mark.cuda_kernels
 
 SHAPES = [(1,), (7,), (3, 5), (0,), (129, 65), (2, 3, 4, 5), (70001,)]
 
@@ -126,8 +128,10 @@ def test_dtensor_grads_kept_across_steps_clip_as_the_list_path_does(mesh, name, 
 
     def step():
         if make is None:
-            return ([fastclip.clip_grad_norm_(dparams, 1.0, process_group=world)],
-                    [fastclip.clip_grad_norm_(params, 1.0, process_group=world)])
+            return (
+                [fastclip.clip_grad_norm_(dparams, 1.0, process_group=world)],
+                [fastclip.clip_grad_norm_(params, 1.0, process_group=world)],
+            )
         a, b = ours.step(), theirs.step()
         return [a.norm, a.coef, a.threshold, a.clipped], [b.norm, b.coef, b.threshold, b.clipped]
 
@@ -223,5 +227,6 @@ def test_a_clipper_that_held_dtensor_grads_can_be_copied(mesh, gen):
     clipper.step()
     twin = copy.deepcopy(clipper)
     assert twin._last_grads._last is None
-    assert all(torch.equal(a, b) for a, b in zip(clipper.state_dict()["state"].values(),
-                                                 twin.state_dict()["state"].values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(clipper.state_dict()["state"].values(), twin.state_dict()["state"].values())
+    )

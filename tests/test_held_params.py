@@ -8,10 +8,12 @@ import weakref
 
 import pytest
 import torch
+from conftest import DEVICES, FLOAT_DTYPES, random_tensors
 
 import fastclip
 
-from conftest import DEVICES, FLOAT_DTYPES, random_tensors
+# Also run on the CUDA kernels executed on the CPU (README: the cuda-on-cpu command).
+pytestmark = pytest.mark.cuda_kernels
 
 SHAPES = [(4, 3), (7,), (1,), (0,), (5, 2), (3, 65)]
 
@@ -89,7 +91,8 @@ def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfini
 
     def check(in_cpp=True):
         if on_nonfinite == "error" and any(
-                p.grad is not None and not torch.isfinite(p.grad.float()).all() for p in theirs):
+            p.grad is not None and not torch.isfinite(p.grad.float()).all() for p in theirs
+        ):
             for clipper in clippers:
                 with pytest.raises(RuntimeError, match="on_nonfinite='error'"):
                     clipper.step()
@@ -231,9 +234,24 @@ def test_a_sparse_grad_is_named(name, in_cpp, cpp_reads, gen):
         clipper.step()
     assert cpp_reads == ([True] if in_cpp else [])
     with pytest.raises(RuntimeError, match="zclip_update_ got a sparse tensor"):  # the op itself, called raw
-        torch.ops.fastclip.zclip_update_([params[1].grad], None, torch.zeros(8, dtype=torch.float64),
-                                         torch.zeros(16), 0.9, 2.0, None, 1e-6, 2, "zscore",
-                                         "adaptive_scaling", 1.0, False, "skip", False, True)
+        torch.ops.fastclip.zclip_update_(
+            [params[1].grad],
+            None,
+            torch.zeros(8, dtype=torch.float64),
+            torch.zeros(16),
+            0.9,
+            2.0,
+            None,
+            1e-6,
+            2,
+            "zscore",
+            "adaptive_scaling",
+            1.0,
+            False,
+            "skip",
+            False,
+            True,
+        )
 
 
 def test_parameters_can_be_swapped_after_a_step(cpp_reads, gen):
@@ -322,7 +340,7 @@ def test_grads_of_a_long_list_are_those_python_reads(gen):
     metadata: the grads read in C++ are the grads Python reads, or None where Python must read."""
     base = torch.nn.Parameter(torch.randn(3, generator=gen))
     params = []
-    for i in range(300):
+    for _ in range(300):
         kind = int(torch.randint(5, (), generator=gen))
         if kind == 0:
             p = torch.nn.Parameter(torch.randn(2, generator=gen))
@@ -372,14 +390,13 @@ def test_modes_tracers_and_differentiable_grads_are_read_in_python(cpp_reads, ge
     with Ops() as mode:
         fastclip.clip_grad_norm_(params, 1.0)
     assert any("multi_tensor_clip_grad_norm_" in op and "held" not in op for op in mode.seen)
-    traced = torch.jit.trace(lambda x: fastclip.clip_grad_norm_(params, 1.0) + x, torch.zeros(()),
-                             check_trace=False)
+    traced = torch.jit.trace(lambda x: fastclip.clip_grad_norm_(params, 1.0) + x, torch.zeros(()), check_trace=False)
     assert traced is not None
     assert cpp_reads == [False, False]
     with torch.device("cpu"):
         fastclip.clip_grad_norm_(params, 1.0)
     assert cpp_reads == [False, False, True]
     weight = torch.nn.Parameter(torch.randn(3, generator=gen))
-    (weight ** 3).sum().backward(create_graph=True)
+    (weight**3).sum().backward(create_graph=True)
     total = fastclip.clip_grad_norm_([weight], 1e9)
     assert cpp_reads == [False, False, True, False] and total.requires_grad

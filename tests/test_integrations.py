@@ -26,6 +26,7 @@ def _full_grads(step):
 
 def _local_params(tp_rank, tp_size, grads, attr):
     """This rank's parameters, as Megatron lays them out, with grads in `attr`."""
+
     def tp_shard(t):
         return t.chunk(tp_size, dim=0)[tp_rank].clone()
 
@@ -43,8 +44,12 @@ def _local_params(tp_rank, tp_size, grads, attr):
 
 
 def _set_local_grads(params, tp_rank, tp_size, grads, attr):
-    pieces = [grads["weight"].chunk(tp_size)[tp_rank], grads["norm"], grads["embedding"].chunk(tp_size)[tp_rank],
-              grads["embedding"].chunk(tp_size)[tp_rank]]
+    pieces = [
+        grads["weight"].chunk(tp_size)[tp_rank],
+        grads["norm"],
+        grads["embedding"].chunk(tp_size)[tp_rank],
+        grads["embedding"].chunk(tp_size)[tp_rank],
+    ]
     for p, g in zip(params, pieces):
         setattr(p, attr, g.clone())
 
@@ -68,8 +73,12 @@ def _reference(grads, max_norm):
 
 
 def _check_local(params, tp_rank, tp_size, expected, attr="grad"):
-    pieces = [expected["weight"].chunk(tp_size)[tp_rank], expected["norm"],
-              expected["embedding"].chunk(tp_size)[tp_rank], expected["embedding"].chunk(tp_size)[tp_rank]]
+    pieces = [
+        expected["weight"].chunk(tp_size)[tp_rank],
+        expected["norm"],
+        expected["embedding"].chunk(tp_size)[tp_rank],
+        expected["embedding"].chunk(tp_size)[tp_rank],
+    ]
     for p, e in zip(params, pieces):
         torch.testing.assert_close(getattr(p, attr), e, rtol=2e-5, atol=1e-8)
 
@@ -101,22 +110,32 @@ def _scenario_megatron(rank, world):
     # 1. The functions: norm over Megatron's set, every copy (the tied output too) scaled.
     grads = _full_grads(0)
     params = _local_params(tp_rank, tp_size, grads, "grad")
-    total = fc_megatron.get_grad_norm_fp32(_megatron_grads_for_norm(params, tp_rank), grad_stats_parallel_group=tp_group)
+    total = fc_megatron.get_grad_norm_fp32(
+        _megatron_grads_for_norm(params, tp_rank), grad_stats_parallel_group=tp_group
+    )
     fc_megatron.clip_grad_by_total_norm_fp32(params, 1.0, total)
     expected_total, expected = _reference(grads, 1.0)
     assert abs(float(total) - expected_total) <= 2e-5 * expected_total
     _check_local(params, tp_rank, tp_size, expected)
-    assert isinstance(fc_megatron.get_grad_norm_fp32(_megatron_grads_for_norm(params, tp_rank), 2, tp_group,
-                                                     as_float=True), float)
+    assert isinstance(
+        fc_megatron.get_grad_norm_fp32(_megatron_grads_for_norm(params, tp_rank), 2, tp_group, as_float=True), float
+    )
 
     # 2. An adaptive clipper on main_grad buffers, norm over Megatron's set, through warm-up and spikes.
     ref_params = [torch.nn.Parameter(torch.zeros(s)) for s in FULL.values()]
     reference = fastclip.ZClip(ref_params, warmup_steps=10, max_grad_norm=3.0)
     local = _local_params(tp_rank, tp_size, _full_grads(0), "main_grad")
-    norm_params = [p for p in local if any(g is p.main_grad for g in _megatron_grads_for_norm(local, tp_rank,
-                                                                                                "main_grad"))]
-    clipper = fastclip.ZClip(local, warmup_steps=10, max_grad_norm=3.0, norm_parameters=norm_params,
-                             process_group=tp_group, grad_attr="main_grad")
+    norm_params = [
+        p for p in local if any(g is p.main_grad for g in _megatron_grads_for_norm(local, tp_rank, "main_grad"))
+    ]
+    clipper = fastclip.ZClip(
+        local,
+        warmup_steps=10,
+        max_grad_norm=3.0,
+        norm_parameters=norm_params,
+        process_group=tp_group,
+        grad_attr="main_grad",
+    )
     clipped = set()
     for step in range(STEPS):
         grads = _full_grads(step)
@@ -135,8 +154,9 @@ def _scenario_megatron(rank, world):
     assert all(torch.equal(g, stats) for g in gathered)  # the same statistics on every rank, DP and TP
 
     # 3. patch(): Megatron's optimizer method runs a fastclip clipper on Megatron's own selection.
-    fc_megatron.patch(lambda p, norm_p, group: fastclip.NormClip(p, max_norm=1.0, norm_parameters=norm_p,
-                                                                 process_group=group))
+    fc_megatron.patch(
+        lambda p, norm_p, group: fastclip.NormClip(p, max_norm=1.0, norm_parameters=norm_p, process_group=group)
+    )
     try:
         from megatron.core.optimizer.optimizer import MegatronOptimizer
 
@@ -158,6 +178,7 @@ def test_megatron_tensor_and_data_parallel(gloo_ranks):
 
 def test_megatron_patch_swaps_and_restores():
     import megatron.core.optimizer.clip_grads as clip_grads  # installed by the README's test command
+
     original = clip_grads.get_grad_norm_fp32
     fc_megatron.patch()
     try:
@@ -174,7 +195,9 @@ def test_megatron_norm_single_process_and_errors():
     grads = [torch.randn(5, 3), torch.randn(7)]
     for norm_type in (2.0, 1.0, float("inf")):
         expected = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]).double(), norm_type)
-        torch.testing.assert_close(fc_megatron.get_grad_norm_fp32(grads, norm_type), expected.float(), rtol=1e-6, atol=0)
+        torch.testing.assert_close(
+            fc_megatron.get_grad_norm_fp32(grads, norm_type), expected.float(), rtol=1e-6, atol=0
+        )
     assert float(fc_megatron.get_grad_norm_fp32([])) == 0.0  # a rank with nothing to count
     with pytest.raises(ValueError, match="norm_type must be > 0 or inf"):
         fc_megatron.get_grad_norm_fp32(grads, 0)
@@ -182,6 +205,7 @@ def test_megatron_norm_single_process_and_errors():
 
 def test_lightning_callback_clips_and_logs(tmp_path):
     import lightning.pytorch as lightning  # installed by the README's test command
+
     from fastclip.integrations.lightning import FastClipCallback
 
     class Tiny(lightning.LightningModule):
@@ -198,9 +222,16 @@ def test_lightning_callback_clips_and_logs(tmp_path):
 
     data = torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
     callback = FastClipCallback(lambda params: fastclip.NormClip(params, max_norm=0.5))
-    trainer = lightning.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                                callbacks=[callback])
+    trainer = lightning.Trainer(
+        max_steps=6,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[callback],
+    )
     trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=8))
     assert callback.last_result is not None and bool(callback.last_result.clipped)
     assert float(callback.last_result.norm) > 0.5

@@ -13,6 +13,9 @@ import fastclip
 from fastclip import _C, _layouts, _ops
 from fastclip._layouts import RESULT_SLOTS, ZCLIP_HEADER, ResultSlot, write_outcome
 
+# Also run on the CUDA kernels executed on the CPU (README: the cuda-on-cpu command).
+pytestmark = pytest.mark.cuda_kernels
+
 MAX_GRAD_NORM = 1.0
 NORMS = [0.0, 0.25, 1.0, 3.0, 1e30, math.inf, math.nan]
 
@@ -36,7 +39,7 @@ def test_sizes_and_clip_eps_come_from_the_library():
 
 
 def test_clippers_size_their_state_by_the_layouts(gen):
-    model, = twin_models(n=1)
+    (model,) = twin_models(n=1)
     params = list(model.parameters())
     grads = spiky_grads(gen, SHAPES, 1)[0]
     zclip, autoclip = fastclip.ZClip(params, warmup_steps=5), fastclip.AutoClip(params, scope="tensor")
@@ -60,8 +63,22 @@ def _cpp_warmup_outcome(norm, device, policy, reference):
     max_grad_norm (NaN on a skipped non-finite step) and the clip coefficient."""
     state = torch.zeros(ZCLIP_HEADER + 4, dtype=torch.float64, device=device)
     result = torch.full((RESULT_SLOTS,), 123.0, device=device)  # every slot is overwritten
-    _ops.zclip_update_(norm, state, result, 0.97, 2.5, MAX_GRAD_NORM, 1e-6, 4, "zscore", "adaptive_scaling", 1.0,
-                       False, policy, reference)
+    _ops.zclip_update_(
+        norm,
+        state,
+        result,
+        0.97,
+        2.5,
+        MAX_GRAD_NORM,
+        1e-6,
+        4,
+        "zscore",
+        "adaptive_scaling",
+        1.0,
+        False,
+        policy,
+        reference,
+    )
     return result
 
 
@@ -75,8 +92,9 @@ def test_python_writer_matches_cpp_write_outcome(device, policy, reference):
         nonfinite = not math.isfinite(value)
         threshold = math.nan if nonfinite and not reference else MAX_GRAD_NORM
         coef = cpp[ResultSlot.COEF].clone()  # the coefficient is the step's own; the writer derives the rest
-        as_tensors = write_outcome(torch.full_like(cpp, -7.0), norm, threshold, coef,
-                                   torch.tensor(nonfinite, device=device), policy)
+        as_tensors = write_outcome(
+            torch.full_like(cpp, -7.0), norm, threshold, coef, torch.tensor(nonfinite, device=device), policy
+        )
         as_numbers = write_outcome(torch.full_like(cpp, -7.0), float(norm), threshold, float(coef), nonfinite, policy)
         for python in (as_tensors, as_numbers):
             assert torch.equal(bits(python), bits(cpp)), (value, python, cpp)
@@ -87,7 +105,7 @@ def test_python_writer_matches_cpp_write_outcome(device, policy, reference):
 def test_normclip_result_is_zclip_warmup_result(device, policy, gen):
     """NormClip's result is written in Python, ZClip's warm-up in C++: the same grads give the
     same bits (norm, coefficient from CLIP_EPS, every derived slot)."""
-    model, = twin_models(n=1)
+    (model,) = twin_models(n=1)
     params = list(model.to(device).parameters())
     norm_clip = fastclip.NormClip(params, max_norm=MAX_GRAD_NORM, on_nonfinite=policy)
     zclip = fastclip.ZClip(params, max_grad_norm=MAX_GRAD_NORM, warmup_steps=100, on_nonfinite=policy)
@@ -102,7 +120,7 @@ def test_normclip_result_is_zclip_warmup_result(device, policy, gen):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_idle_result_is_an_unclipped_outcome(device):
-    model, = twin_models(n=1)
+    (model,) = twin_models(n=1)
     result = fastclip.AGC(model.to(device).parameters()).step()  # no grads: nothing to clip
     expected = [math.nan, math.nan, 1.0, 0.0, 0.0, 1.0, 0.0, math.nan, math.nan, math.nan]
     values = result._values.cpu()

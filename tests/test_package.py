@@ -10,11 +10,10 @@ import sys
 import types
 import typing
 
-import pytest
 import torch
+from conftest import import_fastclip_failing
 
 import fastclip
-from conftest import import_fastclip_failing
 
 
 def test_a_missing_library_says_what_to_run(monkeypatch):
@@ -35,8 +34,9 @@ class _UndefinedSymbol(importlib.abc.MetaPathFinder):
 
 
 def test_an_undefined_symbol_says_to_rebuild_for_this_torch(monkeypatch):
-    error = import_fastclip_failing(monkeypatch,
-                                     lambda: monkeypatch.setattr(sys, "meta_path", [_UndefinedSymbol(), *sys.meta_path]))
+    error = import_fastclip_failing(
+        monkeypatch, lambda: monkeypatch.setattr(sys, "meta_path", [_UndefinedSymbol(), *sys.meta_path])
+    )
     message = str(error)
     assert "undefined symbol: _ZN3c10" in message  # what failed
     assert "pip install --no-build-isolation -e ." in message
@@ -53,12 +53,21 @@ def test_a_library_older_than_the_sources_says_to_rebuild(monkeypatch):
 
 def test_build_info_says_what_was_built():
     info = fastclip.build_info()
-    assert set(info) == {"cpu_isas", "cpu_isa_in_use", "cuda_archs", "cpu_kernels", "cuda_on_cpu", "torch",
-                         "cuda_available"}
+    assert set(info) == {
+        "cpu_isas",
+        "cpu_isa_in_use",
+        "cuda_archs",
+        "last_level_cache_bytes",
+        "cpu_kernels",
+        "cuda_on_cpu",
+        "torch",
+        "cuda_available",
+    }
     assert isinstance(info["cpu_isas"], tuple) and "generic" in info["cpu_isas"]
     assert info["cpu_isa_in_use"] in info["cpu_isas"]
     assert isinstance(info["cuda_archs"], str)
     assert all(arch.isdigit() for arch in info["cuda_archs"].split(",") if arch)
+    assert isinstance(info["last_level_cache_bytes"], int) and info["last_level_cache_bytes"] >= 0
     assert info["torch"] == torch.__version__ and info["cuda_available"] == torch.cuda.is_available()
     info["cpu_isas"] = ()
     assert fastclip.build_info()["cpu_isas"]  # a copy each call
@@ -84,8 +93,13 @@ def _public_callables():
     import fastclip.integrations.lightning
     import fastclip.integrations.megatron
 
-    for module in (fastclip, fastclip.ops, fastclip.distributed, fastclip.integrations.megatron,
-                   fastclip.integrations.lightning):
+    for module in (
+        fastclip,
+        fastclip.ops,
+        fastclip.distributed,
+        fastclip.integrations.megatron,
+        fastclip.integrations.lightning,
+    ):
         for name in module.__all__:
             obj = getattr(module, name)
             if inspect.isfunction(obj):
@@ -100,8 +114,11 @@ def test_the_public_api_is_type_hinted():
     missing = []
     for name, fn in _public_callables():
         hints = typing.get_type_hints(fn)  # resolves every annotation
-        params = [p for p in inspect.signature(fn).parameters.values()
-                  if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
         if any(p.name not in hints for p in params) or (fn.__name__ != "__init__" and "return" not in hints):
             missing.append(name)
     assert not missing, f"public functions without full type hints: {missing}"

@@ -39,9 +39,24 @@ def _public_names():
     import fastclip.stable_spam
     import fastclip.zclip
 
-    modules = [fastclip, fastclip.ops, fastclip.clip_grad, fastclip.clipper, fastclip.zclip, fastclip.autoclip,
-               fastclip.adagc, fastclip.agc, fastclip.stable_spam, fastclip.bench, fastclip.bench_harness, fastclip.cli, fastclip.demo,
-               fastclip.distributed, fastclip.integrations.lightning, fastclip.integrations.megatron]
+    modules = [
+        fastclip,
+        fastclip.ops,
+        fastclip.clip_grad,
+        fastclip.clipper,
+        fastclip.zclip,
+        fastclip.autoclip,
+        fastclip.adagc,
+        fastclip.agc,
+        fastclip.stable_spam,
+        fastclip.bench,
+        fastclip.bench_harness,
+        fastclip.cli,
+        fastclip.demo,
+        fastclip.distributed,
+        fastclip.integrations.lightning,
+        fastclip.integrations.megatron,
+    ]
     for module in modules:
         assert module.__all__, module.__name__
         yield module.__name__, module

@@ -20,8 +20,8 @@ FASTCLIP_HD double adagc_warmup_coef(const AdaGCConfig& c, double total_norm) {
 }
 
 // One tensor's step on its adagc_gamma row (layouts.h). Returns the factor for this tensor and its threshold.
-FASTCLIP_HD float adagc_tensor_step(const AdaGCConfig& c, double* gamma, bool warmup, double warmup_coef,
-                                    double norm, double* threshold) {
+FASTCLIP_HD float adagc_tensor_step(const AdaGCConfig& c, double* gamma, bool warmup, double warmup_coef, double norm,
+                                    double* threshold) {
   double& value = gamma[adagc_gamma::value];
   double& seen = gamma[adagc_gamma::seen];
   if (warmup) {
@@ -55,7 +55,8 @@ FASTCLIP_HD void adagc_entry(const AdaGCConfig& c, double* gamma, double finite_
   if (skips_statistics(c.reference, total_norm)) return write_skipped_entry(out, j, c.policy, total_norm);
   const bool warmup = finite_steps < static_cast<double>(c.warmup_steps);
   double threshold = 0.0;
-  out.coef[j] = adagc_tensor_step(c, gamma + adagc_gamma::count * out.rows[j], warmup, adagc_warmup_coef(c, total_norm), norm, &threshold);
+  out.coef[j] = adagc_tensor_step(c, gamma + adagc_gamma::count * out.rows[j], warmup, adagc_warmup_coef(c, total_norm),
+                                  norm, &threshold);
   out.threshold[j] = static_cast<float>(threshold);
 }
 

@@ -23,7 +23,9 @@ FASTCLIP_HD int64_t quantile_rank(double q, int64_t count) {
 }
 
 template <bool kMaxHeap>
-FASTCLIP_HD bool heap_before(float a, float b) { return kMaxHeap ? a > b : a < b; }
+FASTCLIP_HD bool heap_before(float a, float b) {
+  return kMaxHeap ? a > b : a < b;
+}
 
 template <bool kMaxHeap>
 FASTCLIP_HD void heap_sift_down(float* heap, int64_t size, int64_t i) {

@@ -7,9 +7,9 @@
 namespace fastclip {
 
 struct AutoClipConfig {
-  double q;             // percentile / 100
-  bool whole_history;   // else a window of `window` norms
-  bool lag;             // threshold from the previous norms only (autoclip's QuantileClip)
+  double q;            // percentile / 100
+  bool whole_history;  // else a window of `window` norms
+  bool lag;            // threshold from the previous norms only (autoclip's QuantileClip)
   bool reference;
   NonfinitePolicy policy;
 };

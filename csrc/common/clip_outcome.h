@@ -14,7 +14,6 @@ enum class NonfinitePolicy : int32_t {
   kPropagate = 2,  // torch's behaviour: a NaN norm makes every grad NaN, an inf norm zeroes them
 };
 
-
 FASTCLIP_HD double fc_nan() { return __builtin_nan(""); }
 FASTCLIP_HD double fc_inf() { return __builtin_inf(); }
 FASTCLIP_HD bool fc_isfinite(double x) { return x - x == 0.0; }  // false for NaN and +-inf
@@ -62,9 +61,7 @@ FASTCLIP_HD bool entry_row_valid(const EntryOutputs& out, int64_t j) {
 }
 
 // A non-finite total norm outside reference mode: every statistic stays as it was.
-FASTCLIP_HD bool skips_statistics(bool reference, double total_norm) {
-  return !reference && !fc_isfinite(total_norm);
-}
+FASTCLIP_HD bool skips_statistics(bool reference, double total_norm) { return !reference && !fc_isfinite(total_norm); }
 
 FASTCLIP_HD void write_skipped_entry(const EntryOutputs& out, int64_t j, NonfinitePolicy policy, double total_norm) {
   out.coef[j] = nonfinite_coef(policy, total_norm);

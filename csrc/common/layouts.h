@@ -39,8 +39,7 @@
 //   reads as found_inf); nonfinite: 1 if the loss or the norm was NaN or inf; loss_mean, loss_std,
 //   norm_mean, norm_std: the statistics of the earlier values in the history (NaN with fewer than
 //   one, for a std two).
-#define FASTCLIP_SKIP_STEP_RESULT(X) \
-  X(factor) X(skipped) X(nonfinite) X(loss_mean) X(loss_std) X(norm_mean) X(norm_std)
+#define FASTCLIP_SKIP_STEP_RESULT(X) X(factor) X(skipped) X(nonfinite) X(loss_mean) X(loss_std) X(norm_mean) X(norm_std)
 
 // int64[count]: a StepSkipper's ring buffer of earlier values (how many it holds and its next write
 // position) and the steps seen and skipped so far.
@@ -82,6 +81,7 @@ struct LayoutField {
   int64_t index;
 };
 
+// clang-format off: one X-macro table per layout, indented as the list it expands to.
 inline constexpr LayoutField kLayoutFields[] = {
 #define FASTCLIP_FIELD(name) {"result_slots", #name, result_slot::name},
     FASTCLIP_RESULT_SLOTS(FASTCLIP_FIELD)
@@ -108,5 +108,6 @@ inline constexpr LayoutField kLayoutFields[] = {
     FASTCLIP_SKIP_STEP_COUNTERS(FASTCLIP_FIELD)
 #undef FASTCLIP_FIELD
 };
+// clang-format on
 
 }  // namespace fastclip

@@ -42,8 +42,8 @@ void check_multi_tensor_clamp_args(at::TensorList tensors, double clip_value) {
 void check_agc_clip_args(at::TensorList grads, at::TensorList params, double clip_factor, double eps) {
   check_tensor_list(grads, "grads", /*mutated=*/true);
   check_tensor_list(params, "params", /*mutated=*/false);
-  TORCH_CHECK(grads.size() == params.size(), "fastclip: grads and params must have the same length, got ",
-              grads.size(), " and ", params.size());
+  TORCH_CHECK(grads.size() == params.size(), "fastclip: grads and params must have the same length, got ", grads.size(),
+              " and ", params.size());
   for (size_t i = 0; i < grads.size(); ++i) {
     TORCH_CHECK(grads[i].sizes() == params[i].sizes(), "fastclip: grads[", i, "] has shape ", grads[i].sizes(),
                 " but params[", i, "] has shape ", params[i].sizes());

@@ -174,8 +174,8 @@ void check_reads_apart_from_writes(at::TensorList written, const char* written_a
       if (w.begin == w.end || w.end <= r.begin || r.end <= w.begin) continue;
       const at::MemOverlapStatus status = at::get_overlap_status(written[i], read[0]);
       const std::string read_name = read_is_list ? std::string(read_arg) + "[0]" : read_arg;
-      TORCH_CHECK(status == at::MemOverlapStatus::No, "fastclip: ", read_name, " shares memory with ", written_arg,
-                  "[", i, "], which this op writes while reading it: ", hint);
+      TORCH_CHECK(status == at::MemOverlapStatus::No, "fastclip: ", read_name, " shares memory with ", written_arg, "[",
+                  i, "], which this op writes while reading it: ", hint);
     }
     return;
   }
@@ -212,10 +212,10 @@ void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated) {
     TORCH_CHECK(t.defined(), "fastclip: ", arg, "[", i, "] is an undefined tensor");
     TORCH_CHECK(t.layout() == at::kStrided, "fastclip: ", arg, "[", i, "] has layout ", t.layout(),
                 "; only dense (strided) tensors are supported, not sparse ones");
-    TORCH_CHECK(is_supported_dtype(t.scalar_type()), "fastclip: ", arg, "[", i, "] has dtype ",
-                t.scalar_type(), "; supported dtypes are float32, float16, bfloat16 and float64");
-    TORCH_CHECK(t.device() == tensors[0].device(), "fastclip: ", arg, "[", i, "] is on ", t.device(),
-                " but ", arg, "[0] is on ", tensors[0].device(), "; all tensors must be on one device");
+    TORCH_CHECK(is_supported_dtype(t.scalar_type()), "fastclip: ", arg, "[", i, "] has dtype ", t.scalar_type(),
+                "; supported dtypes are float32, float16, bfloat16 and float64");
+    TORCH_CHECK(t.device() == tensors[0].device(), "fastclip: ", arg, "[", i, "] is on ", t.device(), " but ", arg,
+                "[0] is on ", tensors[0].device(), "; all tensors must be on one device");
     if (mutated) {
       TORCH_CHECK(at::has_internal_overlap(t) != at::MemOverlap::Yes, "fastclip: ", arg, "[", i,
                   "] has elements that share memory (e.g. an expanded tensor) and cannot be modified in place");
@@ -226,8 +226,7 @@ void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated) {
 }
 
 void check_norm_type(double norm_type) {
-  TORCH_CHECK(!std::isnan(norm_type) && norm_type >= 0.0,
-              "fastclip: norm_type must be >= 0 or inf, got ", norm_type);
+  TORCH_CHECK(!std::isnan(norm_type) && norm_type >= 0.0, "fastclip: norm_type must be >= 0 or inf, got ", norm_type);
 }
 
 void check_nonnegative(double value, const char* arg) {
@@ -244,15 +243,15 @@ void check_finite_nonnegative(double value, const char* arg) {
 
 void check_scalar_tensor(const at::Tensor& t, const char* arg, at::TensorList tensors, bool allow_per_tensor) {
   TORCH_CHECK(t.defined(), "fastclip: ", arg, " is undefined");
-  TORCH_CHECK(is_supported_dtype(t.scalar_type()), "fastclip: ", arg, " must be float32, float16, bfloat16 or float64, got ",
-              t.scalar_type());
+  TORCH_CHECK(is_supported_dtype(t.scalar_type()), "fastclip: ", arg,
+              " must be float32, float16, bfloat16 or float64, got ", t.scalar_type());
   const bool scalar = t.numel() == 1;
   const bool per_tensor = allow_per_tensor && t.dim() == 1 && t.numel() == static_cast<int64_t>(tensors.size());
   TORCH_CHECK(scalar || per_tensor, "fastclip: ", arg, " must hold one element",
               allow_per_tensor ? " or one per tensor" : "", ", got shape ", t.sizes());
   if (!tensors.empty()) {
-    TORCH_CHECK(t.device() == tensors[0].device(), "fastclip: ", arg, " is on ", t.device(),
-                " but the tensors are on ", tensors[0].device());
+    TORCH_CHECK(t.device() == tensors[0].device(), "fastclip: ", arg, " is on ", t.device(), " but the tensors are on ",
+                tensors[0].device());
   }
 }
 

@@ -90,9 +90,8 @@ FASTCLIP_HD double skip_step_std(double squares, int64_t n) {
 // The decision on this step's loss and norm, from the earlier values' means and stds, written to
 // `result` (float32[skip_step_result::count]); then the values enter the history (unless default
 // mode keeps a non-finite one out) and the counters advance. `h` is the history as read before.
-FASTCLIP_HD void skip_step_finish(const SkipStepConfig& c, const SkipStepHistory& h, double* history,
-                                  int64_t* counters, float* result, double loss, double norm, const double* mean,
-                                  const double* std) {
+FASTCLIP_HD void skip_step_finish(const SkipStepConfig& c, const SkipStepHistory& h, double* history, int64_t* counters,
+                                  float* result, double loss, double norm, const double* mean, const double* std) {
   const int64_t n = h.count;
   const bool finite = fc_isfinite(loss) && fc_isfinite(norm);
   const int64_t needed = c.window / 2 > 2 ? c.window / 2 : 2;  // values known, this one included

@@ -49,8 +49,8 @@ at::Tensor stable_spam_norms_output(const StableSPAMNormsArgs& a, double gamma3)
   check_tensor_list(a.grads, "grads", /*mutated=*/false);
   const at::Device device = a.state.device();
   if (!a.grads.empty()) {
-    TORCH_CHECK(a.grads[0].device() == device, "fastclip: grads are on ", a.grads[0].device(),
-                " but the state is on ", device);
+    TORCH_CHECK(a.grads[0].device() == device, "fastclip: grads are on ", a.grads[0].device(), " but the state is on ",
+                device);
   }
   check_rows_and_state(a.grads, a.rows, a.state, device, /*written=*/false);
   const int64_t n = static_cast<int64_t>(a.grads.size());
@@ -65,8 +65,8 @@ StableSPAMConfig stable_spam_config(const StableSPAMTensors& t, double gamma1, d
   check_tensor_list(t.grads, "grads", /*mutated=*/true);
   const at::Device device = t.state.device();
   if (!t.grads.empty()) {
-    TORCH_CHECK(t.grads[0].device() == device, "fastclip: grads are on ", t.grads[0].device(),
-                " but the state is on ", device);
+    TORCH_CHECK(t.grads[0].device() == device, "fastclip: grads are on ", t.grads[0].device(), " but the state is on ",
+                device);
   }
   const int64_t n = t.num_entries();
   check_rows_and_state(t.grads, t.rows, t.state, device, /*written=*/true);

@@ -100,9 +100,9 @@ FASTCLIP_HD double stable_spam_total(const double* sum_squares, int64_t n) {
 // One tensor's step. max_abs and sum_squares are its largest magnitude and sum of squares;
 // below/above its sums of squares over the elements at most and above the AdaClip threshold
 // (stable_spam_norms' second pass, all zero when nothing is rescaled). s is this step's decay.
-FASTCLIP_HD void stable_spam_entry(const StableSPAMConfig& c, double* state, double k, double s, const EntryOutputs& out,
-                                   SpamApply* apply, int64_t j, double max_abs, double sum_squares, double below,
-                                   double above, double total_norm) {
+FASTCLIP_HD void stable_spam_entry(const StableSPAMConfig& c, double* state, double k, double s,
+                                   const EntryOutputs& out, SpamApply* apply, int64_t j, double max_abs,
+                                   double sum_squares, double below, double above, double total_norm) {
   if (!entry_row_valid(out, j)) {
     apply[j] = SpamApply{fc_inf(), 1.0, 1.0};
     return;

@@ -13,8 +13,10 @@ NonfinitePolicy parse_nonfinite_policy(const std::string& value) {
   if (value == "skip") return NonfinitePolicy::kSkip;
   if (value == "zero") return NonfinitePolicy::kZero;
   if (value == "propagate") return NonfinitePolicy::kPropagate;
-  TORCH_CHECK(false, "fastclip: on_nonfinite must be 'skip', 'zero' or 'propagate' in the op ('error' is handled by "
-              "the Python clipper), got '", value, "'");
+  TORCH_CHECK(false,
+              "fastclip: on_nonfinite must be 'skip', 'zero' or 'propagate' in the op ('error' is handled by "
+              "the Python clipper), got '",
+              value, "'");
 }
 
 void check_state_tensor(const at::Tensor& t, const char* arg, at::ScalarType dtype, const at::Device& device,
@@ -159,14 +161,13 @@ AutoClipConfig autoclip_config(const AutoClipTensors& t, double percentile, bool
   const int64_t histories = counters.size(0);
   const at::Device device = check_per_entry_args(t.entries);
   check_state_tensor(counters, "counters", at::kLong, device, -1);
-  for (const auto& [history, name] : {std::pair<const at::Tensor&, const char*>{t.lower, "lower"},
-                                      {t.upper, "upper"}, {t.window, "window"}}) {
+  for (const auto& [history, name] :
+       {std::pair<const at::Tensor&, const char*>{t.lower, "lower"}, {t.upper, "upper"}, {t.window, "window"}}) {
     check_state_tensor(history, name, at::kFloat, device, -1);
-    TORCH_CHECK(history.dim() == 2 && history.size(0) == histories, "fastclip: ", name, " must have shape [",
-                histories, ", n], got ", history.sizes());
+    TORCH_CHECK(history.dim() == 2 && history.size(0) == histories, "fastclip: ", name, " must have shape [", histories,
+                ", n], got ", history.sizes());
   }
-  TORCH_CHECK(percentile >= 0.0 && percentile <= 100.0, "fastclip: percentile must lie in [0, 100], got ",
-              percentile);
+  TORCH_CHECK(percentile >= 0.0 && percentile <= 100.0, "fastclip: percentile must lie in [0, 100], got ", percentile);
   return AutoClipConfig{.q = percentile / 100.0,
                         .whole_history = t.window.size(1) == 0,
                         .lag = lag,
@@ -175,9 +176,8 @@ AutoClipConfig autoclip_config(const AutoClipTensors& t, double percentile, bool
 }
 
 AutoClipBuffers autoclip_buffers(const AutoClipTensors& t) {
-  return AutoClipBuffers{t.lower.data_ptr<float>(),  t.lower.size(1),  t.upper.data_ptr<float>(),
-                         t.upper.size(1),            t.window.data_ptr<float>(), t.window.size(1),
-                         t.counters.data_ptr<int64_t>()};
+  return AutoClipBuffers{t.lower.data_ptr<float>(),  t.lower.size(1),  t.upper.data_ptr<float>(),     t.upper.size(1),
+                         t.window.data_ptr<float>(), t.window.size(1), t.counters.data_ptr<int64_t>()};
 }
 
 EntryOutputs entry_outputs(const PerEntryTensors& t) {
@@ -185,8 +185,8 @@ EntryOutputs entry_outputs(const PerEntryTensors& t) {
                       t.threshold.data_ptr<float>()};
 }
 
-AdaGCConfig adagc_config(const AdaGCTensors& t, double lambda_abs, double lambda_rel, double beta,
-                         int64_t warmup_steps, double eps, const std::string& on_nonfinite, bool reference) {
+AdaGCConfig adagc_config(const AdaGCTensors& t, double lambda_abs, double lambda_rel, double beta, int64_t warmup_steps,
+                         double eps, const std::string& on_nonfinite, bool reference) {
   TORCH_CHECK(t.gamma.dim() == 2 && t.gamma.size(1) == adagc_gamma::count, "fastclip: gamma must have shape [tensors, ",
               adagc_gamma::count, "], got ", t.gamma.sizes());
   const at::Device device = check_per_entry_args(t.entries);

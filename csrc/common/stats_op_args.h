@@ -1,7 +1,7 @@
 // The stateful clippers' stats ops (zclip_update_, normclip_update_, autoclip_update_,
-// adagc_update_) and StepSkipper's (skip_step_update_) as the dispatcher sees them, written once for both backends: the argument checks
-// (every state tensor checked for dtype, device, layout and shape, naming the argument), the
-// step's config, and the op function itself, a template over the backend's `run`.
+// adagc_update_) and StepSkipper's (skip_step_update_) as the dispatcher sees them, written once for both backends: the
+// argument checks (every state tensor checked for dtype, device, layout and shape, naming the argument), the step's
+// config, and the op function itself, a template over the backend's `run`.
 //
 // Each op takes the grads it clips and, optionally, their norms: given (a process group's
 // reduced norms), the op runs the step on them; absent, the op computes the grads' norms itself,
@@ -75,13 +75,13 @@ ZClipConfig zclip_config(const ZClipTensors& t, double alpha, double z_thresh, s
 
 template <void (*run)(const ZClipConfig&, const ZClipTensors&, const GradsUpdate&)>
 void zclip_update(at::TensorList grads, const std::optional<at::Tensor>& norm, at::Tensor& state, at::Tensor& result,
-                  double alpha, double z_thresh, std::optional<double> max_grad_norm, double eps,
-                  int64_t warmup_steps, c10::string_view mode, c10::string_view clip_option, double clip_factor,
-                  bool skip_update_on_spike, c10::string_view on_nonfinite, bool reference, bool scale_grads) {
+                  double alpha, double z_thresh, std::optional<double> max_grad_norm, double eps, int64_t warmup_steps,
+                  c10::string_view mode, c10::string_view clip_option, double clip_factor, bool skip_update_on_spike,
+                  c10::string_view on_nonfinite, bool reference, bool scale_grads) {
   const ZClipTensors t{grads, norm, state, result, scale_grads};
-  const ZClipConfig config = zclip_config(t, alpha, z_thresh, max_grad_norm, eps, warmup_steps, std::string(mode),
-                                          std::string(clip_option), clip_factor, skip_update_on_spike,
-                                          std::string(on_nonfinite), reference);
+  const ZClipConfig config =
+      zclip_config(t, alpha, z_thresh, max_grad_norm, eps, warmup_steps, std::string(mode), std::string(clip_option),
+                   clip_factor, skip_update_on_spike, std::string(on_nonfinite), reference);
   run(config, t, grads_update(grads, state.device(), scale_grads, config.policy, /*per_tensor_factors=*/false));
 }
 
@@ -98,8 +98,8 @@ NormClipConfig normclip_config(const NormClipTensors& t, double max_norm, double
                                const std::string& on_nonfinite);
 
 template <void (*run)(const NormClipConfig&, const NormClipTensors&, double norm_type, const GradsUpdate&)>
-void normclip_update(at::TensorList grads, const std::optional<at::Tensor>& norm, at::Tensor& result,
-                     double max_norm, double norm_type, c10::string_view on_nonfinite, bool scale_grads) {
+void normclip_update(at::TensorList grads, const std::optional<at::Tensor>& norm, at::Tensor& result, double max_norm,
+                     double norm_type, c10::string_view on_nonfinite, bool scale_grads) {
   const NormClipTensors t{grads, norm, result};
   const NormClipConfig config = normclip_config(t, max_norm, norm_type, std::string(on_nonfinite));
   run(config, t, norm_type,
@@ -159,11 +159,13 @@ template <void (*run)(const AutoClipConfig&, const AutoClipTensors&, const Grads
 void autoclip_update(at::TensorList grads, const std::optional<at::Tensor>& total_norm,
                      const std::optional<at::Tensor>& norms, const at::Tensor& rows, at::Tensor& lower,
                      at::Tensor& upper, at::Tensor& window, at::Tensor& counters, at::Tensor& result, at::Tensor& coef,
-                     at::Tensor& threshold, double percentile, bool lag, c10::string_view on_nonfinite,
-                     bool reference, bool per_tensor, bool scale_grads) {
-  const AutoClipTensors t{
-      {grads, total_norm, norms, rows, result, coef, threshold, state_rows(counters), per_tensor}, lower, upper,
-      window, counters};
+                     at::Tensor& threshold, double percentile, bool lag, c10::string_view on_nonfinite, bool reference,
+                     bool per_tensor, bool scale_grads) {
+  const AutoClipTensors t{{grads, total_norm, norms, rows, result, coef, threshold, state_rows(counters), per_tensor},
+                          lower,
+                          upper,
+                          window,
+                          counters};
   const AutoClipConfig config = autoclip_config(t, percentile, lag, std::string(on_nonfinite), reference);
   run(config, t, entry_grads_update(t.entries, scale_grads, config.policy));
 }
@@ -178,8 +180,8 @@ struct AdaGCTensors {
   at::Tensor& steps;
 };
 
-AdaGCConfig adagc_config(const AdaGCTensors& t, double lambda_abs, double lambda_rel, double beta,
-                         int64_t warmup_steps, double eps, const std::string& on_nonfinite, bool reference);
+AdaGCConfig adagc_config(const AdaGCTensors& t, double lambda_abs, double lambda_rel, double beta, int64_t warmup_steps,
+                         double eps, const std::string& on_nonfinite, bool reference);
 
 template <void (*run)(const AdaGCConfig&, const AdaGCTensors&, const GradsUpdate&)>
 void adagc_update(at::TensorList grads, const std::optional<at::Tensor>& total_norm,

@@ -42,8 +42,8 @@ inline void prefetch_tensor_metadata(at::TensorList tensors, size_t i) {
     prefetch_line(impl + 168);
   }
   if (i + kAhead < tensors.size()) {
-    const char* storage =
-        reinterpret_cast<const char*>(tensors[i + kAhead].unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl());
+    const char* storage = reinterpret_cast<const char*>(
+        tensors[i + kAhead].unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl());
     if (storage != nullptr) {
       prefetch_line(storage);
       prefetch_line(storage + 63);

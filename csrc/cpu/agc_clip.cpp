@@ -59,8 +59,8 @@ void agc_clip_cpu(at::TensorList grads, at::TensorList params, double clip_facto
   at::parallel_for(0, static_cast<int64_t>(short_rows.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       const Unit& u = short_rows[k];
-      const double f = u.factor(sum_of_squares(u.param, u.begin, u.end), sum_of_squares(u.grad, u.begin, u.end),
-                                clip_factor, eps);
+      const double f =
+          u.factor(sum_of_squares(u.param, u.begin, u.end), sum_of_squares(u.grad, u.begin, u.end), clip_factor, eps);
       if (f != 1.0) chunk_scale(u.grad, u.begin, u.end, f);
     }
   });

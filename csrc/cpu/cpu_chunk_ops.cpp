@@ -67,8 +67,10 @@ FASTCLIP_ALWAYS_INLINE acc_t partial_by_kind(NormKind kind, const TensorMeta& me
 FASTCLIP_ALWAYS_INLINE void scale_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, double coef) {
   switch (static_cast<DType>(meta.dtype)) {
     case DType::kFloat32: return scale_in_place(static_cast<float*>(meta.data) + begin, n, static_cast<float>(coef));
-    case DType::kFloat16: return scale_in_place(static_cast<c10::Half*>(meta.data) + begin, n, static_cast<float>(coef));
-    case DType::kBFloat16: return scale_in_place(static_cast<c10::BFloat16*>(meta.data) + begin, n, static_cast<float>(coef));
+    case DType::kFloat16:
+      return scale_in_place(static_cast<c10::Half*>(meta.data) + begin, n, static_cast<float>(coef));
+    case DType::kBFloat16:
+      return scale_in_place(static_cast<c10::BFloat16*>(meta.data) + begin, n, static_cast<float>(coef));
     case DType::kFloat64: return scale_in_place(static_cast<double*>(meta.data) + begin, n, coef);
   }
 }
@@ -76,8 +78,10 @@ FASTCLIP_ALWAYS_INLINE void scale_by_dtype(const TensorMeta& meta, int64_t begin
 FASTCLIP_ALWAYS_INLINE void clamp_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, double bound) {
   switch (static_cast<DType>(meta.dtype)) {
     case DType::kFloat32: return clamp_in_place(static_cast<float*>(meta.data) + begin, n, static_cast<float>(bound));
-    case DType::kFloat16: return clamp_in_place(static_cast<c10::Half*>(meta.data) + begin, n, static_cast<float>(bound));
-    case DType::kBFloat16: return clamp_in_place(static_cast<c10::BFloat16*>(meta.data) + begin, n, static_cast<float>(bound));
+    case DType::kFloat16:
+      return clamp_in_place(static_cast<c10::Half*>(meta.data) + begin, n, static_cast<float>(bound));
+    case DType::kBFloat16:
+      return clamp_in_place(static_cast<c10::BFloat16*>(meta.data) + begin, n, static_cast<float>(bound));
     case DType::kFloat64: return clamp_in_place(static_cast<double*>(meta.data) + begin, n, bound);
   }
 }
@@ -93,7 +97,8 @@ FASTCLIP_TARGET_AVX2 inline __m256 load8(const c10::BFloat16* p) {
 FASTCLIP_TARGET_AVX2 inline __m256i bf16_bits_of(__m256 v) {
   const __m256i bits = _mm256_castps_si256(v);
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+  const __m256i rounded =
+      _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7FFF)), lsb), 16);
   const __m256 is_nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
   return _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(is_nan));
 }
@@ -271,26 +276,25 @@ FASTCLIP_TARGET_AVX512 void l2_pair_avx512(const scalar_t* a, const scalar_t* b,
   out[1] = finish_partial<NormKind::kL2>(lanes_b, b, i, n, p);
 }
 
-#define FASTCLIP_L2_PAIR_BY_DTYPE(TARGET, SUFFIX)                                                          \
-  TARGET bool l2_pair_by_dtype_##SUFFIX(const TensorMeta& a, int64_t a_begin, const TensorMeta& b,         \
-                                        int64_t b_begin, int64_t n, float p, float* out) {                \
-    switch (static_cast<DType>(a.dtype)) {                                                                \
-      case DType::kFloat32:                                                                               \
-        l2_pair_##SUFFIX(static_cast<const float*>(a.data) + a_begin,                                      \
-                         static_cast<const float*>(b.data) + b_begin, n, p, out);                         \
-        return true;                                                                                      \
-      case DType::kBFloat16:                                                                              \
-        l2_pair_##SUFFIX(static_cast<const c10::BFloat16*>(a.data) + a_begin,                              \
-                         static_cast<const c10::BFloat16*>(b.data) + b_begin, n, p, out);                 \
-        return true;                                                                                      \
-      case DType::kFloat16:                                                                               \
-        l2_pair_##SUFFIX(static_cast<const c10::Half*>(a.data) + a_begin,                                  \
-                         static_cast<const c10::Half*>(b.data) + b_begin, n, p, out);                     \
-        return true;                                                                                      \
-      case DType::kFloat64:                                                                               \
-        return false;                                                                                     \
-    }                                                                                                     \
-    return false;                                                                                         \
+#define FASTCLIP_L2_PAIR_BY_DTYPE(TARGET, SUFFIX)                                                                     \
+  TARGET bool l2_pair_by_dtype_##SUFFIX(const TensorMeta& a, int64_t a_begin, const TensorMeta& b, int64_t b_begin,   \
+                                        int64_t n, float p, float* out) {                                             \
+    switch (static_cast<DType>(a.dtype)) {                                                                            \
+      case DType::kFloat32:                                                                                           \
+        l2_pair_##SUFFIX(static_cast<const float*>(a.data) + a_begin, static_cast<const float*>(b.data) + b_begin, n, \
+                         p, out);                                                                                     \
+        return true;                                                                                                  \
+      case DType::kBFloat16:                                                                                          \
+        l2_pair_##SUFFIX(static_cast<const c10::BFloat16*>(a.data) + a_begin,                                         \
+                         static_cast<const c10::BFloat16*>(b.data) + b_begin, n, p, out);                             \
+        return true;                                                                                                  \
+      case DType::kFloat16:                                                                                           \
+        l2_pair_##SUFFIX(static_cast<const c10::Half*>(a.data) + a_begin,                                             \
+                         static_cast<const c10::Half*>(b.data) + b_begin, n, p, out);                                 \
+        return true;                                                                                                  \
+      case DType::kFloat64: return false;                                                                             \
+    }                                                                                                                 \
+    return false;                                                                                                     \
   }
 FASTCLIP_L2_PAIR_BY_DTYPE(FASTCLIP_TARGET_AVX2, avx2)
 FASTCLIP_L2_PAIR_BY_DTYPE(FASTCLIP_TARGET_AVX512, avx512)
@@ -304,23 +308,30 @@ inline auto half_partial_for(NormKind kind, const TensorMeta& meta) -> float (*)
 }
 
 template <typename acc_t>
-FASTCLIP_TARGET_AVX512 acc_t partial_by_kind_avx512(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t n, acc_t p) {
-  if (auto loop = half_partial_for<acc_t, half_partial_avx512<NormKind::kL2>, half_partial_avx512<NormKind::kL1>>(kind, meta)) {
+FASTCLIP_TARGET_AVX512 acc_t partial_by_kind_avx512(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t n,
+                                                    acc_t p) {
+  if (auto loop =
+          half_partial_for<acc_t, half_partial_avx512<NormKind::kL2>, half_partial_avx512<NormKind::kL1>>(kind, meta)) {
     return static_cast<acc_t>(loop(static_cast<const c10::Half*>(meta.data) + begin, n, static_cast<float>(p)));
   }
   return partial_by_kind<acc_t>(kind, meta, begin, n, p);
 }
 FASTCLIP_TARGET_AVX512 void scale_by_dtype_avx512(const TensorMeta& meta, int64_t begin, int64_t n, double coef) {
   switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat16: return half_in_place_avx512(static_cast<c10::Half*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
-    case DType::kBFloat16: return half_in_place_avx512(static_cast<c10::BFloat16*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
+    case DType::kFloat16:
+      return half_in_place_avx512(static_cast<c10::Half*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
+    case DType::kBFloat16:
+      return half_in_place_avx512(static_cast<c10::BFloat16*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
     default: return scale_by_dtype(meta, begin, n, coef);
   }
 }
 FASTCLIP_TARGET_AVX512 void clamp_by_dtype_avx512(const TensorMeta& meta, int64_t begin, int64_t n, double bound) {
   switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat16: return half_in_place_avx512(static_cast<c10::Half*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
-    case DType::kBFloat16: return half_in_place_avx512(static_cast<c10::BFloat16*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
+    case DType::kFloat16:
+      return half_in_place_avx512(static_cast<c10::Half*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
+    case DType::kBFloat16:
+      return half_in_place_avx512(static_cast<c10::BFloat16*>(meta.data) + begin, n,
+                                  ClampTo{static_cast<float>(bound)});
     default: return clamp_by_dtype(meta, begin, n, bound);
   }
 }
@@ -328,23 +339,29 @@ FASTCLIP_TARGET_AVX512 void clamp_by_dtype_avx512(const TensorMeta& meta, int64_
 // The same templates instantiated inside AVX2 functions: GCC inlines them and vectorises for
 // the wider ISA.
 template <typename acc_t>
-FASTCLIP_TARGET_AVX2 acc_t partial_by_kind_avx2(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t n, acc_t p) {
-  if (auto loop = half_partial_for<acc_t, half_partial_avx2<NormKind::kL2>, half_partial_avx2<NormKind::kL1>>(kind, meta)) {
+FASTCLIP_TARGET_AVX2 acc_t partial_by_kind_avx2(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t n,
+                                                acc_t p) {
+  if (auto loop =
+          half_partial_for<acc_t, half_partial_avx2<NormKind::kL2>, half_partial_avx2<NormKind::kL1>>(kind, meta)) {
     return static_cast<acc_t>(loop(static_cast<const c10::Half*>(meta.data) + begin, n, static_cast<float>(p)));
   }
   return partial_by_kind<acc_t>(kind, meta, begin, n, p);
 }
 FASTCLIP_TARGET_AVX2 void scale_by_dtype_avx2(const TensorMeta& meta, int64_t begin, int64_t n, double coef) {
   switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat16: return half_in_place_avx2(static_cast<c10::Half*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
-    case DType::kBFloat16: return half_in_place_avx2(static_cast<c10::BFloat16*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
+    case DType::kFloat16:
+      return half_in_place_avx2(static_cast<c10::Half*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
+    case DType::kBFloat16:
+      return half_in_place_avx2(static_cast<c10::BFloat16*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
     default: return scale_by_dtype(meta, begin, n, coef);
   }
 }
 FASTCLIP_TARGET_AVX2 void clamp_by_dtype_avx2(const TensorMeta& meta, int64_t begin, int64_t n, double bound) {
   switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat16: return half_in_place_avx2(static_cast<c10::Half*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
-    case DType::kBFloat16: return half_in_place_avx2(static_cast<c10::BFloat16*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
+    case DType::kFloat16:
+      return half_in_place_avx2(static_cast<c10::Half*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
+    case DType::kBFloat16:
+      return half_in_place_avx2(static_cast<c10::BFloat16*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
     default: return clamp_by_dtype(meta, begin, n, bound);
   }
 }

@@ -67,7 +67,8 @@ std::tuple<at::Tensor, at::Tensor> norm_of_plan(const ListPlan& plan, NormKind k
     contributions[t] = total_contribution(kind, partial);
     if (per_tensor_out) per_tensor_out[t] = static_cast<acc_t>(norm_finalize(kind, partial, p));
   }
-  const acc_t total = static_cast<acc_t>(norm_finalize(kind, blocked_combine(kind, contributions.data(), num_tensors), p));
+  const acc_t total =
+      static_cast<acc_t>(norm_finalize(kind, blocked_combine(kind, contributions.data(), num_tensors), p));
   if (accumulated != nullptr) *accumulated = static_cast<double>(total);
   return {at::scalar_tensor(total, at::TensorOptions().dtype(acc_type)).to(plan.promoted_type), per_tensor_norms};
 }

@@ -15,8 +15,8 @@ namespace fastclip {
 namespace cpu {
 
 struct StepNorms {
-  at::Tensor total;       // the grads' promoted dtype when computed
-  at::Tensor per_tensor;  // the accumulation dtype when computed; empty unless wanted
+  at::Tensor total;              // the grads' promoted dtype when computed
+  at::Tensor per_tensor;         // the accumulation dtype when computed; empty unless wanted
   std::optional<ListPlan> plan;  // the grads' plan, when the norms were computed from them
 };
 

@@ -128,7 +128,9 @@ FASTCLIP_ALWAYS_INLINE void scale_by_dtype(const TensorMeta& meta, int64_t begin
 }
 
 #if FASTCLIP_HAVE_AVX2_VARIANT
-FASTCLIP_TARGET_AVX512 ChunkPair stats_avx512(const TensorMeta& m, int64_t b, int64_t n) { return stats_by_dtype(m, b, n); }
+FASTCLIP_TARGET_AVX512 ChunkPair stats_avx512(const TensorMeta& m, int64_t b, int64_t n) {
+  return stats_by_dtype(m, b, n);
+}
 FASTCLIP_TARGET_AVX2 ChunkPair stats_avx2(const TensorMeta& m, int64_t b, int64_t n) { return stats_by_dtype(m, b, n); }
 FASTCLIP_TARGET_AVX512 ChunkPair split_avx512(const TensorMeta& m, int64_t b, int64_t n, double t) {
   return split_by_dtype(m, b, n, t);
@@ -163,8 +165,7 @@ ChunkPair chunk_max_and_sum_squares(const TensorMeta& meta, int64_t begin, int64
   return stats_by_dtype(meta, begin, end - begin);
 }
 
-ChunkPair chunk_split_sum_squares(const TensorMeta& meta, int64_t begin, int64_t end,
-                                                       double threshold) {
+ChunkPair chunk_split_sum_squares(const TensorMeta& meta, int64_t begin, int64_t end, double threshold) {
 #if FASTCLIP_HAVE_AVX2_VARIANT
   switch (cpu_isa()) {
     case Isa::kAvx512: return split_avx512(meta, begin, end - begin, threshold);
@@ -175,8 +176,8 @@ ChunkPair chunk_split_sum_squares(const TensorMeta& meta, int64_t begin, int64_t
   return split_by_dtype(meta, begin, end - begin, threshold);
 }
 
-void chunk_adaclip_scale(const TensorMeta& meta, int64_t begin, int64_t end,
-                                              const SpamApply& apply, bool clear_on_zero) {
+void chunk_adaclip_scale(const TensorMeta& meta, int64_t begin, int64_t end, const SpamApply& apply,
+                         bool clear_on_zero) {
   if (clear_on_zero && apply.factor == 0.0) return zero_range(meta, begin, end);
   if (apply.factor == 1.0 && !(apply.threshold < fc_inf())) return;  // nothing rescaled, nothing scaled
 #if FASTCLIP_HAVE_AVX2_VARIANT

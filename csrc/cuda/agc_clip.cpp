@@ -47,8 +47,8 @@ void agc_clip_cuda(at::TensorList grads, at::TensorList params, double clip_fact
   TORCH_CHECK(table.size() <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
               "fastclip: agc_clip_ takes at most 2^31 - 1 non-empty tensors, got ", table.size());
   const size_t table_bytes = table.size() * sizeof(AgcTensor);
-  const at::Tensor device_table = upload_to_device(
-      table_bytes, [&](uint8_t* host) { std::memcpy(host, table.data(), table_bytes); }, scope);
+  const at::Tensor device_table =
+      upload_to_device(table_bytes, [&](uint8_t* host) { std::memcpy(host, table.data(), table_bytes); }, scope);
   AgcParams launch_params;
   launch_params.tensors = reinterpret_cast<const AgcTensor*>(device_table.const_data_ptr());
   launch_params.num_tensors = static_cast<int32_t>(table.size());

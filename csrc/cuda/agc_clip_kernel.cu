@@ -52,8 +52,8 @@ __global__ void __launch_bounds__(kAgcThreads, kAgcBlocksPerSM) agc_clip_kernel(
     const double grad_sq = row_sum_squares<CoherentLoad>(t.grad, t.grad_dtype, offset, n, scratch);
     if (threadIdx.x == 0) {
       // As the CPU decides it: the factor in float, or in double when either tensor is float64.
-      const bool double_math = static_cast<DType>(t.grad_dtype) == DType::kFloat64 ||
-                               static_cast<DType>(t.param_dtype) == DType::kFloat64;
+      const bool double_math =
+          static_cast<DType>(t.grad_dtype) == DType::kFloat64 || static_cast<DType>(t.param_dtype) == DType::kFloat64;
       row_factor = double_math ? agc_factor<double>(fc_sqrt(param_sq), fc_sqrt(grad_sq), params.clip_factor, params.eps)
                                : agc_factor<float>(fc_sqrt(param_sq), fc_sqrt(grad_sq), params.clip_factor, params.eps);
     }

@@ -31,7 +31,7 @@ template <NormKind kind, typename acc_t, typename Step>
 __global__ void __launch_bounds__(kThreads, 1)
     clip_step_kernel(const NormParams norm, const Step step, const ScaleParams scale) {
   __shared__ acc_t scratch[kReduceScratch];
-  __shared__ double wide_scratch[kReduceScratch];  // partials and wide recomputes
+  __shared__ double wide_scratch[kReduceScratch];                         // partials and wide recomputes
   write_chunk_partials<kind, CoherentLoad>(norm, scratch, wide_scratch);  // the grads are rewritten below
   grid_sync();
   fold_tensors<kind, acc_t>(norm, blockIdx.x, gridDim.x);
@@ -52,8 +52,8 @@ cudaError_t launch_step_kernel(const Step& step, cudaStream_t stream) {
 }
 
 template <typename Step>
-cudaError_t launch_clip_step_kernels(const NormParams& norm, const Step& step, const ScaleParams& scale,
-                                     int num_blocks, bool single_launch, cudaStream_t stream) {
+cudaError_t launch_clip_step_kernels(const NormParams& norm, const Step& step, const ScaleParams& scale, int num_blocks,
+                                     bool single_launch, cudaStream_t stream) {
   if (single_launch && (!Step::kL2Only || norm.kind == NormKind::kL2)) {
     bool launched = false;
     const cudaError_t error = dispatch_norm(norm, [&](auto kind, auto acc) {
@@ -73,11 +73,11 @@ cudaError_t launch_clip_step_kernels(const NormParams& norm, const Step& step, c
 }
 
 // The two launchers of a step, for its kernel file.
-#define FASTCLIP_STEP_LAUNCHERS(Step)                                                                         \
-  cudaError_t launch_step(const Step& step, cudaStream_t stream) { return launch_step_kernel(step, stream); } \
-  cudaError_t launch_clip_step(const NormParams& norm, const Step& step, const ScaleParams& scale,            \
-                               int num_blocks, bool single_launch, cudaStream_t stream) {                    \
-    return launch_clip_step_kernels(norm, step, scale, num_blocks, single_launch, stream);                   \
+#define FASTCLIP_STEP_LAUNCHERS(Step)                                                                              \
+  cudaError_t launch_step(const Step& step, cudaStream_t stream) { return launch_step_kernel(step, stream); }      \
+  cudaError_t launch_clip_step(const NormParams& norm, const Step& step, const ScaleParams& scale, int num_blocks, \
+                               bool single_launch, cudaStream_t stream) {                                          \
+    return launch_clip_step_kernels(norm, step, scale, num_blocks, single_launch, stream);                         \
   }
 
 }  // namespace cuda

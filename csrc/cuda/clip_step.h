@@ -38,9 +38,8 @@ void run_clip_step(at::TensorList grads, const std::optional<at::Tensor>& total,
   const NormLaunch norm = norm_launch(prepared, norm_type, want_per_tensor);
   const auto step = make_step(norm.total, want_per_tensor ? norm.per_tensor_norms : norm.total);
   const ScaleParams scale = grads_scale_params(prepared, update, factors);
-  check_launch([&] {
-    return launch_clip_step(norm.params, step, scale, prepared.grid(), single_launch, prepared.stream);
-  });
+  check_launch(
+      [&] { return launch_clip_step(norm.params, step, scale, prepared.grid(), single_launch, prepared.stream); });
   if (update.active) finish_mutation(prepared.plan, grads);
 }
 

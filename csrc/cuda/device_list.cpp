@@ -73,7 +73,8 @@ NormLaunch norm_launch(const DeviceListPlan& prepared, double norm_type, bool pe
   NormLaunch launch;
   // Scratch, in doubles: chunk partials and per-tensor contributions (norm_math.h holds partials
   // in double), the ticket counter (zeroed here) and the accumulated total (acc_type).
-  launch.scratch = at::empty({num_chunks + num_tensors + 2}, at::TensorOptions().dtype(at::kDouble).device(prepared.device));
+  launch.scratch =
+      at::empty({num_chunks + num_tensors + 2}, at::TensorOptions().dtype(at::kDouble).device(prepared.device));
   uint8_t* scratch_bytes = static_cast<uint8_t*>(launch.scratch.data_ptr());
   const int64_t element = launch.scratch.element_size();
   auto* blocks_done = reinterpret_cast<unsigned int*>(scratch_bytes + (num_chunks + num_tensors) * element);
@@ -117,8 +118,9 @@ EntryParams entry_params(const PerEntryTensors& t, const at::Tensor& total, cons
 }
 
 ScaleParams grads_scale_params(const DeviceListPlan& prepared, const GradsUpdate& update, const float* factors) {
-  return ScaleParams{update.active ? prepared.list : ChunkList{}, DeviceValues{factors, static_cast<int32_t>(DType::kFloat32)},
-                     update.per_tensor, update.clear_on_zero, update.zero_where_set};
+  return ScaleParams{update.active ? prepared.list : ChunkList{},
+                     DeviceValues{factors, static_cast<int32_t>(DType::kFloat32)}, update.per_tensor,
+                     update.clear_on_zero, update.zero_where_set};
 }
 
 }  // namespace cuda

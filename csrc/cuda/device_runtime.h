@@ -57,8 +57,8 @@ void zero_async(void* data, size_t bytes, cudaStream_t stream);
 // stream. No host sync. On the GPU the staging buffer is pinned: under CUDA graph capture it is
 // kept alive for the life of the process (the captured copy reads it at every replay), once per
 // distinct content, so re-capturing the same lists keeps nothing more; otherwise it returns to
-// torch's pinned cache once the copy has run (an event that cannot be recorded is an error). In the layer `fill` writes the
-// returned CPU tensor itself.
+// torch's pinned cache once the copy has run (an event that cannot be recorded is an error). In the layer `fill` writes
+// the returned CPU tensor itself.
 at::Tensor upload_to_device(size_t bytes, c10::function_ref<void(uint8_t*)> fill, const DeviceScope& scope);
 
 // Runs `launch` (a kernels.h launcher) and throws torch's error if it failed, as C10_CUDA_CHECK

@@ -88,10 +88,10 @@ at::Tensor upload_to_device(size_t bytes, c10::function_ref<void(uint8_t*)> fill
   C10_CUDA_CHECK(cudaMemcpyAsync(dev.data_ptr(), host_ptr, total_bytes, cudaMemcpyHostToDevice, stream.stream()));
   // The pinned block may return to torch's cache only once the copy has run; if the event could
   // not be recorded, the block could be handed out and overwritten while the copy reads it.
-  TORCH_CHECK(at::getHostAllocator(at::kCUDA)->record_event(host_ptr, host.storage().data_ptr().get_context(),
-                                                            stream.unwrap()),
-              "fastclip: could not record the metadata copy's stream on its pinned staging buffer "
-              "(torch's pinned host allocator refused it)");
+  TORCH_CHECK(
+      at::getHostAllocator(at::kCUDA)->record_event(host_ptr, host.storage().data_ptr().get_context(), stream.unwrap()),
+      "fastclip: could not record the metadata copy's stream on its pinned staging buffer "
+      "(torch's pinned host allocator refused it)");
   return dev;
 }
 

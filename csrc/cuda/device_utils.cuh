@@ -15,16 +15,39 @@
 namespace fastclip {
 namespace cuda {
 
-template <typename scalar_t> struct ScalarOf;
-template <> struct ScalarOf<float> { using opmath = float; };
-template <> struct ScalarOf<double> { using opmath = double; };
-template <> struct ScalarOf<__half> { using opmath = float; };
-template <> struct ScalarOf<__nv_bfloat16> { using opmath = float; };
+template <typename scalar_t>
+struct ScalarOf;
+template <>
+struct ScalarOf<float> {
+  using opmath = float;
+};
+template <>
+struct ScalarOf<double> {
+  using opmath = double;
+};
+template <>
+struct ScalarOf<__half> {
+  using opmath = float;
+};
+template <>
+struct ScalarOf<__nv_bfloat16> {
+  using opmath = float;
+};
 
-template <typename acc_t> __device__ __forceinline__ acc_t to_acc(float x) { return static_cast<acc_t>(x); }
-template <typename acc_t> __device__ __forceinline__ acc_t to_acc(double x) { return static_cast<acc_t>(x); }
-template <typename acc_t> __device__ __forceinline__ acc_t to_acc(__half x) { return static_cast<acc_t>(__half2float(x)); }
-template <typename acc_t> __device__ __forceinline__ acc_t to_acc(__nv_bfloat16 x) {
+template <typename acc_t>
+__device__ __forceinline__ acc_t to_acc(float x) {
+  return static_cast<acc_t>(x);
+}
+template <typename acc_t>
+__device__ __forceinline__ acc_t to_acc(double x) {
+  return static_cast<acc_t>(x);
+}
+template <typename acc_t>
+__device__ __forceinline__ acc_t to_acc(__half x) {
+  return static_cast<acc_t>(__half2float(x));
+}
+template <typename acc_t>
+__device__ __forceinline__ acc_t to_acc(__nv_bfloat16 x) {
   return static_cast<acc_t>(__bfloat162float(x));
 }
 

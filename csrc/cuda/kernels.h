@@ -41,14 +41,14 @@ struct NormParams {
   ChunkList list;
   NormKind kind;
   double p;
-  bool acc_double;            // accumulate in double (some input is float64)
-  void* chunk_partials;       // double[num_chunks], scratch (range-safe partials, norm_math.h)
-  void* contributions;        // double[num_tensors], scratch
-  void* per_tensor_out;       // acc[num_tensors], or nullptr when per-tensor norms are not wanted
-  void* total_out;            // one element of total_dtype
-  int32_t total_dtype;        // a DType
+  bool acc_double;              // accumulate in double (some input is float64)
+  void* chunk_partials;         // double[num_chunks], scratch (range-safe partials, norm_math.h)
+  void* contributions;          // double[num_tensors], scratch
+  void* per_tensor_out;         // acc[num_tensors], or nullptr when per-tensor norms are not wanted
+  void* total_out;              // one element of total_dtype
+  int32_t total_dtype;          // a DType
   void* accumulated_total_out;  // acc[1]: the total before it is stored, or nullptr
-  unsigned int* blocks_done;  // zero before the launch; the last block to finish combines
+  unsigned int* blocks_done;    // zero before the launch; the last block to finish combines
 };
 cudaError_t launch_multi_tensor_norm(const NormParams& params, int num_blocks, cudaStream_t stream);
 

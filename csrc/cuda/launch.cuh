@@ -51,7 +51,9 @@ cudaError_t launch_kernel(int num_blocks, int threads, cudaStream_t stream, cons
   (void)stream;
   return launch_on_layer<Kernel>(num_blocks, threads, /*cooperative=*/false, args...);
 #else
+  // clang-format off: it takes a .cuh for C++ and splits the launch's >>>.
   Kernel<<<num_blocks, threads, 0, stream>>>(args...);
+  // clang-format on
   return cudaGetLastError();
 #endif
 }
@@ -117,8 +119,7 @@ cudaError_t launch_cooperative_kernel(int num_blocks, int threads, cudaStream_t 
 // list has chunks (at least one). Launches nothing and sets *launched to false where the device
 // has no cooperative launch.
 template <auto Kernel, typename... Args>
-cudaError_t launch_resident(int32_t num_chunks, int threads, cudaStream_t stream, bool* launched,
-                            const Args&... args) {
+cudaError_t launch_resident(int32_t num_chunks, int threads, cudaStream_t stream, bool* launched, const Args&... args) {
   const int resident = resident_blocks<Kernel>(threads);
   *launched = resident > 0;
   if (!*launched) return cudaSuccess;

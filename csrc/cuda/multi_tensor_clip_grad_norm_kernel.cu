@@ -62,9 +62,8 @@ cudaError_t launch_multi_tensor_clip_grad_norm(const NormParams& norm, const Cli
   const cudaError_t error = launch_multi_tensor_norm(norm, num_blocks, stream);
   if (error != cudaSuccess) return error;
   ClipByNormParams by_norm = clip;
-  by_norm.accumulated_total = DeviceValues{
-      norm.accumulated_total_out,
-      static_cast<int32_t>(norm.acc_double ? DType::kFloat64 : DType::kFloat32)};
+  by_norm.accumulated_total = DeviceValues{norm.accumulated_total_out,
+                                           static_cast<int32_t>(norm.acc_double ? DType::kFloat64 : DType::kFloat32)};
   return launch_multi_tensor_clip_by_norm(by_norm, num_blocks, stream);
 }
 

@@ -45,7 +45,7 @@ __global__ void __launch_bounds__(kThreads, 1) multi_tensor_norm_kernel(const No
 cudaError_t launch_multi_tensor_norm(const NormParams& params, int num_blocks, cudaStream_t stream) {
   return dispatch_norm(params, [&](auto kind, auto acc) {
     return launch_kernel<multi_tensor_norm_kernel<decltype(kind)::value, decltype(acc)>>(num_blocks, kThreads, stream,
-                                                                                       params);
+                                                                                         params);
   });
 }
 

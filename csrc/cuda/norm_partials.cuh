@@ -55,9 +55,13 @@ struct ScaledPowerAccumulator {
   double acc = 0.0;
 
   template <typename scalar_t>
-  __device__ __forceinline__ void element(const scalar_t* x) { acc += scaled_power(to_acc<double>(Load::one(x)), m, p); }
+  __device__ __forceinline__ void element(const scalar_t* x) {
+    acc += scaled_power(to_acc<double>(Load::one(x)), m, p);
+  }
   template <typename scalar_t>
-  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const { return Load::vector(x); }
+  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const {
+    return Load::vector(x);
+  }
   template <typename scalar_t>
   __device__ __forceinline__ void vector(const scalar_t*, const Vec16<scalar_t>& v) {
 #pragma unroll
@@ -71,7 +75,8 @@ struct ScaledPowerAccumulator {
 template <NormKind kind, typename Load>
 __device__ double wide_chunk_partial(const TensorMeta& meta, int64_t begin, int64_t end, double p, double* scratch) {
   if constexpr (kind == NormKind::kL2) {
-    return block_reduce<NormKind::kL2>(chunk_thread_partial<NormKind::kL2, double, Load>(meta, begin, end, 2.0), scratch);
+    return block_reduce<NormKind::kL2>(chunk_thread_partial<NormKind::kL2, double, Load>(meta, begin, end, 2.0),
+                                       scratch);
   } else {
     static_assert(kind == NormKind::kGeneral, "only L2 and general p are recomputed");
     const double m = block_reduce<NormKind::kInf, double, kThreads, /*kToAll=*/true>(
@@ -156,7 +161,8 @@ __device__ void fold_tensors(const NormParams& params, unsigned part, unsigned p
     const double* first = partials + list.tensors[t].first_chunk;
     double partial = first[lane];  // chunks > 32: every lane has one
     for (int32_t c = lane + 32; c < chunks; c += 32) partial = partial_combine<kind>(partial, first[c]);
-    for (int offset = 16; offset > 0; offset >>= 1) partial = partial_combine<kind>(partial, shfl_down(partial, offset));
+    for (int offset = 16; offset > 0; offset >>= 1)
+      partial = partial_combine<kind>(partial, shfl_down(partial, offset));
     if (lane == 0) store_tensor_fold<kind, acc_t>(params, static_cast<int32_t>(t), partial);
   }
 }

@@ -17,9 +17,9 @@ struct StableSPAMNormsParams {
   const double* state;   // [num_rows, stable_spam_row::count]
   int64_t num_rows;
   double gamma3;
-  double* chunk_first;   // scratch [num_chunks]
-  double* chunk_second;  // scratch [num_chunks]
-  double* out;           // [2, num_tensors]
+  double* chunk_first;        // scratch [num_chunks]
+  double* chunk_second;       // scratch [num_chunks]
+  double* out;                // [2, num_tensors]
   unsigned int* blocks_done;  // zero before the launch
 };
 cudaError_t launch_stable_spam_norms(const StableSPAMNormsParams& params, int num_blocks, cudaStream_t stream);

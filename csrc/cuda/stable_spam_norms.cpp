@@ -11,8 +11,8 @@ namespace fastclip {
 namespace cuda {
 namespace {
 
-at::Tensor stable_spam_norms_cuda(at::TensorList grads, const std::optional<at::Tensor>& maxima,
-                                  const at::Tensor& rows, const at::Tensor& state, double gamma3) {
+at::Tensor stable_spam_norms_cuda(at::TensorList grads, const std::optional<at::Tensor>& maxima, const at::Tensor& rows,
+                                  const at::Tensor& state, double gamma3) {
   at::Tensor out = stable_spam_norms_output(StableSPAMNormsArgs{grads, maxima, rows, state}, gamma3);
   if (grads.empty()) return out;
   const DeviceScope scope(state.device());

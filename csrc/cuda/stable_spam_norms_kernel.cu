@@ -17,9 +17,13 @@ namespace {
 template <typename Derived>
 struct ReadEachElement {
   template <typename scalar_t>
-  __device__ __forceinline__ void element(const scalar_t* x) { static_cast<Derived*>(this)->add(ReadOnlyLoad::one(x)); }
+  __device__ __forceinline__ void element(const scalar_t* x) {
+    static_cast<Derived*>(this)->add(ReadOnlyLoad::one(x));
+  }
   template <typename scalar_t>
-  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const { return ReadOnlyLoad::vector(x); }
+  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const {
+    return ReadOnlyLoad::vector(x);
+  }
   template <typename scalar_t>
   __device__ __forceinline__ void vector(const scalar_t*, const Vec16<scalar_t>& v) {
 #pragma unroll
@@ -93,8 +97,8 @@ __device__ void chunk_partials(const StableSPAMNormsParams& p, int64_t c, const 
   } else {
     MaxAndSquares<float> floats;
     MaxAndSquares<double> doubles;
-    visit_by_dtype<kThreads, /*kUnroll=*/4>(static_cast<const void*>(meta.data), meta.dtype, begin, end - begin,
-                                            floats, doubles);
+    visit_by_dtype<kThreads, /*kUnroll=*/4>(static_cast<const void*>(meta.data), meta.dtype, begin, end - begin, floats,
+                                            doubles);
     const double peak = nan_max(static_cast<double>(floats.peak), doubles.peak);
     first = block_reduce_with<kThreads>(peak, scratch, 0.0, max_of);
     second = block_reduce_with<kThreads>(floats.sum + doubles.sum, scratch, 0.0, sum_of);
@@ -133,7 +137,8 @@ __global__ void __launch_bounds__(kThreads, 1) stable_spam_norms_kernel(const St
 }  // namespace
 
 cudaError_t launch_stable_spam_norms(const StableSPAMNormsParams& params, int num_blocks, cudaStream_t stream) {
-  if (params.maxima != nullptr) return launch_kernel<stable_spam_norms_kernel<true>>(num_blocks, kThreads, stream, params);
+  if (params.maxima != nullptr)
+    return launch_kernel<stable_spam_norms_kernel<true>>(num_blocks, kThreads, stream, params);
   return launch_kernel<stable_spam_norms_kernel<false>>(num_blocks, kThreads, stream, params);
 }
 

@@ -72,10 +72,10 @@ cudaError_t launch_step(const AdaGCStep& step, cudaStream_t stream);
 // the step's kernel and the scale kernel, bitwise the same.
 cudaError_t launch_clip_step(const NormParams& norm, const ZClipStep& step, const ScaleParams& scale, int num_blocks,
                              bool single_launch, cudaStream_t stream);
-cudaError_t launch_clip_step(const NormParams& norm, const NormClipStep& step, const ScaleParams& scale,
-                             int num_blocks, bool single_launch, cudaStream_t stream);
-cudaError_t launch_clip_step(const NormParams& norm, const AutoClipStep& step, const ScaleParams& scale,
-                             int num_blocks, bool single_launch, cudaStream_t stream);
+cudaError_t launch_clip_step(const NormParams& norm, const NormClipStep& step, const ScaleParams& scale, int num_blocks,
+                             bool single_launch, cudaStream_t stream);
+cudaError_t launch_clip_step(const NormParams& norm, const AutoClipStep& step, const ScaleParams& scale, int num_blocks,
+                             bool single_launch, cudaStream_t stream);
 cudaError_t launch_clip_step(const NormParams& norm, const AdaGCStep& step, const ScaleParams& scale, int num_blocks,
                              bool single_launch, cudaStream_t stream);
 

@@ -44,15 +44,23 @@ __device__ __forceinline__ void visit_vectorized(T* x, int64_t n, Visitor& visit
 // kernel), or coherently in L2 (data the kernel also rewrites).
 struct ReadOnlyLoad {
   template <typename scalar_t>
-  __device__ static scalar_t one(const scalar_t* p) { return __ldg(p); }
+  __device__ static scalar_t one(const scalar_t* p) {
+    return __ldg(p);
+  }
   template <typename scalar_t>
-  __device__ static Vec16<scalar_t> vector(const scalar_t* p) { return load_vec16_readonly(p); }
+  __device__ static Vec16<scalar_t> vector(const scalar_t* p) {
+    return load_vec16_readonly(p);
+  }
 };
 struct CoherentLoad {
   template <typename scalar_t>
-  __device__ static scalar_t one(const scalar_t* p) { return __ldcg(p); }
+  __device__ static scalar_t one(const scalar_t* p) {
+    return __ldcg(p);
+  }
   template <typename scalar_t>
-  __device__ static Vec16<scalar_t> vector(const scalar_t* p) { return load_vec16_coherent(p); }
+  __device__ static Vec16<scalar_t> vector(const scalar_t* p) {
+    return load_vec16_coherent(p);
+  }
 };
 
 // This thread's partial of a p-norm (norm_math.h) over the elements it visits. A float L2 sum
@@ -72,9 +80,13 @@ struct NormAccumulator {
     acc = norm_combine<kind>(acc, norm_element<kind>(value, p));
   }
   template <typename scalar_t>
-  __device__ __forceinline__ void element(const scalar_t* x) { add(Load::one(x)); }
+  __device__ __forceinline__ void element(const scalar_t* x) {
+    add(Load::one(x));
+  }
   template <typename scalar_t>
-  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const { return Load::vector(x); }
+  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const {
+    return Load::vector(x);
+  }
   template <typename scalar_t>
   __device__ __forceinline__ void vector(const scalar_t*, const Vec16<scalar_t>& v) {
 #pragma unroll
@@ -92,9 +104,13 @@ struct InPlaceMap {
     store_as(x, op(to_acc<typename ScalarOf<scalar_t>::opmath>(x)));
   }
   template <typename scalar_t>
-  __device__ __forceinline__ void element(scalar_t* x) const { map(*x); }
+  __device__ __forceinline__ void element(scalar_t* x) const {
+    map(*x);
+  }
   template <typename scalar_t>
-  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const { return load_vec16_streaming(x); }
+  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const {
+    return load_vec16_streaming(x);
+  }
   template <typename scalar_t>
   __device__ __forceinline__ void vector(scalar_t* x, Vec16<scalar_t>& v) const {
 #pragma unroll

@@ -7,7 +7,8 @@ namespace fastclip {
 namespace cuda {
 
 __device__ void run_step(const ZClipStep& step) {
-  if (threadIdx.x == 0) zclip_step(step.config, step.state, load_as_double(step.norm.data, step.norm.dtype, 0), step.result);
+  if (threadIdx.x == 0)
+    zclip_step(step.config, step.state, load_as_double(step.norm.data, step.norm.dtype, 0), step.result);
 }
 
 FASTCLIP_STEP_LAUNCHERS(ZClipStep)

@@ -228,9 +228,7 @@ std::string BlockRunner::run(unsigned index) {
         case ThreadState::kAtBlockBarrier: at_block_barrier_.push_back(id); break;
         case ThreadState::kAtWarpBarrier: warps_[t.warp].waiting.push_back(id); break;
         case ThreadState::kAtGridBarrier: at_grid_barrier_.push_back(id); break;
-        case ThreadState::kExited:
-          --live_;
-          break;
+        case ThreadState::kExited: --live_; break;
         case ThreadState::kFailed:
           failure = "thread " + std::to_string(id) + " of block " + std::to_string(index) + ": " + t.error;
           break;

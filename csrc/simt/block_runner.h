@@ -43,9 +43,9 @@ struct SimtThread {
 
 struct SimtWarp {
   std::atomic<uint64_t> slots[2][32];  // double-buffered: one barrier per exchange
-  std::atomic<int> phase{0};  // flipped by the scheduler as each exchange completes
-  unsigned lanes = 0;  // the lanes that exist (all 32 but in a block's last, partial warp)
-  std::vector<int> waiting;  // scheduler only
+  std::atomic<int> phase{0};           // flipped by the scheduler as each exchange completes
+  unsigned lanes = 0;                  // the lanes that exist (all 32 but in a block's last, partial warp)
+  std::vector<int> waiting;            // scheduler only
   // Addresses for ThreadSanitizer's happens-before at __syncwarp, one per phase: a lane's
   // release at the next __syncwarp must not reach a lane still acquiring from this one.
   char sync[2] = {0, 0};

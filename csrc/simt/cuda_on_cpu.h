@@ -136,15 +136,25 @@ T __ldg(const T* p) {
   return value;
 }
 template <typename T>
-T __ldcg(const T* p) { return __ldg(p); }
+T __ldcg(const T* p) {
+  return __ldg(p);
+}
 template <typename T>
-T __ldcs(const T* p) { return __ldg(p); }
+T __ldcs(const T* p) {
+  return __ldg(p);
+}
 template <typename T>
-T __ldca(const T* p) { return __ldg(p); }
+T __ldca(const T* p) {
+  return __ldg(p);
+}
 template <typename T>
-void __stcs(T* p, const T& value) { std::memcpy(p, &value, sizeof(T)); }
+void __stcs(T* p, const T& value) {
+  std::memcpy(p, &value, sizeof(T));
+}
 template <typename T>
-void __stcg(T* p, const T& value) { std::memcpy(p, &value, sizeof(T)); }
+void __stcg(T* p, const T& value) {
+  std::memcpy(p, &value, sizeof(T));
+}
 
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }

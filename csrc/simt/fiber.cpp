@@ -59,8 +59,8 @@ void* take_stack() {
     }
   }
   const size_t guard = page_size();
-  void* mapping = mmap(nullptr, guard + kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                       -1, 0);
+  void* mapping =
+      mmap(nullptr, guard + kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mapping == MAP_FAILED) fail_to_map("mmap");
   // An overflowing fiber faults instead of corrupting its neighbour. The guard splits the mapping
   // in two: a launch's stacks take two of the process's mappings each.
@@ -147,12 +147,12 @@ void prepare_stack(Fiber* fiber, void (*entry)(void*), void* arg) {
   asm volatile("stmxcsr %0" : "=m"(mxcsr));
   asm volatile("fnstcw %0" : "=m"(fpu_control));
   top[0] = static_cast<uint64_t>(mxcsr) | (static_cast<uint64_t>(fpu_control) << 32);
-  top[1] = 0;                                         // r15
-  top[2] = 0;                                         // r14
-  top[3] = reinterpret_cast<uint64_t>(entry);         // r13
-  top[4] = reinterpret_cast<uint64_t>(arg);           // r12
-  top[5] = 0;                                         // rbx
-  top[6] = 0;                                         // rbp
+  top[1] = 0;                                                       // r15
+  top[2] = 0;                                                       // r14
+  top[3] = reinterpret_cast<uint64_t>(entry);                       // r13
+  top[4] = reinterpret_cast<uint64_t>(arg);                         // r12
+  top[5] = 0;                                                       // rbx
+  top[6] = 0;                                                       // rbp
   top[7] = reinterpret_cast<uint64_t>(&fastclip_simt_fiber_start);  // return address
   fiber->stack_pointer = top;
 }

@@ -56,9 +56,9 @@ class TsanFiberPool {
   };
   static constexpr unsigned kMaxUses = 1024;
 
-  Lent lend();                    // an idle fiber, or a new one
-  void give_back(Lent fiber);     // lent again after end_launch()
-  void end_launch();              // every runner of the launch has given its fibers back
+  Lent lend();                 // an idle fiber, or a new one
+  void give_back(Lent fiber);  // lent again after end_launch()
+  void end_launch();           // every runner of the launch has given its fibers back
 
  private:
   std::mutex mutex_;
@@ -66,13 +66,13 @@ class TsanFiberPool {
 };
 
 struct Fiber {
-  void* stack_pointer = nullptr;        // saved while switched out
-  const void* stack_bottom = nullptr;   // for AddressSanitizer
+  void* stack_pointer = nullptr;       // saved while switched out
+  const void* stack_bottom = nullptr;  // for AddressSanitizer
   size_t stack_size = 0;
   void* asan_fake_stack = nullptr;
-  void* tsan_fiber = nullptr;           // ThreadSanitizer's fiber (or the OS thread's own)
-  TsanFiberPool* tsan_pool = nullptr;   // where tsan_fiber was lent from (none: the OS thread's)
-  unsigned tsan_uses = 0;               // runs on tsan_fiber so far (TsanFiberPool::kMaxUses)
+  void* tsan_fiber = nullptr;          // ThreadSanitizer's fiber (or the OS thread's own)
+  TsanFiberPool* tsan_pool = nullptr;  // where tsan_fiber was lent from (none: the OS thread's)
+  unsigned tsan_uses = 0;              // runs on tsan_fiber so far (TsanFiberPool::kMaxUses)
 };
 
 // The calling OS thread's own context, to switch away from and back to.

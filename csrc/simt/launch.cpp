@@ -83,8 +83,7 @@ cudaError_t launch(const LaunchShape& shape, const std::function<void()>& body) 
   TsanFiberPool* const fibers = &tsan_fibers;  // the host thread's, taken here: `work` runs on other threads
   auto work = [&](unsigned worker) {
     try {
-      BlockRunner runner(shape, body, shape.cooperative ? &grid_barrier : nullptr, launch_number + worker,
-                         fibers);
+      BlockRunner runner(shape, body, shape.cooperative ? &grid_barrier : nullptr, launch_number + worker, fibers);
       if (shape.cooperative) {
         const std::string why = runner.run(worker);
         if (!why.empty()) record(why);

@@ -27,8 +27,12 @@ class FastClipCallback(pl.Callback):
     ``<prefix>/nonfinite`` (Lightning reads them when it logs, so nothing syncs in the step).
     """
 
-    def __init__(self, make_clipper: Callable[[Iterable[torch.nn.Parameter]], Clipper], log_prefix: str = "fastclip",
-                 log: bool = True):
+    def __init__(
+        self,
+        make_clipper: Callable[[Iterable[torch.nn.Parameter]], Clipper],
+        log_prefix: str = "fastclip",
+        log: bool = True,
+    ):
         super().__init__()
         self.make_clipper = make_clipper
         self.log_prefix = log_prefix
@@ -37,8 +41,9 @@ class FastClipCallback(pl.Callback):
         self.last_result: ClipResult | None = None
         self._pending_state = None
 
-    def on_before_optimizer_step(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
-                                 optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", optimizer: torch.optim.Optimizer
+    ) -> None:
         """Builds the clipper at the first step, then runs it and logs its result."""
         if self.clipper is None:
             self.clipper = self.make_clipper(pl_module.parameters())

@@ -34,8 +34,16 @@ from .._types import Params, ProcessGroups, Tensors
 from .._validation import flatten_groups
 from ..distributed import as_groups, merge_keys, norms_across_ranks, param_group_keys, split_dtensors
 
-__all__ = ["clip_grad_by_total_norm_fp32", "get_grad_norm", "get_grad_norm_fp32", "moe_param_groups", "norm_parameters",
-           "param_groups", "patch", "unpatch"]
+__all__ = [
+    "clip_grad_by_total_norm_fp32",
+    "get_grad_norm",
+    "get_grad_norm_fp32",
+    "moe_param_groups",
+    "norm_parameters",
+    "param_groups",
+    "patch",
+    "unpatch",
+]
 
 
 def _stats_groups(grad_stats_parallel_group):
@@ -44,8 +52,13 @@ def _stats_groups(grad_stats_parallel_group):
     return as_groups(grad_stats_parallel_group, "grad_stats_parallel_group")
 
 
-def get_grad_norm_fp32(grads_for_norm: Tensors, norm_type: float = 2, grad_stats_parallel_group: ProcessGroups = None,
-                       *, as_float: bool = False) -> torch.Tensor | float:
+def get_grad_norm_fp32(
+    grads_for_norm: Tensors,
+    norm_type: float = 2,
+    grad_stats_parallel_group: ProcessGroups = None,
+    *,
+    as_float: bool = False,
+) -> torch.Tensor | float:
     """The norm of ``grads_for_norm`` across the model-parallel (or distributed-optimizer) ranks.
 
     Every rank passes the grads it counts (shared and tensor-parallel-duplicate parameters
@@ -57,8 +70,10 @@ def get_grad_norm_fp32(grads_for_norm: Tensors, norm_type: float = 2, grad_stats
     grads = [grads_for_norm] if isinstance(grads_for_norm, torch.Tensor) else list(grads_for_norm)
     norm_type = float(norm_type)
     if norm_type == 0:  # Megatron-core's own function divides by it
-        raise ValueError("fastclip.integrations.megatron.get_grad_norm_fp32: norm_type must be > 0 or inf "
-                         "(Megatron-core's norm takes the 1/norm_type power), got 0")
+        raise ValueError(
+            "fastclip.integrations.megatron.get_grad_norm_fp32: norm_type must be > 0 or inf "
+            "(Megatron-core's norm takes the 1/norm_type power), got 0"
+        )
     groups = _stats_groups(grad_stats_parallel_group)
     total = _norm_of_groups([{"params": grads, "process_group": groups}], norm_type, "grads_for_norm")
     return float(total) if as_float else total
@@ -73,8 +88,9 @@ def _norm_of_groups(groups, norm_type=2.0, where="grads_for_norm"):
     local, dtensor_keys = split_dtensors(tensors, where)
     keys = merge_keys(dtensor_keys, keys)
     empty_device = "cuda" if torch.cuda.is_available() else "cpu"  # for a rank with no grads
-    total, _ = norms_across_ranks(local, norm_type, (), keys, device=empty_device, total_dtype=torch.float32,
-                                  order=order)
+    total, _ = norms_across_ranks(
+        local, norm_type, (), keys, device=empty_device, total_dtype=torch.float32, order=order
+    )
     return total
 
 
@@ -85,8 +101,9 @@ def _grads_of(parameters, use_decoupled_grad):
     return split_dtensors([g.detach() for g in grads if g is not None], attr)[0]
 
 
-def clip_grad_by_total_norm_fp32(parameters: Tensors, max_norm: float, total_norm: torch.Tensor | float,
-                                 use_decoupled_grad: bool = False) -> None:
+def clip_grad_by_total_norm_fp32(
+    parameters: Tensors, max_norm: float, total_norm: torch.Tensor | float, use_decoupled_grad: bool = False
+) -> None:
     """Scales the grads (``.grad``, or ``.decoupled_grad``) of every parameter by
     ``min(max_norm / (total_norm + 1e-6), 1)``, computed on the device; ``total_norm`` may be a
     float or a tensor (e.g. from :func:`get_grad_norm_fp32`)."""
@@ -102,6 +119,7 @@ def clip_grad_by_total_norm_fp32(parameters: Tensors, max_norm: float, total_nor
 
 
 # -- Megatron optimizers: dense and expert (ChainedOptimizer), separate grad-norm groups (MTP) -------
+
 
 def _sub_optimizers(megatron_optimizer):
     """The optimizers whose parameters a Megatron optimizer holds: a ChainedOptimizer's chain
@@ -150,12 +168,16 @@ def _counted_grad_ids(optimizer, names):
 def _tag(param, names):
     tag = getattr(param, "grad_norm_group", None)
     if tag is not None and tag not in names:
-        raise ValueError(f"fastclip.integrations.megatron: a parameter has grad_norm_group={tag!r}; the separate "
-                         f"grad-norm groups are {names}")
+        raise ValueError(
+            f"fastclip.integrations.megatron: a parameter has grad_norm_group={tag!r}; the separate "
+            f"grad-norm groups are {names}"
+        )
     return tag
 
 
-def moe_param_groups(parameters: Params, dense_process_group: ProcessGroups, expert_process_group: ProcessGroups) -> list[dict]:
+def moe_param_groups(
+    parameters: Params, dense_process_group: ProcessGroups, expert_process_group: ProcessGroups
+) -> list[dict]:
     """Parameters split into fastclip param groups as Megatron-core splits them between its dense
     and expert optimizers: experts are the parameters with ``param.allreduce == False`` (how
     Megatron marks expert weights) or in a param group with ``"is_expert_parallel": True``
@@ -176,8 +198,10 @@ def moe_param_groups(parameters: Params, dense_process_group: ProcessGroups, exp
             tensors = [entry]
         for p in tensors:
             (experts if getattr(p, "allreduce", True) is False else dense).append(p)
-    return [{"params": dense, "process_group": dense_process_group},
-            {"params": experts, "process_group": expert_process_group}]
+    return [
+        {"params": dense, "process_group": dense_process_group},
+        {"params": experts, "process_group": expert_process_group},
+    ]
 
 
 def param_groups(megatron_optimizer: Any, grad_norm_group: str | None = None) -> list[dict]:
@@ -192,8 +216,13 @@ def param_groups(megatron_optimizer: Any, grad_norm_group: str | None = None) ->
     grads exist (after a first backward), as :func:`norm_parameters` reads them.
     """
     names = _separate_group_names()
-    return [{"params": [p for p in opt.get_parameters() if _tag(p, names) == grad_norm_group],
-             "process_group": _stats_groups_of(opt)} for opt in _sub_optimizers(megatron_optimizer)]
+    return [
+        {
+            "params": [p for p in opt.get_parameters() if _tag(p, names) == grad_norm_group],
+            "process_group": _stats_groups_of(opt),
+        }
+        for opt in _sub_optimizers(megatron_optimizer)
+    ]
 
 
 def norm_parameters(megatron_optimizer: Any, grad_norm_group: str | None = None) -> list:
@@ -204,8 +233,11 @@ def norm_parameters(megatron_optimizer: Any, grad_norm_group: str | None = None)
     out = []
     for opt in _sub_optimizers(megatron_optimizer):
         counted = _counted_grad_ids(opt, names)
-        out += [p for p in opt.get_parameters()
-                if _tag(p, names) == grad_norm_group and id(getattr(p, "grad", None)) in counted]
+        out += [
+            p
+            for p in opt.get_parameters()
+            if _tag(p, names) == grad_norm_group and id(getattr(p, "grad", None)) in counted
+        ]
     return out
 
 
@@ -216,8 +248,12 @@ def get_grad_norm(megatron_optimizer: Any, *, as_float: bool = False) -> torch.T
     (Megatron combines the floats of one all-reduce per optimizer on the host, a sync each). One
     norm pass over every grad, one all-reduce per distinct group. Returns a 0-d float32 tensor
     (no sync), or a float with ``as_float=True``."""
-    total = _norm_of_groups([{"params": _grads_for_main_norm(opt), "process_group": _stats_groups_of(opt)}
-                             for opt in _sub_optimizers(megatron_optimizer)])
+    total = _norm_of_groups(
+        [
+            {"params": _grads_for_main_norm(opt), "process_group": _stats_groups_of(opt)}
+            for opt in _sub_optimizers(megatron_optimizer)
+        ]
+    )
     return float(total) if as_float else total
 
 
@@ -245,8 +281,9 @@ class _Clipping:
             groups.append({"params": mine, "process_group": stats})
             counted_params += [p for p in mine if id(getattr(p, "grad", None)) in counted]
             for name, params in tagged.items():
-                separate[name][0].append({"params": [p for p in params if id(getattr(p, "grad", None)) in counted],
-                                          "process_group": stats})
+                separate[name][0].append(
+                    {"params": [p for p in params if id(getattr(p, "grad", None)) in counted], "process_group": stats}
+                )
                 separate[name][1].extend(params)
         if len(optimizers) == 1:  # one optimizer: its parameters and its group, as before
             self.clipper = make_clipper(groups[0]["params"], counted_params, groups[0]["process_group"])
@@ -259,8 +296,10 @@ class _Clipping:
         result = self.clipper.step()
         by_group = {}
         for name, (norm_groups, params) in self.separate.items():  # Megatron: their own norm, clipped at clip_grad
-            grads = [{"params": [p.grad for p in g["params"] if p.grad is not None],
-                      "process_group": g["process_group"]} for g in norm_groups]
+            grads = [
+                {"params": [p.grad for p in g["params"] if p.grad is not None], "process_group": g["process_group"]}
+                for g in norm_groups
+            ]
             norm = _norm_of_groups(grads)
             clip_grad_by_total_norm_fp32(params, clip_grad, norm)
             by_group[name] = norm if sync_free else float(norm)
@@ -278,7 +317,7 @@ def _present_anywhere(flags, groups):
         if dist.get_backend(group) == "nccl":
             probe = probe.cuda()
         dist.all_reduce(probe, op=dist.ReduceOp.MAX, group=group)
-    return [bool(v) for v in probe.tolist()][:len(flags)]
+    return [bool(v) for v in probe.tolist()][: len(flags)]
 
 
 _PATCHED = {}
@@ -287,8 +326,11 @@ _PATCHED = {}
 def _megatron_modules():
     import importlib
 
-    names = ["megatron.core.optimizer.clip_grads", "megatron.core.optimizer.optimizer",
-             "megatron.core.optimizer.layer_wise_optimizer"]
+    names = [
+        "megatron.core.optimizer.clip_grads",
+        "megatron.core.optimizer.optimizer",
+        "megatron.core.optimizer.layer_wise_optimizer",
+    ]
     modules = []
     for name in names:
         try:
@@ -355,10 +397,14 @@ def patch(clipper: Callable | None = None, *, sync_free: bool = False) -> list:
     def clipping(self):
         made = self.__dict__.get("_fastclip_clipping")
         if made is None:
-            if any(getattr(getattr(opt, "config", None), "use_precision_aware_optimizer_no_fp8_or_ds_fp8", False)
-                   for opt in _sub_optimizers(self)):
-                raise NotImplementedError("fastclip's adaptive Megatron patch reads .grad; decoupled grads "
-                                          "(precision-aware optimizer) are not supported yet")
+            if any(
+                getattr(getattr(opt, "config", None), "use_precision_aware_optimizer_no_fp8_or_ds_fp8", False)
+                for opt in _sub_optimizers(self)
+            ):
+                raise NotImplementedError(
+                    "fastclip's adaptive Megatron patch reads .grad; decoupled grads "
+                    "(precision-aware optimizer) are not supported yet"
+                )
             made = self._fastclip_clipping = _Clipping(self, clipper)
             self._fastclip_clipper = made.clipper
         return made

@@ -104,13 +104,13 @@ void test_agc(const std::vector<AgcSpec>& specs, int grid) {
 void test_agc_kernel() {
   using D = DType;
   const std::vector<AgcSpec> specs = {
-      {D::kFloat32, D::kFloat32, 3, 7, 1},      // 2-d, odd rows
-      {D::kFloat16, D::kFloat32, 1, 9, 3},      // 1-d: one row; grad and param dtypes differ
+      {D::kFloat32, D::kFloat32, 3, 7, 1},  // 2-d, odd rows
+      {D::kFloat16, D::kFloat32, 1, 9, 3},  // 1-d: one row; grad and param dtypes differ
       {D::kBFloat16, D::kBFloat16, 5, 33, 5},
-      {D::kFloat64, D::kFloat64, 4, 1, 1},      // rows of one element
-      {D::kFloat32, D::kFloat32, 1, 1, 7},      // a 1-element 1-d tensor
+      {D::kFloat64, D::kFloat64, 4, 1, 1},  // rows of one element
+      {D::kFloat32, D::kFloat32, 1, 1, 7},  // a 1-element 1-d tensor
       {D::kFloat16, D::kFloat16, 3, 17, 2},
-      {D::kFloat32, D::kFloat64, 2, 2053, 3},   // over 256 vectors a row: the unrolled loop
+      {D::kFloat32, D::kFloat64, 2, 2053, 3},  // over 256 vectors a row: the unrolled loop
       {D::kFloat64, D::kFloat32, 2, 1031, 1},
   };
   int64_t rows = 0;

@@ -70,7 +70,9 @@ void expect_same_fields(const std::vector<Field>& got, const std::vector<Field>&
   }
 }
 
-DeviceValues values_of(TensorBuffer& buffer) { return DeviceValues{buffer.data(), static_cast<int32_t>(buffer.dtype())}; }
+DeviceValues values_of(TensorBuffer& buffer) {
+  return DeviceValues{buffer.data(), static_cast<int32_t>(buffer.dtype())};
+}
 
 // --- the clippers: each a config, a State (everything the step reads and writes besides the
 // norms, one per copy), the step struct over a State and the norms, and the host's step ---------
@@ -279,8 +281,8 @@ void check_norms(const NormBuffers& norm, const NormResult& expected, bool per_t
                [&] { return what + ": total norm"; });
   if (!per_tensor) return;
   for (size_t t = 0; t < expected.per_tensor.size(); ++t) {
-    expect_close(norm.per_tensor_norms.get(static_cast<int64_t>(t)), expected.per_tensor[t],
-                 tolerance(norm.acc_dtype), [&] { return what + ": norm of tensor " + std::to_string(t); });
+    expect_close(norm.per_tensor_norms.get(static_cast<int64_t>(t)), expected.per_tensor[t], tolerance(norm.acc_dtype),
+                 [&] { return what + ": norm of tensor " + std::to_string(t); });
   }
 }
 
@@ -350,8 +352,14 @@ void test_clip_step_kernels() {
   // than a cooperative grid has blocks; "with float64" 6 (the norms accumulate in double, the
   // total is float64); "one chunk" is bfloat16 (a cooperative grid of 1, a bfloat16 total).
   const ListCase mixed{"mixed",
-                       {{D::kFloat32, 9, 1}, {D::kFloat16, 0, 3}, {D::kBFloat16, 65, 5}, {D::kFloat32, 8, 0},
-                        {D::kFloat16, 33, 7}, {D::kFloat32, 0, 2}, {D::kBFloat16, 1, 1}, {D::kFloat32, 40, 3}},
+                       {{D::kFloat32, 9, 1},
+                        {D::kFloat16, 0, 3},
+                        {D::kBFloat16, 65, 5},
+                        {D::kFloat32, 8, 0},
+                        {D::kFloat16, 33, 7},
+                        {D::kFloat32, 0, 2},
+                        {D::kBFloat16, 1, 1},
+                        {D::kFloat32, 40, 3}},
                        32};
   const ListCase with_double{
       "with float64", {{D::kFloat64, 9, 1}, {D::kFloat32, 40, 2}, {D::kFloat16, 0, 0}, {D::kBFloat16, 70, 6}}, 32};
@@ -365,9 +373,17 @@ void test_clip_step_kernels() {
   const ListCase all_empty{"all empty", {{D::kFloat32, 0, 1}, {D::kFloat16, 0, 2}}, 32};
 
   // ZClip scaling by its factor; the zero policy clears the grads of a non-finite step.
-  const ZClipConfig zclip{.alpha = 0.9, .z_thresh = 2.5, .max_grad_norm = 0, .eps = 1e-6, .clip_factor = 1.0,
-                          .warmup_steps = 2, .has_max_grad_norm = false, .percentile_mode = false,
-                          .clip_to_mean = false, .skip_update_on_spike = false, .reference = false,
+  const ZClipConfig zclip{.alpha = 0.9,
+                          .z_thresh = 2.5,
+                          .max_grad_norm = 0,
+                          .eps = 1e-6,
+                          .clip_factor = 1.0,
+                          .warmup_steps = 2,
+                          .has_max_grad_norm = false,
+                          .percentile_mode = false,
+                          .clip_to_mean = false,
+                          .skip_update_on_spike = false,
+                          .reference = false,
                           .policy = P::kZero};
   test_clip_step(ZClip{zclip}, "zclip zero", mixed, 2.0, /*scale_grads=*/true, 3);
   // NormClip: with an attached optimizer (zero_where_set: only a non-finite step's grads change,
@@ -379,20 +395,25 @@ void test_clip_step_kernels() {
                  kInf, /*scale_grads=*/true, 2);
   test_clip_step(NormClip{NormClipConfig{.max_norm = 20.0, .policy = P::kSkip}}, "normclip skip", mixed, 1.0,
                  /*scale_grads=*/true, 3);
-  test_clip_step(NormClip{NormClipConfig{.max_norm = 3.0, .policy = P::kZero}}, "normclip zero, warp fold",
-                 many_chunks, 2.0, /*scale_grads=*/true, 3, {Event::kNone, Event::kNaN});
+  test_clip_step(NormClip{NormClipConfig{.max_norm = 3.0, .policy = P::kZero}}, "normclip zero, warp fold", many_chunks,
+                 2.0, /*scale_grads=*/true, 3, {Event::kNone, Event::kNaN});
   // AutoClip on the total (its factor in the result) and per tensor (a factor each, zero policy).
-  test_clip_step(AutoClip{AutoClipConfig{.q = 0.5, .whole_history = true, .lag = false, .reference = false,
-                                         .policy = P::kSkip},
-                          8, 8, 0, /*per_tensor=*/false},
-                 "autoclip global", mixed, 2.0, /*scale_grads=*/true, 3);
-  test_clip_step(AutoClip{AutoClipConfig{.q = 0.25, .whole_history = false, .lag = true, .reference = false,
-                                         .policy = P::kZero},
-                          0, 0, 3, /*per_tensor=*/true},
-                 "autoclip per tensor", with_double, 2.0, /*scale_grads=*/true, 3);
+  test_clip_step(
+      AutoClip{AutoClipConfig{.q = 0.5, .whole_history = true, .lag = false, .reference = false, .policy = P::kSkip}, 8,
+               8, 0, /*per_tensor=*/false},
+      "autoclip global", mixed, 2.0, /*scale_grads=*/true, 3);
+  test_clip_step(
+      AutoClip{AutoClipConfig{.q = 0.25, .whole_history = false, .lag = true, .reference = false, .policy = P::kZero},
+               0, 0, 3, /*per_tensor=*/true},
+      "autoclip per tensor", with_double, 2.0, /*scale_grads=*/true, 3);
   // AdaGC per tensor; and with the grads left alone (an empty scale list).
-  const AdaGCConfig adagc{.lambda_abs = 1.0, .lambda_rel = 1.05, .beta = 0.9, .eps = 1e-6, .warmup_steps = 1,
-                          .reference = false, .policy = P::kSkip};
+  const AdaGCConfig adagc{.lambda_abs = 1.0,
+                          .lambda_rel = 1.05,
+                          .beta = 0.9,
+                          .eps = 1e-6,
+                          .warmup_steps = 1,
+                          .reference = false,
+                          .policy = P::kSkip};
   test_clip_step(AdaGC{adagc}, "adagc", mixed, 2.0, /*scale_grads=*/true, 3);
   test_clip_step(AdaGC{adagc}, "adagc, grads untouched", one_chunk, 2.0, /*scale_grads=*/false, 2);
   test_clip_step(AdaGC{adagc}, "adagc, empty tensors", all_empty, 2.0, /*scale_grads=*/true, 2,

@@ -114,8 +114,8 @@ void test_clip_by_norm(const ListCase& list_case, int grid) {
       TensorBuffer total(dtype, 1, 1);
       total.set(0, 10.0);
       const double coef = std::min(max_norm / (total.get(0) + kClipEps), 1.0);
-      const std::string op = std::string("multi_tensor_clip_by_norm total ") + dtype_name(dtype) + " max_norm " +
-                             std::to_string(max_norm);
+      const std::string op =
+          std::string("multi_tensor_clip_by_norm total ") + dtype_name(dtype) + " max_norm " + std::to_string(max_norm);
       check_map(
           list_case, grid, op,
           [&](const ChunkList& list, int blocks) {

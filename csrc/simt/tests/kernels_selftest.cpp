@@ -125,7 +125,7 @@ void test_primitives() {
   const unsigned blocks = static_cast<unsigned>(fastclip::simt::max_cooperative_blocks());
   std::vector<int> values(blocks, 0), sums(blocks, 0);
   const cudaError_t coop = fastclip::simt::launch({"grid_sync_kernel", blocks, 64, true},
-                                                   [&] { grid_sync_kernel(values.data(), sums.data()); });
+                                                  [&] { grid_sync_kernel(values.data(), sums.data()); });
   expect(coop == cudaSuccess, "cooperative launch");
   for (unsigned b = 0; b < blocks; ++b) expect(sums[b] == static_cast<int>(blocks * (blocks + 1) / 2), "grid sum");
   for (int repeat = 0; repeat < 3; ++repeat) {
@@ -135,8 +135,9 @@ void test_primitives() {
     expect(std::strstr(fastclip::simt::last_error_message(), "__trap") != nullptr,
            std::string("the launch's error is the failing block's own: ") + fastclip::simt::last_error_message());
   }
-  expect(fastclip::simt::launch({"grid_sync_kernel", blocks + 1, 64, true}, [&] {}) ==
-             cudaErrorCooperativeLaunchTooLarge, "cooperative grid too large");
+  expect(
+      fastclip::simt::launch({"grid_sync_kernel", blocks + 1, 64, true}, [&] {}) == cudaErrorCooperativeLaunchTooLarge,
+      "cooperative grid too large");
   expect(fastclip::simt::launch({"grid_sync_kernel", 2, 64, false},
                                 [&] { grid_sync_kernel(values.data(), sums.data()); }) == cudaErrorLaunchFailure,
          "grid_sync outside a cooperative launch fails");

@@ -38,8 +38,8 @@ void test_norm(const ListCase& list_case, double p, bool per_tensor, int grid) {
 }
 
 // The grads `before` scaled by min(max_norm / (total + 1e-6), 1), `total` the reference norm.
-void check_clipped(const TestList& list, const std::vector<std::vector<double>>& before, double max_norm,
-                   double total, const NormBuffers& buffers, const std::string& what) {
+void check_clipped(const TestList& list, const std::vector<std::vector<double>>& before, double max_norm, double total,
+                   const NormBuffers& buffers, const std::string& what) {
   const double coef = std::min(max_norm / (total + kClipEps), 1.0);
   // The coefficient is computed from the stored total, in float unless that is float64.
   const DType coef_dtype = buffers.total_dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
@@ -145,13 +145,12 @@ void test_wide_norm(DType dtype, double p, int grid) {
 
 void test_wide_clip_grad_norm(DType dtype, double p) {
   TestList list = wide_list(dtype);
-  const std::string what = "multi_tensor_clip_grad_norm p=" + std::to_string(p) +
-                           " single launch on extreme magnitudes " + list.describe();
-  run_clip_grad_norm(list, p, /*grid=*/2, /*single_launch=*/true, what,
-                     [&](const NormBuffers& buffers, const NormResult& norm) {
-                       expect_close(buffers.total.get(0), norm.total, wide_total_rtol(dtype),
-                                    [&] { return what + ": total"; });
-                     });
+  const std::string what =
+      "multi_tensor_clip_grad_norm p=" + std::to_string(p) + " single launch on extreme magnitudes " + list.describe();
+  run_clip_grad_norm(
+      list, p, /*grid=*/2, /*single_launch=*/true, what, [&](const NormBuffers& buffers, const NormResult& norm) {
+        expect_close(buffers.total.get(0), norm.total, wide_total_rtol(dtype), [&] { return what + ": total"; });
+      });
 }
 
 }  // namespace

@@ -40,10 +40,10 @@ void expect_launched(cudaError_t error, const std::string& what) {
 
 double tolerance(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return 1e-5;   // 2^-24 per rounding
-    case DType::kFloat16: return 2e-3;   // 2^-11
+    case DType::kFloat32: return 1e-5;     // 2^-24 per rounding
+    case DType::kFloat16: return 2e-3;     // 2^-11
     case DType::kBFloat16: return 1.6e-2;  // 2^-8
-    case DType::kFloat64: return 1e-12;  // 2^-53
+    case DType::kFloat64: return 1e-12;    // 2^-53
   }
   std::abort();
 }
@@ -204,13 +204,25 @@ std::vector<ListCase> list_cases() {
       // an empty tensor, several 64-element chunks per tensor; a float64 tensor makes the norm
       // accumulate in double.
       {"mixed, with float64",
-       {{D::kFloat32, 1, 1}, {D::kFloat16, 7, 3}, {D::kBFloat16, 8, 5}, {D::kFloat64, 9, 1}, {D::kFloat32, 33, 7},
-        {D::kFloat16, 0, 2}, {D::kFloat32, 64, 0}, {D::kBFloat16, 65, 6}, {D::kFloat16, 200, 4},
+       {{D::kFloat32, 1, 1},
+        {D::kFloat16, 7, 3},
+        {D::kBFloat16, 8, 5},
+        {D::kFloat64, 9, 1},
+        {D::kFloat32, 33, 7},
+        {D::kFloat16, 0, 2},
+        {D::kFloat32, 64, 0},
+        {D::kBFloat16, 65, 6},
+        {D::kFloat16, 200, 4},
         {D::kFloat64, 129, 1}},
        64},
       {"mixed 16-bit and float32",
-       {{D::kBFloat16, 9, 2}, {D::kFloat32, 7, 5}, {D::kFloat16, 33, 1}, {D::kFloat32, 0, 3}, {D::kFloat16, 130, 7},
-        {D::kBFloat16, 1, 1}, {D::kFloat32, 191, 2}},
+       {{D::kBFloat16, 9, 2},
+        {D::kFloat32, 7, 5},
+        {D::kFloat16, 33, 1},
+        {D::kFloat32, 0, 3},
+        {D::kFloat16, 130, 7},
+        {D::kBFloat16, 1, 1},
+        {D::kFloat32, 191, 2}},
        64},
       {"float16 only", {{D::kFloat16, 8, 0}, {D::kFloat16, 1, 5}, {D::kFloat16, 0, 0}, {D::kFloat16, 150, 3}}, 64},
       {"bfloat16 only", {{D::kBFloat16, 33, 7}, {D::kBFloat16, 64, 1}, {D::kBFloat16, 7, 0}}, 64},
@@ -222,9 +234,7 @@ std::vector<ListCase> list_cases() {
   };
 }
 
-std::vector<int> grids_for(int32_t num_chunks) {
-  return {2, num_chunks + 3};
-}
+std::vector<int> grids_for(int32_t num_chunks) { return {2, num_chunks + 3}; }
 
 namespace {
 
@@ -251,9 +261,15 @@ NormResult reference_norm(const std::vector<std::vector<double>>& tensors, doubl
     switch (kind) {
       case NormKind::kL2:
       case NormKind::kGeneral: norm = scaled_norm(values, q); break;
-      case NormKind::kL1: for (double x : values) norm += std::fabs(x); break;
-      case NormKind::kInf: for (double x : values) norm = nan_max(norm, std::fabs(x)); break;
-      case NormKind::kZero: for (double x : values) norm += x != 0; break;
+      case NormKind::kL1:
+        for (double x : values) norm += std::fabs(x);
+        break;
+      case NormKind::kInf:
+        for (double x : values) norm = nan_max(norm, std::fabs(x));
+        break;
+      case NormKind::kZero:
+        for (double x : values) norm += x != 0;
+        break;
     }
     out.per_tensor.push_back(norm);
   }
@@ -262,9 +278,15 @@ NormResult reference_norm(const std::vector<std::vector<double>>& tensors, doubl
   switch (kind) {
     case NormKind::kL2:
     case NormKind::kGeneral: out.total = scaled_norm(out.per_tensor, q); break;
-    case NormKind::kL1: for (double norm : out.per_tensor) out.total += norm; break;
-    case NormKind::kInf: for (double norm : out.per_tensor) out.total = nan_max(out.total, norm); break;
-    case NormKind::kZero: for (double norm : out.per_tensor) out.total += norm != 0; break;
+    case NormKind::kL1:
+      for (double norm : out.per_tensor) out.total += norm;
+      break;
+    case NormKind::kInf:
+      for (double norm : out.per_tensor) out.total = nan_max(out.total, norm);
+      break;
+    case NormKind::kZero:
+      for (double norm : out.per_tensor) out.total += norm != 0;
+      break;
   }
   return out;
 }

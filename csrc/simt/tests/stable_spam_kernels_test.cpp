@@ -32,7 +32,7 @@ using P = NonfinitePolicy;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr double kSumRtol = 1e-12;  // sums of squares of stored values, accumulated in double
+constexpr double kSumRtol = 1e-12;   // sums of squares of stored values, accumulated in double
 constexpr float kUnwritten = -7.0f;  // what the per-entry outputs and result slots hold before a step
 constexpr int64_t kRow = stable_spam_row::count;
 
@@ -139,9 +139,11 @@ Passes run_passes(const TestList& list, const SpamState& st, double gamma3, int 
   ExactArray<double> chunk_first(list.num_chunks()), chunk_second(list.num_chunks());
   ExactArray<unsigned int> blocks_done(1);
   Passes out{ExactArray<double>(2 * n), ExactArray<double>(2 * n), std::vector<bool>(n, false)};
-  StableSPAMNormsParams params{list.list(), nullptr,           st.rows.data(),        st.state.data(),
-                              st.num_rows,  gamma3,            chunk_first.data(),    chunk_second.data(),
-                              out.stats.data(), blocks_done.data()};
+  StableSPAMNormsParams params{list.list(),        nullptr,
+                               st.rows.data(),     st.state.data(),
+                               st.num_rows,        gamma3,
+                               chunk_first.data(), chunk_second.data(),
+                               out.stats.data(),   blocks_done.data()};
   const std::string first_what = what + ": stable_spam_norms";
   expect_launched(cuda::launch_stable_spam_norms(params, grid, nullptr), first_what);
   expect(blocks_done[0] == static_cast<unsigned>(grid), first_what + ": every block takes one ticket");
@@ -246,9 +248,8 @@ double adagn_target(const StableSPAMConfig& c, const double* row, double k, doub
   }
   *norm = std::sqrt(sum);
   const double pi = 3.14159265358979323846;
-  const double s = c.total_steps > 0
-                       ? c.eta_min + (1.0 - c.eta_min) * (1.0 + std::cos(pi * k / (c.total_steps + 1.0))) / 2.0
-                       : 1.0;
+  const double s =
+      c.total_steps > 0 ? c.eta_min + (1.0 - c.eta_min) * (1.0 + std::cos(pi * k / (c.total_steps + 1.0))) / 2.0 : 1.0;
   const double g1 = c.gamma1 * s;
   const double m_norm = g1 * row[stable_spam_row::m_norm] + (1.0 - g1) * *norm;
   const double v_norm = c.gamma2 * row[stable_spam_row::v_norm] + (1.0 - c.gamma2) * *norm * *norm;
@@ -268,9 +269,15 @@ StepOutputs run_update(TestList& list, SpamState& st, const Passes& passes, cons
   std::vector<double> host_state = st.state.copy(), host_steps = st.steps.copy();
   StepOutputs out(n);
 
-  const StableSPAMStepParams step{c, passes.stats.data(), passes.split.data(), st.state.data(), st.steps.data(),
+  const StableSPAMStepParams step{c,
+                                  passes.stats.data(),
+                                  passes.split.data(),
+                                  st.state.data(),
+                                  st.steps.data(),
                                   EntryOutputs{st.rows.data(), st.num_rows, out.coef.data(), out.threshold.data()},
-                                  out.result.data(), out.apply.data(), n};
+                                  out.result.data(),
+                                  out.apply.data(),
+                                  n};
   const StableSPAMApplyParams apply{list.list(), out.apply.data(), c.policy == P::kZero};
   const std::string update_what = what + ": stable_spam_update";
   expect_launched(cuda::launch_stable_spam_update(step, apply, grid, nullptr), update_what);
@@ -307,8 +314,8 @@ StepOutputs run_update(TestList& list, SpamState& st, const Passes& passes, cons
       const auto where = [&] { return update_what + ": tensor " + std::to_string(j) + "[" + std::to_string(i) + "]"; };
       if (identity) {
         const bool same = same_value(x.get(i), v);
-        expect(same, same ? std::string() : where() + " changed, though its SpamApply is the identity: " +
-                                                describe(x.get(i), v));
+        expect(same, same ? std::string()
+                          : where() + " changed, though its SpamApply is the identity: " + describe(x.get(i), v));
       } else {
         expect_close(x.get(i), want, rtol, where);
       }
@@ -370,10 +377,7 @@ std::vector<double> maxima_of(const TestList& list, bool reduced) {
 // The largest value of `dtype` at most `threshold` (> 0, in every dtype's normal range) and the
 // next one up.
 void dtype_neighbours(DType dtype, double threshold, double* lo, double* hi) {
-  const int bits = dtype == DType::kFloat64   ? 52
-                   : dtype == DType::kFloat32 ? 23
-                   : dtype == DType::kFloat16 ? 10
-                                              : 7;
+  const int bits = dtype == DType::kFloat64 ? 52 : dtype == DType::kFloat32 ? 23 : dtype == DType::kFloat16 ? 10 : 7;
   const auto ulp = [&](double r) {
     int e;
     std::frexp(r, &e);
@@ -408,9 +412,9 @@ void plant_boundaries(TestList& list, const SpamState& st, const std::vector<dou
     double lo = 0.0, hi = 0.0;
     dtype_neighbours(x.dtype(), threshold, &lo, &hi);
     const std::vector<double> values = x.values();
-    const int64_t peak = std::max_element(values.begin(), values.end(),
-                                          [](double a, double b) { return std::fabs(a) < std::fabs(b); }) -
-                         values.begin();
+    const int64_t peak =
+        std::max_element(values.begin(), values.end(), [](double a, double b) { return std::fabs(a) < std::fabs(b); }) -
+        values.begin();
     if (!(hi < std::fabs(values[peak]))) continue;
     const int64_t first = peak == 0 ? 1 : 0, second = peak <= 1 ? 2 : 1;
     x.set(first, lo);
@@ -470,8 +474,8 @@ void test_steps(const ListCase& list_case, const StableSPAMConfig& config, const
   for (int64_t r = 0; r < st.num_rows; ++r) {
     if (named[r]) continue;
     for (int64_t f = 0; f < kRow; ++f) {
-      expect(st.state[kRow * r + f] == 7.0, "stable_spam " + config_name + ": row " + std::to_string(r) +
-                                               " belongs to no tensor, yet changed");
+      expect(st.state[kRow * r + f] == 7.0,
+             "stable_spam " + config_name + ": row " + std::to_string(r) + " belongs to no tensor, yet changed");
     }
   }
   expect(st.steps[0] == steps, "stable_spam " + config_name + ": the call counter counts every step");
@@ -516,7 +520,7 @@ void test_nonfinite(const StableSPAMConfig& config, const std::string& name, dou
       // skip: 1; zero: 0; propagate: NaN for a NaN total, 0 for an infinite one.
       const double coef = config.policy == P::kSkip                           ? 1.0
                           : config.policy == P::kPropagate && std::isnan(bad) ? kNaN
-                                                                               : 0.0;
+                                                                              : 0.0;
       expect(same_value(out.coef[j], static_cast<float>(coef)), tensor + ": coef " + show(out.coef[j]));
       expect(std::isnan(out.threshold[j]), tensor + ": threshold " + show(out.threshold[j]));
     }
@@ -555,8 +559,15 @@ ListCase many_tensors() {
 void test_stable_spam_kernels() {
   // The paper's defaults, a cosine decay over 4 steps; gamma3 of 0.9 in reference mode (the
   // counter restarted every second call), a decay over 6 steps.
-  const StableSPAMConfig clean{.gamma1 = 0.7, .gamma2 = 0.9, .gamma3 = 0.999, .eps = 1e-8, .eta_min = 0.5,
-                               .total_steps = 4, .reset_every = 0, .reference = false, .policy = P::kSkip};
+  const StableSPAMConfig clean{.gamma1 = 0.7,
+                               .gamma2 = 0.9,
+                               .gamma3 = 0.999,
+                               .eps = 1e-8,
+                               .eta_min = 0.5,
+                               .total_steps = 4,
+                               .reset_every = 0,
+                               .reference = false,
+                               .policy = P::kSkip};
   StableSPAMConfig reference = clean;
   reference.gamma1 = 0.85, reference.gamma2 = 0.99999, reference.gamma3 = 0.9, reference.eps = 1e-6;
   reference.total_steps = 6, reference.reset_every = 2, reference.reference = true, reference.policy = P::kZero;
@@ -577,8 +588,9 @@ void test_stable_spam_kernels() {
   for (const P policy : {P::kSkip, P::kZero, P::kPropagate}) {
     StableSPAMConfig config = clean;
     config.policy = policy;
-    const std::string name = std::string("clean, policy ") +
-                             (policy == P::kSkip ? "skip" : policy == P::kZero ? "zero" : "propagate");
+    const std::string name = std::string("clean, policy ") + (policy == P::kSkip   ? "skip"
+                                                              : policy == P::kZero ? "zero"
+                                                                                   : "propagate");
     test_nonfinite(config, name + ", a NaN", kNaN, 1);
     test_nonfinite(config, name + ", an inf", -kInf, 5);
   }

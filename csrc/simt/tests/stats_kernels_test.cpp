@@ -50,7 +50,8 @@ void test_zclip(const ZClipConfig& config, DType norm_dtype, const std::string& 
   for (const double norm : kNorms) {
     const std::string what = "zclip_update " + name + " step " + std::to_string(step++);
     NormValue value(norm_dtype, norm);
-    expect_launched(cuda::launch_step(cuda::ZClipStep{config, value.device(), state.data(), result.data()}, nullptr), what);
+    expect_launched(cuda::launch_step(cuda::ZClipStep{config, value.device(), state.data(), result.data()}, nullptr),
+                    what);
     zclip_step(config, host_state.data(), value.host(), host_result.data());
     expect_same_bits(state, host_state, what + ": state");
     expect_same_bits(result, host_result, what + ": result");
@@ -117,10 +118,10 @@ void test_autoclip(const AutoClipConfig& config, int64_t lower_capacity, int64_t
   ExactArray<int64_t> counters(kEntries * autoclip_counter::count);
   std::vector<float> host_lower = lower.copy(), host_upper = upper.copy(), host_window = window.copy();
   std::vector<int64_t> host_counters = counters.copy();
-  const AutoClipBuffers buffers{lower.data(), lower_capacity, upper.data(), upper_capacity, window.data(), window_size,
-                                counters.data()};
-  const AutoClipBuffers host_buffers{host_lower.data(), lower_capacity, host_upper.data(), upper_capacity,
-                                     host_window.data(), window_size, host_counters.data()};
+  const AutoClipBuffers buffers{lower.data(),  lower_capacity, upper.data(),   upper_capacity,
+                                window.data(), window_size,    counters.data()};
+  const AutoClipBuffers host_buffers{host_lower.data(),  lower_capacity, host_upper.data(),   upper_capacity,
+                                     host_window.data(), window_size,    host_counters.data()};
   Entries entries;
   Rng rng(7);
   int step = 0;
@@ -152,8 +153,8 @@ void test_adagc(const AdaGCConfig& config, DType dtype, const std::string& name)
   for (const StepPlan& plan : kSteps) {
     const std::string what = "adagc_update " + name + " step " + std::to_string(step++);
     StepNorms norms(dtype, rng, plan.total, plan.nan_entry);
-    expect_launched(cuda::launch_step(cuda::AdaGCStep{config, gamma.data(), steps.data(), norms.params(entries)}, nullptr),
-                    what);
+    expect_launched(
+        cuda::launch_step(cuda::AdaGCStep{config, gamma.data(), steps.data(), norms.params(entries)}, nullptr), what);
     const double total = norms.total.host();
     const double finite_steps = host_steps[0];  // as every thread of the kernel reads it, before thread 0 counts
     for (int64_t j = 0; j < kEntries; ++j) {
@@ -193,8 +194,8 @@ void test_skip_step(const SkipStepConfig& config, int64_t filled, int64_t head, 
     if (step == steps / 2 + 2) loss = kInf;
     if (step == steps / 2 + 3) loss = -kInf;
     NormValue loss_value(loss_dtype, loss), norm_value(norm_dtype, norm);
-    const cuda::SkipStepParams params{config,         loss_value.device(), norm_value.device(), history.data(),
-                                      counters.data(), result.data()};
+    const cuda::SkipStepParams params{config,         loss_value.device(), norm_value.device(),
+                                      history.data(), counters.data(),     result.data()};
     expect_launched(cuda::launch_skip_step_update(params, nullptr), what);
     skip_step_host(config, host_history.data(), host_counters.data(), host_result.data(), loss_value.host(),
                    norm_value.host());
@@ -210,9 +211,18 @@ void test_skip_step(const SkipStepConfig& config, int64_t filled, int64_t head, 
 
 void test_stats_kernels() {
   using P = NonfinitePolicy;
-  ZClipConfig zscore{.alpha = 0.9, .z_thresh = 2.5, .max_grad_norm = 0, .eps = 1e-6, .clip_factor = 1.0,
-                     .warmup_steps = 3, .has_max_grad_norm = false, .percentile_mode = false, .clip_to_mean = false,
-                     .skip_update_on_spike = false, .reference = false, .policy = P::kSkip};
+  ZClipConfig zscore{.alpha = 0.9,
+                     .z_thresh = 2.5,
+                     .max_grad_norm = 0,
+                     .eps = 1e-6,
+                     .clip_factor = 1.0,
+                     .warmup_steps = 3,
+                     .has_max_grad_norm = false,
+                     .percentile_mode = false,
+                     .clip_to_mean = false,
+                     .skip_update_on_spike = false,
+                     .reference = false,
+                     .policy = P::kSkip};
   test_zclip(zscore, DType::kFloat32, "zscore");
   ZClipConfig percentile = zscore;
   percentile.percentile_mode = true, percentile.has_max_grad_norm = true, percentile.max_grad_norm = 5.0;
@@ -229,14 +239,24 @@ void test_stats_kernels() {
   test_autoclip(AutoClipConfig{.q = 0.25, .whole_history = false, .lag = true, .reference = false, .policy = P::kZero},
                 0, 0, 5, DType::kFloat64, "window of 5 q=0.25 lag");
   test_autoclip(
-      AutoClipConfig{.q = 0.5, .whole_history = true, .lag = true, .reference = true, .policy = P::kPropagate}, 8, 8,
-      0, DType::kFloat16, "whole history q=0.5 lag reference");
+      AutoClipConfig{.q = 0.5, .whole_history = true, .lag = true, .reference = true, .policy = P::kPropagate}, 8, 8, 0,
+      DType::kFloat16, "whole history q=0.5 lag reference");
 
-  test_adagc(AdaGCConfig{.lambda_abs = 1.0, .lambda_rel = 1.05, .beta = 0.98, .eps = 1e-6, .warmup_steps = 2,
-                         .reference = false, .policy = P::kSkip},
+  test_adagc(AdaGCConfig{.lambda_abs = 1.0,
+                         .lambda_rel = 1.05,
+                         .beta = 0.98,
+                         .eps = 1e-6,
+                         .warmup_steps = 2,
+                         .reference = false,
+                         .policy = P::kSkip},
              DType::kFloat32, "warmup 2");
-  test_adagc(AdaGCConfig{.lambda_abs = 0.5, .lambda_rel = 1.1, .beta = 0.9, .eps = 1e-6, .warmup_steps = 0,
-                         .reference = true, .policy = P::kZero},
+  test_adagc(AdaGCConfig{.lambda_abs = 0.5,
+                         .lambda_rel = 1.1,
+                         .beta = 0.9,
+                         .eps = 1e-6,
+                         .warmup_steps = 0,
+                         .reference = true,
+                         .policy = P::kZero},
              DType::kFloat64, "no warmup, reference");
 
   test_skip_step(SkipStepConfig{.window = 1, .sigma = 6.0, .reference = false}, 0, 0, 12, DType::kFloat32,
