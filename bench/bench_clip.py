@@ -13,7 +13,7 @@ memory floor reached at the ceilings timed with it:
 bytes read plus the bytes written). Every timed call really clips: the grads are scaled back up,
 untimed, before each call. A last case keeps the norm below max_norm, where nothing needs
 scaling (its floor is still the three-pass one, so fastclip's single read exceeds 100%).
-The timing, ceilings, floors and output are fastclip.bench_harness's, as for `fastclip bench`.
+The timing, ceilings, floors and output are fastclip.cli's harness, as for `fastclip bench`.
 Results are printed and written as JSON (and CSV with --csv).
 
     python bench/bench_clip.py                 # CPU, or CUDA when present
@@ -25,11 +25,14 @@ import os
 
 import torch
 
-from fastclip._command import UsageError
-from fastclip.bench import GPT2_124M
-from fastclip.bench_harness import (Column, Progress, Timer, add_floors, baseline_methods, ceiling_probes,
-                                    clip_case, format_table, machine_info, make_grads, markdown_table,
-                                    method_rows, parse_device, report_title, write_csv, write_json)
+from fastclip.cli.bench import GPT2_124M
+from fastclip.cli.ceilings import add_floors, ceiling_probes
+from fastclip.cli.command import UsageError, parse_device
+from fastclip.cli.grads import baseline_methods, make_grads
+from fastclip.cli.machine import machine_info
+from fastclip.cli.progress import Progress
+from fastclip.cli.reports import Column, format_table, markdown_table, method_rows, report_title, write_csv, write_json
+from fastclip.cli.timing import Timer, clip_case
 
 # (name, shapes, dtype, whether every call clips)
 CASES = [
@@ -39,27 +42,42 @@ CASES = [
     ("gpt2-124m", GPT2_124M, torch.float32, False),
 ]
 
-TABLE = [Column("case", lambda r: f"{r['case']} {r['dtype']}", 43, left=True),
-         Column("method", lambda r: r["method"], 14, left=True),
-         Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
-         Column("GB/s", lambda r: f"{r['gb_per_s']:.1f}", 7),
-         Column("vs torch", lambda r: f"{r['speedup_vs_torch_foreach']:.2f}x", 9),
-         Column("of floor", lambda r: f"{r['fraction_of_floor']:.0%}", 9)]
+TABLE = [
+    Column("case", lambda r: f"{r['case']} {r['dtype']}", 43, left=True),
+    Column("method", lambda r: r["method"], 14, left=True),
+    Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
+    Column("GB/s", lambda r: f"{r['gb_per_s']:.1f}", 7),
+    Column("vs torch", lambda r: f"{r['speedup_vs_torch_foreach']:.2f}x", 9),
+    Column("of floor", lambda r: f"{r['fraction_of_floor']:.0%}", 9),
+]
 LAUNCHES = Column("launches", lambda r: f"{r['kernel_launches']}", 9)
-MARKDOWN = [Column("case", lambda r: f"{r['case']} {r['dtype']}", left=True),
-            Column("tensors", lambda r: f"{r['tensors']}"),
-            Column("method", lambda r: r["method"], left=True),
-            Column("median ms", lambda r: f"{r['median_ms']:.2f}"),
-            Column("speedup vs torch foreach", lambda r: f"{r['speedup_vs_torch_foreach']:.2f}x"),
-            Column("fraction of floor", lambda r: f"{r['fraction_of_floor']:.0%}")]
+MARKDOWN = [
+    Column("case", lambda r: f"{r['case']} {r['dtype']}", left=True),
+    Column("tensors", lambda r: f"{r['tensors']}"),
+    Column("method", lambda r: r["method"], left=True),
+    Column("median ms", lambda r: f"{r['median_ms']:.2f}"),
+    Column("speedup vs torch foreach", lambda r: f"{r['speedup_vs_torch_foreach']:.2f}x"),
+    Column("fraction of floor", lambda r: f"{r['fraction_of_floor']:.0%}"),
+]
 
 
 def rows(report):
     """One flat record per case and method (the table's, the markdown's and the CSV's rows)."""
-    return list(method_rows(report["cases"], {"case": lambda c: c["case"], "dtype": lambda c: c["dtype"],
-                                              "tensors": lambda c: c["tensors"]},
-                            ["median_ms", "min_ms", "max_ms", "gb_per_s", "speedup_vs_torch_foreach",
-                             "fraction_of_floor", "kernel_launches"]))
+    return list(
+        method_rows(
+            report["cases"],
+            {"case": lambda c: c["case"], "dtype": lambda c: c["dtype"], "tensors": lambda c: c["tensors"]},
+            [
+                "median_ms",
+                "min_ms",
+                "max_ms",
+                "gb_per_s",
+                "speedup_vs_torch_foreach",
+                "fraction_of_floor",
+                "kernel_launches",
+            ],
+        )
+    )
 
 
 def main(argv=None):
@@ -91,8 +109,16 @@ def main(argv=None):
     for name, shapes, dtype, clips in CASES:
         progress.stage(steps=args.repeat)
         name = name if clips else f"{name} (no clip needed)"
-        case = clip_case(make_grads(shapes, dtype, device, generator), methods_for, timer, args.repeat, clips=clips,
-                         probes=probes, progress=progress, label=f"{name} {dtype}")
+        case = clip_case(
+            make_grads(shapes, dtype, device, generator),
+            methods_for,
+            timer,
+            args.repeat,
+            clips=clips,
+            probes=probes,
+            progress=progress,
+            label=f"{name} {dtype}",
+        )
         report["cases"].append({"case": name, "dtype": str(dtype).replace("torch.", ""), "clips": clips, **case})
     del probes
     report["ceilings"] = add_floors(report["cases"])
@@ -102,8 +128,9 @@ def main(argv=None):
     print(format_table(rows(report), TABLE + ([LAUNCHES] if device.type == "cuda" else [])))
     if args.markdown:
         print(f"\n{report_title(report)}.\n\n{markdown_table(rows(report), MARKDOWN)}")
-    path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                     f"clip_grad_norm_{device.type}.json")
+    path = args.json or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results", f"clip_grad_norm_{device.type}.json"
+    )
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_json(report, path)
     if args.csv:

@@ -17,7 +17,7 @@ Cases (CPU now; CUDA when present):
 Methods of a case are timed in interleaved rounds (each round runs every method once, in
 rotating order); grads are restored, untimed, before every call, so every timed call clips the
 same data. Reported: the median time and the ratio to the reference. The timing and output are
-fastclip.bench_harness's, as for `fastclip bench`. Results are printed, and written as JSON
+fastclip.cli's harness, as for `fastclip bench`. Results are printed, and written as JSON
 (--json) and CSV (--csv).
 
     python bench/bench_clippers.py --repeat 7 --json bench/results/clippers_cpu.json
@@ -33,11 +33,13 @@ import numpy as np
 import torch
 
 import fastclip
-from fastclip._command import UsageError
-from fastclip.bench import GPT2_124M
-from fastclip.bench_harness import (Column, GradHolder, Progress, Timer, add_speedups, format_table, machine_info,
-                                    make_grads, method_rows, parse_device, report_title, time_methods, write_csv,
-                                    write_json)
+from fastclip.cli.bench import GPT2_124M
+from fastclip.cli.command import UsageError, parse_device
+from fastclip.cli.grads import GradHolder, make_grads
+from fastclip.cli.machine import machine_info
+from fastclip.cli.progress import Progress
+from fastclip.cli.reports import Column, format_table, method_rows, report_title, write_csv, write_json
+from fastclip.cli.timing import Timer, add_speedups, time_methods
 
 HISTORY_STEPS = (1_000, 1_000_000)
 
@@ -61,10 +63,12 @@ def gpt2(device, gen, weights=False):
 
 def paper_autoclip(params, percentile, history):
     """The paper's AutoClip step: the norm into a Python list, numpy's percentile of it, a clip."""
+
     def step():
         norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
         history.append(norm)
         torch.nn.utils.clip_grad_norm_(params, float(np.percentile(history, percentile)))
+
     return step
 
 
@@ -76,8 +80,13 @@ def case_zclip(device, gen):
     peer = zclip.ZClip(warmup_steps=3, max_grad_norm=1000.0)
     ours = fastclip.ZClip(params, warmup_steps=3, max_grad_norm=1000.0)
     reference = f"zclip {version('zclip')}"
-    return Case("ZClip, GPT-2 124M fp32", {reference: lambda: peer.step(holder), "fastclip.ZClip": ours.step},
-                reference, restore, warmup=5)  # both past their warm-up of 3 steps
+    return Case(
+        "ZClip, GPT-2 124M fp32",
+        {reference: lambda: peer.step(holder), "fastclip.ZClip": ours.step},
+        reference,
+        restore,
+        warmup=5,
+    )  # both past their warm-up of 3 steps
 
 
 def case_autoclip_tensor(device, gen):
@@ -93,8 +102,12 @@ def case_autoclip_tensor(device, gen):
         peer.step()
         ours.step()
     reference = f"autoclip {version('autoclip')} QuantileClip"
-    return Case("AutoClip per tensor, 10,000 x 4,096 fp32", {reference: peer.step, "fastclip.AutoClip": ours.step},
-                reference, restore)
+    return Case(
+        "AutoClip per tensor, 10,000 x 4,096 fp32",
+        {reference: peer.step, "fastclip.AutoClip": ours.step},
+        reference,
+        restore,
+    )
 
 
 def case_autoclip_history(device, gen):
@@ -111,8 +124,12 @@ def case_autoclip_history(device, gen):
         methods[f"fastclip.AutoClip, {steps:,} steps"] = ours.step
     # The same passes with no statistics at all: a fixed threshold below the norm.
     methods["fastclip.clip_grad_norm_ (norm + scale)"] = lambda: fastclip.clip_grad_norm_(params, 0.5 * norm)
-    return Case("AutoClip whole history (paper), GPT-2 124M fp32, every step clipping", methods,
-                f"paper (numpy percentile), {HISTORY_STEPS[-1]:,} steps", restore)
+    return Case(
+        "AutoClip whole history (paper), GPT-2 124M fp32, every step clipping",
+        methods,
+        f"paper (numpy percentile), {HISTORY_STEPS[-1]:,} steps",
+        restore,
+    )
 
 
 def case_agc(device, gen):
@@ -122,8 +139,12 @@ def case_agc(device, gen):
     for p in params:
         p.data.normal_(generator=gen)
     ours = fastclip.AGC(params, clip_factor=0.01)
-    return Case("AGC, GPT-2 124M fp32", {"timm adaptive_clip_grad": lambda: timm.utils.adaptive_clip_grad(params, 0.01),
-                                         "fastclip.AGC": ours.step}, "timm adaptive_clip_grad", restore)
+    return Case(
+        "AGC, GPT-2 124M fp32",
+        {"timm adaptive_clip_grad": lambda: timm.utils.adaptive_clip_grad(params, 0.01), "fastclip.AGC": ours.step},
+        "timm adaptive_clip_grad",
+        restore,
+    )
 
 
 def reference_stable_spam(params, gamma1=0.7, gamma2=0.9, theta=0.999, eps=1e-8):
@@ -146,7 +167,7 @@ def reference_stable_spam(params, gamma1=0.7, gamma2=0.9, theta=0.999, eps=1e-8)
             st["m_max_t"] = m_max_t
             grad_norm = torch.norm(grad)
             m_norm_t = gamma1 * st["m_norm_t"] + (1 - gamma1) * grad_norm
-            v_norm_t = gamma2 * st["v_norm_t"] + (1 - gamma2) * grad_norm ** 2
+            v_norm_t = gamma2 * st["v_norm_t"] + (1 - gamma2) * grad_norm**2
             m_norm_hat = m_norm_t / (1 - gamma1 ** st["step"])
             v_norm_hat = v_norm_t / (1 - gamma2 ** st["step"])
             c_norm_t = m_norm_hat / (torch.sqrt(v_norm_hat) + eps)
@@ -168,10 +189,16 @@ def case_stable_spam(device, gen):
         ours.step()
         restore()
     norm = holder.norm()
-    return Case("Stable-SPAM AdaClip + AdaGN, GPT-2 124M fp32",
-                {"reference code (stablespam.py)": reference, "fastclip.StableSPAM": ours.step,
-                 "fastclip.clip_grad_norm_ (norm + scale)": lambda: fastclip.clip_grad_norm_(params, 0.5 * norm)},
-                "reference code (stablespam.py)", restore)
+    return Case(
+        "Stable-SPAM AdaClip + AdaGN, GPT-2 124M fp32",
+        {
+            "reference code (stablespam.py)": reference,
+            "fastclip.StableSPAM": ours.step,
+            "fastclip.clip_grad_norm_ (norm + scale)": lambda: fastclip.clip_grad_norm_(params, 0.5 * norm),
+        },
+        "reference code (stablespam.py)",
+        restore,
+    )
 
 
 def case_attach(device, gen):
@@ -193,17 +220,33 @@ def case_attach(device, gen):
         finally:
             attached.detach()
 
-    return Case("ZClip + fused AdamW, GPT-2 124M fp32",
-                {"fused AdamW step alone": opt.step, "ZClip.step() then AdamW step": clip_then_step,
-                 "ZClip attached + AdamW step": attached_step}, "ZClip.step() then AdamW step", restore, warmup=5)
+    return Case(
+        "ZClip + fused AdamW, GPT-2 124M fp32",
+        {
+            "fused AdamW step alone": opt.step,
+            "ZClip.step() then AdamW step": clip_then_step,
+            "ZClip attached + AdamW step": attached_step,
+        },
+        "ZClip.step() then AdamW step",
+        restore,
+        warmup=5,
+    )
 
 
-CASES = {"zclip": case_zclip, "autoclip-tensor": case_autoclip_tensor, "autoclip-history": case_autoclip_history,
-         "agc": case_agc, "stable-spam": case_stable_spam, "attach": case_attach}
-TABLE = [Column("method", lambda r: r["method"], 42, left=True),
-         Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
-         Column("min-max ms", lambda r: f"{r['min_ms']:.2f}-{r['max_ms']:.2f}", 17),
-         Column("vs reference", lambda r: f"{r['speedup_vs_reference']:.2f}x", 14)]
+CASES = {
+    "zclip": case_zclip,
+    "autoclip-tensor": case_autoclip_tensor,
+    "autoclip-history": case_autoclip_history,
+    "agc": case_agc,
+    "stable-spam": case_stable_spam,
+    "attach": case_attach,
+}
+TABLE = [
+    Column("method", lambda r: r["method"], 42, left=True),
+    Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
+    Column("min-max ms", lambda r: f"{r['min_ms']:.2f}-{r['max_ms']:.2f}", 17),
+    Column("vs reference", lambda r: f"{r['speedup_vs_reference']:.2f}x", 14),
+]
 ROW_FIELDS = ["median_ms", "min_ms", "max_ms", "speedup_vs_reference"]
 
 
@@ -228,8 +271,9 @@ def main(argv=None):
     for name in names:
         progress.stage(steps=args.repeat)
         case = CASES[name](device, gen)
-        timed = time_methods(case.methods, timer, args.repeat, setup=case.setup, warmup=case.warmup,
-                             progress=progress, label=name)
+        timed = time_methods(
+            case.methods, timer, args.repeat, setup=case.setup, warmup=case.warmup, progress=progress, label=name
+        )
         add_speedups(timed["methods"], case.reference, "speedup_vs_reference")
         report["cases"].append({"case": case.title, "reference": case.reference, **timed})
         del case, timed  # frees this case's grads and clippers before the next one's
@@ -241,8 +285,12 @@ def main(argv=None):
     if args.json:
         write_json(report, args.json)
     if args.csv:
-        write_csv(method_rows(report["cases"], {"case": lambda c: c["case"], "reference": lambda c: c["reference"]},
-                              ROW_FIELDS), args.csv)
+        write_csv(
+            method_rows(
+                report["cases"], {"case": lambda c: c["case"], "reference": lambda c: c["reference"]}, ROW_FIELDS
+            ),
+            args.csv,
+        )
 
 
 if __name__ == "__main__":

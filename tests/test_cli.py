@@ -21,9 +21,10 @@ def fastclip_command(capsys, monkeypatch):
     """``fastclip_command(*args)`` runs ``fastclip ARGS`` in this process and returns (exit status,
     stdout, stderr) as the command gives them: a ``SystemExit`` with a message ends it as the
     interpreter does, the message on stderr and exit status 1."""
-    from fastclip import bench, cli
+    from fastclip import cli
+    from fastclip.cli import bench
 
-    # bench.print_table's default stream is the sys.stdout of the moment fastclip.bench was first
+    # bench.print_table's default stream is the sys.stdout of the moment fastclip.cli.bench was first
     # imported (another test's capture, maybe): print the table to the current one, which capsys reads.
     print_table = bench.print_table
     monkeypatch.setattr(bench, "print_table", lambda report, out=None: print_table(report, out or sys.stdout))
@@ -47,27 +48,30 @@ def fastclip_command(capsys, monkeypatch):
 
 # Bad command-line values are usage errors, as argparse's own are: the subcommand's usage line,
 # "fastclip <command>: error: <message>", exit status 2.
-@pytest.mark.parametrize("args, message", [
-    (["bench", "--suite", "gpt3"], "argument --suite: invalid choice: 'gpt3'"),
-    (["bench", "--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
-    (["bench", "--repeat", "0"], "--repeat must be >= 1, got 0"),
-    (["bench", "--shard", "0"], "--shard must be >= 1, got 0"),
-    (["bench", "--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'"),
-    (["bench", "--device", "meta"], "--device must be cpu, cuda or cuda:N, got 'meta'"),
-    (["bench", "--device", "cuda:7"], "--device cuda:7 but"),  # no GPU, or fewer than 8
-    (["bench", "--json", " "], "--json needs a file name"),
-    (["demo", "--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
-    (["demo", "--spikes", "ten"], "--spikes must be comma-separated"),
-    (["demo", "--steps", "3"], "--steps must be >= 10, got 3"),
-    (["demo", "--spikes", "5,300"], "--spikes must be steps in [0, 300) (--steps 300), got 300"),
-    (["demo", "--steps", "20", "--spikes", ",".join(map(str, range(11)))], "--spikes must leave most steps clean"),
-    (["demo", "--spike-scale", "0"], "--spike-scale must be finite and > 0, got 0.0"),
-    (["demo", "--lr", "-0.1"], "--lr must be finite and > 0"),
-    (["demo", "--lr", "nan"], "--lr must be finite and > 0"),
-    (["demo", "--seed", "-1"], "--seed must be in [0, 2**63)"),
-    (["demo", "--plot", "demo.jpg"], "--plot must name a .png file, got 'demo.jpg'"),
-    (["info", "--verbose"], "unrecognized arguments: --verbose"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "--suite", "gpt3"], "argument --suite: invalid choice: 'gpt3'"),
+        (["bench", "--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
+        (["bench", "--repeat", "0"], "--repeat must be >= 1, got 0"),
+        (["bench", "--shard", "0"], "--shard must be >= 1, got 0"),
+        (["bench", "--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'"),
+        (["bench", "--device", "meta"], "--device must be cpu, cuda or cuda:N, got 'meta'"),
+        (["bench", "--device", "cuda:7"], "--device cuda:7 but"),  # no GPU, or fewer than 8
+        (["bench", "--json", " "], "--json needs a file name"),
+        (["demo", "--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
+        (["demo", "--spikes", "ten"], "--spikes must be comma-separated"),
+        (["demo", "--steps", "3"], "--steps must be >= 10, got 3"),
+        (["demo", "--spikes", "5,300"], "--spikes must be steps in [0, 300) (--steps 300), got 300"),
+        (["demo", "--steps", "20", "--spikes", ",".join(map(str, range(11)))], "--spikes must leave most steps clean"),
+        (["demo", "--spike-scale", "0"], "--spike-scale must be finite and > 0, got 0.0"),
+        (["demo", "--lr", "-0.1"], "--lr must be finite and > 0"),
+        (["demo", "--lr", "nan"], "--lr must be finite and > 0"),
+        (["demo", "--seed", "-1"], "--seed must be in [0, 2**63)"),
+        (["demo", "--plot", "demo.jpg"], "--plot must name a .png file, got 'demo.jpg'"),
+        (["info", "--verbose"], "unrecognized arguments: --verbose"),
+    ],
+)
 def test_bad_values_are_usage_errors(args, message, fastclip_command):
     status, out, err = fastclip_command(*args)
     assert status == 2, err
@@ -78,11 +82,14 @@ def test_bad_values_are_usage_errors(args, message, fastclip_command):
     assert out == "" and "Traceback" not in err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["frobnicate"], "fastclip: error: argument {bench,demo,info}: invalid choice: 'frobnicate'"),
-    ([], "fastclip: error: the following arguments are required: {bench,demo,info}"),
-    (["--frobnicate"], "fastclip: error: the following arguments are required"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["frobnicate"], "fastclip: error: argument {bench,demo,info}: invalid choice: 'frobnicate'"),
+        ([], "fastclip: error: the following arguments are required: {bench,demo,info}"),
+        (["--frobnicate"], "fastclip: error: the following arguments are required"),
+    ],
+)
 def test_a_missing_or_unknown_command_is_a_usage_error(args, message, fastclip_command):
     status, _, err = fastclip_command(*args)
     assert status == 2
@@ -96,10 +103,12 @@ def test_a_run_that_cannot_go_on_exits_1_without_usage(command, fastclip_command
     that does not fit in memory) is the message alone, exit status 1."""
     import importlib.util
 
-    from fastclip import bench
+    from fastclip.cli import bench
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else find_spec(name, *a)
+    )
     status, out, err = fastclip_command(command, "--plot", "x.png")
     assert status == 1
     assert err.strip().startswith(f"fastclip {command}: --plot") and "needs matplotlib (pip install matplotlib)" in err
@@ -115,7 +124,7 @@ def test_a_usage_error_raised_outside_the_command_is_a_plain_exit():
     """bench.run and demo.run called from code (no parser) end as SystemExit("<prog>: <message>")."""
     import argparse
 
-    from fastclip import demo
+    from fastclip.cli import demo
 
     parser = argparse.ArgumentParser()
     demo.add_arguments(parser)
@@ -137,8 +146,17 @@ def test_info_says_what_was_built_and_what_runs(fastclip_command):
     status, out, err = fastclip_command("info")
     assert status == 0 and err == ""
     lines = dict(line.split(":", 1) for line in out.splitlines())
-    assert list(lines) == ["fastclip", "torch", "CPU", "CPU ISA", "CPU ops run on", "CUDA kernels", "CUDA on CPU",
-                           "GPUs", "threads"]
+    assert list(lines) == [
+        "fastclip",
+        "torch",
+        "CPU",
+        "CPU ISA",
+        "CPU ops run on",
+        "CUDA kernels",
+        "CUDA on CPU",
+        "GPUs",
+        "threads",
+    ]
     info = fastclip.build_info()
     assert lines["fastclip"].split()[0] == fastclip.__version__
     assert lines["torch"].split()[0] == torch.__version__
@@ -173,13 +191,16 @@ def test_info_names_the_gpus_and_a_cpu_only_build(fastclip_command, monkeypatch)
     assert "GPUs:           0: Fake GPU 0 (sm_90); 1: Fake GPU 1 (sm_90)" in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["bench", "--json", "{missing}/out.json"], "--json '{missing}/out.json': the folder"),
-    (["bench", "--csv", "{tmp}"], "is a folder, not a file"),
-    (["bench", "--plot", "{tmp}/chart.txt"], "--plot must name a .png file"),
-    (["demo", "--plot", "{missing}/demo.png"], "--plot '{missing}/demo.png': the folder"),
-    (["demo", "--no-plot", "--json", "{missing}/demo.json"], "--json"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "--json", "{missing}/out.json"], "--json '{missing}/out.json': the folder"),
+        (["bench", "--csv", "{tmp}"], "is a folder, not a file"),
+        (["bench", "--plot", "{tmp}/chart.txt"], "--plot must name a .png file"),
+        (["demo", "--plot", "{missing}/demo.png"], "--plot '{missing}/demo.png': the folder"),
+        (["demo", "--no-plot", "--json", "{missing}/demo.json"], "--json"),
+    ],
+)
 def test_unwritable_outputs_fail_before_the_run_and_write_nothing(args, message, tmp_path, fastclip_command):
     paths = {"tmp": str(tmp_path), "missing": str(tmp_path / "missing")}
     status, out, err = fastclip_command(*[a.format(**paths) for a in args])
@@ -190,7 +211,7 @@ def test_unwritable_outputs_fail_before_the_run_and_write_nothing(args, message,
 
 
 def test_outputs_are_replaced_whole(tmp_path):
-    from fastclip._outputs import write_atomically
+    from fastclip.cli.outputs import write_atomically
 
     target = tmp_path / "report.json"
     target.write_text("previous good report")
@@ -220,17 +241,39 @@ def test_console_script_and_python_m_run_the_command():
     assert "exit status: 0 done, 1 the run failed, 2 a bad command line (usage error)" in " ".join(done.stdout.split())
 
 
+def test_importing_the_library_imports_none_of_the_command():
+    """The command and its harness (fastclip.cli) are tools beside the library: ``import fastclip`` loads none of it."""
+    script = "import sys, fastclip; print(sorted(m for m in sys.modules if m.split('.')[:2] == ['fastclip', 'cli']))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_bench_quick_writes_json_csv_and_png(tmp_path, fastclip_command, monkeypatch):
-    from fastclip import bench, bench_harness
+    from fastclip.cli import ceilings
 
     # The cheapest run that still goes through everything: two small suites (one rank's share of
     # a 64-way FSDP shard), two rounds, and memory ceilings timed on 64 MiB instead of 1 GiB
     # (their values do not matter here, only that they are measured and used).
-    monkeypatch.setattr(bench_harness, "CEILING_BYTES", 64 << 20)
+    monkeypatch.setattr(ceilings, "CEILING_BYTES", 64 << 20)
     out = {ext: tmp_path / f"bench.{ext}" for ext in ("json", "csv", "png")}
-    status, stdout, err = fastclip_command("bench", "--quick", "--suite", "mixed", "--suite", "gpt2-124m",
-                                           "--shard", "64", "--repeat", "2", "--json", str(out["json"]),
-                                           "--csv", str(out["csv"]), "--plot", str(out["png"]))
+    status, stdout, err = fastclip_command(
+        "bench",
+        "--quick",
+        "--suite",
+        "mixed",
+        "--suite",
+        "gpt2-124m",
+        "--shard",
+        "64",
+        "--repeat",
+        "2",
+        "--json",
+        str(out["json"]),
+        "--csv",
+        str(out["csv"]),
+        "--plot",
+        str(out["png"]),
+    )
     assert status == 0, err
     report = json.loads(out["json"].read_text())
     assert {"device", "torch", "ceilings", "cases", "repeat"} <= set(report)
@@ -271,12 +314,13 @@ class _Stream(io.StringIO):
 
 
 def _percents(text):
-    return [int(line.split("]")[1].split("%")[0]) for line in text.replace("\r", "\n").splitlines()
-            if line.startswith("[")]
+    return [
+        int(line.split("]")[1].split("%")[0]) for line in text.replace("\r", "\n").splitlines() if line.startswith("[")
+    ]
 
 
 def test_progress_is_one_bar_over_every_stage_and_never_goes_back():
-    from fastclip.bench_harness import Progress
+    from fastclip.cli.progress import Progress
 
     stream = _Stream(tty=False)
     progress = Progress(stages=["a", "b"], noun="suite", interval=0, stream=stream)
@@ -296,7 +340,7 @@ def test_progress_is_one_bar_over_every_stage_and_never_goes_back():
 
 
 def test_progress_in_a_log_writes_a_line_per_stage_not_per_step():
-    from fastclip.bench_harness import Progress
+    from fastclip.cli.progress import Progress
 
     stream = _Stream(tty=False)
     progress = Progress(stages=["run"], noun="run", interval=3600, stream=stream)
@@ -304,11 +348,14 @@ def test_progress_in_a_log_writes_a_line_per_stage_not_per_step():
     for step in range(300):
         progress(f"run: step {step + 1}/300")
     assert [line.split("  ")[-1] for line in stream.getvalue().splitlines()] == [
-        "run 1/1 run: starting", "run 1/1 run: step 1/300", "run 1/1 run: step 300/300"]
+        "run 1/1 run: starting",
+        "run 1/1 run: step 1/300",
+        "run 1/1 run: step 300/300",
+    ]
 
 
 def test_progress_on_a_terminal_redraws_one_line_and_keeps_notes_above_it():
-    from fastclip.bench_harness import Progress
+    from fastclip.cli.progress import Progress
 
     stream = _Stream(tty=True)
     progress = Progress(stages=["x", "y"], noun="run", stream=stream)
@@ -325,7 +372,7 @@ def test_progress_on_a_terminal_redraws_one_line_and_keeps_notes_above_it():
 
 
 def test_bench_shard_divides_the_shapes():
-    from fastclip.bench import LLAMA_7B, shard_shapes
+    from fastclip.cli.bench import LLAMA_7B, shard_shapes
 
     shards = shard_shapes(LLAMA_7B, 8)
     assert shards[0] == (4000, 4096) and len(shards) == len(LLAMA_7B)
@@ -336,7 +383,7 @@ def run_demo_and_check_its_claim(fastclip_command, tmp_path, steps, *options):
     """Runs ``fastclip demo`` for ``steps`` steps with the default spikes, writing JSON and PNG, and
     checks the outputs and the demo's claim: ZClip's final loss is no worse than no clipping's,
     which is clearly worse (the spikes really hurt, so the comparison means something)."""
-    from fastclip.demo import default_spikes
+    from fastclip.cli.demo import default_spikes
 
     out_json, out_png = tmp_path / "demo.json", tmp_path / "demo.png"
     status, out, err = fastclip_command("demo", *options, "--json", str(out_json), "--plot", str(out_png))
@@ -351,8 +398,14 @@ def run_demo_and_check_its_claim(fastclip_command, tmp_path, steps, *options):
     assert all(len(run["losses"]) == steps for run in report["runs"].values())
     assert set(report["runs"]["no clipping"]["thresholds"]) == {None}  # no threshold: null, not NaN
     summary = report["summary"]
-    assert set(summary) == {"no clipping", "fixed (NormClip, 1.0)", "ZClip", "AutoClip (p10)", "Stable-SPAM",
-                            "ZClip + step skipping"}
+    assert set(summary) == {
+        "no clipping",
+        "fixed (NormClip, 1.0)",
+        "ZClip",
+        "AutoClip (p10)",
+        "Stable-SPAM",
+        "ZClip + step skipping",
+    }
     assert summary["ZClip"]["final_loss"] <= summary["no clipping"]["final_loss"]
     assert summary["no clipping"]["final_loss"] > 1.5 * summary["ZClip"]["final_loss"]
     assert summary["ZClip"]["steps_clipped"] >= len(report["spikes"])  # at least the injected spikes
@@ -370,7 +423,7 @@ def run_demo_and_check_its_claim(fastclip_command, tmp_path, steps, *options):
 def check_demo_says_what_it_does(out, err, steps):
     """stderr: what is trained, then a bar over all the runs (never going back) naming the run and
     step, and a line per finished run; stdout: the results only (the table, the plot's path)."""
-    from fastclip.demo import CLIPPERS
+    from fastclip.cli.demo import CLIPPERS
 
     assert err.startswith(f"fastclip demo: {len(CLIPPERS)} runs of {steps} steps")
     bars = [line for line in err.splitlines() if line.startswith("[")]
@@ -381,7 +434,7 @@ def check_demo_says_what_it_does(out, err, steps):
         assert any(line.startswith(f"  {name}") and "s, final loss" in line for line in err.splitlines()), name
     table = out.strip().splitlines()
     assert table[0].split()[:3] == ["run", "final", "loss"] and "[" not in out
-    assert [line[:24].strip() for line in table[1:1 + len(CLIPPERS)]] == list(CLIPPERS)
+    assert [line[:24].strip() for line in table[1 : 1 + len(CLIPPERS)]] == list(CLIPPERS)
 
 
 def test_demo_runs_and_zclip_is_not_worse_than_no_clipping(fastclip_command, tmp_path):
@@ -392,21 +445,27 @@ def test_demo_runs_and_zclip_is_not_worse_than_no_clipping(fastclip_command, tmp
 
 @pytest.mark.slow
 def test_full_length_demo_zclip_is_not_worse_than_no_clipping(fastclip_command, tmp_path):
-    from fastclip.demo import DEFAULT_STEPS
+    from fastclip.cli.demo import DEFAULT_STEPS
 
     run_demo_and_check_its_claim(fastclip_command, tmp_path, DEFAULT_STEPS)  # `fastclip demo` as the README shows it
 
 
 @pytest.mark.parametrize("options, length", [(["--quick"], "QUICK_STEPS"), ([], "DEFAULT_STEPS")])
 def test_demo_length_options_set_the_steps_and_the_spikes(options, length, fastclip_command, monkeypatch):
-    from fastclip import demo
+    from fastclip.cli import demo
 
     trained = []
 
     def record(name, steps, spikes, spike_scale, seed, lr, progress=None):  # stands in for the training run
         trained.append((name, steps, sorted(spikes)))
-        return {"losses": [1.0] * steps, "norms": [1.0] * steps, "thresholds": [float("nan")] * steps,
-                "steps_clipped": 0, "steps_skipped": 0, "skipped_steps": []}
+        return {
+            "losses": [1.0] * steps,
+            "norms": [1.0] * steps,
+            "thresholds": [float("nan")] * steps,
+            "steps_clipped": 0,
+            "steps_skipped": 0,
+            "skipped_steps": [],
+        }
 
     monkeypatch.setattr(demo, "train", record)
     status, _, err = fastclip_command("demo", *options, "--no-plot")
@@ -416,30 +475,37 @@ def test_demo_length_options_set_the_steps_and_the_spikes(options, length, fastc
 
 
 def test_bench_refuses_a_suite_that_does_not_fit_in_memory(monkeypatch):
-    from fastclip import bench
+    from fastclip.cli import bench
 
     monkeypatch.setattr(bench, "available_memory_bytes", lambda device: 2 << 30)
-    with pytest.raises(SystemExit, match=r"suite llama-7b needs about 2[0-9]\.\d GiB on cpu and 2\.0 GiB is free "
-                                         r"\(use --shard N\)"):
+    with pytest.raises(
+        SystemExit,
+        match=r"suite llama-7b needs about 2[0-9]\.\d GiB on cpu and 2\.0 GiB is free "
+        r"\(use --shard N\)",
+    ):
         bench.main(["--suite", "llama-7b", "--device", "cpu"])
     with pytest.raises(SystemExit, match="suite one-huge needs about 2.0 GiB on cpu and 2.0 GiB is free$"):
         bench.main(["--suite", "one-huge", "--device", "cpu"])
 
 
 def test_bench_turns_out_of_memory_into_a_message(monkeypatch):
-    from fastclip import bench
+    from fastclip.cli import bench
 
     def out_of_memory(*args):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
 
     monkeypatch.setattr(bench, "_run_suites", out_of_memory)
-    with pytest.raises(SystemExit, match=r"out of memory on cpu \(CUDA out of memory. Tried to allocate 2.00 GiB\); "
-                                         r"try fewer suites or --shard N$"):
+    with pytest.raises(
+        SystemExit,
+        match=r"out of memory on cpu \(CUDA out of memory. Tried to allocate 2.00 GiB\); "
+        r"try fewer suites or --shard N$",
+    ):
         bench.main(["--suite", "gpt2-124m", "--device", "cpu"])
 
 
 def test_interrupted_command_exits_130_and_says_so(monkeypatch, capsys):
-    from fastclip import bench, cli
+    from fastclip import cli
+    from fastclip.cli import bench
 
     def interrupted(args):
         raise KeyboardInterrupt
@@ -450,7 +516,7 @@ def test_interrupted_command_exits_130_and_says_so(monkeypatch, capsys):
 
 
 def test_bench_leaves_out_a_failing_method_and_flags_one_that_does_not_clip(monkeypatch):
-    from fastclip import bench
+    from fastclip.cli import bench
 
     real_methods = bench._methods
 
@@ -462,20 +528,41 @@ def test_bench_leaves_out_a_failing_method_and_flags_one_that_does_not_clip(monk
 
     monkeypatch.setattr(bench, "_methods", with_extra_methods)
     generator = torch.Generator().manual_seed(0)
-    case = bench.run_case("small", [(257,), (31, 7), (1000,)], (torch.float32,), torch.device("cpu"),
-                          bench.Timer(torch.device("cpu")), 2, generator, quick=True, probes=bench.ceiling_probes(
-                              torch.device("cpu")))
+    case = bench.run_case(
+        "small",
+        [(257,), (31, 7), (1000,)],
+        (torch.float32,),
+        torch.device("cpu"),
+        bench.Timer(torch.device("cpu")),
+        2,
+        generator,
+        quick=True,
+        probes=bench.ceiling_probes(torch.device("cpu")),
+    )
     assert "broken" not in case["methods"]
     assert case["skipped"]["broken"].startswith("failed in warm-up: RuntimeError: ")
     assert case["skipped"]["torch_compile"] == "not with --quick (compiling takes a while)"
     assert case["methods"]["does nothing"]["clips"] is False
-    for method in ("fastclip", "torch_foreach", "torch_loop", "zclip", "fastclip.ZClip", "autoclip",
-                   "fastclip.AutoClip"):
+    for method in (
+        "fastclip",
+        "torch_foreach",
+        "torch_loop",
+        "zclip",
+        "fastclip.ZClip",
+        "autoclip",
+        "fastclip.AutoClip",
+    ):
         assert case["methods"][method]["clips"] is True, method
 
     bench.add_floor(case, case["ceilings"])
-    report = {"device": "test CPU", "device_type": "cpu", "torch": torch.__version__, "repeat": 2, "shard": 4,
-              "cases": [case]}
+    report = {
+        "device": "test CPU",
+        "device_type": "cpu",
+        "torch": torch.__version__,
+        "repeat": 2,
+        "shard": 4,
+        "cases": [case],
+    }
     out = io.StringIO()
     bench.print_table(report, out)
     table = out.getvalue()
@@ -487,12 +574,17 @@ def test_bench_leaves_out_a_failing_method_and_flags_one_that_does_not_clip(monk
 
 
 def test_norm_only_methods_are_held_to_a_one_read_floor():
-    from fastclip import bench
+    from fastclip.cli import bench
 
     ceilings = {"read_bytes_per_s": 1e9, "in_place_bytes_per_s": 2e9}
-    case = {"grad_bytes": 3000, "float32_bytes": 2000,
-            "methods": {"fastclip": {"median_s": 4e-6}, bench.NORM_ONLY_PREFIX + "vendor": {"median_s": 4e-6,
-                                                                                           "norm_only": True}}}
+    case = {
+        "grad_bytes": 3000,
+        "float32_bytes": 2000,
+        "methods": {
+            "fastclip": {"median_s": 4e-6},
+            bench.NORM_ONLY_PREFIX + "vendor": {"median_s": 4e-6, "norm_only": True},
+        },
+    }
     bench.add_floor(case, ceilings)
     assert case["floor_s"] == pytest.approx(3000 / 1e9 + 2 * 3000 / 2e9)
     assert case["methods"]["fastclip"]["fraction_of_floor"] == pytest.approx(6e-6 / 4e-6)
@@ -500,7 +592,7 @@ def test_norm_only_methods_are_held_to_a_one_read_floor():
 
 
 def test_bench_device_parsing():
-    from fastclip import bench
+    from fastclip.cli import bench
 
     assert bench._parse_device("cpu") == torch.device("cpu")
     assert bench._parse_device("cpu:0") == torch.device("cpu")
@@ -508,7 +600,7 @@ def test_bench_device_parsing():
 
 
 def test_demo_default_spikes_follow_the_step_count():
-    from fastclip.demo import default_spikes
+    from fastclip.cli.demo import default_spikes
 
     assert default_spikes(300) == {120, 121, 200, 250}
     for steps in (10, 11, 57, 1000):
@@ -519,7 +611,7 @@ def test_demo_default_spikes_follow_the_step_count():
 def test_mixed_suite_mixes_dtypes_in_bytes_not_only_in_name():
     import math
 
-    from fastclip.bench import SUITES
+    from fastclip.cli.bench import SUITES
 
     shapes, dtypes, _ = SUITES["mixed"]
     assert len(dtypes) == len(shapes)
@@ -532,7 +624,7 @@ def test_mixed_suite_mixes_dtypes_in_bytes_not_only_in_name():
 
 
 def test_bench_help_lists_every_suite_with_what_it_is(fastclip_command):
-    from fastclip.bench import SUITES
+    from fastclip.cli.bench import SUITES
 
     status, out, _ = fastclip_command("bench", "--help")
     assert status == 0
@@ -543,19 +635,19 @@ def test_bench_help_lists_every_suite_with_what_it_is(fastclip_command):
 
 
 def test_bench_many_tiny_reports_each_call_against_the_walk(tmp_path, monkeypatch, capsys):
-    import fastclip.bench
-    import fastclip.bench_overhead
+    import fastclip.cli.bench
+    import fastclip.cli.overhead
 
-    monkeypatch.setattr(fastclip.bench_overhead, "COUNTS", (300,))
-    report = fastclip.bench.main(["--suite", "many-tiny", "--repeat", "2", "--json", str(tmp_path / "r.json")])
+    monkeypatch.setattr(fastclip.cli.overhead, "COUNTS", (300,))
+    report = fastclip.cli.bench.main(["--suite", "many-tiny", "--repeat", "2", "--json", str(tmp_path / "r.json")])
     kinds = [(c["grads"], c["tensors"]) for c in report["overhead"]]
     assert kinds[0] == ("plain", 300) and set(kinds) <= {("plain", 300), ("DTensor", 300)}
     for case in report["overhead"]:
         methods = case["methods"]
         assert methods["walk"]["vs_walk"] == 1.0
-        expected = {"walk", "fastclip.clip_grad_norm_", *fastclip.bench_overhead.CLIPPERS}
+        expected = {"walk", "fastclip.clip_grad_norm_", *fastclip.cli.overhead.CLIPPERS}
         assert expected <= set(methods) and all(m["median_ms"] > 0 for m in methods.values())
-        for name, m in methods.items():
+        for m in methods.values():
             assert m["vs_walk"] == pytest.approx(m["median_ms"] / methods["walk"]["median_ms"])
     assert json.loads((tmp_path / "r.json").read_text())["overhead"] == report["overhead"]
     out = capsys.readouterr().out
@@ -563,17 +655,38 @@ def test_bench_many_tiny_reports_each_call_against_the_walk(tmp_path, monkeypatc
 
 
 def test_bench_reports_half_precision_against_float32_from_the_same_run():
-    from fastclip.bench import half_precision_ratios, print_table
+    from fastclip.cli.bench import half_precision_ratios, print_table
 
     def case(suite, dtype, seconds):
-        return {"suite": suite, "dtypes": [dtype], "tensors": 148,
-                "methods": {"fastclip": {"median_s": seconds, "min_s": seconds, "max_s": seconds, "clips": True,
-                                         "norm_only": False, "speedup_vs_torch_foreach": 1.0,
-                                         "fraction_of_floor": 1.0, "kernel_launches": None}}}
+        return {
+            "suite": suite,
+            "dtypes": [dtype],
+            "tensors": 148,
+            "methods": {
+                "fastclip": {
+                    "median_s": seconds,
+                    "min_s": seconds,
+                    "max_s": seconds,
+                    "clips": True,
+                    "norm_only": False,
+                    "speedup_vs_torch_foreach": 1.0,
+                    "fraction_of_floor": 1.0,
+                    "kernel_launches": None,
+                }
+            },
+        }
 
-    report = {"device": "cpu", "device_type": "cpu", "torch": torch.__version__, "repeat": 1,
-              "cases": [case("gpt2-124m", "float32", 0.010), case("gpt2-124m-bf16", "bfloat16", 0.006),
-                        case("gpt2-124m-fp16", "float16", 0.005)]}
+    report = {
+        "device": "cpu",
+        "device_type": "cpu",
+        "torch": torch.__version__,
+        "repeat": 1,
+        "cases": [
+            case("gpt2-124m", "float32", 0.010),
+            case("gpt2-124m-bf16", "bfloat16", 0.006),
+            case("gpt2-124m-fp16", "float16", 0.005),
+        ],
+    }
     assert half_precision_ratios(report) == pytest.approx({"gpt2-124m-bf16": 0.6, "gpt2-124m-fp16": 0.5})
     out = io.StringIO()
     print_table(report, out)

@@ -19,9 +19,10 @@ import time
 import torch
 
 import fastclip
-from fastclip._command import UsageError, run_parsed
-from fastclip._outputs import check_matplotlib, check_output, write_atomically
-from fastclip.bench_harness import Progress
+
+from .command import UsageError, run_parsed
+from .outputs import check_matplotlib, check_output, write_atomically
+from .progress import Progress
 
 __all__ = ["CLIPPERS", "SKIPPERS", "add_arguments", "main", "run", "train"]
 
@@ -49,8 +50,9 @@ class TinyLM(torch.nn.Module):
         super().__init__()
         self.embed = torch.nn.Embedding(VOCAB, width)
         self.position = torch.nn.Parameter(torch.randn(SEQ, width) * 0.02)
-        layer = torch.nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True,
-                                                 norm_first=True)
+        layer = torch.nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.blocks = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = torch.nn.Linear(width, VOCAB)
         self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(SEQ), persistent=False)
@@ -76,7 +78,7 @@ SKIPPERS = {"ZClip + step skipping": lambda: fastclip.StepSkipper(window=20, sig
 
 def train(name, steps, spikes, spike_scale, seed, lr, progress=None):
     """One run with the clipper `name` (a key of CLIPPERS): per-step losses, norms, thresholds,
-    the steps clipped and skipped; ``progress(message)`` (a :class:`~fastclip.bench_harness.Progress`)
+    the steps clipped and skipped; ``progress(message)`` (a :class:`~fastclip.cli.progress.Progress`)
     is called after every step."""
     torch.manual_seed(seed)
     data_gen = torch.Generator().manual_seed(seed)
@@ -116,8 +118,14 @@ def train(name, steps, spikes, spike_scale, seed, lr, progress=None):
         losses.append(float(loss.detach()))
         if progress:
             progress(f"{name}: step {step + 1}/{steps}")
-    return {"losses": losses, "norms": norms, "thresholds": thresholds, "steps_clipped": clipped,
-            "steps_skipped": len(skipped), "skipped_steps": skipped}
+    return {
+        "losses": losses,
+        "norms": norms,
+        "thresholds": thresholds,
+        "steps_clipped": clipped,
+        "steps_skipped": len(skipped),
+        "skipped_steps": skipped,
+    }
 
 
 def summarize(runs, spikes, tail):
@@ -125,21 +133,35 @@ def summarize(runs, spikes, tail):
     summary = {}
     for name, run in runs.items():
         losses = run["losses"]
-        clean = [l for i, l in enumerate(losses) if i not in spikes]
+        clean = [loss for i, loss in enumerate(losses) if i not in spikes]
         after = [losses[i] for s in spikes for i in range(s + 1, min(s + 11, len(losses))) if i not in spikes]
-        summary[name] = {"final_loss": sum(clean[-tail:]) / len(clean[-tail:]),
-                         "worst_loss_after_a_spike": max(after) if after else float("nan"),
-                         "steps_clipped": run["steps_clipped"], "steps_skipped": run["steps_skipped"],
-                         "largest_grad_norm": max(run["norms"])}
+        summary[name] = {
+            "final_loss": sum(clean[-tail:]) / len(clean[-tail:]),
+            "worst_loss_after_a_spike": max(after) if after else float("nan"),
+            "steps_clipped": run["steps_clipped"],
+            "steps_skipped": run["steps_skipped"],
+            "largest_grad_norm": max(run["norms"]),
+        }
     return summary
 
 
 # One color per run, the same in every panel; the spikes are red, so no run is.
-COLORS = {"no clipping": "#555555", "fixed (NormClip, 1.0)": "#1f77b4", "ZClip": "#ff7f0e", "AutoClip (p10)": "#2ca02c",
-          "Stable-SPAM": "#9467bd", "ZClip + step skipping": "#17becf"}
+COLORS = {
+    "no clipping": "#555555",
+    "fixed (NormClip, 1.0)": "#1f77b4",
+    "ZClip": "#ff7f0e",
+    "AutoClip (p10)": "#2ca02c",
+    "Stable-SPAM": "#9467bd",
+    "ZClip + step skipping": "#17becf",
+}
 SPIKE_COLOR = "#d62728"
-SHORT_NAMES = {"no clipping": "none", "fixed (NormClip, 1.0)": "fixed", "AutoClip (p10)": "AutoClip",
-               "Stable-SPAM": "Stable-\nSPAM", "ZClip + step skipping": "ZClip +\nskipping"}
+SHORT_NAMES = {
+    "no clipping": "none",
+    "fixed (NormClip, 1.0)": "fixed",
+    "AutoClip (p10)": "AutoClip",
+    "Stable-SPAM": "Stable-\nSPAM",
+    "ZClip + step skipping": "ZClip +\nskipping",
+}
 
 
 def _spike_bands(ax, spikes, lines=True):
@@ -160,14 +182,18 @@ def write_plot(runs, spikes, path, summary=None, spike_scale=None):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("fastclip demo: the plot needs matplotlib (pip install matplotlib), or pass --no-plot") from None
+        raise SystemExit(
+            "fastclip demo: the plot needs matplotlib (pip install matplotlib), or pass --no-plot"
+        ) from None
     steps = len(next(iter(runs.values()))["losses"])
     summary = summary or summarize(runs, spikes, tail=max(5, steps // 10))
     names = list(runs)
     fig = plt.figure(figsize=(15, 11.5))
     grid = fig.add_gridspec(3, 3, hspace=0.45, wspace=0.22, top=0.875)
     # The loss on a corrupted batch measures the batch, not the model: it is left out of the curves.
-    clean = {name: [float("nan") if i in spikes else v for i, v in enumerate(run["losses"])] for name, run in runs.items()}
+    clean = {
+        name: [float("nan") if i in spikes else v for i, v in enumerate(run["losses"])] for name, run in runs.items()
+    }
     top = max(max(v for v in curve if v == v) for curve in clean.values())
     loss_axes = []
     for k, name in enumerate(names):
@@ -189,15 +215,19 @@ def write_plot(runs, spikes, path, summary=None, spike_scale=None):
         if k % 3 == 0:
             ax.set_ylabel("training loss (clean batches)")
         ax.grid(alpha=0.3)
-    adaptive = [("ZClip", "spike bound: mean + z_thresh * std"), ("AutoClip (p10)", "threshold: 10th percentile of norms")]
-    for k, (name, label) in enumerate((n, l) for n, l in adaptive if n in runs):
+    adaptive = [
+        ("ZClip", "spike bound: mean + z_thresh * std"),
+        ("AutoClip (p10)", "threshold: 10th percentile of norms"),
+    ]
+    for k, (name, label) in enumerate((n, lb) for n, lb in adaptive if n in runs):
         ax = fig.add_subplot(grid[2, k])
         _spike_bands(ax, spikes, lines=False)
         ax.plot(runs[name]["norms"], color=COLORS.get(name), linewidth=1.2, label="gradient norm (before clipping)")
         ax.plot(runs[name]["thresholds"], color="black", linestyle="--", linewidth=1.2, label=label)
         ax.set(yscale="log", xlim=(0, steps - 1), xlabel="step")
-        ax.set_title(f"{name}: gradient norm against its threshold", fontsize=10, color=COLORS.get(name),
-                     fontweight="bold")
+        ax.set_title(
+            f"{name}: gradient norm against its threshold", fontsize=10, color=COLORS.get(name), fontweight="bold"
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7.5, loc="upper left", framealpha=0.9)
     ax = fig.add_subplot(grid[2, 2])
@@ -211,18 +241,39 @@ def write_plot(runs, spikes, path, summary=None, spike_scale=None):
     ax.legend(fontsize=8, loc="upper right")
     for ax in loss_axes[3:]:
         ax.set_xlabel("step")
-    fig.suptitle(f"fastclip demo: the same model, data and seed, {len(runs)} ways; at the red bands a "
-                 "corrupted batch blows the gradient up", fontsize=13, fontweight="bold", y=0.97)
+    fig.suptitle(
+        f"fastclip demo: the same model, data and seed, {len(runs)} ways; at the red bands a "
+        "corrupted batch blows the gradient up",
+        fontsize=13,
+        fontweight="bold",
+        y=0.97,
+    )
     from matplotlib.lines import Line2D
 
-    key = [Line2D([], [], color=SPIKE_COLOR, linestyle="--", linewidth=1.3,
-                  label="injected spike" + (f": the batch's loss x {spike_scale:g}" if spike_scale else "")),
-           Line2D([], [], color="#bbbbbb", linewidth=1.2, label="no clipping, behind each other run for comparison")]
+    key = [
+        Line2D(
+            [],
+            [],
+            color=SPIKE_COLOR,
+            linestyle="--",
+            linewidth=1.3,
+            label="injected spike" + (f": the batch's loss x {spike_scale:g}" if spike_scale else ""),
+        ),
+        Line2D([], [], color="#bbbbbb", linewidth=1.2, label="no clipping, behind each other run for comparison"),
+    ]
     if any(run.get("skipped_steps") for run in runs.values()):
-        key.append(Line2D([], [], color="black", marker="v", linestyle="none", markersize=9,
-                          label="step skipped: the optimizer changed no weight"))
-    fig.legend(handles=key, loc="upper center", bbox_to_anchor=(0.5, 0.95), ncol=len(key), fontsize=9.5,
-               frameon=False)
+        key.append(
+            Line2D(
+                [],
+                [],
+                color="black",
+                marker="v",
+                linestyle="none",
+                markersize=9,
+                label="step skipped: the optimizer changed no weight",
+            )
+        )
+    fig.legend(handles=key, loc="upper center", bbox_to_anchor=(0.5, 0.95), ncol=len(key), fontsize=9.5, frameon=False)
     write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight"))
     plt.close(fig)
 
@@ -235,17 +286,31 @@ def default_spikes(steps):
 def add_arguments(parser):
     """Adds the demo options and a description to an argparse parser."""
     parser.description = __doc__.split("\n")[0].replace("``", "")
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"training steps per run (default {DEFAULT_STEPS}; {QUICK_STEPS} with --quick)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a shorter run: {QUICK_STEPS} steps unless --steps says otherwise (about 9 s on 2 idle CPU cores)")
-    parser.add_argument("--spikes", default=None,
-                        help="comma-separated steps that get a corrupted, blown-up batch (default: at 40%%, "
-                             "40%% + 1 step, 67%% and 83%% of --steps: 120,121,200,250 for 300)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"training steps per run (default {DEFAULT_STEPS}; {QUICK_STEPS} with --quick)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a shorter run: {QUICK_STEPS} steps unless --steps says otherwise (about 9 s on 2 idle CPU cores)",
+    )
+    parser.add_argument(
+        "--spikes",
+        default=None,
+        help="comma-separated steps that get a corrupted, blown-up batch (default: at 40%%, "
+        "40%% + 1 step, 67%% and 83%% of --steps: 120,121,200,250 for 300)",
+    )
     parser.add_argument("--spike-scale", type=float, default=1e4, help="how much a spike scales the loss (default 1e4)")
     parser.add_argument("--lr", type=float, default=3e-3, help="AdamW's learning rate (default 3e-3)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seeds the model's initial weights and the batches, the same for every run (default 0)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the model's initial weights and the batches, the same for every run (default 0)",
+    )
     parser.add_argument("--plot", default="fastclip-demo.png", help="where to write the PNG")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     parser.add_argument("--json", help="write the curves and the summary as JSON to this file")
@@ -258,17 +323,23 @@ def run(args):
     if args.steps < 10:
         raise UsageError("fastclip demo", f"--steps must be >= 10, got {args.steps}")
     try:
-        spikes = (default_spikes(args.steps) if args.spikes is None
-                  else {int(s) for s in args.spikes.split(",") if s.strip()})
+        spikes = (
+            default_spikes(args.steps) if args.spikes is None else {int(s) for s in args.spikes.split(",") if s.strip()}
+        )
     except ValueError:
-        raise UsageError("fastclip demo", f"--spikes must be comma-separated step numbers, got {args.spikes!r}") from None
+        raise UsageError(
+            "fastclip demo", f"--spikes must be comma-separated step numbers, got {args.spikes!r}"
+        ) from None
     outside = sorted(s for s in spikes if not 0 <= s < args.steps)
     if outside:
-        raise UsageError("fastclip demo", f"--spikes must be steps in [0, {args.steps}) (--steps {args.steps}), "
-                         f"got {', '.join(map(str, outside))}")
+        raise UsageError(
+            "fastclip demo",
+            f"--spikes must be steps in [0, {args.steps}) (--steps {args.steps}), got {', '.join(map(str, outside))}",
+        )
     if len(spikes) > args.steps // 2:
-        raise UsageError("fastclip demo", f"--spikes must leave most steps clean, got {len(spikes)} spikes "
-                         f"in {args.steps} steps")
+        raise UsageError(
+            "fastclip demo", f"--spikes must leave most steps clean, got {len(spikes)} spikes in {args.steps} steps"
+        )
     if not math.isfinite(args.spike_scale) or args.spike_scale <= 0:
         raise UsageError("fastclip demo", f"--spike-scale must be finite and > 0, got {args.spike_scale}")
     if not math.isfinite(args.lr) or args.lr <= 0:
@@ -282,10 +353,12 @@ def run(args):
     # What it is doing, as it goes, on stderr (stdout holds the results): what is trained, a bar
     # over every run, and a line per run once it is done.
     progress = Progress(stages=list(CLIPPERS), noun="run")
-    progress.note(f"fastclip demo: {len(CLIPPERS)} runs of {args.steps} steps, the same model, data and seed "
-                  f"(a {LAYERS}-layer transformer LM on a synthetic bigram language); at steps "
-                  f"{', '.join(map(str, sorted(spikes)))} the loss is scaled by {args.spike_scale:g}; "
-                  f"{torch.get_num_threads()} CPU threads")
+    progress.note(
+        f"fastclip demo: {len(CLIPPERS)} runs of {args.steps} steps, the same model, data and seed "
+        f"(a {LAYERS}-layer transformer LM on a synthetic bigram language); at steps "
+        f"{', '.join(map(str, sorted(spikes)))} the loss is scaled by {args.spike_scale:g}; "
+        f"{torch.get_num_threads()} CPU threads"
+    )
     runs, tail = {}, max(5, args.steps // 10)
     for name in CLIPPERS:
         progress.stage(name, args.steps)
@@ -295,20 +368,26 @@ def run(args):
         progress.note(f"  {name:24s} {time.perf_counter() - start:5.1f} s, final loss {done['final_loss']:.3f}")
     progress.close()
     summary = summarize(runs, spikes, tail)
-    print(f"\n{'run':24s} {'final loss':>10s} {'worst loss after a spike':>25s} {'steps clipped':>14s} "
-          f"{'steps skipped':>14s}")
+    print(
+        f"\n{'run':24s} {'final loss':>10s} {'worst loss after a spike':>25s} {'steps clipped':>14s} "
+        f"{'steps skipped':>14s}"
+    )
     for name, s in summary.items():
-        print(f"{name:24s} {s['final_loss']:10.3f} {s['worst_loss_after_a_spike']:25.3f} {s['steps_clipped']:14d} "
-              f"{s['steps_skipped']:14d}")
+        print(
+            f"{name:24s} {s['final_loss']:10.3f} {s['worst_loss_after_a_spike']:25.3f} {s['steps_clipped']:14d} "
+            f"{s['steps_skipped']:14d}"
+        )
     if not args.no_plot:
         write_plot(runs, spikes, args.plot, summary, args.spike_scale)
         print(f"\nplot: {args.plot}")
     if args.json:
+
         def write_json(tmp):
             with open(tmp, "w") as f:
                 # NaN (no threshold without a clipper) and inf (a norm that overflowed) are not JSON: null.
-                json.dump(_nan_to_none({"spikes": sorted(spikes), "summary": summary, "runs": runs}), f,
-                          allow_nan=False)
+                json.dump(
+                    _nan_to_none({"spikes": sorted(spikes), "summary": summary, "runs": runs}), f, allow_nan=False
+                )
 
         write_atomically(args.json, write_json)
     return summary

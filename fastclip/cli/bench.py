@@ -18,20 +18,35 @@ import torch
 
 import fastclip
 
-from ._command import UsageError, run_parsed
-from ._outputs import check_matplotlib, check_output, write_atomically
 # The timing, ceilings, floors and output are the harness's, shared with the scripts in bench/
 # (Timer, add_floor and ceiling_probes are imported for run_case's callers, e.g. the tests).
-from .bench_overhead import many_tiny, table_rows as overhead_rows
-from .bench_harness import (CEILING_BYTES, NORM_ONLY_PREFIX, Column, Progress, Timer, add_floor,  # noqa: F401
-                            add_floors, available_memory_bytes, baseline_methods, ceiling_probes, clip_case,
-                            format_table, machine_info, make_grads, method_rows, parse_device, report_title,
-                            tensor_dtypes, write_csv, write_json)
+from .ceilings import CEILING_BYTES, add_floor, add_floors, ceiling_probes  # noqa: F401
+from .command import UsageError, parse_device, run_parsed
+from .grads import baseline_methods, make_grads, tensor_dtypes
+from .machine import available_memory_bytes, machine_info
+from .outputs import check_matplotlib, check_output, write_atomically
+from .overhead import many_tiny
+from .overhead import table_rows as overhead_rows
+from .progress import Progress
+from .reports import Column, format_table, method_rows, report_title, write_csv, write_json
+from .timing import NORM_ONLY_PREFIX, Timer, clip_case
 
 __all__ = ["GPT2_124M", "LLAMA_7B", "SUITES", "add_arguments", "main", "run", "shard_shapes"]
 
-GPT2_LAYER = [(768,), (768,), (768, 2304), (2304,), (768, 768), (768,), (768,), (768,), (768, 3072), (3072,),
-              (3072, 768), (768,)]
+GPT2_LAYER = [
+    (768,),
+    (768,),
+    (768, 2304),
+    (2304,),
+    (768, 768),
+    (768,),
+    (768,),
+    (768,),
+    (768, 3072),
+    (3072,),
+    (3072, 768),
+    (768,),
+]
 GPT2_124M = [(50257, 768), (1024, 768)] + GPT2_LAYER * 12 + [(768,), (768,)]
 LLAMA_LAYER = [(4096, 4096)] * 4 + [(11008, 4096), (11008, 4096), (4096, 11008), (4096,), (4096,)]
 LLAMA_7B = [(32000, 4096)] + LLAMA_LAYER * 32 + [(4096,), (32000, 4096)]
@@ -47,18 +62,23 @@ SUITES = {
     "llama-7b": (LLAMA_7B, None, "Llama 7B, 291 tensors (use --shard N: one rank of an N-way FSDP shard)"),
     "many-small": ([(4096,)] * 10000, None, "10,000 tensors of 4,096 elements"),
     "one-huge": ([(2**28,)], None, "one tensor of 2^28 elements"),
-    "mixed": (GPT2_124M, GPT2_124M_BF16_MATRICES,
-              "GPT-2 124M, matrices in bfloat16, vectors (biases, norms) in float32"),
+    "mixed": (
+        GPT2_124M,
+        GPT2_124M_BF16_MATRICES,
+        "GPT-2 124M, matrices in bfloat16, vectors (biases, norms) in float32",
+    ),
     # The same list in half precision, beside gpt2-124m in the same run: half the bytes should
     # cost about half the time (HALF_PRECISION_NOTE).
     "gpt2-124m-bf16": (GPT2_124M, (torch.bfloat16,), "GPT-2 124M in bfloat16"),
     "gpt2-124m-fp16": (GPT2_124M, (torch.float16,), "GPT-2 124M in float16"),
 }
 QUICK_SUITES = ["gpt2-124m", "many-small", "mixed"]
-# Host overhead rather than memory traffic: its own measurement (fastclip.bench_overhead).
+# Host overhead rather than memory traffic: its own measurement (fastclip.cli.overhead).
 MANY_TINY = "many-tiny"
-MANY_TINY_WHAT = ("10,000 and 50,000 one-element grads (plain, and DTensor on the CPU): host time as a ratio to the "
-                  "Python walk over the grads, one thread")
+MANY_TINY_WHAT = (
+    "10,000 and 50,000 one-element grads (plain, and DTensor on the CPU): host time as a ratio to the "
+    "Python walk over the grads, one thread"
+)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 COMPILE_MAX_TENSORS = 1000
 
@@ -82,8 +102,7 @@ def _methods(holder, max_norm, quick, device, timed_calls):
     elif len(params) > COMPILE_MAX_TENSORS:
         skipped["torch_compile"] = f"over {COMPILE_MAX_TENSORS} tensors (compiling would take minutes)"
     else:
-        methods["torch_compile"] = torch.compile(
-            lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
+        methods["torch_compile"] = torch.compile(lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
     try:
         import zclip
     except ImportError:
@@ -127,32 +146,48 @@ def _vendor_l2norm(params):
         try:
             import amp_C
             from apex.multi_tensor_apply import multi_tensor_applier
+
             multi_tensor_l2norm = amp_C.multi_tensor_l2norm
         except ImportError:
             return {}, "neither Transformer Engine nor apex is importable"
     flag = torch.zeros(1, dtype=torch.int, device=grads[0].device)
-    return {NORM_ONLY_PREFIX + "vendor_l2norm": lambda: multi_tensor_applier(multi_tensor_l2norm, flag, [grads], False)}, None
+    return {
+        NORM_ONLY_PREFIX + "vendor_l2norm": lambda: multi_tensor_applier(multi_tensor_l2norm, flag, [grads], False)
+    }, None
 
 
 def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, progress=None, probes=None):
-    """Times every available method on one set of grads (:func:`fastclip.bench_harness.clip_case`,
+    """Times every available method on one set of grads (:func:`fastclip.cli.timing.clip_case`,
     every timed call clipping); with ``probes`` (:func:`ceiling_probes`) the memory ceilings join
     the same rounds, and the case gets its own ``ceilings`` measured alongside it. A method that
     fails its warm-up (e.g. torch.compile without a working compiler) is left out and listed
     under ``skipped`` with the reason."""
     grads = make_grads(shapes, dtypes, device, generator)
-    case = clip_case(grads, lambda holder, max_norm: _methods(holder, max_norm, quick, device, timed_calls=repeat + 2),
-                     timer, repeat, probes=probes, progress=progress, label=suite)
+    case = clip_case(
+        grads,
+        lambda holder, max_norm: _methods(holder, max_norm, quick, device, timed_calls=repeat + 2),
+        timer,
+        repeat,
+        probes=probes,
+        progress=progress,
+        label=suite,
+    )
     return {"suite": suite, "dtypes": sorted({str(d).replace("torch.", "") for d in dtypes}), **case}
 
 
 def rows(report):
     """One flat record per case and method (the CSV rows)."""
     shard = report.get("shard", 1)
-    return method_rows(report["cases"], {"suite": lambda c: c["suite"], "shard": lambda c: shard,
-                                         "dtypes": lambda c: "+".join(c["dtypes"]), "tensors": lambda c: c["tensors"]},
-                       ["median_ms", "min_ms", "max_ms", "speedup_vs_torch_foreach", "fraction_of_floor",
-                        "kernel_launches", "clips"])
+    return method_rows(
+        report["cases"],
+        {
+            "suite": lambda c: c["suite"],
+            "shard": lambda c: shard,
+            "dtypes": lambda c: "+".join(c["dtypes"]),
+            "tensors": lambda c: c["tensors"],
+        },
+        ["median_ms", "min_ms", "max_ms", "speedup_vs_torch_foreach", "fraction_of_floor", "kernel_launches", "clips"],
+    )
 
 
 def _method_label(row):
@@ -160,19 +195,22 @@ def _method_label(row):
     return row["method"] + (" (*)" if unclipped else "")
 
 
-TABLE = [Column("suite", lambda r: r["suite"] if r["shard"] == 1 else f"{r['suite']}/{r['shard']}", 12, left=True),
-         Column("dtype", lambda r: r["dtypes"], 16, left=True),
-         Column("method", _method_label, 26, left=True),
-         Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
-         Column("min-max ms", lambda r: f"{r['min_ms']:8.2f}-{r['max_ms']:<8.2f}", 17),
-         Column("vs torch", lambda r: f"{r['speedup_vs_torch_foreach']:.2f}x", 9),
-         Column("of floor", lambda r: f"{r['fraction_of_floor']:.0%}", 9)]
+TABLE = [
+    Column("suite", lambda r: r["suite"] if r["shard"] == 1 else f"{r['suite']}/{r['shard']}", 12, left=True),
+    Column("dtype", lambda r: r["dtypes"], 16, left=True),
+    Column("method", _method_label, 26, left=True),
+    Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
+    Column("min-max ms", lambda r: f"{r['min_ms']:8.2f}-{r['max_ms']:<8.2f}", 17),
+    Column("vs torch", lambda r: f"{r['speedup_vs_torch_foreach']:.2f}x", 9),
+    Column("of floor", lambda r: f"{r['fraction_of_floor']:.0%}", 9),
+]
 LAUNCHES = Column("launches", lambda r: f"{r['kernel_launches']}", 8)
 
 
 def half_precision_ratios(report):
     """{suite: fastclip's clip_grad_norm_ time on it / on gpt2-124m} for the half-precision
     suites run beside a float32 gpt2-124m (same run, same rounds' machine)."""
+
     def fastclip_ms(suite, dtype=None):
         for case in report["cases"]:
             if case["suite"] == suite and (dtype is None or case["dtypes"] == [dtype]):
@@ -195,8 +233,10 @@ def print_table(report, out=None):
     table_rows = list(rows(report))
     print(format_table(table_rows, TABLE + ([LAUNCHES] if report["device_type"] == "cuda" else [])), file=out)
     if report.get("shard", 1) > 1:
-        print(f"/{report['shard']}: one rank's share of the grads, sharded {report['shard']} ways as FSDP does "
-              "(--shard)", file=out)
+        print(
+            f"/{report['shard']}: one rank's share of the grads, sharded {report['shard']} ways as FSDP does (--shard)",
+            file=out,
+        )
     if any(_method_label(r).endswith(" (*)") for r in table_rows):
         print("(*) did not reduce the norm in a checked warm-up call: its time is not a clipping call's", file=out)
     skipped = {}
@@ -208,22 +248,32 @@ def print_table(report, out=None):
         print(f"left out: {method}{where}: {why}", file=out)
     ratios = half_precision_ratios(report)
     if ratios:
-        print("half precision: fastclip's clip_grad_norm_ at " + ", ".join(
-            f"{r:.2f}x ({suite.rsplit('-', 1)[1]})" for suite, r in ratios.items()) + " of its float32 time on gpt2-124m",
-            file=out)
+        print(
+            "half precision: fastclip's clip_grad_norm_ at "
+            + ", ".join(f"{r:.2f}x ({suite.rsplit('-', 1)[1]})" for suite, r in ratios.items())
+            + " of its float32 time on gpt2-124m",
+            file=out,
+        )
 
 
-OVERHEAD_TABLE = [Column("grads", lambda r: f"{r['tensors']:,} {r['grads']}", 16, left=True),
-                  Column("method", lambda r: r["method"], 32, left=True),
-                  Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
-                  Column("vs walk", lambda r: f"{r['vs_walk']:.2f}x", 8)]
+OVERHEAD_TABLE = [
+    Column("grads", lambda r: f"{r['tensors']:,} {r['grads']}", 16, left=True),
+    Column("method", lambda r: r["method"], 32, left=True),
+    Column("median ms", lambda r: f"{r['median_ms']:.2f}", 10),
+    Column("vs walk", lambda r: f"{r['vs_walk']:.2f}x", 8),
+]
 
 
 def print_overhead_table(report, out=None):
     out = out or sys.stdout
-    print(f"\nmany-tiny: host time per call, one thread, as a ratio to the walk over the grads ({report['device']})",
-          file=out)
+    print(
+        f"\nmany-tiny: host time per call, one thread, as a ratio to the walk over the grads ({report['device']})",
+        file=out,
+    )
     print(format_table(list(overhead_rows(report["overhead"])), OVERHEAD_TABLE), file=out)
+    for case in report["overhead"]:  # a method that failed in its warm-up
+        for method, why in case.get("skipped", {}).items():
+            print(f"left out: {method} ({case['tensors']:,} {case['grads']}): {why}", file=out)
 
 
 def write_plot(report, path, metric="fraction_of_floor"):
@@ -241,11 +291,21 @@ def write_plot(report, path, metric="fraction_of_floor"):
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(cases)), 4.2))
     for k, method in enumerate(methods):
         xs = [i + (k - (len(methods) - 1) / 2) * width for i, case in enumerate(cases) if method in case["methods"]]
-        ys = [case["methods"][method][metric] * (100 if metric == "fraction_of_floor" else 1e3)
-              for case in cases if method in case["methods"]]
+        ys = [
+            case["methods"][method][metric] * (100 if metric == "fraction_of_floor" else 1e3)
+            for case in cases
+            if method in case["methods"]
+        ]
         # fastclip's bars solid, torch's and the peers' hatched: ours against theirs at a glance
-        ax.bar(xs, ys, width, label=method, hatch=None if method.startswith("fastclip") else "//",
-               edgecolor="white", linewidth=0.3)
+        ax.bar(
+            xs,
+            ys,
+            width,
+            label=method,
+            hatch=None if method.startswith("fastclip") else "//",
+            edgecolor="white",
+            linewidth=0.3,
+        )
     if metric == "fraction_of_floor":
         ax.axhline(100, color="black", linewidth=0.8, linestyle="--")  # the DRAM floor
     ax.set_xticks(range(len(cases)), [f"{c['suite']}\n{'+'.join(c['dtypes'])}" for c in cases])
@@ -263,11 +323,20 @@ def add_arguments(parser):
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "suites:\n" + "\n".join(f"  {name:11s} {what}" for name, (_, _, what) in SUITES.items())
     parser.epilog += f"\n  {MANY_TINY:11s} {MANY_TINY_WHAT}"
-    parser.add_argument("--suite", action="append", choices=[*SUITES, MANY_TINY], metavar="NAME",
-                        help=f"a suite to run (repeatable): {', '.join([*SUITES, MANY_TINY])}. Default: all but "
-                             f"llama-7b, or {', '.join(QUICK_SUITES)} with --quick")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
-                        help="grad dtype (the mixed suite always has bfloat16 matrices and float32 vectors)")
+    parser.add_argument(
+        "--suite",
+        action="append",
+        choices=[*SUITES, MANY_TINY],
+        metavar="NAME",
+        help=f"a suite to run (repeatable): {', '.join([*SUITES, MANY_TINY])}. Default: all but "
+        f"llama-7b, or {', '.join(QUICK_SUITES)} with --quick",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default="float32",
+        help="grad dtype (the mixed suite always has bfloat16 matrices and float32 vectors)",
+    )
     parser.add_argument("--device", default=None, help="cuda when available, else cpu")
     parser.add_argument("--repeat", type=int, default=None, help="timed rounds per case (default 15; 5 with --quick)")
     parser.add_argument("--shard", type=int, default=1, help="divide every tensor's dim 0 as an N-way FSDP shard would")
@@ -294,13 +363,15 @@ def run(args):
     for suite in suites:
         if suite == MANY_TINY:
             continue
-        _check_memory(suite, shard_shapes(SUITES[suite][0], args.shard), SUITES[suite][1] or (DTYPES[args.dtype],),
-                      device)
+        _check_memory(
+            suite, shard_shapes(SUITES[suite][0], args.shard), SUITES[suite][1] or (DTYPES[args.dtype],), device
+        )
     try:
         report = _run_suites(args, device, suites, repeat)
     except torch.OutOfMemoryError as e:
-        raise SystemExit(f"fastclip bench: out of memory on {device} ({str(e).splitlines()[0]}); "
-                         "try fewer suites or --shard N") from None
+        raise SystemExit(
+            f"fastclip bench: out of memory on {device} ({str(e).splitlines()[0]}); try fewer suites or --shard N"
+        ) from None
     if report["cases"]:
         print_table(report)
     if "overhead" in report:
@@ -319,13 +390,16 @@ def _parse_device(text):
 
 
 def _check_memory(suite, shapes, dtypes, device):
-    need = CEILING_BYTES + sum(math.prod(shape) * dtype.itemsize
-                               for shape, dtype in zip(shapes, tensor_dtypes(shapes, dtypes)))
+    need = CEILING_BYTES + sum(
+        math.prod(shape) * dtype.itemsize for shape, dtype in zip(shapes, tensor_dtypes(shapes, dtypes))
+    )
     free = available_memory_bytes(device)
     if free is not None and need * 1.1 > free:
         hint = " (use --shard N)" if suite == "llama-7b" else ""
-        raise SystemExit(f"fastclip bench: suite {suite} needs about {need / 2**30:.1f} GiB on {device} "
-                         f"and {free / 2**30:.1f} GiB is free{hint}")
+        raise SystemExit(
+            f"fastclip bench: suite {suite} needs about {need / 2**30:.1f} GiB on {device} "
+            f"and {free / 2**30:.1f} GiB is free{hint}"
+        )
 
 
 def _run_suites(args, device, suites, repeat):
@@ -342,8 +416,20 @@ def _run_suites(args, device, suites, repeat):
     for suite in clip_suites:
         progress.stage(suite, repeat)  # time_methods adds the warm-ups once it knows the methods
         shapes, dtypes, _ = SUITES[suite]
-        report["cases"].append(run_case(suite, shard_shapes(shapes, args.shard), dtypes or (DTYPES[args.dtype],),
-                                        device, timer, repeat, generator, args.quick, progress, probes))
+        report["cases"].append(
+            run_case(
+                suite,
+                shard_shapes(shapes, args.shard),
+                dtypes or (DTYPES[args.dtype],),
+                device,
+                timer,
+                repeat,
+                generator,
+                args.quick,
+                progress,
+                probes,
+            )
+        )
     del probes
     report["ceilings"] = add_floors(report["cases"]) if report["cases"] else {}
     progress.close()
