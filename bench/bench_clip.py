@@ -13,7 +13,7 @@ memory floor reached at the ceilings timed with it:
 bytes read plus the bytes written). Every timed call really clips: the grads are scaled back up,
 untimed, before each call. A last case keeps the norm below max_norm, where nothing needs
 scaling (its floor is still the three-pass one, so fastclip's single read exceeds 100%).
-The timing, ceilings, floors and output are fastclip.bench_harness's, as for `fastclip bench`.
+The timing, ceilings, floors and output are fastclip.cli's harness, as for `fastclip bench`.
 Results are printed and written as JSON (and CSV with --csv).
 
     python bench/bench_clip.py                 # CPU, or CUDA when present
@@ -25,26 +25,14 @@ import os
 
 import torch
 
-from fastclip._command import UsageError
-from fastclip.bench import GPT2_124M
-from fastclip.bench_harness import (
-    Column,
-    Progress,
-    Timer,
-    add_floors,
-    baseline_methods,
-    ceiling_probes,
-    clip_case,
-    format_table,
-    machine_info,
-    make_grads,
-    markdown_table,
-    method_rows,
-    parse_device,
-    report_title,
-    write_csv,
-    write_json,
-)
+from fastclip.cli.bench import GPT2_124M
+from fastclip.cli.ceilings import add_floors, ceiling_probes
+from fastclip.cli.command import UsageError, parse_device
+from fastclip.cli.grads import baseline_methods, make_grads
+from fastclip.cli.machine import machine_info
+from fastclip.cli.progress import Progress
+from fastclip.cli.reports import Column, format_table, markdown_table, method_rows, report_title, write_csv, write_json
+from fastclip.cli.timing import Timer, clip_case
 
 # (name, shapes, dtype, whether every call clips)
 CASES = [

@@ -17,7 +17,7 @@ Cases (CPU now; CUDA when present):
 Methods of a case are timed in interleaved rounds (each round runs every method once, in
 rotating order); grads are restored, untimed, before every call, so every timed call clips the
 same data. Reported: the median time and the ratio to the reference. The timing and output are
-fastclip.bench_harness's, as for `fastclip bench`. Results are printed, and written as JSON
+fastclip.cli's harness, as for `fastclip bench`. Results are printed, and written as JSON
 (--json) and CSV (--csv).
 
     python bench/bench_clippers.py --repeat 7 --json bench/results/clippers_cpu.json
@@ -33,24 +33,13 @@ import numpy as np
 import torch
 
 import fastclip
-from fastclip._command import UsageError
-from fastclip.bench import GPT2_124M
-from fastclip.bench_harness import (
-    Column,
-    GradHolder,
-    Progress,
-    Timer,
-    add_speedups,
-    format_table,
-    machine_info,
-    make_grads,
-    method_rows,
-    parse_device,
-    report_title,
-    time_methods,
-    write_csv,
-    write_json,
-)
+from fastclip.cli.bench import GPT2_124M
+from fastclip.cli.command import UsageError, parse_device
+from fastclip.cli.grads import GradHolder, make_grads
+from fastclip.cli.machine import machine_info
+from fastclip.cli.progress import Progress
+from fastclip.cli.reports import Column, format_table, method_rows, report_title, write_csv, write_json
+from fastclip.cli.timing import Timer, add_speedups, time_methods
 
 HISTORY_STEPS = (1_000, 1_000_000)
 

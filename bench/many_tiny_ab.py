@@ -13,7 +13,8 @@ import statistics
 
 import torch
 
-from fastclip import _held_params, bench_harness, bench_overhead, clip_grad
+from fastclip import _held_params, clip_grad
+from fastclip.cli import machine, overhead
 
 
 @contextlib.contextmanager
@@ -26,18 +27,18 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="runs of each mode, alternating")
     parser.add_argument("--repeat", type=int, default=9, help="timed rounds per run")
     args = parser.parse_args()
-    bench_overhead._single_rank_mesh = _no_mesh
+    overhead._single_rank_mesh = _no_mesh
     read_in_cpp = _held_params.HeldParams.grads, clip_grad.grads_read_in_cpp
     modes = {"grads read in Python": (lambda self: None, lambda params: None), "grads read in C++": read_in_cpp}
     runs = {mode: [] for mode in modes}
     for _ in range(args.runs):
         for mode, (held_grads, function_grads) in modes.items():
             _held_params.HeldParams.grads, clip_grad.grads_read_in_cpp = held_grads, function_grads
-            runs[mode].append(bench_overhead.many_tiny(torch.device("cpu"), args.repeat))
+            runs[mode].append(overhead.many_tiny(torch.device("cpu"), args.repeat))
     _held_params.HeldParams.grads, clip_grad.grads_read_in_cpp = read_in_cpp
     print(
         f"many-tiny A/B, {args.runs} runs of each mode, --repeat {args.repeat}, one thread "
-        f"({bench_harness.device_name(torch.device('cpu'))}): median ratio to the walk"
+        f"({machine.device_name(torch.device('cpu'))}): median ratio to the walk"
     )
     first = next(iter(runs.values()))[0]
     methods = [m for m in first[0]["methods"] if m not in ("walk", "torch.clip_grad_norm_")]

@@ -9,8 +9,8 @@ import time
 import torch
 
 import fastclip
-from fastclip.bench import GPT2_124M
-from fastclip.bench_harness import make_grads
+from fastclip.cli.bench import GPT2_124M
+from fastclip.cli.grads import make_grads
 
 gen = torch.Generator().manual_seed(0)
 for dt in [torch.float32, torch.bfloat16]:

@@ -21,9 +21,10 @@ def fastclip_command(capsys, monkeypatch):
     """``fastclip_command(*args)`` runs ``fastclip ARGS`` in this process and returns (exit status,
     stdout, stderr) as the command gives them: a ``SystemExit`` with a message ends it as the
     interpreter does, the message on stderr and exit status 1."""
-    from fastclip import bench, cli
+    from fastclip import cli
+    from fastclip.cli import bench
 
-    # bench.print_table's default stream is the sys.stdout of the moment fastclip.bench was first
+    # bench.print_table's default stream is the sys.stdout of the moment fastclip.cli.bench was first
     # imported (another test's capture, maybe): print the table to the current one, which capsys reads.
     print_table = bench.print_table
     monkeypatch.setattr(bench, "print_table", lambda report, out=None: print_table(report, out or sys.stdout))
@@ -102,7 +103,7 @@ def test_a_run_that_cannot_go_on_exits_1_without_usage(command, fastclip_command
     that does not fit in memory) is the message alone, exit status 1."""
     import importlib.util
 
-    from fastclip import bench
+    from fastclip.cli import bench
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
@@ -123,7 +124,7 @@ def test_a_usage_error_raised_outside_the_command_is_a_plain_exit():
     """bench.run and demo.run called from code (no parser) end as SystemExit("<prog>: <message>")."""
     import argparse
 
-    from fastclip import demo
+    from fastclip.cli import demo
 
     parser = argparse.ArgumentParser()
     demo.add_arguments(parser)
@@ -210,7 +211,7 @@ def test_unwritable_outputs_fail_before_the_run_and_write_nothing(args, message,
 
 
 def test_outputs_are_replaced_whole(tmp_path):
-    from fastclip._outputs import write_atomically
+    from fastclip.cli.outputs import write_atomically
 
     target = tmp_path / "report.json"
     target.write_text("previous good report")
@@ -240,13 +241,20 @@ def test_console_script_and_python_m_run_the_command():
     assert "exit status: 0 done, 1 the run failed, 2 a bad command line (usage error)" in " ".join(done.stdout.split())
 
 
+def test_importing_the_library_imports_none_of_the_command():
+    """The command and its harness (fastclip.cli) are tools beside the library: ``import fastclip`` loads none of it."""
+    script = "import sys, fastclip; print(sorted(m for m in sys.modules if m.split('.')[:2] == ['fastclip', 'cli']))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_bench_quick_writes_json_csv_and_png(tmp_path, fastclip_command, monkeypatch):
-    from fastclip import bench_harness
+    from fastclip.cli import ceilings
 
     # The cheapest run that still goes through everything: two small suites (one rank's share of
     # a 64-way FSDP shard), two rounds, and memory ceilings timed on 64 MiB instead of 1 GiB
     # (their values do not matter here, only that they are measured and used).
-    monkeypatch.setattr(bench_harness, "CEILING_BYTES", 64 << 20)
+    monkeypatch.setattr(ceilings, "CEILING_BYTES", 64 << 20)
     out = {ext: tmp_path / f"bench.{ext}" for ext in ("json", "csv", "png")}
     status, stdout, err = fastclip_command(
         "bench",
@@ -312,7 +320,7 @@ def _percents(text):
 
 
 def test_progress_is_one_bar_over_every_stage_and_never_goes_back():
-    from fastclip.bench_harness import Progress
+    from fastclip.cli.progress import Progress
 
     stream = _Stream(tty=False)
     progress = Progress(stages=["a", "b"], noun="suite", interval=0, stream=stream)
@@ -332,7 +340,7 @@ def test_progress_is_one_bar_over_every_stage_and_never_goes_back():
 
 
 def test_progress_in_a_log_writes_a_line_per_stage_not_per_step():
-    from fastclip.bench_harness import Progress
+    from fastclip.cli.progress import Progress
 
     stream = _Stream(tty=False)
     progress = Progress(stages=["run"], noun="run", interval=3600, stream=stream)
@@ -347,7 +355,7 @@ def test_progress_in_a_log_writes_a_line_per_stage_not_per_step():
 
 
 def test_progress_on_a_terminal_redraws_one_line_and_keeps_notes_above_it():
-    from fastclip.bench_harness import Progress
+    from fastclip.cli.progress import Progress
 
     stream = _Stream(tty=True)
     progress = Progress(stages=["x", "y"], noun="run", stream=stream)
@@ -364,7 +372,7 @@ def test_progress_on_a_terminal_redraws_one_line_and_keeps_notes_above_it():
 
 
 def test_bench_shard_divides_the_shapes():
-    from fastclip.bench import LLAMA_7B, shard_shapes
+    from fastclip.cli.bench import LLAMA_7B, shard_shapes
 
     shards = shard_shapes(LLAMA_7B, 8)
     assert shards[0] == (4000, 4096) and len(shards) == len(LLAMA_7B)
@@ -375,7 +383,7 @@ def run_demo_and_check_its_claim(fastclip_command, tmp_path, steps, *options):
     """Runs ``fastclip demo`` for ``steps`` steps with the default spikes, writing JSON and PNG, and
     checks the outputs and the demo's claim: ZClip's final loss is no worse than no clipping's,
     which is clearly worse (the spikes really hurt, so the comparison means something)."""
-    from fastclip.demo import default_spikes
+    from fastclip.cli.demo import default_spikes
 
     out_json, out_png = tmp_path / "demo.json", tmp_path / "demo.png"
     status, out, err = fastclip_command("demo", *options, "--json", str(out_json), "--plot", str(out_png))
@@ -415,7 +423,7 @@ def run_demo_and_check_its_claim(fastclip_command, tmp_path, steps, *options):
 def check_demo_says_what_it_does(out, err, steps):
     """stderr: what is trained, then a bar over all the runs (never going back) naming the run and
     step, and a line per finished run; stdout: the results only (the table, the plot's path)."""
-    from fastclip.demo import CLIPPERS
+    from fastclip.cli.demo import CLIPPERS
 
     assert err.startswith(f"fastclip demo: {len(CLIPPERS)} runs of {steps} steps")
     bars = [line for line in err.splitlines() if line.startswith("[")]
@@ -437,14 +445,14 @@ def test_demo_runs_and_zclip_is_not_worse_than_no_clipping(fastclip_command, tmp
 
 @pytest.mark.slow
 def test_full_length_demo_zclip_is_not_worse_than_no_clipping(fastclip_command, tmp_path):
-    from fastclip.demo import DEFAULT_STEPS
+    from fastclip.cli.demo import DEFAULT_STEPS
 
     run_demo_and_check_its_claim(fastclip_command, tmp_path, DEFAULT_STEPS)  # `fastclip demo` as the README shows it
 
 
 @pytest.mark.parametrize("options, length", [(["--quick"], "QUICK_STEPS"), ([], "DEFAULT_STEPS")])
 def test_demo_length_options_set_the_steps_and_the_spikes(options, length, fastclip_command, monkeypatch):
-    from fastclip import demo
+    from fastclip.cli import demo
 
     trained = []
 
@@ -467,7 +475,7 @@ def test_demo_length_options_set_the_steps_and_the_spikes(options, length, fastc
 
 
 def test_bench_refuses_a_suite_that_does_not_fit_in_memory(monkeypatch):
-    from fastclip import bench
+    from fastclip.cli import bench
 
     monkeypatch.setattr(bench, "available_memory_bytes", lambda device: 2 << 30)
     with pytest.raises(
@@ -481,7 +489,7 @@ def test_bench_refuses_a_suite_that_does_not_fit_in_memory(monkeypatch):
 
 
 def test_bench_turns_out_of_memory_into_a_message(monkeypatch):
-    from fastclip import bench
+    from fastclip.cli import bench
 
     def out_of_memory(*args):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
@@ -496,7 +504,8 @@ def test_bench_turns_out_of_memory_into_a_message(monkeypatch):
 
 
 def test_interrupted_command_exits_130_and_says_so(monkeypatch, capsys):
-    from fastclip import bench, cli
+    from fastclip import cli
+    from fastclip.cli import bench
 
     def interrupted(args):
         raise KeyboardInterrupt
@@ -507,7 +516,7 @@ def test_interrupted_command_exits_130_and_says_so(monkeypatch, capsys):
 
 
 def test_bench_leaves_out_a_failing_method_and_flags_one_that_does_not_clip(monkeypatch):
-    from fastclip import bench
+    from fastclip.cli import bench
 
     real_methods = bench._methods
 
@@ -565,7 +574,7 @@ def test_bench_leaves_out_a_failing_method_and_flags_one_that_does_not_clip(monk
 
 
 def test_norm_only_methods_are_held_to_a_one_read_floor():
-    from fastclip import bench
+    from fastclip.cli import bench
 
     ceilings = {"read_bytes_per_s": 1e9, "in_place_bytes_per_s": 2e9}
     case = {
@@ -583,7 +592,7 @@ def test_norm_only_methods_are_held_to_a_one_read_floor():
 
 
 def test_bench_device_parsing():
-    from fastclip import bench
+    from fastclip.cli import bench
 
     assert bench._parse_device("cpu") == torch.device("cpu")
     assert bench._parse_device("cpu:0") == torch.device("cpu")
@@ -591,7 +600,7 @@ def test_bench_device_parsing():
 
 
 def test_demo_default_spikes_follow_the_step_count():
-    from fastclip.demo import default_spikes
+    from fastclip.cli.demo import default_spikes
 
     assert default_spikes(300) == {120, 121, 200, 250}
     for steps in (10, 11, 57, 1000):
@@ -602,7 +611,7 @@ def test_demo_default_spikes_follow_the_step_count():
 def test_mixed_suite_mixes_dtypes_in_bytes_not_only_in_name():
     import math
 
-    from fastclip.bench import SUITES
+    from fastclip.cli.bench import SUITES
 
     shapes, dtypes, _ = SUITES["mixed"]
     assert len(dtypes) == len(shapes)
@@ -615,7 +624,7 @@ def test_mixed_suite_mixes_dtypes_in_bytes_not_only_in_name():
 
 
 def test_bench_help_lists_every_suite_with_what_it_is(fastclip_command):
-    from fastclip.bench import SUITES
+    from fastclip.cli.bench import SUITES
 
     status, out, _ = fastclip_command("bench", "--help")
     assert status == 0
@@ -626,17 +635,17 @@ def test_bench_help_lists_every_suite_with_what_it_is(fastclip_command):
 
 
 def test_bench_many_tiny_reports_each_call_against_the_walk(tmp_path, monkeypatch, capsys):
-    import fastclip.bench
-    import fastclip.bench_overhead
+    import fastclip.cli.bench
+    import fastclip.cli.overhead
 
-    monkeypatch.setattr(fastclip.bench_overhead, "COUNTS", (300,))
-    report = fastclip.bench.main(["--suite", "many-tiny", "--repeat", "2", "--json", str(tmp_path / "r.json")])
+    monkeypatch.setattr(fastclip.cli.overhead, "COUNTS", (300,))
+    report = fastclip.cli.bench.main(["--suite", "many-tiny", "--repeat", "2", "--json", str(tmp_path / "r.json")])
     kinds = [(c["grads"], c["tensors"]) for c in report["overhead"]]
     assert kinds[0] == ("plain", 300) and set(kinds) <= {("plain", 300), ("DTensor", 300)}
     for case in report["overhead"]:
         methods = case["methods"]
         assert methods["walk"]["vs_walk"] == 1.0
-        expected = {"walk", "fastclip.clip_grad_norm_", *fastclip.bench_overhead.CLIPPERS}
+        expected = {"walk", "fastclip.clip_grad_norm_", *fastclip.cli.overhead.CLIPPERS}
         assert expected <= set(methods) and all(m["median_ms"] > 0 for m in methods.values())
         for m in methods.values():
             assert m["vs_walk"] == pytest.approx(m["median_ms"] / methods["walk"]["median_ms"])
@@ -646,7 +655,7 @@ def test_bench_many_tiny_reports_each_call_against_the_walk(tmp_path, monkeypatc
 
 
 def test_bench_reports_half_precision_against_float32_from_the_same_run():
-    from fastclip.bench import half_precision_ratios, print_table
+    from fastclip.cli.bench import half_precision_ratios, print_table
 
     def case(suite, dtype, seconds):
         return {

@@ -26,12 +26,20 @@ def _public_names():
     import fastclip.adagc
     import fastclip.agc
     import fastclip.autoclip
-    import fastclip.bench
-    import fastclip.bench_harness
     import fastclip.cli
+    import fastclip.cli.bench
+    import fastclip.cli.ceilings
+    import fastclip.cli.command
+    import fastclip.cli.demo
+    import fastclip.cli.grads
+    import fastclip.cli.machine
+    import fastclip.cli.outputs
+    import fastclip.cli.overhead
+    import fastclip.cli.progress
+    import fastclip.cli.reports
+    import fastclip.cli.timing
     import fastclip.clip_grad
     import fastclip.clipper
-    import fastclip.demo
     import fastclip.distributed
     import fastclip.integrations.lightning
     import fastclip.integrations.megatron
@@ -49,13 +57,21 @@ def _public_names():
         fastclip.adagc,
         fastclip.agc,
         fastclip.stable_spam,
-        fastclip.bench,
-        fastclip.bench_harness,
-        fastclip.cli,
-        fastclip.demo,
         fastclip.distributed,
         fastclip.integrations.lightning,
         fastclip.integrations.megatron,
+        fastclip.cli,
+        fastclip.cli.bench,
+        fastclip.cli.ceilings,
+        fastclip.cli.command,
+        fastclip.cli.demo,
+        fastclip.cli.grads,
+        fastclip.cli.machine,
+        fastclip.cli.outputs,
+        fastclip.cli.overhead,
+        fastclip.cli.progress,
+        fastclip.cli.reports,
+        fastclip.cli.timing,
     ]
     for module in modules:
         assert module.__all__, module.__name__

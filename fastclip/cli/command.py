@@ -2,10 +2,14 @@
 ``fastclip demo`` (adaptive clipping against gradient spikes in a small training run) and
 ``fastclip info`` (what was built and what it runs on). Also ``python -m fastclip``.
 
-A bad command-line value is a usage error, as argparse has it: the usage line, then
-``fastclip <command>: error: ...``, exit status 2. A run that fails for another reason (not
-enough memory for a suite, matplotlib missing) prints ``fastclip <command>: ...`` and exits with
-status 1; Ctrl-C exits with 130."""
+A bad command-line value (out of range, a path that cannot be written, a device this machine
+does not have) is a *usage error*, as argparse has it: the check raises :class:`UsageError` and
+:func:`run_parsed` turns it into the parser's own error (``usage: ...`` then
+``fastclip demo: error: --steps must be >= 10, got 3``, exit status 2). A run that fails for
+another reason (not enough memory for a suite, matplotlib missing, out of memory on the device)
+ends with ``SystemExit("fastclip bench: ...")``: the message on stderr, exit status 1, no usage.
+Ctrl-C exits with 130.
+"""
 
 import argparse
 import sys
@@ -14,11 +18,52 @@ import torch
 
 import fastclip
 
-from . import bench, demo
-from ._command import run_parsed
-from .bench_harness import cpu_model
+from .machine import cpu_model
 
-__all__ = ["info_lines", "main"]
+__all__ = ["UsageError", "info_lines", "main", "parse_device", "run_parsed"]
+
+
+class UsageError(SystemExit):
+    """A bad command-line value, ``message`` naming the option (``"--steps must be >= 10, got 3"``).
+
+    :func:`run_parsed` reports it through the parser (usage line, ``<prog>: error: <message>``,
+    exit status 2). It is a ``SystemExit``, so code that calls a subcommand's ``run()`` without a
+    parser still ends as before: ``"<prog>: <message>"`` on stderr, exit status 1.
+    """
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(f"{prog}: {message}")
+        self.prog, self.message = prog, message
+
+
+def run_parsed(parser, run, args):
+    """``run(args)``, a :class:`UsageError` becoming ``parser.error`` (usage, message, exit 2)."""
+    try:
+        return run(args)
+    except UsageError as e:
+        parser.error(e.message)
+
+
+def parse_device(text: str | None, prog: str) -> torch.device:
+    """A ``--device`` option's device: cuda when available for None, else cpu, cuda or cuda:N
+    checked against this machine (a :class:`UsageError` for ``prog`` otherwise)."""
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UsageError(prog, f"--device must be cpu, cuda or cuda:N, got {text!r}")
+    if device.type == "cpu":
+        return torch.device("cpu")  # torch accepts cpu:N; there is one CPU device
+    if not torch.cuda.is_available():
+        raise UsageError(prog, f"--device {text} but no CUDA GPU is available")
+    if device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    if device.index >= torch.cuda.device_count():
+        raise UsageError(prog, f"--device {text} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def info_lines() -> list[str]:
@@ -76,6 +121,8 @@ def main(argv=None):
     """Runs ``fastclip bench``, ``fastclip demo`` or ``fastclip info`` from command-line arguments
     (``sys.argv[1:]`` when ``argv`` is None); returns the exit status (0, or 130 when interrupted).
     A bad value exits with status 2 and the subcommand's usage (``SystemExit``)."""
+    from . import bench, demo  # here, not at the top: they import this module's UsageError
+
     parser = argparse.ArgumentParser(
         prog="fastclip",
         description=" ".join(__doc__.split("\n\n")[0].split()).replace("``", ""),
@@ -108,7 +155,3 @@ def main(argv=None):
         print(f"\nfastclip {args.command}: interrupted", file=sys.stderr)
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

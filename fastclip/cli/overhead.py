@@ -9,12 +9,12 @@ times are host times (the clock stops when the call returns, before the GPU fini
 """
 
 import contextlib
-import statistics
-import time
 
 import torch
 
 import fastclip
+
+from .timing import Timer, time_methods
 
 __all__ = ["COUNTS", "many_tiny"]
 
@@ -85,31 +85,23 @@ def _methods(params, walk, with_torch):
     return methods
 
 
-def _time(methods, repeat, sync):
-    """Median seconds per call of each method, in `repeat` interleaved rounds after a warm-up."""
-    samples = {name: [] for name in methods}
-    for round_ in range(repeat + 2):
-        for name, fn in methods.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            elapsed = time.perf_counter() - start
-            if round_ >= 2:
-                samples[name].append(elapsed)
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
 def many_tiny(device: torch.device, repeat: int, progress=None, counts=None) -> list[dict]:
     """One case per list (plain grads at each count, default :data:`COUNTS`; DTensor grads at each
-    count on the CPU): ``{"tensors", "grads", "methods": {name: {"median_ms", "vs_walk"}}}``."""
+    count on the CPU): ``{"tensors", "grads", "methods": {name: {"median_ms", "vs_walk"}}}``, and
+    ``"skipped"`` (name -> why) when a method failed in its warm-up. The host's time per call
+    (:class:`~fastclip.cli.timing.Timer` with ``host=True``), in the same interleaved rounds as
+    every benchmark (:func:`~fastclip.cli.timing.time_methods`); on CUDA the device is synchronized,
+    untimed, before every call."""
     counts = COUNTS if counts is None else counts
     generator = torch.Generator().manual_seed(0)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    timer = Timer(device, host=True)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
     cases = []
 
     def run(kind, count, params, walk):
         # torch's clip on 10,000 DTensors takes about a minute per call here (a DTensor op per grad)
-        medians = _time(_methods(params, walk, with_torch=kind == "plain"), repeat, sync)
+        timed = time_methods(_methods(params, walk, with_torch=kind == "plain"), timer, repeat, setup=sync)
+        medians = {name: r["median_s"] for name, r in timed["methods"].items()}
         cases.append(
             {
                 "tensors": count,
@@ -119,6 +111,8 @@ def many_tiny(device: torch.device, repeat: int, progress=None, counts=None) -> 
                 },
             }
         )
+        if timed["skipped"]:
+            cases[-1]["skipped"] = timed["skipped"]
         if progress:
             progress(f"many-tiny {kind} {count}")
 
@@ -135,6 +129,7 @@ def many_tiny(device: torch.device, repeat: int, progress=None, counts=None) -> 
 
 
 def table_rows(cases):
+    """One flat record per case and method: ``tensors``, ``grads``, ``method``, ``median_ms``, ``vs_walk``."""
     for case in cases:
         for method, m in case["methods"].items():
             yield {"tensors": case["tensors"], "grads": case["grads"], "method": method, **m}

@@ -19,9 +19,10 @@ import time
 import torch
 
 import fastclip
-from fastclip._command import UsageError, run_parsed
-from fastclip._outputs import check_matplotlib, check_output, write_atomically
-from fastclip.bench_harness import Progress
+
+from .command import UsageError, run_parsed
+from .outputs import check_matplotlib, check_output, write_atomically
+from .progress import Progress
 
 __all__ = ["CLIPPERS", "SKIPPERS", "add_arguments", "main", "run", "train"]
 
@@ -77,7 +78,7 @@ SKIPPERS = {"ZClip + step skipping": lambda: fastclip.StepSkipper(window=20, sig
 
 def train(name, steps, spikes, spike_scale, seed, lr, progress=None):
     """One run with the clipper `name` (a key of CLIPPERS): per-step losses, norms, thresholds,
-    the steps clipped and skipped; ``progress(message)`` (a :class:`~fastclip.bench_harness.Progress`)
+    the steps clipped and skipped; ``progress(message)`` (a :class:`~fastclip.cli.progress.Progress`)
     is called after every step."""
     torch.manual_seed(seed)
     data_gen = torch.Generator().manual_seed(seed)

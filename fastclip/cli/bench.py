@@ -18,35 +18,18 @@ import torch
 
 import fastclip
 
-from ._command import UsageError, run_parsed
-from ._outputs import check_matplotlib, check_output, write_atomically
-from .bench_harness import (
-    CEILING_BYTES,
-    NORM_ONLY_PREFIX,
-    Column,
-    Progress,
-    Timer,
-    add_floor,  # noqa: F401
-    add_floors,
-    available_memory_bytes,
-    baseline_methods,
-    ceiling_probes,
-    clip_case,
-    format_table,
-    machine_info,
-    make_grads,
-    method_rows,
-    parse_device,
-    report_title,
-    tensor_dtypes,
-    write_csv,
-    write_json,
-)
-
 # The timing, ceilings, floors and output are the harness's, shared with the scripts in bench/
 # (Timer, add_floor and ceiling_probes are imported for run_case's callers, e.g. the tests).
-from .bench_overhead import many_tiny
-from .bench_overhead import table_rows as overhead_rows
+from .ceilings import CEILING_BYTES, add_floor, add_floors, ceiling_probes  # noqa: F401
+from .command import UsageError, parse_device, run_parsed
+from .grads import baseline_methods, make_grads, tensor_dtypes
+from .machine import available_memory_bytes, machine_info
+from .outputs import check_matplotlib, check_output, write_atomically
+from .overhead import many_tiny
+from .overhead import table_rows as overhead_rows
+from .progress import Progress
+from .reports import Column, format_table, method_rows, report_title, write_csv, write_json
+from .timing import NORM_ONLY_PREFIX, Timer, clip_case
 
 __all__ = ["GPT2_124M", "LLAMA_7B", "SUITES", "add_arguments", "main", "run", "shard_shapes"]
 
@@ -90,7 +73,7 @@ SUITES = {
     "gpt2-124m-fp16": (GPT2_124M, (torch.float16,), "GPT-2 124M in float16"),
 }
 QUICK_SUITES = ["gpt2-124m", "many-small", "mixed"]
-# Host overhead rather than memory traffic: its own measurement (fastclip.bench_overhead).
+# Host overhead rather than memory traffic: its own measurement (fastclip.cli.overhead).
 MANY_TINY = "many-tiny"
 MANY_TINY_WHAT = (
     "10,000 and 50,000 one-element grads (plain, and DTensor on the CPU): host time as a ratio to the "
@@ -174,7 +157,7 @@ def _vendor_l2norm(params):
 
 
 def run_case(suite, shapes, dtypes, device, timer, repeat, generator, quick, progress=None, probes=None):
-    """Times every available method on one set of grads (:func:`fastclip.bench_harness.clip_case`,
+    """Times every available method on one set of grads (:func:`fastclip.cli.timing.clip_case`,
     every timed call clipping); with ``probes`` (:func:`ceiling_probes`) the memory ceilings join
     the same rounds, and the case gets its own ``ceilings`` measured alongside it. A method that
     fails its warm-up (e.g. torch.compile without a working compiler) is left out and listed
@@ -288,6 +271,9 @@ def print_overhead_table(report, out=None):
         file=out,
     )
     print(format_table(list(overhead_rows(report["overhead"])), OVERHEAD_TABLE), file=out)
+    for case in report["overhead"]:  # a method that failed in its warm-up
+        for method, why in case.get("skipped", {}).items():
+            print(f"left out: {method} ({case['tensors']:,} {case['grads']}): {why}", file=out)
 
 
 def write_plot(report, path, metric="fraction_of_floor"):

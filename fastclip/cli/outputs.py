@@ -3,11 +3,13 @@
 import importlib.util
 import os
 
-from ._command import UsageError
+from .command import UsageError
+
+__all__ = ["check_matplotlib", "check_output", "write_atomically"]
 
 
 def check_output(prog, option, path, suffix=None):
-    """Raises a :class:`~fastclip._command.UsageError` naming ``option`` if ``path`` cannot be written,
+    """Raises a :class:`~fastclip.cli.command.UsageError` naming ``option`` if ``path`` cannot be written,
     before any work is done."""
     if path is None:
         return
