@@ -1,14 +1,28 @@
-"""The torch.ops.fastclip.* ops themselves: schemas (opcheck), float64 references, determinism,
-in-place semantics on awkward layouts, and errors."""
+"""The torch.ops.fastclip.* ops themselves: float64 references, determinism, in-place semantics on
+awkward layouts, and errors (opcheck of every op is in test_op_contract.py)."""
 
 import math
 
 import pytest
 import torch
-from conftest import (CUDA_KERNELS_ON_CPU, DEVICES, FLOAT_DTYPES, HALF_ULP, RTOL, RTOL_NORM, RTOL_SUM, assert_close_to,
-                      random_tensors, reference_norm, rtol_for)
+from conftest import (
+    CUDA_KERNELS_ON_CPU,
+    DEVICES,
+    FLOAT_DTYPES,
+    HALF_ULP,
+    RTOL,
+    RTOL_NORM,
+    RTOL_SUM,
+    assert_close_to,
+    random_tensors,
+    reference_norm,
+    rtol_for,
+)
 
 import fastclip
+
+# Also run on the CUDA kernels executed on the CPU (README: the cuda-on-cpu command).
+pytestmark = pytest.mark.cuda_kernels
 
 ops = torch.ops.fastclip
 NORM_TYPES = [2.0, 1.0, math.inf, 0.0, 3.0, 0.5]
@@ -17,20 +31,6 @@ AWKWARD_SHAPES = [(1,), (7,), (3, 5), (0,), (129, 65), (2, 3, 4, 5), (70001,), (
 
 def mixed_list(device, gen):
     return random_tensors(AWKWARD_SHAPES, FLOAT_DTYPES, device, gen)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_opcheck_every_op(device, gen):
-    def fresh():
-        return random_tensors([(3, 4), (17,), (2, 2, 2)], [torch.float32, torch.bfloat16], device, gen)
-
-    torch.library.opcheck(ops.multi_tensor_norm, (fresh(), 2.0, True))
-    torch.library.opcheck(ops.multi_tensor_norm, (fresh(), math.inf, False))
-    torch.library.opcheck(ops.multi_tensor_scale_, (fresh(), torch.tensor(0.5, device=device)))
-    torch.library.opcheck(ops.multi_tensor_scale_, (fresh(), torch.rand(3, device=device, generator=None)))
-    torch.library.opcheck(ops.multi_tensor_clip_by_norm_, (fresh(), torch.tensor(7.0, device=device), 1.0))
-    torch.library.opcheck(ops.multi_tensor_clip_grad_norm_, (fresh(), 0.5, 2.0))
-    torch.library.opcheck(ops.multi_tensor_clamp_, (fresh(), 0.25))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -59,8 +59,9 @@ def test_norm_single_dtype_accumulates_in_float32(device, dtype, norm_type, gen)
     if expected > torch.finfo(dtype).max:
         expected = torch.tensor(math.inf)
     assert_close_to(total, expected, rtol=RTOL[dtype] + RTOL_SUM[torch.float32])
-    assert_close_to(per_tensor[1], reference_norm([tensors[1]], norm_type) if norm_type else 7.0,
-                    rtol=RTOL_SUM[torch.float32])
+    assert_close_to(
+        per_tensor[1], reference_norm([tensors[1]], norm_type) if norm_type else 7.0, rtol=RTOL_SUM[torch.float32]
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -81,8 +82,9 @@ def test_norm_is_bitwise_deterministic(device, gen):
 def test_cpu_norm_independent_of_thread_count(gen):
     """Also proves that computing two chunks in one loop (as each thread pairs its chunks, which
     depends on the thread count) gives each chunk's own partial, bit for bit."""
-    tensors = random_tensors([(1_000_003,), (256, 4097), (33,), (300_001,)],
-                             [torch.float32, torch.float16, torch.bfloat16], "cpu", gen)
+    tensors = random_tensors(
+        [(1_000_003,), (256, 4097), (33,), (300_001,)], [torch.float32, torch.float16, torch.bfloat16], "cpu", gen
+    )
     before = torch.get_num_threads()
     try:
         results = []
@@ -165,9 +167,9 @@ def test_fused_clip_equals_norm_then_clip(device, norm_type, gen):
 def test_in_place_ops_write_through_views(device, gen):
     base = torch.randn(64, 50, generator=gen).to(device)
     original = base.clone()
-    strided = base[:, ::2]          # not dense: processed on a copy and written back
+    strided = base[:, ::2]  # not dense: processed on a copy and written back
     transposed = base[:30].t()[10:20]  # a strided slice of a transpose (rows 0-29, columns 10-19)
-    rows = base[40:]                   # contiguous view with an offset
+    rows = base[40:]  # contiguous view with an offset
     ops.multi_tensor_scale_([strided], torch.tensor(0.5, device=device))
     expected = original.clone()
     expected[:, ::2] *= 0.5
@@ -214,7 +216,7 @@ def test_tensor_over_2_pow_31_elements():
     total = ops.multi_tensor_norm([t], math.inf, False)[0]
     assert total.item() == 3.0
     total = ops.multi_tensor_norm([t], 1.0, False)[0]
-    assert_close_to(total, (n - 1) * 0.5 + 3.0, rtol=2 ** -8)
+    assert_close_to(total, (n - 1) * 0.5 + 3.0, rtol=2**-8)
     ops.multi_tensor_scale_([t], torch.tensor(0.5))
     assert t[2**31 + 7].item() == 1.5 and t[-1].item() == 0.25
     ops.multi_tensor_clamp_([t], 0.75)
@@ -326,8 +328,9 @@ def test_cpu_instruction_set_variants_agree(tmp_path, gen):
         env.pop("FASTCLIP_CPU_ISA", None)
         if isa != "best":
             env["FASTCLIP_CPU_ISA"] = isa
-        processes[isa] = subprocess.Popen([sys.executable, "-c", _ISA_SCRIPT, seed, str(tmp_path / f"{isa}.pt")],
-                                          env=env)
+        processes[isa] = subprocess.Popen(
+            [sys.executable, "-c", _ISA_SCRIPT, seed, str(tmp_path / f"{isa}.pt")], env=env
+        )
     results = {}
     for isa, process in processes.items():
         assert process.wait(timeout=300) == 0, f"the {isa} variant's script failed"
@@ -363,9 +366,15 @@ def test_scale_clear_on_zero(device, gen):
 
 def test_public_wrappers_are_the_list_ops():
     """fastclip.ops wraps the list ops; each wrapper gives the op's result."""
-    assert set(fastclip.ops.__all__) == {"multi_tensor_norm", "multi_tensor_scale_", "multi_tensor_clip_by_norm_",
-                                         "multi_tensor_clip_grad_norm_", "multi_tensor_clamp_", "agc_clip_",
-                                         "held_list"}
+    assert set(fastclip.ops.__all__) == {
+        "multi_tensor_norm",
+        "multi_tensor_scale_",
+        "multi_tensor_clip_by_norm_",
+        "multi_tensor_clip_grad_norm_",
+        "multi_tensor_clamp_",
+        "agc_clip_",
+        "held_list",
+    }
     for name in set(fastclip.ops.__all__) - {"held_list"}:  # held_list makes their argument (test_held_lists)
         assert hasattr(ops, name) and getattr(fastclip.ops, name).__doc__, name
     t = [torch.full((4,), 3.0), torch.full((16,), -2.0)]
@@ -385,10 +394,11 @@ def test_stats_ops_are_not_public_wrappers(name):
     assert f"torch.ops.fastclip.{name}" in str(info.value) and "private" in str(info.value)
     assert name not in dir(fastclip.ops) and hasattr(ops, name)
     with pytest.raises(AttributeError, match="no attribute 'not_an_op'"):
-        fastclip.ops.not_an_op
+        _ = fastclip.ops.not_an_op
 
 
 # ---- lists seen before: the checks and the plan are remembered per list of memory spans -------
+
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_lists_seen_before_give_fresh_results_in_any_order(device, gen):
@@ -415,8 +425,17 @@ def test_grads_replaced_at_the_same_address_are_planned_afresh(device, gen):
     other = torch.randn(5, generator=gen).to(device)
     steady = torch.nn.Parameter(torch.zeros(3, device=device))
     steady.grad = torch.ones(3, device=device)
-    replacements = [buffer[:12].view(3, 4), buffer[:12].view(4, 3), buffer[:6], buffer.view(torch.bfloat16)[:24],
-                    buffer[:24:2], buffer[:12].view(3, 4), None, other, buffer[:12].view(3, 4)]
+    replacements = [
+        buffer[:12].view(3, 4),
+        buffer[:12].view(4, 3),
+        buffer[:6],
+        buffer.view(torch.bfloat16)[:24],
+        buffer[:24:2],
+        buffer[:12].view(3, 4),
+        None,
+        other,
+        buffer[:12].view(3, 4),
+    ]
     for grad in replacements:
         param = torch.nn.Parameter(torch.zeros(12, device=device))  # a parameter of the grad's shape
         if grad is not None:
@@ -472,8 +491,11 @@ def test_half_precision_norms_are_the_float32_norms_of_the_same_values(dtype, no
 
 # Magnitudes whose squares (or p-th powers) overflow or underflow float32, per dtype, each with
 # ordinary values: float16's whole range fits float32 squares, not its 12th powers.
-EXTREMES = {torch.float32: (1e20, 1e30, 1e-25, 1e-38), torch.bfloat16: (1e20, 1e30, 1e-25, 1e-38),
-            torch.float16: (2e3, 1e-6)}
+EXTREMES = {
+    torch.float32: (1e20, 1e30, 1e-25, 1e-38),
+    torch.bfloat16: (1e20, 1e30, 1e-25, 1e-38),
+    torch.float16: (2e3, 1e-6),
+}
 
 
 def extreme_list(dtype, device, gen):
@@ -521,7 +543,7 @@ def test_wide_recompute_keeps_nan_inf_and_zero(device, gen):
     barely[99_999] = 1e-40  # one subnormal in a chunk of zeros: a float sum of 0 that is not all zeros
     for p in (2.0, 3.0, 12.0, 0.5):
         assert float(ops.multi_tensor_norm([zeros, negative_zeros[:5], negative_zeros], p, True)[0]) == 0.0
-        assert_close_to(ops.multi_tensor_norm([barely], p, False)[0], 1e-40, rtol=2 ** -10)  # 1e-40 is subnormal
+        assert_close_to(ops.multi_tensor_norm([barely], p, False)[0], 1e-40, rtol=2**-10)  # 1e-40 is subnormal
         for bad in (math.nan, math.inf):
             huge = random_tensors([(100_000,)], [torch.float32], device, gen, scale=1e30)[0]
             huge[77_777] = bad

@@ -18,28 +18,37 @@ from stable_spam_reference import StableSPAMAdamWReference, StableSPAMReference,
 
 import fastclip
 
+# Also run on the CUDA kernels executed on the CPU (README: the cuda-on-cpu command).
+pytestmark = pytest.mark.cuda_kernels
+
 F32, F64, BF16, F16 = torch.float32, torch.float64, torch.bfloat16, torch.float16
 HALF = (F16, BF16)
 
 
 # -- tolerances, all here, derived from conftest's per-dtype tables --------------------------
 
+
 @dataclass(frozen=True)
 class Tol:
     threshold: float  # m_max_hat: an EMA of exact maxima, kept in double, reported as float32
-    norm: float       # the pre-clip total norm, as fastclip promises it (reported as float32)
-    coef: float       # c/n: norms summed in another order; the factor is float32 (even for float64 grads);
+    norm: float  # the pre-clip total norm, as fastclip promises it (reported as float32)
+    coef: float  # c/n: norms summed in another order; the factor is float32 (even for float64 grads);
     #                   half grads: the AdaClipped values may be rounded to the dtype before their norm
-    grad: float       # the factor's error plus the result's rounding to the grad's dtype (twice for half
+    grad: float  # the factor's error plus the result's rounding to the grad's dtype (twice for half
     #                   grads: AdaClip then AdaGN)
-    atol: float       # fp16's subnormals (tiny elements after the AdaGN rescale) have an absolute spacing
+    atol: float  # fp16's subnormals (tiny elements after the AdaGN rescale) have an absolute spacing
 
 
 def tolerances(dtype):
     coef = 2 * RTOL[dtype] if dtype in HALF else RTOL_SUM[F32]
     rounding = 2 * HALF_ULP[dtype] if dtype in HALF else RTOL[F32]
-    return Tol(threshold=RTOL[F32], norm=RTOL_NORM.get(dtype, RTOL[F32]), coef=coef, grad=coef + rounding,
-               atol=torch.finfo(dtype).smallest_normal * RTOL[dtype])
+    return Tol(
+        threshold=RTOL[F32],
+        norm=RTOL_NORM.get(dtype, RTOL[F32]),
+        coef=coef,
+        grad=coef + rounding,
+        atol=torch.finfo(dtype).smallest_normal * RTOL[dtype],
+    )
 
 
 # Elements within this (relative) of their AdaClip bound may be decided either way by an
@@ -69,8 +78,13 @@ def assert_bitwise(a, b, what=""):
 
 def outcome_of(result):
     """A step's result as plain tensors (copies), for bitwise comparisons."""
-    return [result.norm.clone(), result.coef.clone(), result.threshold.clone(), result.clipped.clone(),
-            result.nonfinite.clone()]
+    return [
+        result.norm.clone(),
+        result.coef.clone(),
+        result.threshold.clone(),
+        result.clipped.clone(),
+        result.nonfinite.clone(),
+    ]
 
 
 # -- gradient streams -------------------------------------------------------------------------
@@ -81,8 +95,17 @@ PARITY_SHAPES = [(17, 33), (33,), (), (64, 5), (1,), (10, 7), (6, 6)]
 LAYOUTS = ["plain", "plain", "plain", "plain", "plain", "transposed", "gaps"]
 PARITY_STEPS, RESET_EVERY = 300, 50
 # step index -> [(tensor, factor)]: single spikes, spikes in a row, every tensor at once.
-SPIKES = {40: [(0, 50.0)], 41: [(0, 50.0)], 90: [(3, 1000.0)], 150: [(i, 200.0) for i in range(7)],
-          151: [(5, 300.0)], 220: [(2, 1000.0)], 260: [(6, 80.0)], 261: [(6, 80.0)], 262: [(6, 80.0)]}
+SPIKES = {
+    40: [(0, 50.0)],
+    41: [(0, 50.0)],
+    90: [(3, 1000.0)],
+    150: [(i, 200.0) for i in range(7)],
+    151: [(5, 300.0)],
+    220: [(2, 1000.0)],
+    260: [(6, 80.0)],
+    261: [(6, 80.0)],
+    262: [(6, 80.0)],
+}
 GAP_FILL = 7.0
 
 
@@ -143,8 +166,7 @@ def place_grads(params, grads, dtype, device, layouts=None):
 
 
 def make_params(shapes, dtype, device, gen=None):
-    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=F64).to(device=device, dtype=dtype))
-            for s in shapes]
+    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=F64).to(device=device, dtype=dtype)) for s in shapes]
 
 
 def check_step(result, out, assigned, expected, tol, k):
@@ -155,8 +177,12 @@ def check_step(result, out, assigned, expected, tol, k):
     defined = [not math.isnan(n) for n in out.norms]  # a NaN-norm tensor is scaled by nothing: coef undefined
     coef = result.coef.detach().cpu()
     assert coef.shape == (len(out.coef),), f"step {k}: coef has shape {tuple(coef.shape)}"
-    check(coef[torch.tensor(defined, dtype=torch.bool)], [c for c, d in zip(out.coef, defined) if d], tol.coef,
-          f"step {k}: coef")
+    check(
+        coef[torch.tensor(defined, dtype=torch.bool)],
+        [c for c, d in zip(out.coef, defined) if d],
+        tol.coef,
+        f"step {k}: coef",
+    )
     if not out.marginal:
         assert bool(result.clipped) == out.clipped, f"step {k}: clipped"
     for i, (a, e) in enumerate(zip(assigned, expected)):
@@ -407,8 +433,16 @@ def test_state_dict_resume_is_bitwise(config, device, gen):
 
 
 BASE = dict(gamma1=0.7, gamma2=0.9, gamma3=0.999, eps=1e-8, total_steps=50, eta_min=0.5, reset_every=10)
-OTHER_HYPERPARAMETERS = [("gamma1", 0.8), ("gamma2", 0.99), ("gamma3", 0.99), ("eps", 1e-6), ("total_steps", 60),
-                         ("eta_min", 0.2), ("reset_every", 5), ("reference", True)]
+OTHER_HYPERPARAMETERS = [
+    ("gamma1", 0.8),
+    ("gamma2", 0.99),
+    ("gamma3", 0.99),
+    ("eps", 1e-6),
+    ("total_steps", 60),
+    ("eta_min", 0.2),
+    ("reset_every", 5),
+    ("reference", True),
+]
 
 
 @pytest.mark.parametrize("name, value", OTHER_HYPERPARAMETERS, ids=[n for n, _ in OTHER_HYPERPARAMETERS])
@@ -438,8 +472,12 @@ def test_load_state_dict_refuses_other_parameters(gen):
 
 ATTACH_SHAPES = [(17, 33), (33,), (), (64, 5), (7, 3, 3, 2)]
 ATTACH_STEPS = 40
-OPTIMIZER_VARIANTS = {"foreach=False": dict(foreach=False), "foreach=True": dict(foreach=True),
-                      "fused=True": dict(fused=True), "capturable=True": dict(capturable=True, foreach=False)}
+OPTIMIZER_VARIANTS = {
+    "foreach=False": dict(foreach=False),
+    "foreach=True": dict(foreach=True),
+    "fused=True": dict(fused=True),
+    "capturable=True": dict(capturable=True, foreach=False),
+}
 # capturable needs its params on an accelerator.
 ATTACH_CASES = [(d, v) for d in DEVICES for v in OPTIMIZER_VARIANTS if d != "cpu" or v != "capturable=True"]
 
@@ -452,8 +490,16 @@ def test_attach_adamw_matches_reference_optimizer(reference, variant, device, ge
     update; reference: step-1 corrections on the old moments, zeroed after) and beta1 scaled by
     s(k); the group's betas are restored after every step."""
     lr, betas, eps, wd = 1e-2, (0.9, 0.999), 1e-8, 0.1
-    kwargs = dict(gamma1=0.7, gamma2=0.9, gamma3=0.999, eps=eps, total_steps=ATTACH_STEPS, eta_min=0.5, reset_every=7,
-                  reference=reference)
+    kwargs = dict(
+        gamma1=0.7,
+        gamma2=0.9,
+        gamma3=0.999,
+        eps=eps,
+        total_steps=ATTACH_STEPS,
+        eta_min=0.5,
+        reset_every=7,
+        reference=reference,
+    )
     init = [torch.randn(s, generator=gen, dtype=F64).float() for s in ATTACH_SHAPES]
     params = [torch.nn.Parameter(p.to(device)) for p in init]
     ref_params = [p.double() for p in init]
@@ -469,8 +515,9 @@ def test_attach_adamw_matches_reference_optimizer(reference, variant, device, ge
         clipper.step()
         opt.step()
         assert opt.param_groups[0]["betas"] == betas, f"step {k + 1}: betas not restored"
-        assert beta1_seen[-1] == pytest.approx(betas[0] * cosine_scale(k + 1, ATTACH_STEPS, 0.5), rel=1e-12, abs=0), \
+        assert beta1_seen[-1] == pytest.approx(betas[0] * cosine_scale(k + 1, ATTACH_STEPS, 0.5), rel=1e-12, abs=0), (
             f"step {k + 1}: beta1 during the step"
+        )
         opt.zero_grad()
         ref.step(exact)
         for i, (p, r) in enumerate(zip(params, ref_params)):
@@ -483,13 +530,22 @@ def test_attach_adamw_matches_reference_optimizer(reference, variant, device, ge
 # -- e. arguments ------------------------------------------------------------------------------
 
 BAD_ARGUMENTS = [
-    (dict(gamma1=1.0), "gamma1"), (dict(gamma1=-0.1), "gamma1"), (dict(gamma1=-1), "gamma1"),
-    (dict(gamma2=0.0), "gamma2"), (dict(gamma2=1.0), "gamma2"), (dict(gamma2=float("nan")), "gamma2"),
-    (dict(gamma3=0.0), "gamma3"), (dict(gamma3=1.0), "gamma3"), (dict(gamma3=1.5), "gamma3"),
+    (dict(gamma1=1.0), "gamma1"),
+    (dict(gamma1=-0.1), "gamma1"),
+    (dict(gamma1=-1), "gamma1"),
+    (dict(gamma2=0.0), "gamma2"),
+    (dict(gamma2=1.0), "gamma2"),
+    (dict(gamma2=float("nan")), "gamma2"),
+    (dict(gamma3=0.0), "gamma3"),
+    (dict(gamma3=1.0), "gamma3"),
+    (dict(gamma3=1.5), "gamma3"),
     (dict(eps=-1e-9), "eps"),
-    (dict(total_steps=0), "total_steps"), (dict(total_steps=-5), "total_steps"),
-    (dict(reset_every=0), "reset_every"), (dict(reset_every=-3), "reset_every"),
-    (dict(total_steps=10, eta_min=-0.1), "eta_min"), (dict(total_steps=10, eta_min=1.5), "eta_min"),
+    (dict(total_steps=0), "total_steps"),
+    (dict(total_steps=-5), "total_steps"),
+    (dict(reset_every=0), "reset_every"),
+    (dict(reset_every=-3), "reset_every"),
+    (dict(total_steps=10, eta_min=-0.1), "eta_min"),
+    (dict(total_steps=10, eta_min=1.5), "eta_min"),
     (dict(on_nonfinite="ignore"), "on_nonfinite"),
 ]
 
@@ -501,8 +557,9 @@ def test_bad_arguments_are_named(kwargs, arg):
         fastclip.StableSPAM(params, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs, arg", [(dict(total_steps=2.5), "total_steps"),
-                                         (dict(reset_every=1.5), "reset_every")])
+@pytest.mark.parametrize(
+    "kwargs, arg", [(dict(total_steps=2.5), "total_steps"), (dict(reset_every=1.5), "reset_every")]
+)
 def test_non_integer_counts_are_refused(kwargs, arg):
     with pytest.raises((ValueError, TypeError), match=arg):
         fastclip.StableSPAM(make_params([(3,)], F32, "cpu"), **kwargs)
@@ -510,19 +567,27 @@ def test_non_integer_counts_are_refused(kwargs, arg):
 
 def test_boundary_arguments_are_accepted():
     params = make_params([(3,)], F32, "cpu")
-    for kwargs in (dict(gamma1=0.0), dict(eps=0.0), dict(total_steps=1, eta_min=0.0), dict(total_steps=1, eta_min=1.0),
-                   dict(reset_every=1), dict(gamma2=0.5, gamma3=0.5)):
+    for kwargs in (
+        dict(gamma1=0.0),
+        dict(eps=0.0),
+        dict(total_steps=1, eta_min=0.0),
+        dict(total_steps=1, eta_min=1.0),
+        dict(reset_every=1),
+        dict(gamma2=0.5, gamma3=0.5),
+    ):
         fastclip.StableSPAM(params, **kwargs)
 
 
 # -- f. determinism ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("reference", [False, True], ids=["clean", "reference"])
 def test_deterministic(reference, device, gen):
     shapes = [(300, 200), (5000,), (3, 7), ()]
-    stream = spam_stream(gen, 20, shapes=shapes, spikes={5: [(0, 300.0)], 6: [(1, 50.0)], 12: [(2, 1000.0)]},
-                         missing=False)
+    stream = spam_stream(
+        gen, 20, shapes=shapes, spikes={5: [(0, 300.0)], 6: [(1, 50.0)], 12: [(2, 1000.0)]}, missing=False
+    )
     runs = []
     for _ in range(2):
         params = make_params(shapes, F32, device, torch.Generator().manual_seed(0))
@@ -534,6 +599,7 @@ def test_deterministic(reference, device, gen):
 
 
 # -- a GPU: no host sync -----------------------------------------------------------------------
+
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -559,8 +625,7 @@ def test_no_host_sync_on_cuda(gen):
 
 DIST_SHAPES = [(9, 5), (7,), (1,), (16, 3, 2), (3,)]  # (1,) and (3,) leave a rank an empty or short shard
 DIST_STEPS = 30
-DIST_CONFIGS = {"clean": dict(total_steps=DIST_STEPS),
-                "reference": dict(reference=True, total_steps=25, reset_every=9)}
+DIST_CONFIGS = {"clean": dict(total_steps=DIST_STEPS), "reference": dict(reference=True, total_steps=25, reset_every=9)}
 
 
 def _dist_grads(step):
@@ -643,31 +708,20 @@ def test_shards_across_ranks_match_single_process(gloo_ranks):
 
 # -- the ops themselves ----------------------------------------------------------------------
 
+
 def op_args(device, gen, n=3):
     """Grads spanning CPU chunks (65,536 elements) and an empty one, state rows that make AdaClip
     rescale the large tensors, and the outputs an update writes."""
     dev = torch.device(device)
-    grads = [torch.randn(70_000, generator=gen).to(dev), torch.randn(4, 3, generator=gen).to(dev),
-             torch.empty(0, device=dev)][:n]
+    grads = [
+        torch.randn(70_000, generator=gen).to(dev),
+        torch.randn(4, 3, generator=gen).to(dev),
+        torch.empty(0, device=dev),
+    ][:n]
     rows = torch.arange(len(grads), device=dev).flip(0)
     state = torch.rand(len(grads), fastclip._layouts.STABLE_SPAM_ROW, dtype=F64, generator=gen).to(dev)
     state[:, fastclip._layouts.StableSPAMRow.STEPS] = 10.0
     return grads, rows, state
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_ops_opcheck(device, gen):
-    grads, rows, state = op_args(device, gen)
-    stats = torch.ops.fastclip.stable_spam_norms(grads, None, rows, state, 0.999)
-    torch.library.opcheck(torch.ops.fastclip.stable_spam_norms.default, (grads, None, rows, state, 0.999))
-    torch.library.opcheck(torch.ops.fastclip.stable_spam_norms.default, (grads, stats[0].clone(), rows, state, 0.9))
-    split = torch.ops.fastclip.stable_spam_norms(grads, stats[0].clone(), rows, state, 0.9)
-    n = len(grads)
-    outputs = (torch.zeros(1, dtype=F64, device=device), torch.empty(fastclip._layouts.RESULT_SLOTS, device=device),
-               torch.empty(n, device=device), torch.empty(n, device=device))
-    args = (grads, stats, split, rows, state.clone(), *outputs, 0.7, 0.9, 0.999, 1e-8, 10, 0.5, 3, "skip", False)
-    torch.library.opcheck(torch.ops.fastclip.stable_spam_update_.default, args,
-                          test_utils=("test_schema", "test_faketensor"))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -691,37 +745,82 @@ def test_norms_op_against_float64(device, gen):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("change, message", [
-    (lambda a: a.update(rows=a["rows"] * 0), "rows must be distinct"),
-    (lambda a: a.update(rows=a["rows"] + 5), "rows must lie in"),
-    (lambda a: a.update(state=a["state"][:, :2].contiguous()), "state must have shape"),
-    (lambda a: a.update(state=a["state"].float()), "state must be"),
-    (lambda a: a.update(stats=a["stats"][:1]), "stats must"),
-    (lambda a: a.update(split=a["split"].float()), "split must be"),
-    (lambda a: a.update(steps=a["steps"].float()), "steps must be"),
-    (lambda a: a.update(coef=a["coef"][:1]), "coef must hold"),
-    (lambda a: a.update(gamma3=1.0), "gamma3 must lie in"),
-    (lambda a: a.update(gamma1=1.0), "gamma1 must lie in"),
-    (lambda a: a.update(eta_min=2.0), "eta_min must lie in"),
-    (lambda a: a.update(reset_every=-1), "reset_every must be"),
-    (lambda a: a.update(policy="error"), "on_nonfinite must be"),
-], ids=["dup-rows", "rows-range", "state-shape", "state-dtype", "stats-shape", "split-dtype", "steps-dtype",
-        "coef-size", "gamma3", "gamma1", "eta_min", "reset_every", "policy"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.update(rows=a["rows"] * 0), "rows must be distinct"),
+        (lambda a: a.update(rows=a["rows"] + 5), "rows must lie in"),
+        (lambda a: a.update(state=a["state"][:, :2].contiguous()), "state must have shape"),
+        (lambda a: a.update(state=a["state"].float()), "state must be"),
+        (lambda a: a.update(stats=a["stats"][:1]), "stats must"),
+        (lambda a: a.update(split=a["split"].float()), "split must be"),
+        (lambda a: a.update(steps=a["steps"].float()), "steps must be"),
+        (lambda a: a.update(coef=a["coef"][:1]), "coef must hold"),
+        (lambda a: a.update(gamma3=1.0), "gamma3 must lie in"),
+        (lambda a: a.update(gamma1=1.0), "gamma1 must lie in"),
+        (lambda a: a.update(eta_min=2.0), "eta_min must lie in"),
+        (lambda a: a.update(reset_every=-1), "reset_every must be"),
+        (lambda a: a.update(policy="error"), "on_nonfinite must be"),
+    ],
+    ids=[
+        "dup-rows",
+        "rows-range",
+        "state-shape",
+        "state-dtype",
+        "stats-shape",
+        "split-dtype",
+        "steps-dtype",
+        "coef-size",
+        "gamma3",
+        "gamma1",
+        "eta_min",
+        "reset_every",
+        "policy",
+    ],
+)
 def test_update_op_names_bad_arguments(device, change, message, gen):
     if device != "cpu" and "rows" in message:
         pytest.skip("rows are checked where reading them costs no sync")
     grads, rows, state = op_args(device, gen, n=2)
     stats = torch.ops.fastclip.stable_spam_norms(grads, None, rows, state, 0.999)
-    a = dict(grads=grads, stats=stats, split=torch.zeros_like(stats), rows=rows, state=state,
-             steps=torch.zeros(1, dtype=F64, device=device), result=torch.empty(fastclip._layouts.RESULT_SLOTS,
-                                                                               device=device),
-             coef=torch.empty(2, device=device), threshold=torch.empty(2, device=device), gamma1=0.7, gamma3=0.999,
-             eta_min=0.5, reset_every=3, policy="skip")
+    a = dict(
+        grads=grads,
+        stats=stats,
+        split=torch.zeros_like(stats),
+        rows=rows,
+        state=state,
+        steps=torch.zeros(1, dtype=F64, device=device),
+        result=torch.empty(fastclip._layouts.RESULT_SLOTS, device=device),
+        coef=torch.empty(2, device=device),
+        threshold=torch.empty(2, device=device),
+        gamma1=0.7,
+        gamma3=0.999,
+        eta_min=0.5,
+        reset_every=3,
+        policy="skip",
+    )
     change(a)
     with pytest.raises(RuntimeError, match=message):
-        torch.ops.fastclip.stable_spam_update_(a["grads"], a["stats"], a["split"], a["rows"], a["state"], a["steps"],
-                                               a["result"], a["coef"], a["threshold"], a["gamma1"], 0.9, a["gamma3"],
-                                               1e-8, 0, a["eta_min"], a["reset_every"], a["policy"], False)
+        torch.ops.fastclip.stable_spam_update_(
+            a["grads"],
+            a["stats"],
+            a["split"],
+            a["rows"],
+            a["state"],
+            a["steps"],
+            a["result"],
+            a["coef"],
+            a["threshold"],
+            a["gamma1"],
+            0.9,
+            a["gamma3"],
+            1e-8,
+            0,
+            a["eta_min"],
+            a["reset_every"],
+            a["policy"],
+            False,
+        )
 
 
 def test_norms_op_names_bad_arguments(gen):
