@@ -10,11 +10,6 @@
 namespace fastclip {
 namespace cpu {
 
-// The instruction sets this build has kernels for ("generic", and "avx2", "avx512" on x86-64),
-// and the one in use (the widest the CPU has, capped by FASTCLIP_CPU_ISA).
-const char* const* compiled_isas(int* count);
-const char* isa_in_use();
-
 // Partial (sum of |x|^p, or max |x|) of elements [begin, end) of `meta`.
 float chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t end, float p);
 double chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t end, double p);

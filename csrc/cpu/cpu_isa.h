@@ -3,6 +3,8 @@
 // once at run time (FASTCLIP_CPU_ISA=generic|avx2 caps it).
 #pragma once
 
+#include <cstdint>
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define FASTCLIP_HAVE_AVX2_VARIANT 1
@@ -19,6 +21,14 @@ namespace cpu {
 enum class Isa { kGeneric, kAvx2, kAvx512 };
 
 Isa cpu_isa();
+
+// The instruction sets this build has kernels for ("generic", and "avx2", "avx512" on x86-64),
+// and the one in use (the widest the CPU has, capped by FASTCLIP_CPU_ISA).
+const char* const* compiled_isas(int* count);
+const char* isa_in_use();
+
+// The largest CPU cache Linux reports (sysfs), in bytes; 0 when unknown. Read once.
+int64_t last_level_cache_bytes();
 
 }  // namespace cpu
 }  // namespace fastclip

@@ -5,12 +5,10 @@
 #include <cstdint>
 
 #include "../common/list_plan.h"
+#include "cpu_isa.h"
 
 namespace fastclip {
 namespace cpu {
-
-// The largest CPU cache Linux reports (sysfs), in bytes; 0 when unknown. Read once.
-int64_t last_level_cache_bytes();
 
 // Calls fn(chunk_index, meta, begin, end) for every chunk of the plan, spread over ATen's
 // intra-op threads. Each chunk writes only its own outputs, so the result does not depend on

@@ -14,8 +14,8 @@
 
 #include <vector>
 
-#include "common/tensor_prefetch.h"
-#include "held_list.h"
+#include "../common/tensor_prefetch.h"
+#include "../held_list.h"
 
 namespace fastclip {
 namespace {

@@ -7,14 +7,13 @@
 #ifdef FASTCLIP_PYTHON_MODULE
 #include <Python.h>
 
-#include "common/layouts.h"
-#include "common/norm_math.h"
-#include "cpu/cpu_chunk_ops.h"
-#include "cpu/cpu_parallel.h"
+#include "../common/layouts.h"
+#include "../common/norm_math.h"
+#include "../cpu/cpu_isa.h"
 #include "python_grads.h"
 
 #ifdef FASTCLIP_WITH_CUDA
-#include "cuda/build_info.h"
+#include "../cuda/build_info.h"
 #endif
 
 namespace {
