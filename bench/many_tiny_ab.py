@@ -1,8 +1,8 @@
 """Plain grads read in C++ against grads read in Python, in one process: `fastclip bench --suite
 many-tiny`'s plain cases (10,000 and 50,000 one-element grads, one thread, each call's time as a
 ratio to the Python walk over the grads) run alternately with the C++ read switched off
-(clippers and clip_grad_norm_ then walk `p.grad` in Python, as before fastclip._held_params) and
-on. Medians over the runs of each mode's medians.
+(`fastclip._grads.read_in_python()`: clippers and clip_grad_norm_ then walk `p.grad` in Python)
+and on. Medians over the runs of each mode's medians.
 
     python bench/many_tiny_ab.py --runs 3 > bench/results/many_tiny_ab_cpu.txt
 """
@@ -13,7 +13,7 @@ import statistics
 
 import torch
 
-from fastclip import _held_params, clip_grad
+from fastclip import _grads
 from fastclip.cli import machine, overhead
 
 
@@ -28,14 +28,12 @@ def main():
     parser.add_argument("--repeat", type=int, default=9, help="timed rounds per run")
     args = parser.parse_args()
     overhead._single_rank_mesh = _no_mesh
-    read_in_cpp = _held_params.HeldParams.grads, clip_grad.grads_read_in_cpp
-    modes = {"grads read in Python": (lambda self: None, lambda params: None), "grads read in C++": read_in_cpp}
+    modes = {"grads read in Python": _grads.read_in_python, "grads read in C++": contextlib.nullcontext}
     runs = {mode: [] for mode in modes}
     for _ in range(args.runs):
-        for mode, (held_grads, function_grads) in modes.items():
-            _held_params.HeldParams.grads, clip_grad.grads_read_in_cpp = held_grads, function_grads
-            runs[mode].append(overhead.many_tiny(torch.device("cpu"), args.repeat))
-    _held_params.HeldParams.grads, clip_grad.grads_read_in_cpp = read_in_cpp
+        for mode, reading in modes.items():
+            with reading():
+                runs[mode].append(overhead.many_tiny(torch.device("cpu"), args.repeat))
     print(
         f"many-tiny A/B, {args.runs} runs of each mode, --repeat {args.repeat}, one thread "
         f"({machine.device_name(torch.device('cpu'))}): median ratio to the walk"

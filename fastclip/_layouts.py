@@ -170,3 +170,35 @@ def write_outcome(result: torch.Tensor, norm, threshold, coef, nonfinite, policy
     return torch.stack(
         [v.float() if isinstance(v, torch.Tensor) else torch.full_like(like, v) for v in values], out=result
     )
+
+
+def idle_result(device, norm) -> torch.Tensor:
+    """The result of a step that scaled nothing (coefficient 1, nothing clipped or non-finite),
+    built on the device by fills: no host data is copied, so nothing syncs."""
+    return write_outcome(empty_result(device), norm, float("nan"), 1.0, False, "skip")
+
+
+def entry_outputs(entries: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(result, coef, threshold)``: the buffers a per-entry stats op writes, ``entries`` factors
+    and thresholds."""
+    coef = torch.empty(entries, dtype=torch.float32, device=device)
+    return empty_result(device), coef, torch.empty_like(coef)
+
+
+class SlotResult:
+    """A step's outcome read off the float32 tensor of slots its op wrote (``_values``): each
+    attribute of ``_slots`` (name -> slot) is that slot's 0-d view, taken at construction unless
+    given; a flag (:meth:`_flag`) is computed when read, so a step launches nothing for results
+    nobody looks at. ``ClipResult`` and ``SkipResult`` are built on it."""
+
+    _slots: dict = {}
+
+    def __init__(self, values: torch.Tensor, **given):
+        self._values = values
+        for name, slot in self._slots.items():
+            value = given.get(name)
+            setattr(self, name, values[slot] if value is None else value)
+
+    def _flag(self, slot) -> torch.Tensor:
+        """Bool device tensor: whether ``slot`` is nonzero (no sync until read)."""
+        return self._values[slot] != 0

@@ -161,7 +161,7 @@ def _skip_step_update_fake(loss, norm, history, counters, result, window, sigma,
 # The wrappers take the norms first, as the clippers hold them (None: the op computes them from
 # ``grads``), and the grads last: with ``scale_grads`` they are scaled by the step's factors, else
 # only zeroed on a non-finite step under on_nonfinite="zero" (csrc/fastclip.cpp has the contract).
-# The grads are a list, or a held list (fastclip.ops.held_list, _held_params), run by the op's
+# The grads are a list, or a held list (fastclip.ops.held_list; grads read in C++ by fastclip._grads), run by the op's
 # held_<op> form.
 
 

@@ -5,9 +5,7 @@ The list checks (:func:`diagnose`) run only after an op has rejected a list, so 
 nothing for them.
 """
 
-import itertools
 import math
-import operator
 
 import torch
 
@@ -25,18 +23,6 @@ def as_list(tensors, arg):
         return list(tensors)
     except TypeError:
         raise TypeError(f"{arg} must be a Tensor or an iterable of Tensors, got {type(tensors).__name__}") from None
-
-
-def present_grads(params, grad_attr):
-    """Every parameter's ``grad_attr``, or None when some parameter has none (or lacks the
-    attribute): the caller then filters. Gathered and checked for None in C (map, operator.is_),
-    at a fraction of the cost of a Python loop, since on long lists of small tensors gathering
-    the grads is most of a clip."""
-    try:
-        grads = list(map(operator.attrgetter(grad_attr), params))
-    except AttributeError:
-        return None
-    return None if any(map(operator.is_, grads, itertools.repeat(None))) else grads
 
 
 def nonnegative(value, arg):

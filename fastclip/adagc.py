@@ -4,10 +4,10 @@
 import torch
 
 from . import _ops
-from ._layouts import ADAGC_GAMMA
+from ._layouts import ADAGC_GAMMA, entry_outputs
 from ._types import Params
 from ._validation import check_int, check_number
-from .clipper import Clipper, _entry_outputs
+from .clipper import Clipper
 
 __all__ = ["AdaGC"]
 
@@ -72,7 +72,7 @@ class AdaGC(Clipper):
             self._state["gamma"] = torch.zeros(len(self._params), ADAGC_GAMMA, dtype=torch.float64, device=device)
             self._state["steps"] = torch.zeros(1, dtype=torch.float64, device=device)
         rows = self._rows_tensor(present, device)
-        values, coef, threshold = _entry_outputs(len(present), device)
+        values, coef, threshold = entry_outputs(len(present), device)
         total, per_tensor = (None, None) if norms is None else norms
         _ops.adagc_update_(
             total,

@@ -4,10 +4,11 @@ Without Normalization"): unit-wise, against the parameters' own norms. The funct
 
 import torch
 
+from ._layouts import idle_result
 from ._types import Params
 from ._validation import check_number
-from .clip_grad import _agc_clip_params, adaptive_clip_grad_
-from .clipper import Clipper, ClipResult, _idle_result
+from .clip_grad import adaptive_clip_grad_, clip_rows_
+from .clipper import Clipper, ClipResult
 
 __all__ = ["AGC", "adaptive_clip_grad_"]
 
@@ -22,6 +23,10 @@ class AGC(Clipper):
     """
 
     folds_into_optimizer = False
+    takes_held_lists = False  # its op takes lists: grads read in Python, DTensor shards kept as a list
+    steps_without_grads = False  # nothing is reduced across ranks
+    feeds_found_inf = False  # no non-finite check: an attached optimizer is handed nothing
+    idle_norm = float("nan")  # no total norm is taken
 
     def __init__(self, parameters: Params, clip_factor: float = 0.01, eps: float = 1e-3):
         super().__init__(parameters, "propagate")
@@ -37,6 +42,9 @@ class AGC(Clipper):
     def step(self) -> ClipResult:
         """Clips each output row of every grad in place; returns a :class:`ClipResult` whose norm and
         threshold are NaN and coef is 1 (no total norm is taken)."""
-        _agc_clip_params(self._params, self.clip_factor, self.eps)
-        device = self._params[0].device
-        return ClipResult(_idle_result(device, float("nan")))
+        return self._step()  # a grad the op refuses is reported by the op itself
+
+    def _clip(self, step):
+        params = self._params if type(step.present) is range else [self._params[i] for i in step.present]
+        clip_rows_(step.grads, params, self.clip_factor, self.eps)
+        return idle_result(self._params[0].device, float("nan")), None, None

@@ -7,10 +7,10 @@ import math
 import torch
 
 from . import _ops
-from ._layouts import AUTOCLIP_COUNTERS, AutoClipCounter
+from ._layouts import AUTOCLIP_COUNTERS, AutoClipCounter, entry_outputs
 from ._types import Params
 from ._validation import check_choice, check_int, check_number
-from .clipper import Clipper, _entry_outputs
+from .clipper import Clipper
 
 __all__ = ["AutoClip"]
 
@@ -151,7 +151,7 @@ class AutoClip(Clipper):
             total = norms[0]
             entry_norms = norms[1] if self.per_tensor else total.reshape(1)
         rows = self._rows_tensor(present if self.per_tensor else range(1), device)
-        values, coef, threshold = _entry_outputs(len(present) if self.per_tensor else 1, device)
+        values, coef, threshold = entry_outputs(len(present) if self.per_tensor else 1, device)
         s = self._state
         _ops.autoclip_update_(
             total,

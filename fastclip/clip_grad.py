@@ -26,10 +26,10 @@ import warnings
 import torch
 
 from . import ops
-from ._held_params import grads_read_in_cpp
+from ._grads import DTensorShardCache, grads_in_cpp, grads_with_groups, present_and_grads
 from ._types import ProcessGroups, Tensors
-from ._validation import as_list, checked, diagnose, flatten_groups, nonnegative, present_grads
-from .distributed import ShardsOfLastList, as_groups, merge_keys, norms_across_ranks, param_group_keys, split_dtensors
+from ._validation import as_list, checked, flatten_groups, nonnegative
+from .distributed import as_groups, merge_keys, norms_across_ranks, param_group_keys, split_dtensors
 
 __all__ = ["adaptive_clip_grad_", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
 
@@ -53,23 +53,8 @@ def _parameter_list(parameters, stacklevel):
 def _parameters_and_grads(parameters):
     """``(params, grads, groups)``: the parameters (param groups flattened), the grads present, and
     None, or for param groups ``(spans, positions of the parameters that have grads or None for
-    all)`` (see :func:`_group_keys`)."""
-    params = _parameter_list(parameters, stacklevel=4)
-    grads = present_grads(params, "grad")
-    if grads is not None:  # every parameter has a grad (a dict has none: param groups go on)
-        return params, grads, None
-    spans = None
-    if _has_groups(params):
-        params, spans = flatten_groups(params, "parameters: ")
-        grads = present_grads(params, "grad")
-        if grads is not None:
-            return params, grads, (spans, None)
-    try:
-        present = [i for i, p in enumerate(params) if p.grad is not None]
-    except AttributeError:
-        diagnose(params, "parameters", grads=True)
-        raise
-    return params, [params[i].grad for i in present], (None if spans is None else (spans, present))
+    all)`` (see :func:`_group_keys` and :func:`fastclip._grads.grads_with_groups`)."""
+    return grads_with_groups(_parameter_list(parameters, stacklevel=4))
 
 
 def _group_keys(params, groups_info, groups):
@@ -189,7 +174,7 @@ def clip_grads_with_norm_(
 
 
 # The DTensor grads of the last call, split and held for the next (FSDP2 keeps its grads between steps).
-_LAST_GRADS = ShardsOfLastList()
+_SHARD_CACHE = DTensorShardCache()
 
 
 def clip_grad_norm_(
@@ -234,8 +219,8 @@ def clip_grad_norm_(
         The total norm of the grads before clipping (0-d tensor).
     """
     parameters = _parameter_list(parameters, stacklevel=3)
-    held = grads_read_in_cpp(parameters) if process_group is None and not error_if_nonfinite else None
-    if held is not None:  # one rank, the grads read in C++ (fastclip._held_params)
+    held = grads_in_cpp(parameters, skip_missing=True) if process_group is None and not error_if_nonfinite else None
+    if held is not None:  # one rank, the grads read in C++ (fastclip._grads)
         max_norm = nonnegative(max_norm, "max_norm")
         norm_type = nonnegative(norm_type, "norm_type")
         if len(held) == 0:
@@ -248,7 +233,7 @@ def clip_grad_norm_(
     norm_type = nonnegative(norm_type, "norm_type")
     groups = as_groups(process_group)
     group_keys, order = _group_keys(params, groups_info, groups)
-    local, keys, held = _LAST_GRADS.split(grads, "grads")
+    local, keys, held = _SHARD_CACHE.split(grads, "grads")
     keys = merge_keys(keys, group_keys)
     if groups or keys is not None:
         device = params[0].device if params else "cpu"  # for a rank with no grads
@@ -306,16 +291,19 @@ def adaptive_clip_grad_(parameters: Tensors, clip_factor: float = 0.01, eps: flo
     params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
     if _has_groups(params):  # param groups: their parameters (a process_group key changes nothing: no reduction)
         params, _ = flatten_groups(params, "parameters: ")
-    _agc_clip_params(params, clip_factor, eps)
+    present, grads = present_and_grads(params, missing_attr_ok=False)
+    if grads:
+        with_grads = params if type(present) is range else [params[i] for i in present]
+        clip_rows_(split_dtensors(grads, "grads")[0], with_grads, clip_factor, eps)
 
 
-def _agc_clip_params(params, clip_factor, eps):
-    """:func:`adaptive_clip_grad_` of a list of parameters (shared with the ``AGC`` clipper)."""
-    with_grads = [p for p in params if p.grad is not None]
-    if with_grads:
-        # DTensors: each rank clips its local rows. Row-sharded weights (Shard(0), FSDP2) hold
-        # whole rows, so this is exact and needs no communication; a weight sharded along another
-        # dim is clipped by the norms of its local pieces of each row.
-        grads, _ = split_dtensors([p.grad for p in with_grads], "grads")
-        values, _ = split_dtensors([p.detach() for p in with_grads], "params")
+def clip_rows_(grads, params, clip_factor, eps):
+    """:func:`adaptive_clip_grad_` of the grads present (DTensors' local shards) and their
+    parameters (shared with the ``AGC`` clipper, whose step reads the grads).
+
+    DTensors: each rank clips its local rows. Row-sharded weights (Shard(0), FSDP2) hold whole
+    rows, so this is exact and needs no communication; a weight sharded along another dim is
+    clipped by the norms of its local pieces of each row."""
+    if grads:
+        values, _ = split_dtensors([p.detach() for p in params], "params")
         ops.agc_clip_(grads, values, clip_factor, eps)

@@ -13,16 +13,17 @@ Everything a step computes stays on the grads' device: nothing syncs the host un
 
 import inspect
 import textwrap
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
 from . import _ops, _optimizer_feed, ops
-from ._held_params import HeldParams
-from ._layouts import ResultSlot, empty_result, write_outcome
+from ._grads import DTensorShardCache, grads_in_cpp, present_and_grads
+from ._layouts import ResultSlot, SlotResult, empty_result, idle_result
 from ._types import Params, ProcessGroups
-from ._validation import check_choice, check_grad_attr, check_number, checked, flatten_parameters, present_grads
+from ._validation import check_choice, check_grad_attr, check_number, checked, flatten_parameters
 from .distributed import (
-    ShardsOfLastList,
     as_groups,
     check_same_lists_per_key,
     index_tensor,
@@ -91,7 +92,7 @@ def _options_doc(cls) -> str:
     return "\n".join(lines)
 
 
-class ClipResult:
+class ClipResult(SlotResult):
     """One step's outcome, as device tensors: reading one (``float(r.norm)``) is when you sync.
 
     ``norm``: the pre-clip total norm. ``threshold``: the clip value in force. ``coef``: the factor
@@ -101,52 +102,73 @@ class ClipResult:
     (NaN during warm-up and on non-finite steps).
     """
 
-    def __init__(self, values: torch.Tensor, coef: torch.Tensor | None = None, threshold: torch.Tensor | None = None):
-        self._values = values
-        self.norm: torch.Tensor = values[ResultSlot.NORM]
-        self.threshold: torch.Tensor = values[ResultSlot.THRESHOLD] if threshold is None else threshold
-        self.coef: torch.Tensor = values[ResultSlot.COEF] if coef is None else coef
-        self.zscore: torch.Tensor = values[ResultSlot.ZSCORE]
-        self.mean: torch.Tensor = values[ResultSlot.MEAN]
-        self.std: torch.Tensor = values[ResultSlot.STD]
+    _slots = {
+        "norm": ResultSlot.NORM,
+        "threshold": ResultSlot.THRESHOLD,
+        "coef": ResultSlot.COEF,
+        "zscore": ResultSlot.ZSCORE,
+        "mean": ResultSlot.MEAN,
+        "std": ResultSlot.STD,
+    }
+    norm: torch.Tensor
+    threshold: torch.Tensor
+    coef: torch.Tensor
+    zscore: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
 
-    # Computed when read, so a step launches nothing for results nobody looks at.
+    def __init__(self, values: torch.Tensor, coef: torch.Tensor | None = None, threshold: torch.Tensor | None = None):
+        super().__init__(values, coef=coef, threshold=threshold)
+
     @property
     def clipped(self) -> torch.Tensor:
         """Bool device tensor: whether this step scaled the grads down (no sync until read)."""
-        return self._values[ResultSlot.CLIPPED] != 0
+        return self._flag(ResultSlot.CLIPPED)
 
     @property
     def nonfinite(self) -> torch.Tensor:
         """Bool device tensor: whether the norm was inf or NaN, so the statistics were left alone."""
-        return self._values[ResultSlot.NONFINITE] != 0
+        return self._flag(ResultSlot.NONFINITE)
 
     def __repr__(self):
         return f"ClipResult(norm={self.norm}, threshold={self.threshold}, coef={self.coef}, clipped={self.clipped})"
 
 
-def _idle_result(device, norm):
-    """The result of a step that scaled nothing (coefficient 1, nothing clipped or non-finite),
-    built on the device by fills: no host data is copied, so nothing syncs."""
-    return write_outcome(empty_result(device), norm, float("nan"), 1.0, False, "skip")
+class StepGrads(NamedTuple):
+    """What a step clips, read by :meth:`Clipper._read_grads`: ``present``, the positions of the
+    parameters that have grads (a range when all do); ``grads``, their grads (DTensors' local
+    shards), a list or a held list read in C++; ``shards``, the DTensor shards as a held list
+    (:class:`fastclip._grads.DTensorShardCache`) or None; ``norm_present`` and ``norm_grads``, the
+    same for the norm (those of ``norm_parameters``, else ``present`` and ``grads``); ``keys`` and
+    ``order``, how the norm grads' partials are reduced (:meth:`Clipper._keys`); ``device``, where
+    the step runs."""
 
-
-def _entry_outputs(entries, device):
-    """``(result, coef, threshold)``: the buffers a per-entry stats op writes, ``entries`` factors
-    and thresholds."""
-    coef = torch.empty(entries, dtype=torch.float32, device=device)
-    return empty_result(device), coef, torch.empty_like(coef)
+    present: Sequence[int]
+    grads: list | torch.ScriptObject
+    shards: torch.ScriptObject | None
+    norm_present: Sequence[int]
+    norm_grads: list | torch.ScriptObject
+    keys: list | None
+    order: tuple
+    device: torch.device
 
 
 class Clipper:
-    """Base class: subclasses define ``_update(grads, norms, present, device, policy, scale_grads)``,
-    which runs the stats op on ``grads`` and returns ``(result values, per-tensor coef or None,
-    per-tensor threshold or None)``, and keep their state tensors in ``self._state``. ``norms`` is
-    ``(total, per-tensor norms or None)``, or None when the op computes them from ``grads`` (the
-    local case: on CUDA the norm, the step and the scale are then one launch)."""
+    """Base class: every clipper's step runs :meth:`_step` (the grads read, DTensors split, an
+    empty step, the state's device, the optimizer feed), around its own part, :meth:`_clip`.
+    The clippers of a norm define only ``_update(grads, norms, present, device, policy,
+    scale_grads)``, which runs the stats op on ``grads`` and returns ``(result values, per-tensor
+    coef or None, per-tensor threshold or None)``, and keep their state tensors in
+    ``self._state``. ``norms`` is ``(total, per-tensor norms or None)``, or None when the op
+    computes them from ``grads`` (the local case: on CUDA the norm, the step and the scale are
+    then one launch). Others (StableSPAM, AGC) define ``_clip`` itself."""
 
     per_tensor = False  # per-tensor norms are needed (AdaGC, AutoClip with scope="tensor")
     folds_into_optimizer = True  # one factor for every grad: an attached fused optimizer can apply it
+    takes_held_lists = True  # the op has held_<op> forms: grads read in C++, DTensor shards held
+    steps_without_grads = True  # a rank without grads still steps when the norms are reduced across ranks
+    feeds_found_inf = True  # an attached optimizer gets found_inf (and grad_scale when folded)
+    idle_norm = 0.0  # the norm of a step with no grads
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -193,20 +215,9 @@ class Clipper:
         self._state = {}  # name -> tensor, created on the grads' device at the first step
         self._feed = None  # what an attached optimizer's next step applies (_optimizer_feed.FeedSource)
         self._rows = None  # (state rows, the same as a device tensor) of the last step
-        self._last_grads = ShardsOfLastList()  # DTensor grads: split and held once while they live
-        self._held_params = HeldParams(self._params)  # plain grads: read in C++
+        self._shard_cache = DTensorShardCache()  # DTensor grads: split (and held) once while they live
 
     # -- the step -------------------------------------------------------------------------
-
-    def _grads(self, params=None):
-        """(the positions of the parameters that have grads, as a range when all do; their grads)."""
-        params = self._params if params is None else params
-        grads = present_grads(params, self.grad_attr)
-        if grads is not None:
-            return range(len(grads)), grads
-        grads = [getattr(p, self.grad_attr, None) for p in params]
-        present = [i for i, g in enumerate(grads) if g is not None]
-        return present, [grads[i] for i in present]
 
     @torch.no_grad()
     def step(self) -> ClipResult:
@@ -220,61 +231,87 @@ class Clipper:
         return checked(self._step, items=self._params, arg="parameters", grads=True)
 
     def _step(self):
-        # Every grad read in C++ when each parameter has a plain one (fastclip._held_params): no walk.
-        held_params = getattr(self, "_held_params", None)  # (None in a clipper pickled before it had them)
-        plain = (
-            held_params.grads()
-            if held_params is not None and self._norm_params is None and self.grad_attr == "grad"
-            else None
-        )
-        if plain is not None:
-            return self._step_on(range(len(self._params)), plain, None, None, self._params[0].grad.device)
-        present, grads = self._grads()
-        norm_present, norm_grads = (present, grads) if self._norm_params is None else self._grads(self._norm_params)
-        if not norm_grads and not self._reduces:
+        """The pipeline every clipper runs: read the grads (:meth:`_read_grads`), return at once
+        when there is nothing to clip, move the state to the grads' device, run the clipper's own
+        part (:meth:`_clip`), hand the outcome to an attached optimizer."""
+        grads = self._read_grads()
+        if grads is None:
             if self._feed is not None:
                 self._feed.clear()
-            return ClipResult(_idle_result(self._params[0].device, 0.0))
+            return ClipResult(idle_result(self._params[0].device, self.idle_norm))
+        self._move_state(grads.device)
+        values, coef, threshold = self._clip(grads)
+        if self._feed is not None and self.feeds_found_inf:
+            self._feed.set(values[ResultSlot.GRAD_SCALE] if self._folded() else None, values[ResultSlot.FOUND_INF])
+        return ClipResult(values, coef, threshold)
+
+    def _read_grads(self) -> StepGrads | None:
+        """This step's grads (:class:`StepGrads`), or None when there are none to clip (and this
+        rank takes no part in a reduction across ranks). Every grad is read in C++ when each
+        parameter has a plain one and the op takes a held list (:func:`fastclip._grads.grads_in_cpp`);
+        else in Python, DTensors split by the clipper's :class:`~fastclip._grads.DTensorShardCache`."""
+        if self.takes_held_lists and self._norm_params is None and self.grad_attr == "grad":
+            held = grads_in_cpp(self._params)
+            if held is not None:
+                every = range(len(self._params))
+                keys, order = self._keys(every, None, False)
+                return StepGrads(every, held, None, every, held, keys, order, self._params[0].grad.device)
+        present, grads = present_and_grads(self._params, self.grad_attr)
+        norm_present, norm_grads = present, grads
+        if self._norm_params is not None:
+            norm_present, norm_grads = present_and_grads(self._norm_params, self.grad_attr)
+        if not norm_grads and not (self._reduces and self.steps_without_grads):
+            return None
         # DTensors: their local shards, scaled in place, and how their partials are reduced.
-        held = None  # the local shards of DTensor grads, held across steps (ShardsOfLastList)
+        shards = None
         if self._norm_params is None:
-            grads, keys, held = self._last_grads.split(grads, "grads")
+            grads, keys, shards = self._shard_cache.split(grads, "grads", self.takes_held_lists)
             norm_grads = grads
         else:
             grads, _ = split_dtensors(grads, "grads")
             norm_grads, keys = split_dtensors(norm_grads, "grads")
-        device = norm_grads[0].device if norm_grads else self._params[0].device
-        return self._step_on(present, grads, norm_grads, keys, device, norm_present, held)
-
-    def _step_on(self, present, grads, norm_grads, keys, device, norm_present=None, held=None):
-        """The step on ``grads`` (a list, or a held list read by HeldParams), the norm taken over
-        ``norm_grads`` (None: ``grads``) with DTensor ``keys``; ``held``: DTensor shards' held list."""
-        norm_present = present if norm_present is None else norm_present
-        norm_grads = grads if norm_grads is None else norm_grads
         keys, order = self._keys(norm_present, keys, self._norm_params is not None)
-        self._move_state(device)
+        device = norm_grads[0].device if norm_grads else self._params[0].device
+        return StepGrads(present, grads, shards, norm_present, norm_grads, keys, order, device)
+
+    def _clip(self, step: StepGrads) -> tuple:
+        """The clipper's own part of a step: ``(result values, per-tensor coef or None, per-tensor
+        threshold or None)``. Here, the clippers of a norm: the norms (unless the stats op takes
+        them from the grads), the non-finite check, then ``_update``."""
         norms = None  # the op computes the norms of the grads it clips
-        if not self._norms_in_op(keys):
-            norms = self._norms(norm_grads, device, keys, order, held)
-            if self.on_nonfinite == "error" and not bool(torch.isfinite(norms[0])):
-                raise RuntimeError(
-                    f"{type(self).__name__}: the total norm of the gradients is {float(norms[0])}; "
-                    "statistics and grads were left untouched (on_nonfinite='error')"
-                )
-        policy = "skip" if self.on_nonfinite == "error" else self.on_nonfinite
+        if not self._norms_in_op(step.keys):
+            norms = self._norms(step.norm_grads, step.device, step.keys, step.order, step.shards)
+            self._raise_if_nonfinite(norms[0])
+        policy = self._op_policy()
         # Attached to an optimizer that applies the factor, the op leaves the grads alone (but for
         # zeroing them on a non-finite step under "zero").
-        folded = self._feed is not None and self.folds_into_optimizer
-        # A held list is scaled by the scale op, by the factors the step wrote: the stats op gets
-        # no grads (it would scale them by the same factors, the same way).
-        scale_held = held is not None and not folded
-        values, coef, threshold = self._update([] if scale_held else grads, norms, present, device, policy, not folded)
-        if scale_held:
+        folded = self._folded()
+        # A held list of shards is scaled by the scale op, by the factors the step wrote: the
+        # stats op gets no grads (it would scale them by the same factors, the same way).
+        scale_shards = step.shards is not None and not folded
+        grads = [] if scale_shards else step.grads
+        values, coef, threshold = self._update(grads, norms, step.present, step.device, policy, not folded)
+        if scale_shards:
             factors = values[ResultSlot.COEF] if coef is None else coef
-            ops.multi_tensor_scale_(held, factors, policy == "zero")
-        if self._feed is not None:
-            self._feed.set(values[ResultSlot.GRAD_SCALE] if folded else None, values[ResultSlot.FOUND_INF])
-        return ClipResult(values, coef, threshold)
+            ops.multi_tensor_scale_(step.shards, factors, policy == "zero")
+        return values, coef, threshold
+
+    def _op_policy(self):
+        """The on_nonfinite policy the op runs: "error" is checked before it, then runs as "skip"."""
+        return "skip" if self.on_nonfinite == "error" else self.on_nonfinite
+
+    def _folded(self):
+        """Whether an attached optimizer applies the step's factor (the op then leaves the grads)."""
+        return self._feed is not None and self.folds_into_optimizer
+
+    def _raise_if_nonfinite(self, total):
+        """With ``on_nonfinite="error"``, raises before anything is touched if ``total`` (the total
+        norm, a device tensor: read on the host, a sync) is NaN or inf."""
+        if self.on_nonfinite == "error" and not bool(torch.isfinite(total)):
+            raise RuntimeError(
+                f"{type(self).__name__}: the total norm of the gradients is {float(total)}; "
+                "statistics and grads were left untouched (on_nonfinite='error')"
+            )
 
     def _norm_type(self):
         return 2.0
@@ -310,9 +347,9 @@ class Clipper:
             keys = cached[1]
         return merge_keys(dtensor_keys, keys), order
 
-    def _norms(self, grads, device, keys, order=(), held=None):
+    def _norms(self, grads, device, keys, order=(), shards=None):
         """(total, per-tensor norms or None): this rank's, or the whole model's with process_group,
-        param groups' process groups or DTensor grads (``held``: ``grads`` as a held list)."""
+        param groups' process groups or DTensor grads (``shards``: ``grads`` as a held list)."""
         if not self._groups and keys is None:
             return ops.multi_tensor_norm(grads, self._norm_type(), self.per_tensor)
         if self.per_tensor and not self._lists_checked:  # once: a length mismatch would garble the vector
@@ -326,7 +363,7 @@ class Clipper:
             device=device,
             keep_per_tensor=self.per_tensor,
             order=order,
-            held=held,
+            held=shards,
         )
 
     # -- attach to an optimizer -----------------------------------------------------------

@@ -14,7 +14,6 @@ the tensors of each key are reduced together over that key's groups, one all-red
 
 import math
 import operator
-import weakref
 from collections.abc import Sequence
 
 import torch
@@ -25,7 +24,6 @@ from ._types import ProcessGroups
 from ._validation import check_norm_type_across_ranks
 
 __all__ = [
-    "ShardsOfLastList",
     "as_groups",
     "merge_keys",
     "norms_across_ranks",
@@ -145,11 +143,12 @@ def split_dtensors(tensors: list[torch.Tensor], where: str = "tensors") -> tuple
     mesh dims on which it is sharded (a replicated dim holds the same values on every rank, so it
     counts once). keys[i] is None for a plain tensor (reduced over ``process_group``), and the
     keys are None altogether when the list holds no DTensor."""
-    return _split(tensors, where)[:2]
+    return split_dtensors_and_kind(tensors, where)[:2]
 
 
-def _split(tensors, where):
-    """:func:`split_dtensors`, and whether every tensor was a DTensor."""
+def split_dtensors_and_kind(tensors: list[torch.Tensor], where: str = "tensors") -> tuple[list, list | None, bool]:
+    """:func:`split_dtensors`, and whether every tensor was a DTensor (for
+    :class:`fastclip._grads.DTensorShardCache`, which keeps only lists of DTensors alone)."""
     dtensor = _dtensor_type()
     # The types present, collected in C (a per-tensor isinstance would cost as much as the clip).
     kinds = set(map(type, tensors))
@@ -171,61 +170,6 @@ def _split(tensors, where):
         key = _KEYS_BY_SPEC_ID.get(id(spec))
         keys.append(key if key is not None else _key_of_spec(spec, where, i))
     return local, keys, only_dtensors
-
-
-class ShardsOfLastList:
-    """:func:`split_dtensors` for a caller that passes the same DTensor grads call after call (a
-    clipper's step, FSDP2 grads kept between steps): the last list's local shards and keys, and
-    the shards as a held list (:func:`fastclip.ops.held_list`), so that the ops are not handed a
-    Python list of tens of thousands of tensors at every call (converting one costs more than the
-    clip, and twice as much for DTensors' shards as for plain tensors).
-
-    The last list is kept while every one of its DTensors lives (a weak reference to each): the
-    next list is the same if it holds the same objects, compared by ``id`` (a live object's id is
-    its own). The first of them to die (``zero_grad(set_to_none=True)``) drops the entry, and with
-    it the shards it held. A DTensor's local shard and placements are taken to stay those it was
-    made with (DTensors are immutable; FSDP2 accumulates into the shard in place). Only lists of
-    DTensors alone are kept: a plain tensor held by the list would keep its own Python object
-    alive, and its weak reference would never fire. Not under ``torch.compile``.
-    """
-
-    def __init__(self):
-        self._last = None  # (ids, local, keys, held, watchers, token)
-
-    # A cache: a copy (copy.deepcopy of a clipper) or a pickle starts without it.
-    def __getstate__(self):
-        return {}
-
-    def __setstate__(self, state):
-        self._last = None
-
-    def split(self, tensors: list, where: str = "tensors") -> tuple[list, list | None, object]:
-        """``(local tensors, keys, held list or None)``, as :func:`split_dtensors`, with the held
-        list of the local tensors when every tensor is a DTensor."""
-        if torch.compiler.is_compiling():
-            return (*split_dtensors(tensors, where), None)
-        last = self._last
-        if last is not None and len(tensors) == len(last[0]) and list(map(id, tensors)) == last[0]:
-            return last[1], last[2], last[3]
-        local, keys, only_dtensors = _split(tensors, where)
-        if not only_dtensors or not local:
-            return local, keys, None
-        self._last = None  # the previous list's shards go now, not after the next one is held
-        token, this = object(), weakref.ref(self)
-
-        def forget(_, this=this, token=token):
-            cache = this()
-            if cache is not None and cache._last is not None and cache._last[5] is token:
-                cache._last = None
-
-        held = ops.held_list(local)
-        # Checked as a list written in place now, before a step reads them: the scale at the end of
-        # a step would refuse shards that share memory only after the statistics moved on. A factor
-        # of exactly 1 writes nothing; the scale's own check then finds the list passed.
-        ops.multi_tensor_scale_(held, torch.ones((), device=local[0].device))
-        watchers = [weakref.ref(t, forget) for t in tensors]
-        self._last = (list(map(id, tensors)), local, keys, held, watchers, token)
-        return local, keys, held
 
 
 # id(spec) -> key. A DTensor's spec (mesh and placements) is shared step after step: FSDP2 keeps one
@@ -440,7 +384,7 @@ def norms_across_ranks(
     that alone). The total is in
     ``total_dtype`` (default: the tensors' promoted dtype, float32 for none). Returns
     ``(total, per-tensor norms or None)``, and that promoted dtype with ``with_local_dtype``.
-    ``held``: ``tensors`` as a held list (:class:`ShardsOfLastList`), passed to the op instead.
+    ``held``: ``tensors`` as a held list (:class:`fastclip._grads.DTensorShardCache`), passed to the op instead.
     """
     if tensors:
         local_total, per = ops.multi_tensor_norm(tensors if held is None else held, norm_type, True)

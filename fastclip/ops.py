@@ -29,7 +29,6 @@ __all__ = [
 ]
 
 _lib = torch.ops.fastclip
-_PRIVATE = ("zclip_update_", "autoclip_update_", "adagc_update_")
 
 
 def held_list(tensors: Sequence[torch.Tensor]) -> torch.ScriptObject:
@@ -100,13 +99,3 @@ def agc_clip_(grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor], cli
     (dim 0; a 0-d or 1-d tensor is one unit) is scaled so its L2 norm is at most
     ``clip_factor * max(||row of params[i]||, eps)``. ``params[i]`` has ``grads[i]``'s shape."""
     _lib.agc_clip_(grads, params, float(clip_factor), float(eps))
-
-
-def __getattr__(name):
-    if name in _PRIVATE:
-        raise AttributeError(
-            f"fastclip.ops.{name} is no longer public: it reads and writes the clippers' state tensors, whose layout "
-            f"is private and may change. Use the clipper (fastclip.ZClip, fastclip.AutoClip, fastclip.AdaGC), or call "
-            f"the raw op torch.ops.fastclip.{name} (schema in csrc/fastclip.cpp) at your own risk."
-        )
-    raise AttributeError(f"module 'fastclip.ops' has no attribute {name!r}")

@@ -8,11 +8,11 @@ import torch
 import torch.distributed as dist
 
 from . import _ops, ops
-from ._layouts import STABLE_SPAM_ROW, ResultSlot
+from ._layouts import STABLE_SPAM_ROW, entry_outputs
 from ._types import Params
 from ._validation import check_int, check_number
-from .clipper import Clipper, ClipResult, _entry_outputs, _idle_result
-from .distributed import check_same_lists_per_key, reduce_per_tensor_, split_dtensors
+from .clipper import Clipper, ClipResult
+from .distributed import check_same_lists_per_key, reduce_per_tensor_
 
 __all__ = ["StableSPAM"]
 
@@ -56,6 +56,8 @@ class StableSPAM(Clipper):
 
     per_tensor = True
     folds_into_optimizer = False
+    takes_held_lists = False  # its ops take lists: grads read in Python, DTensor shards kept as a list
+    steps_without_grads = False  # a rank without grads returns at once (its statistics are per tensor)
 
     def __init__(
         self,
@@ -113,19 +115,14 @@ class StableSPAM(Clipper):
 
         No host sync, except with ``on_nonfinite="error"``, which reads the norm to raise.
         """
-        present, grads = self._grads()
-        if not grads:
-            if self._feed is not None:
-                self._feed.clear()
-            return ClipResult(_idle_result(self._params[0].device, 0.0))
-        grads, keys = split_dtensors(grads, "grads")
-        keys, order = self._keys(present, keys, False)
-        device = grads[0].device
-        self._move_state(device)
+        return self._step()  # a grad the ops refuse is reported by the ops themselves
+
+    def _clip(self, step):
+        grads, keys, order, device = step.grads, step.keys, step.order, step.device
         if "rows" not in self._state:
             self._state["rows"] = torch.zeros(len(self._params), STABLE_SPAM_ROW, dtype=torch.float64, device=device)
             self._state["steps"] = torch.zeros(1, dtype=torch.float64, device=device)
-        rows, state = self._rows_tensor(present, device), self._state["rows"]
+        rows, state = self._rows_tensor(step.present, device), self._state["rows"]
         across_ranks = bool(self._groups) or keys is not None
         if across_ranks and not self._lists_checked:  # once: a length mismatch would garble the vectors
             check_same_lists_per_key(len(grads), self._groups, keys, order, "grads")
@@ -138,14 +135,8 @@ class StableSPAM(Clipper):
         if across_ranks:
             reduce_per_tensor_(split, dist.ReduceOp.SUM, self._groups, keys, order)
         if self.on_nonfinite == "error":
-            total = stats[1].sum().sqrt()
-            if not bool(torch.isfinite(total)):
-                raise RuntimeError(
-                    f"StableSPAM: the total norm of the gradients is {float(total)}; statistics and "
-                    "grads were left untouched (on_nonfinite='error')"
-                )
-        policy = "skip" if self.on_nonfinite == "error" else self.on_nonfinite
-        values, coef, threshold = _entry_outputs(len(present), device)
+            self._raise_if_nonfinite(stats[1].sum().sqrt())
+        values, coef, threshold = entry_outputs(len(step.present), device)
         _ops.stable_spam_update_(
             grads,
             stats,
@@ -163,13 +154,11 @@ class StableSPAM(Clipper):
             self.total_steps,
             self.eta_min,
             self.reset_every,
-            policy,
+            self._op_policy(),
             self.reference,
         )
         self._calls += 1
-        if self._feed is not None:
-            self._feed.set(None, values[ResultSlot.FOUND_INF])
-        return ClipResult(values, coef, threshold)
+        return values, coef, threshold
 
     def reset(self) -> None:
         super().reset()

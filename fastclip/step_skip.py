@@ -12,7 +12,7 @@ import math
 import torch
 
 from . import _ops, _optimizer_feed
-from ._layouts import SKIP_STEP_COUNTERS, SKIP_STEP_RESULT_SLOTS, SkipStepCounter, SkipStepResult
+from ._layouts import SKIP_STEP_COUNTERS, SKIP_STEP_RESULT_SLOTS, SkipStepCounter, SkipStepResult, SlotResult
 from ._validation import check_int, check_number
 
 __all__ = ["SkipResult", "StepSkipper"]
@@ -20,7 +20,7 @@ __all__ = ["SkipResult", "StepSkipper"]
 _SERIES = 2  # history rows: the losses, then the norms (csrc/common/skip_step.h)
 
 
-class SkipResult:
+class SkipResult(SlotResult):
     """One step's decision, as device tensors: reading one (``bool(r.skip)``) is when you sync.
 
     ``factor``: float32, 1.0 to keep the step and 0.0 to skip it (multiply an update by it, as
@@ -30,24 +30,31 @@ class SkipResult:
     with fewer than two).
     """
 
-    def __init__(self, values: torch.Tensor):
-        self._values = values
-        self.factor: torch.Tensor = values[SkipStepResult.FACTOR]
-        self.loss_mean: torch.Tensor = values[SkipStepResult.LOSS_MEAN]
-        self.loss_std: torch.Tensor = values[SkipStepResult.LOSS_STD]
-        self.norm_mean: torch.Tensor = values[SkipStepResult.NORM_MEAN]
-        self.norm_std: torch.Tensor = values[SkipStepResult.NORM_STD]
+    _slots = {
+        "factor": SkipStepResult.FACTOR,
+        "loss_mean": SkipStepResult.LOSS_MEAN,
+        "loss_std": SkipStepResult.LOSS_STD,
+        "norm_mean": SkipStepResult.NORM_MEAN,
+        "norm_std": SkipStepResult.NORM_STD,
+    }
+    factor: torch.Tensor
+    loss_mean: torch.Tensor
+    loss_std: torch.Tensor
+    norm_mean: torch.Tensor
+    norm_std: torch.Tensor
 
-    # Computed when read, so a step launches nothing for results nobody looks at.
+    def __init__(self, values: torch.Tensor):
+        super().__init__(values)
+
     @property
     def skip(self) -> torch.Tensor:
         """Bool device tensor: whether this step is to be skipped (no sync until read)."""
-        return self._values[SkipStepResult.SKIPPED] != 0
+        return self._flag(SkipStepResult.SKIPPED)
 
     @property
     def nonfinite(self) -> torch.Tensor:
         """Bool device tensor: whether the loss or the norm was NaN or inf."""
-        return self._values[SkipStepResult.NONFINITE] != 0
+        return self._flag(SkipStepResult.NONFINITE)
 
     def __repr__(self):
         return (

@@ -1,5 +1,5 @@
 """Held lists (fastclip.ops.held_list) and the DTensor grads kept across steps
-(fastclip.distributed.ShardsOfLastList): the same results as the list ops, bit for bit, and a
+(fastclip._grads.DTensorShardCache): the same results as the list ops, bit for bit, and a
 changed list always picked up."""
 
 import gc
@@ -11,7 +11,7 @@ from conftest import DEVICES, FLOAT_DTYPES, random_tensors
 
 import fastclip
 from fastclip import ops
-from fastclip.distributed import ShardsOfLastList
+from fastclip._grads import DTensorShardCache
 
 # Also run on the CUDA kernels executed on the CPU (README: the cuda-on-cpu command).
 pytestmark = pytest.mark.cuda_kernels
@@ -150,7 +150,7 @@ def test_dtensor_grads_kept_across_steps_clip_as_the_list_path_does(mesh, name, 
             if only is None or i == only:
                 dp.grad, p.grad = _sharded([g], mesh)[0], g.clone()
 
-    held_of = (lambda: fastclip.clip_grad._LAST_GRADS._last) if make is None else (lambda: ours._last_grads._last)
+    held_of = (lambda: fastclip.clip_grad._SHARD_CACHE._last) if make is None else (lambda: ours._shard_cache._last)
     set_grads(random_tensors(shapes, [torch.float32], "cpu", gen, scale=3.0))
     check()
     first = held_of()
@@ -191,13 +191,13 @@ def test_dtensor_shards_are_freed_with_their_grads(mesh, gen):
         p.grad = None
     assert all(s() is None for s in shards)
     gc.collect()
-    assert clipper._last_grads._last is None
+    assert clipper._shard_cache._last is None
 
 
 def test_lists_that_mix_plain_tensors_and_dtensors_are_not_held(mesh, gen):
     plain = random_tensors([(5,)], [torch.float32], "cpu", gen)
     mixed = plain + _sharded(random_tensors([(4,)], [torch.float32], "cpu", gen), mesh)
-    local, keys, held = ShardsOfLastList().split(mixed)
+    local, keys, held = DTensorShardCache().split(mixed)
     assert held is None and keys[0] is None and local[0] is plain[0]
 
 
@@ -226,7 +226,7 @@ def test_a_clipper_that_held_dtensor_grads_can_be_copied(mesh, gen):
     clipper = fastclip.AdaGC(params, warmup_steps=2)
     clipper.step()
     twin = copy.deepcopy(clipper)
-    assert twin._last_grads._last is None
+    assert twin._shard_cache._last is None
     assert all(
         torch.equal(a, b) for a, b in zip(clipper.state_dict()["state"].values(), twin.state_dict()["state"].values())
     )

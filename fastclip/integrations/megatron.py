@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from .. import ops
+from .._grads import present_and_grads
 from .._types import Params, ProcessGroups, Tensors
 from .._validation import flatten_groups
 from ..distributed import as_groups, merge_keys, norms_across_ranks, param_group_keys, split_dtensors
@@ -95,10 +96,11 @@ def _norm_of_groups(groups, norm_type=2.0, where="grads_for_norm"):
 
 
 def _grads_of(parameters, use_decoupled_grad):
-    parameters = [parameters] if isinstance(parameters, torch.Tensor) else parameters
+    """The grads present (``.grad``, or ``.decoupled_grad``), detached; DTensors' local shards."""
+    parameters = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
     attr = "decoupled_grad" if use_decoupled_grad else "grad"
-    grads = [getattr(p, attr, None) for p in parameters]
-    return split_dtensors([g.detach() for g in grads if g is not None], attr)[0]
+    _, grads = present_and_grads(parameters, attr)
+    return split_dtensors([g.detach() for g in grads], attr)[0]
 
 
 def clip_grad_by_total_norm_fp32(

@@ -1,7 +1,8 @@
-"""Plain grads read in C++ (fastclip._held_params: fastclip._C.grads_of and the held_<op> forms
+"""Plain grads read in C++ (fastclip._grads: fastclip._C.grads_of and the held_<op> forms
 of the ops): bit for bit what the Python walk gives, every changed grad picked
 up, nothing kept alive, and anything the C++ read cannot see exactly read in Python instead."""
 
+import contextlib
 import copy
 import pickle
 import weakref
@@ -31,14 +32,14 @@ CLIPPERS = {
 def cpp_reads(monkeypatch):
     """Whether each C++ read of the grads since the fixture was made gave them (True) or gave way
     to Python (False)."""
-    reads, read = [], fastclip._held_params._read
+    reads, read = [], fastclip._grads._read
 
     def spy(params, skip_missing):
         held = read(params, skip_missing)
         reads.append(held is not None)
         return held
 
-    monkeypatch.setattr(fastclip._held_params, "_read", spy)
+    monkeypatch.setattr(fastclip._grads, "_read", spy)
     return reads
 
 
@@ -52,9 +53,9 @@ def _params(values):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", CLIPPERS)
 @pytest.mark.parametrize("on_nonfinite", ["skip", "zero", "propagate", "error", "attached"])
-def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfinite, monkeypatch, cpp_reads, gen):
+def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfinite, cpp_reads, gen):
     """Two copies of one model, one clipped with its grads read in C++, the other with them read
-    in Python (a clipper told its parameters are not plain; clip_grad_norm_ without its C++ read):
+    in Python (inside fastclip._grads.read_in_python()):
     bitwise the same grads and results at every step (each on_nonfinite policy; "attached": a
     ZClip or AutoClip attached to an optimizer, the factor folded into its step, "zero" zeroing
     the grads of a non-finite step), while the grads are changed in place,
@@ -73,7 +74,6 @@ def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfini
     if make is not None:
         policy = "zero" if attached else on_nonfinite
         clippers = make(ours, on_nonfinite=policy), make(theirs, on_nonfinite=policy)
-        clippers[1]._held_params.grads = lambda: None  # read in Python
         if attached:  # an optimizer that reads grad_scale/found_inf, as fused Adam does
             for clipper, params in zip(clippers, (ours, theirs)):
                 optimizer = torch.optim.SGD(params, lr=0.1)
@@ -83,18 +83,19 @@ def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfini
     def step():
         if make is None:
             got = fastclip.clip_grad_norm_(iter(ours), 1.0)  # a generator, as model.parameters() is
-            with monkeypatch.context() as python_only:
-                python_only.setattr(fastclip.clip_grad, "grads_read_in_cpp", lambda params: None)
+            with fastclip._grads.read_in_python():
                 return [got], [fastclip.clip_grad_norm_(theirs, 1.0)]
-        a, b = clippers[0].step(), clippers[1].step()
+        a = clippers[0].step()
+        with fastclip._grads.read_in_python():
+            b = clippers[1].step()
         return [a.norm, a.coef, a.threshold, a.clipped], [b.norm, b.coef, b.threshold, b.clipped]
 
     def check(in_cpp=True):
         if on_nonfinite == "error" and any(
             p.grad is not None and not torch.isfinite(p.grad.float()).all() for p in theirs
         ):
-            for clipper in clippers:
-                with pytest.raises(RuntimeError, match="on_nonfinite='error'"):
+            for clipper, read in zip(clippers, (contextlib.nullcontext, fastclip._grads.read_in_python)):
+                with read(), pytest.raises(RuntimeError, match="on_nonfinite='error'"):
                     clipper.step()
             assert cpp_reads.pop() == in_cpp and not cpp_reads
             return
@@ -170,7 +171,7 @@ def test_a_parameter_subclass_is_read_in_python(name, gen):
     if name in ("NormClip", "clip_grad_norm_"):
         torch.testing.assert_close(param.routed, expected)
     assert torch.equal(autograd_grad, untouched)
-    assert fastclip._held_params.grads_read_in_cpp([param]) is None
+    assert fastclip._grads.grads_in_cpp([param], skip_missing=True) is None
 
 
 def test_grads_sharing_memory_are_refused_by_name_before_the_statistics_move(cpp_reads, gen):
@@ -228,9 +229,8 @@ def test_a_sparse_grad_is_named(name, in_cpp, cpp_reads, gen):
     params[0].grad = torch.randn(3, generator=gen)
     params[1].grad = torch.randn(4, 3, generator=gen).to_sparse()
     clipper = CLIPPERS[name](params)
-    if not in_cpp:
-        clipper._held_params.grads = lambda: None
-    with pytest.raises(RuntimeError, match=r"parameters\[1\]\.grad has layout torch.sparse_coo"):
+    read = contextlib.nullcontext if in_cpp else fastclip._grads.read_in_python
+    with read(), pytest.raises(RuntimeError, match=r"parameters\[1\]\.grad has layout torch.sparse_coo"):
         clipper.step()
     assert cpp_reads == ([True] if in_cpp else [])
     with pytest.raises(RuntimeError, match="zclip_update_ got a sparse tensor"):  # the op itself, called raw
@@ -358,14 +358,14 @@ def test_grads_of_a_long_list_are_those_python_reads(gen):
             p.grad_dtype = None
             p.grad = torch.randn(1, generator=gen).double()
         params.append(p)
-    held = fastclip._held_params.grads_read_in_cpp(params)
+    held = fastclip._grads.grads_in_cpp(params, skip_missing=True)
     present = [p.grad for p in params if p.grad is not None]
     want = fastclip.ops.multi_tensor_norm(present, 2.0, True)
     got = fastclip.ops.multi_tensor_norm(held, 2.0, True)
     assert len(held) == len(present) and all(torch.equal(a, b) for a, b in zip(got, want))
     assert fastclip._C.grads_of(params, False) is None  # some have none: a clipper reads in Python
     params.append(base * 3)  # not a leaf, no grad: Python warns, so Python reads
-    assert fastclip._held_params.grads_read_in_cpp(params) is None
+    assert fastclip._grads.grads_in_cpp(params, skip_missing=True) is None
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated", "ignore:Using backward\\(\\) with create_graph")
