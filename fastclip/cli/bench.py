@@ -340,7 +340,7 @@ def add_arguments(parser):
     parser.add_argument("--device", default=None, help="cuda when available, else cpu")
     parser.add_argument("--repeat", type=int, default=None, help="timed rounds per case (default 15; 5 with --quick)")
     parser.add_argument("--shard", type=int, default=1, help="divide every tensor's dim 0 as an N-way FSDP shard would")
-    parser.add_argument("--quick", action="store_true", help="a short run (about 12 s on 2 idle CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="a short run (about 14 s on 2 idle CPU cores)")
     parser.add_argument("--json", help="write the results as JSON to this file")
     parser.add_argument("--csv", help="write one row per case and method to this CSV file")
     parser.add_argument("--plot", help="write a PNG bar chart (fraction of the memory floor) to this file")

@@ -295,7 +295,7 @@ def add_arguments(parser):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"a shorter run: {QUICK_STEPS} steps unless --steps says otherwise (about 9 s on 2 idle CPU cores)",
+        help=f"a shorter run: {QUICK_STEPS} steps unless --steps says otherwise (about 11 s on 2 idle CPU cores)",
     )
     parser.add_argument(
         "--spikes",
