@@ -88,10 +88,19 @@ def reference_norm(tensors, p):
     return largest * torch.as_tensor(total, dtype=torch.float64) ** (1.0 / p)
 
 
-def make_params(tensors):
+def make_params(shapes=None, dtypes=torch.float32, device="cpu", generator=None, *, grads=None, scale=1.0):
+    """The parameters for a test, with fresh random normal values (never zeros) from `generator`
+    (torch's global one by default), as random_tensors makes them: one per shape, cycling through
+    `dtypes` (one dtype or a list), on `device`, without grads; or, given `grads` instead of shapes,
+    one per grad, of its shape, dtype, device and layout (strides), holding a copy of it as .grad."""
+    if grads is None:
+        dtypes = [dtypes] if isinstance(dtypes, torch.dtype) else list(dtypes)
+        return [torch.nn.Parameter(t) for t in random_tensors(shapes, dtypes, device, generator, scale)]
+    assert shapes is None, "shapes, dtypes and device come from the grads"
     params = []
-    for g in tensors:
-        p = torch.nn.Parameter(torch.empty_like(g).normal_())
+    for g in grads:
+        (value,) = random_tensors([g.shape], [g.dtype], g.device, generator, scale)
+        p = torch.nn.Parameter(torch.empty_like(g).copy_(value))
         p.grad = g.clone()
         params.append(p)
     return params

@@ -40,7 +40,7 @@ DTYPE_LISTS = [
 
 def twin_params(tensors):
     """Two parameter lists with identical grads: one for torch, one for fastclip."""
-    return make_params(tensors), make_params(tensors)
+    return make_params(grads=tensors), make_params(grads=tensors)
 
 
 def clip_tolerance(dtypes):
@@ -144,10 +144,10 @@ class TestEdgeCases:
                 assert_close_to(a.grad, b.grad, rtol=2e-6)
 
     def test_single_tensor_and_generator(self, gen):
-        (p,) = make_params(random_tensors([(50,)], [torch.float32], "cpu", gen))
+        (p,) = make_params(grads=random_tensors([(50,)], [torch.float32], "cpu", gen))
         expected = reference_norm([p.grad], 2.0)
         assert_close_to(fastclip.clip_grad_norm_(p, 1e9), expected, rtol=2e-6)
-        params = make_params(random_tensors(SHAPES, [torch.float32], "cpu", gen))
+        params = make_params(grads=random_tensors(SHAPES, [torch.float32], "cpu", gen))
         expected = reference_norm([q.grad for q in params], 2.0)
         assert_close_to(fastclip.clip_grad_norm_((q for q in params), 1e9), expected, rtol=2e-6)
 
@@ -204,7 +204,7 @@ class TestEdgeCases:
     def test_error_if_nonfinite_raises_and_leaves_grads(self, gen):
         grads = random_tensors(SHAPES, [torch.float32], "cpu", gen)
         grads[0][3, 3] = math.nan
-        ours = make_params(grads)
+        ours = make_params(grads=grads)
         with pytest.raises(RuntimeError, match="non-finite"):
             fastclip.clip_grad_norm_(ours, 1.0, error_if_nonfinite=True)
         for a, g in zip(ours, grads):
@@ -213,7 +213,7 @@ class TestEdgeCases:
             fastclip.get_total_norm(grads, error_if_nonfinite=True)
 
     def test_max_norm_zero_zeroes_grads(self, gen):
-        ours = make_params(random_tensors(SHAPES, [torch.bfloat16], "cpu", gen))
+        ours = make_params(grads=random_tensors(SHAPES, [torch.bfloat16], "cpu", gen))
         fastclip.clip_grad_norm_(ours, 0.0)
         assert all(torch.equal(p.grad, torch.zeros_like(p.grad)) for p in ours)
 
@@ -238,7 +238,7 @@ class TestEdgeCases:
 
 class TestErrors:
     def params(self, gen, n=3):
-        return make_params(random_tensors([(4, 4)] * n, [torch.float32], "cpu", gen))
+        return make_params(grads=random_tensors([(4, 4)] * n, [torch.float32], "cpu", gen))
 
     @pytest.mark.parametrize("value", [-1.0, math.nan])
     def test_bad_max_norm(self, value, gen):
@@ -314,7 +314,7 @@ def test_compiled_ops_with_inductor(gen):
     torch._dynamo.reset()
     tensors = random_tensors([(33, 7), (100,)], [torch.float32, torch.bfloat16], "cpu", gen)
     expected = [t.clone() for t in tensors]
-    expected_total = fastclip.clip_grad_norm_(make_params(expected), 1.0)
+    expected_total = fastclip.clip_grad_norm_(make_params(grads=expected), 1.0)
 
     @torch.compile(fullgraph=True)
     def clip(ts):
@@ -414,20 +414,20 @@ def test_huge_grads_are_clipped_not_zeroed(device, dtype, monkeypatch, gen):
     clipped to max_norm, on both CUDA kernel paths with the same bits; ZClip sees a spike, not a
     non-finite step."""
     grads = random_tensors([(150_001,), (300,)], [dtype], device, gen, scale=1e20)
-    theirs = make_params(grads)
+    theirs = make_params(grads=grads)
     assert torch.nn.utils.clip_grad_norm_(theirs, 1.0).isinf()
     exact = float(reference_norm(grads, 2.0))
     outcomes = []
     for single_launch in ("1", "0"):
         monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", single_launch)
-        ours = make_params(grads)
+        ours = make_params(grads=grads)
         total = fastclip.clip_grad_norm_(ours, 1.0)
         assert_close_to(total, exact, rtol=RTOL_NORM[dtype] + HALF_ULP[dtype])
         assert float(reference_norm([p.grad for p in ours], 2.0)) == pytest.approx(1.0, rel=RTOL[dtype])
         outcomes.append([p.grad for p in ours])
     for a, b in zip(*outcomes):
         assert torch.equal(a, b)
-    model = make_params(grads)
+    model = make_params(grads=grads)
     clipper = fastclip.ZClip(model, warmup_steps=1, max_grad_norm=None)
     for scale in (1.0, 1.0, 1e20):
         for p, g in zip(model, grads):
@@ -451,7 +451,7 @@ def test_norm_type_12_across_a_process_group_neither_overflows_nor_underflows(ge
     try:
         for scale in (1e30, 1e-30):
             grads = random_tensors([(5000,), (7,), (0,)], [torch.float32], "cpu", gen, scale=scale)
-            params = make_params(grads)
+            params = make_params(grads=grads)
             total = fastclip.clip_grad_norm_(params, 1e40, norm_type=12.0, process_group=dist.group.WORLD)
             assert_close_to(total, reference_norm(grads, 12.0), rtol=RTOL_NORM[torch.float32])
             _, local = torch.ops.fastclip.multi_tensor_norm(grads, 12.0, True)

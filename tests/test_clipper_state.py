@@ -6,6 +6,8 @@ import copy
 import pytest
 import torch
 from clipper_refs import SHAPES, set_grads, spiky_grads, twin_models
+from clippers_table import CLIPPERS as ALL_CLIPPERS
+from clippers_table import STATELESS, clippers, variant
 
 import fastclip
 from fastclip._layouts import RESULT_SLOTS
@@ -15,17 +17,9 @@ pytestmark = pytest.mark.cuda_kernels
 
 SPIKES = (12, 40, 41, 77)
 
-CLIPPERS = {
-    "zclip": lambda p: fastclip.ZClip(p, warmup_steps=8, max_grad_norm=2.0),
-    "zclip-percentile": lambda p: fastclip.ZClip(p, warmup_steps=8, mode="percentile", max_grad_norm=None),
-    "autoclip": lambda p: fastclip.AutoClip(p, percentile=25.0),
-    "autoclip-window": lambda p: fastclip.AutoClip(p, percentile=60.0, history_size=9, lag=1),
-    "autoclip-tensor": lambda p: fastclip.AutoClip(p, percentile=40.0, scope="tensor"),
-    "adagc": lambda p: fastclip.AdaGC(p, warmup_steps=10, beta=0.9),
-    "normclip": lambda p: fastclip.NormClip(p, max_norm=1.0),
-    "agc": lambda p: fastclip.AGC(p, clip_factor=0.05),
-}
-STATEFUL = [k for k in CLIPPERS if k not in ("normclip", "agc")]
+# Every clipper but StableSPAM, with the table's hyperparameters (warm-ups end before SPIKES).
+CLIPPERS = clippers([name for name in ALL_CLIPPERS if name != "stable-spam"])
+STATEFUL = [name for name in CLIPPERS if name not in STATELESS]
 
 
 def run(clipper, params, grads_per_step):
@@ -466,8 +460,8 @@ def test_statistics_ops_name_bad_arguments():
 
 COMPILED = dict(
     CLIPPERS,
-    autoclip=lambda p: fastclip.AutoClip(p, percentile=25.0, reserve_steps=100),
-    **{"autoclip-tensor": lambda p: fastclip.AutoClip(p, percentile=40.0, scope="tensor", reserve_steps=15)},
+    autoclip=variant("autoclip", reserve_steps=100),
+    **{"autoclip-tensor": variant("autoclip-tensor", reserve_steps=15)},
 )
 
 

@@ -50,7 +50,7 @@ def kernels_launched(fn):
 def test_clip_grad_norm_is_one_launch_for_any_list(dtypes, gen, monkeypatch):
     for count in (3, 148, 5000):
         grads = random_tensors([(97,)] * count, dtypes, "cuda", gen)
-        params = make_params(grads)
+        params = make_params(grads=grads)
         names = kernels_launched(lambda: fastclip.clip_grad_norm_(params, 1.0))
         assert len(names) == 1 and "clip_grad_norm_kernel" in names[0], names  # one cooperative launch
     monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", "0")
@@ -96,7 +96,7 @@ def test_capture_without_warm_up_and_recapture(gen):
 
 def test_no_host_sync(gen):
     grads = gpt2_like_grads([torch.bfloat16, torch.float32], gen)
-    params = make_params(grads)
+    params = make_params(grads=grads)
     fastclip.clip_grad_norm_(params, 1.0)
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -110,7 +110,7 @@ def test_no_host_sync(gen):
 def test_cuda_graph_capture_and_replay(gen):
     grads = gpt2_like_grads([torch.float32], gen)[:40]
     static = [g.clone() for g in grads]
-    params = make_params(static)
+    params = make_params(grads=static)
     for p, g in zip(params, static):
         p.grad = g  # the captured kernels read and write these very tensors
     stream = torch.cuda.Stream()
@@ -126,7 +126,7 @@ def test_cuda_graph_capture_and_replay(gen):
         for s, f in zip(static, fresh):
             s.copy_(f * (step + 1))
         graph.replay()
-        expected_params = make_params(fresh)
+        expected_params = make_params(grads=fresh)
         for e in expected_params:
             e.grad.mul_(step + 1)
         expected = torch.nn.utils.clip_grad_norm_(expected_params, 1.0)
@@ -155,8 +155,8 @@ def test_tensor_over_2_pow_31_elements_on_gpu():
 def test_compile_with_inductor_on_gpu(gen):
     torch._dynamo.reset()
     grads = random_tensors([(128, 64), (64,)], [torch.float32, torch.bfloat16], "cuda", gen)
-    expected = torch.nn.utils.clip_grad_norm_(make_params(grads), 0.5)
-    params = make_params(grads)
+    expected = torch.nn.utils.clip_grad_norm_(make_params(grads=grads), 0.5)
+    params = make_params(grads=grads)
 
     @torch.compile(fullgraph=True)
     def clip(ps):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from clipper_refs import AdaGCReference, set_grads, spiky_grads, twin_models
+from clippers_table import CLIPPERS, variant
 from conftest import FLOAT_DTYPES, RTOL_SUM, assert_close_to, clipped_by, reference_norm
 
 import fastclip
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.cuda_kernels
 
 ops = torch.ops.fastclip
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = str(Path(__file__).resolve().parent)
 ON_LAYER = fastclip.build_info()["cpu_kernels"] == "cuda"
 NORM_TYPES = [2.0, 1.0, math.inf, 0.0, 3.5]
 CHUNK = 64 * 1024  # the CUDA plan's smallest chunk (kMinChunkSize), in elements
@@ -361,15 +363,16 @@ def test_clip_grad_norm_is_one_cooperative_launch(kernel_log, monkeypatch, gen):
 
 # ---- every clipper in one launch (FASTCLIP_SINGLE_LAUNCH=0: norm, step and scale kernels) ------
 
+# Short warm-ups (the runs are 4 steps); the two variants: zeroing a non-finite step, the L1 norm.
 ONE_LAUNCH_CLIPPERS = {
-    "zclip": lambda p: fastclip.ZClip(p, warmup_steps=3),
-    "zclip-zero": lambda p: fastclip.ZClip(p, warmup_steps=3, on_nonfinite="zero"),
-    "normclip": lambda p: fastclip.NormClip(p, 0.3),
-    "normclip-l1": lambda p: fastclip.NormClip(p, 2.0, norm_type=1.0),
-    "autoclip": lambda p: fastclip.AutoClip(p, percentile=30.0),
-    "autoclip-window": lambda p: fastclip.AutoClip(p, percentile=70.0, history_size=9, lag=1),
-    "autoclip-tensor": lambda p: fastclip.AutoClip(p, percentile=40.0, scope="tensor"),
-    "adagc": lambda p: fastclip.AdaGC(p, warmup_steps=3),
+    "zclip": variant("zclip", warmup_steps=3, max_grad_norm=1.0),
+    "zclip-zero": variant("zclip", warmup_steps=3, max_grad_norm=1.0, on_nonfinite="zero"),
+    "normclip": variant("normclip", max_norm=0.3),
+    "normclip-l1": variant("normclip", max_norm=2.0, norm_type=1.0),
+    "autoclip": variant("autoclip", percentile=30.0),
+    "autoclip-window": variant("autoclip-window", percentile=70.0),
+    "autoclip-tensor": CLIPPERS["autoclip-tensor"],
+    "adagc": variant("adagc", warmup_steps=3, beta=0.98),
 }
 
 
@@ -449,14 +452,19 @@ _STATS_SCRIPT = """
 import sys, torch, fastclip
 from fastclip.clipper import Clipper
 data = torch.load(sys.argv[1])
-CLIPPERS = {
-    "zclip": lambda p: fastclip.ZClip(p, warmup_steps=5),
-    "zclip-percentile": lambda p: fastclip.ZClip(p, warmup_steps=5, mode="percentile", max_grad_norm=None),
-    "autoclip": lambda p: fastclip.AutoClip(p, percentile=30.0),
-    "autoclip-window": lambda p: fastclip.AutoClip(p, percentile=70.0, history_size=7, lag=1),
-    "autoclip-tensor": lambda p: fastclip.AutoClip(p, percentile=40.0, scope="tensor"),
-    "adagc": lambda p: fastclip.AdaGC(p, warmup_steps=4, beta=0.9),
-}
+if sys.argv[3] not in sys.path:
+    sys.path.insert(0, sys.argv[3])  # tests/: the table of clippers
+from clippers_table import clippers
+CLIPPERS = clippers(
+    ["zclip", "zclip-percentile", "autoclip", "autoclip-window", "autoclip-tensor", "adagc"],
+    {
+        "zclip": {"warmup_steps": 5, "max_grad_norm": 1.0},
+        "zclip-percentile": {"warmup_steps": 5},
+        "autoclip": {"percentile": 30.0},
+        "autoclip-window": {"percentile": 70.0, "history_size": 7},
+        "adagc": {"warmup_steps": 4},
+    },
+)
 out = {}
 for name, make in CLIPPERS.items():
     params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(data["tensors"])]
@@ -491,11 +499,11 @@ def run_stats_script(tmp_path, data_path, cpu_kernels, monkeypatch):
     if fastclip.build_info()["cpu_kernels"] == cpu_kernels:
         monkeypatch.setattr(Clipper, "_norms", Clipper._norms)  # restored after the test
         monkeypatch.setattr(Clipper, "_norms_in_op", Clipper._norms_in_op)
-        monkeypatch.setattr(sys, "argv", ["-c", str(data_path), str(out)])
+        monkeypatch.setattr(sys, "argv", ["-c", str(data_path), str(out), TESTS])
         exec(_STATS_SCRIPT, {})
     else:
         env = dict(os.environ, FASTCLIP_CPU_KERNELS=cpu_kernels)
-        subprocess.run([sys.executable, "-c", _STATS_SCRIPT, str(data_path), str(out)], env=env, check=True)
+        subprocess.run([sys.executable, "-c", _STATS_SCRIPT, str(data_path), str(out), TESTS], env=env, check=True)
     return torch.load(out)
 
 

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
+from clippers_table import clippers
 from spawned_ranks import scenario
 
 import fastclip
@@ -53,13 +54,16 @@ def _check_functions(rank, world, group):
         torch.testing.assert_close(again, expected, rtol=RTOL, atol=0)
 
 
-CLIPPERS = {
-    "zclip": lambda p, **kw: fastclip.ZClip(p, warmup_steps=10, max_grad_norm=2.0, **kw),
-    "autoclip": lambda p, **kw: fastclip.AutoClip(p, percentile=20.0, **kw),
-    "autoclip-tensor": lambda p, **kw: fastclip.AutoClip(p, percentile=50.0, history_size=16, scope="tensor", **kw),
-    "adagc": lambda p, **kw: fastclip.AdaGC(p, warmup_steps=20, beta=0.9, **kw),
-    "normclip": lambda p, **kw: fastclip.NormClip(p, max_norm=1.0, **kw),
-}
+# Warm-ups that end before SPIKES; a 16-step history for the tensor scope (see SPIKES).
+CLIPPERS = clippers(
+    ["zclip", "autoclip", "autoclip-tensor", "adagc", "normclip"],
+    {
+        "zclip": {"warmup_steps": 10},
+        "autoclip": {"percentile": 20.0},
+        "autoclip-tensor": {"percentile": 50.0, "history_size": 16},
+        "adagc": {"warmup_steps": 20},
+    },
+)
 
 
 def _check_clippers(rank, world, group, steps, shard=None, local=None):

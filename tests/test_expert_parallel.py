@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
+from clippers_table import clippers
 from spawned_ranks import scenario
 
 import fastclip
@@ -104,14 +105,16 @@ def _check_functions(layout, rank):
     torch.testing.assert_close(total.double(), expected, rtol=RTOL, atol=0)
 
 
-CLIPPERS = {
-    "zclip": lambda p, **kw: fastclip.ZClip(p, warmup_steps=6, max_grad_norm=2.0, **kw),
-    "autoclip": lambda p, **kw: fastclip.AutoClip(p, percentile=20.0, **kw),
-    "autoclip-tensor": lambda p, **kw: fastclip.AutoClip(p, percentile=50.0, history_size=8, scope="tensor", **kw),
-    "adagc": lambda p, **kw: fastclip.AdaGC(p, warmup_steps=8, beta=0.9, **kw),
-    "normclip": lambda p, **kw: fastclip.NormClip(p, max_norm=1.0, **kw),
-    "stable-spam": lambda p, **kw: fastclip.StableSPAM(p, gamma1=0.85, gamma2=0.99, **kw),
-}
+# Warm-ups that end before SPIKES.
+CLIPPERS = clippers(
+    ["zclip", "autoclip", "autoclip-tensor", "adagc", "normclip", "stable-spam"],
+    {
+        "zclip": {"warmup_steps": 6},
+        "autoclip": {"percentile": 20.0},
+        "autoclip-tensor": {"percentile": 50.0, "history_size": 8},
+        "adagc": {"warmup_steps": 8},
+    },
+)
 
 
 def _same_on_every_rank(tensor, what):

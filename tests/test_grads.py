@@ -9,6 +9,7 @@ import weakref
 
 import pytest
 import torch
+from clippers_table import clippers
 from conftest import DEVICES, FLOAT_DTYPES, random_tensors
 
 import fastclip
@@ -18,13 +19,18 @@ pytestmark = pytest.mark.cuda_kernels
 
 SHAPES = [(4, 3), (7,), (1,), (0,), (5, 2), (3, 65)]
 
+# Two-step warm-ups (the runs are a few steps); clip_grad_norm_ alongside the clippers.
 CLIPPERS = {
     "clip_grad_norm_": None,
-    "ZClip": lambda p, **o: fastclip.ZClip(p, warmup_steps=2, **o),
-    "AutoClip": lambda p, **o: fastclip.AutoClip(p, percentile=50.0, **o),
-    "AutoClip(tensor)": lambda p, **o: fastclip.AutoClip(p, percentile=50.0, scope="tensor", history_size=3, **o),
-    "AdaGC": lambda p, **o: fastclip.AdaGC(p, warmup_steps=2, **o),
-    "NormClip": lambda p, **o: fastclip.NormClip(p, 1.0, **o),
+    **clippers(
+        ["zclip", "autoclip", "autoclip-tensor", "adagc", "normclip"],
+        {
+            "zclip": {"warmup_steps": 2, "max_grad_norm": 1.0},
+            "autoclip": {"percentile": 50.0},
+            "autoclip-tensor": {"percentile": 50.0, "history_size": 3},
+            "adagc": {"warmup_steps": 2, "beta": 0.98},
+        },
+    ),
 }
 
 
@@ -65,7 +71,7 @@ def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfini
     if name == "clip_grad_norm_" and on_nonfinite != "skip":
         pytest.skip("clip_grad_norm_ has no policy")
     attached = on_nonfinite == "attached"
-    if attached and name not in ("ZClip", "AutoClip"):
+    if attached and name not in ("zclip", "autoclip"):
         pytest.skip("only the clippers of the total norm fold their factor into the optimizer")
     values = random_tensors(SHAPES, [torch.float32], device, gen, scale=3.0)
     ours, theirs = _params(values), _params(values)
@@ -168,7 +174,7 @@ def test_a_parameter_subclass_is_read_in_python(name, gen):
         fastclip.clip_grad_norm_([param], 1.0)
     else:
         CLIPPERS[name]([param]).step()
-    if name in ("NormClip", "clip_grad_norm_"):
+    if name in ("normclip", "clip_grad_norm_"):
         torch.testing.assert_close(param.routed, expected)
     assert torch.equal(autograd_grad, untouched)
     assert fastclip._grads.grads_in_cpp([param], skip_missing=True) is None

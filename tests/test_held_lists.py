@@ -7,6 +7,7 @@ import weakref
 
 import pytest
 import torch
+from clippers_table import clippers
 from conftest import DEVICES, FLOAT_DTYPES, random_tensors
 
 import fastclip
@@ -92,13 +93,18 @@ def _sharded(tensors, mesh):
     return [DTensor.from_local(t.clone(), mesh, [Shard(0)], run_check=False) for t in tensors]
 
 
+# Two-step warm-ups (the runs are a few steps); clip_grad_norm_ alongside the clippers.
 CLIPPERS = {
     "clip_grad_norm_": None,
-    "ZClip": lambda p, **o: fastclip.ZClip(p, warmup_steps=2, **o),
-    "AutoClip": lambda p, **o: fastclip.AutoClip(p, percentile=50.0, **o),
-    "AutoClip(tensor)": lambda p, **o: fastclip.AutoClip(p, percentile=50.0, scope="tensor", **o),
-    "AdaGC": lambda p, **o: fastclip.AdaGC(p, warmup_steps=2, **o),
-    "NormClip": lambda p, **o: fastclip.NormClip(p, 1.0, **o),
+    **clippers(
+        ["zclip", "autoclip", "autoclip-tensor", "adagc", "normclip"],
+        {
+            "zclip": {"warmup_steps": 2, "max_grad_norm": 1.0},
+            "autoclip": {"percentile": 50.0},
+            "autoclip-tensor": {"percentile": 50.0},
+            "adagc": {"warmup_steps": 2, "beta": 0.98},
+        },
+    ),
 }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import DEVICES, HALF_ULP, RTOL, RTOL_NORM, RTOL_SUM
+from conftest import DEVICES, HALF_ULP, RTOL, RTOL_NORM, RTOL_SUM, make_params
 from spawned_ranks import scenario
 from stable_spam_reference import StableSPAMAdamWReference, StableSPAMReference, cosine_scale
 
@@ -163,10 +163,6 @@ def place_grads(params, grads, dtype, device, layouts=None):
         assigned.append(t)
         exact.append(g.double())
     return assigned, exact, bases
-
-
-def make_params(shapes, dtype, device, gen=None):
-    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=F64).to(device=device, dtype=dtype)) for s in shapes]
 
 
 def check_step(result, out, assigned, expected, tol, k):
