@@ -359,26 +359,13 @@ FASTCLIP_TARGET_AVX2 bool all_zero_avx2(const TensorMeta& meta, int64_t begin, i
 #endif
 
 bool chunk_all_zero(const TensorMeta& meta, int64_t begin, int64_t end) {
-#if FASTCLIP_HAVE_AVX2_VARIANT
-  switch (cpu_isa()) {
-    case Isa::kAvx512: return all_zero_avx512(meta, begin, end - begin);
-    case Isa::kAvx2: return all_zero_avx2(meta, begin, end - begin);
-    case Isa::kGeneric: break;
-  }
-#endif
-  return all_zero_by_dtype(meta, begin, end - begin);
+  return FASTCLIP_BY_ISA(all_zero_by_dtype, all_zero_avx2, all_zero_avx512, meta, begin, end - begin);
 }
 
 template <typename acc_t>
 acc_t dispatch_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t end, acc_t p) {
-#if FASTCLIP_HAVE_AVX2_VARIANT
-  switch (cpu_isa()) {
-    case Isa::kAvx512: return partial_by_kind_avx512<acc_t>(kind, meta, begin, end - begin, p);
-    case Isa::kAvx2: return partial_by_kind_avx2<acc_t>(kind, meta, begin, end - begin, p);
-    case Isa::kGeneric: break;
-  }
-#endif
-  return partial_by_kind<acc_t>(kind, meta, begin, end - begin, p);
+  return FASTCLIP_BY_ISA(partial_by_kind<acc_t>, partial_by_kind_avx2<acc_t>, partial_by_kind_avx512<acc_t>, kind, meta,
+                         begin, end - begin, p);
 }
 
 }  // namespace
@@ -390,14 +377,9 @@ float chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_
 bool chunk_partial_pair(NormKind kind, const TensorMeta& a, int64_t a_begin, const TensorMeta& b, int64_t b_begin,
                         int64_t n, float p, float* out) {
   if (kind != NormKind::kL2 || a.dtype != b.dtype) return false;
-#if FASTCLIP_HAVE_AVX2_VARIANT
-  switch (cpu_isa()) {
-    case Isa::kAvx512: return l2_pair_by_dtype_avx512(a, a_begin, b, b_begin, n, p, out);
-    case Isa::kAvx2: return l2_pair_by_dtype_avx2(a, a_begin, b, b_begin, n, p, out);
-    case Isa::kGeneric: break;
-  }
-#endif
-  return false;
+  const auto no_generic_loop = [](auto&&...) { return false; };
+  return FASTCLIP_BY_ISA(no_generic_loop, l2_pair_by_dtype_avx2, l2_pair_by_dtype_avx512, a, a_begin, b, b_begin, n, p,
+                         out);
 }
 
 namespace {
@@ -452,25 +434,11 @@ double chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64
 }
 
 void chunk_scale(const TensorMeta& meta, int64_t begin, int64_t end, double coef) {
-#if FASTCLIP_HAVE_AVX2_VARIANT
-  switch (cpu_isa()) {
-    case Isa::kAvx512: return scale_by_dtype_avx512(meta, begin, end - begin, coef);
-    case Isa::kAvx2: return scale_by_dtype_avx2(meta, begin, end - begin, coef);
-    case Isa::kGeneric: break;
-  }
-#endif
-  scale_by_dtype(meta, begin, end - begin, coef);
+  return FASTCLIP_BY_ISA(scale_by_dtype, scale_by_dtype_avx2, scale_by_dtype_avx512, meta, begin, end - begin, coef);
 }
 
 void chunk_clamp(const TensorMeta& meta, int64_t begin, int64_t end, double bound) {
-#if FASTCLIP_HAVE_AVX2_VARIANT
-  switch (cpu_isa()) {
-    case Isa::kAvx512: return clamp_by_dtype_avx512(meta, begin, end - begin, bound);
-    case Isa::kAvx2: return clamp_by_dtype_avx2(meta, begin, end - begin, bound);
-    case Isa::kGeneric: break;
-  }
-#endif
-  clamp_by_dtype(meta, begin, end - begin, bound);
+  return FASTCLIP_BY_ISA(clamp_by_dtype, clamp_by_dtype_avx2, clamp_by_dtype_avx512, meta, begin, end - begin, bound);
 }
 
 }  // namespace cpu

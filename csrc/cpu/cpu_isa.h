@@ -22,6 +22,17 @@ enum class Isa { kGeneric, kAvx2, kAvx512 };
 
 Isa cpu_isa();
 
+// The one dispatch over instruction sets: generic(args...), avx2(args...) or avx512(args...),
+// whichever cpu_isa() picked (each variant is the same forced-inline body compiled for its target).
+#if FASTCLIP_HAVE_AVX2_VARIANT
+#define FASTCLIP_BY_ISA(generic, avx2, avx512, ...)                                  \
+  (::fastclip::cpu::cpu_isa() == ::fastclip::cpu::Isa::kAvx512 ? avx512(__VA_ARGS__) \
+   : ::fastclip::cpu::cpu_isa() == ::fastclip::cpu::Isa::kAvx2 ? avx2(__VA_ARGS__)   \
+                                                               : generic(__VA_ARGS__))
+#else
+#define FASTCLIP_BY_ISA(generic, avx2, avx512, ...) generic(__VA_ARGS__)
+#endif
+
 // The instruction sets this build has kernels for ("generic", and "avx2", "avx512" on x86-64),
 // and the one in use (the widest the CPU has, capped by FASTCLIP_CPU_ISA).
 const char* const* compiled_isas(int* count);

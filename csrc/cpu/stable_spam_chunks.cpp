@@ -155,39 +155,18 @@ void zero_range(const TensorMeta& meta, int64_t begin, int64_t end) {
 }  // namespace
 
 ChunkPair chunk_max_and_sum_squares(const TensorMeta& meta, int64_t begin, int64_t end) {
-#if FASTCLIP_HAVE_AVX2_VARIANT
-  switch (cpu_isa()) {
-    case Isa::kAvx512: return stats_avx512(meta, begin, end - begin);
-    case Isa::kAvx2: return stats_avx2(meta, begin, end - begin);
-    case Isa::kGeneric: break;
-  }
-#endif
-  return stats_by_dtype(meta, begin, end - begin);
+  return FASTCLIP_BY_ISA(stats_by_dtype, stats_avx2, stats_avx512, meta, begin, end - begin);
 }
 
 ChunkPair chunk_split_sum_squares(const TensorMeta& meta, int64_t begin, int64_t end, double threshold) {
-#if FASTCLIP_HAVE_AVX2_VARIANT
-  switch (cpu_isa()) {
-    case Isa::kAvx512: return split_avx512(meta, begin, end - begin, threshold);
-    case Isa::kAvx2: return split_avx2(meta, begin, end - begin, threshold);
-    case Isa::kGeneric: break;
-  }
-#endif
-  return split_by_dtype(meta, begin, end - begin, threshold);
+  return FASTCLIP_BY_ISA(split_by_dtype, split_avx2, split_avx512, meta, begin, end - begin, threshold);
 }
 
 void chunk_adaclip_scale(const TensorMeta& meta, int64_t begin, int64_t end, const SpamApply& apply,
                          bool clear_on_zero) {
   if (clear_on_zero && apply.factor == 0.0) return zero_range(meta, begin, end);
   if (apply.factor == 1.0 && !(apply.threshold < fc_inf())) return;  // nothing rescaled, nothing scaled
-#if FASTCLIP_HAVE_AVX2_VARIANT
-  switch (cpu_isa()) {
-    case Isa::kAvx512: return scale_avx512(meta, begin, end - begin, apply);
-    case Isa::kAvx2: return scale_avx2(meta, begin, end - begin, apply);
-    case Isa::kGeneric: break;
-  }
-#endif
-  scale_by_dtype(meta, begin, end - begin, apply);
+  return FASTCLIP_BY_ISA(scale_by_dtype, scale_avx2, scale_avx512, meta, begin, end - begin, apply);
 }
 
 }  // namespace cpu
