@@ -11,14 +11,14 @@ void run_adagc_update(const AdaGCConfig& config, const AdaGCTensors& t, const Gr
   double* gamma = t.gamma.data_ptr<double>();
   double* steps = t.steps.data_ptr<double>();
   const double finite_steps = steps[0];
-  const EntryOutputs out = entry_outputs(t.entries);
-  const StepNorms norms = entry_norms(t.entries);
-  const double total = for_each_entry(norms, /*grain=*/256, [&](int64_t j, double norm, double total_norm) {
-    adagc_entry(config, gamma, finite_steps, out, j, norm, total_norm);
-  });
-  float* result = t.entries.result.data_ptr<float>();
-  adagc_finish(config, steps, result, out, t.entries.num_entries(), total);
-  update_grads(t.entries.grads, norms, update, update_factors(update, result, out.coef));
+  run_per_entry_step(
+      t.entries, update, /*grain=*/256,
+      [&](const EntryOutputs& out, int64_t j, double norm, double total) {
+        adagc_entry(config, gamma, finite_steps, out, j, norm, total);
+      },
+      [&](float* result, const EntryOutputs& out, int64_t entries, double total) {
+        adagc_finish(config, steps, result, out, entries, total);
+      });
 }
 
 }  // namespace

@@ -9,14 +9,14 @@ namespace {
 
 void run_autoclip_update(const AutoClipConfig& config, const AutoClipTensors& t, const GradsUpdate& update) {
   const AutoClipBuffers buffers = autoclip_buffers(t);
-  const EntryOutputs out = entry_outputs(t.entries);
-  const StepNorms norms = entry_norms(t.entries);
-  const double total = for_each_entry(norms, /*grain=*/64, [&](int64_t j, double norm, double total_norm) {
-    autoclip_entry(config, buffers, out, j, norm, total_norm);
-  });
-  float* result = t.entries.result.data_ptr<float>();
-  autoclip_finish(config, result, out, t.entries.num_entries(), total);
-  update_grads(t.entries.grads, norms, update, update_factors(update, result, out.coef));
+  run_per_entry_step(
+      t.entries, update, /*grain=*/64,
+      [&](const EntryOutputs& out, int64_t j, double norm, double total) {
+        autoclip_entry(config, buffers, out, j, norm, total);
+      },
+      [&](float* result, const EntryOutputs& out, int64_t entries, double total) {
+        autoclip_finish(config, result, out, entries, total);
+      });
 }
 
 }  // namespace

@@ -54,5 +54,20 @@ double for_each_entry(const StepNorms& norms, int64_t grain, const Step& step) {
 // The per-entry ops' norms: the given ones, else the grads' (an entry per grad, or the total).
 StepNorms entry_norms(const PerEntryTensors& t);
 
+// The per-entry steps' run (AutoClip, AdaGC): entry(out, j, norm, total) for every entry in
+// parallel (for_each_entry), then finish(result, out, entries, total) on the result slots, then
+// the grads' update by their factors.
+template <typename Entry, typename Finish>
+void run_per_entry_step(const PerEntryTensors& t, const GradsUpdate& update, int64_t grain, const Entry& entry,
+                        const Finish& finish) {
+  const EntryOutputs out = entry_outputs(t);
+  const StepNorms norms = entry_norms(t);
+  const double total =
+      for_each_entry(norms, grain, [&](int64_t j, double norm, double total_norm) { entry(out, j, norm, total_norm); });
+  float* result = t.result.data_ptr<float>();
+  finish(result, out, t.num_entries(), total);
+  update_grads(t.grads, norms, update, update_factors(update, result, out.coef));
+}
+
 }  // namespace cpu
 }  // namespace fastclip
