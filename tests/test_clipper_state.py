@@ -341,117 +341,31 @@ def test_half_precision_grads_keep_float32_statistics(dtype, gen):
 def test_statistics_ops_name_bad_arguments():
     norm = torch.tensor(1.0)
     result = torch.empty(RESULT_SLOTS)
+    f64 = torch.float64
+
+    def zclip(norm, state, on_nonfinite="skip"):
+        options = (0.9, 2.5, 1.0, 1e-6, 3, "zscore", "mean", 1.0, False, on_nonfinite, False)
+        fastclip._ops.zclip_update_(norm, state, result, *options)
+
+    def adagc(norms, rows, **grads):
+        n = len(rows)
+        state = (torch.zeros(n, 2, dtype=f64), torch.zeros(1, dtype=f64), result, torch.empty(n), torch.empty(n))
+        fastclip._ops.adagc_update_(norm, norms, rows, *state, 1.0, 1.05, 0.98, 2, 1e-6, "skip", False, **grads)
+
     with pytest.raises(RuntimeError, match="state must hold 7 elements"):
-        fastclip._ops.zclip_update_(
-            norm,
-            torch.zeros(5, dtype=torch.float64),
-            result,
-            0.9,
-            2.5,
-            1.0,
-            1e-6,
-            3,
-            "zscore",
-            "mean",
-            1.0,
-            False,
-            "skip",
-            False,
-        )
+        zclip(norm, torch.zeros(5, dtype=f64))
     with pytest.raises(RuntimeError, match="state must be Double"):
-        fastclip._ops.zclip_update_(
-            norm, torch.zeros(7), result, 0.9, 2.5, 1.0, 1e-6, 3, "zscore", "mean", 1.0, False, "skip", False
-        )
+        zclip(norm, torch.zeros(7))
     with pytest.raises(RuntimeError, match="on_nonfinite"):
-        fastclip._ops.zclip_update_(
-            norm,
-            torch.zeros(7, dtype=torch.float64),
-            result,
-            0.9,
-            2.5,
-            1.0,
-            1e-6,
-            3,
-            "zscore",
-            "mean",
-            1.0,
-            False,
-            "error",
-            False,
-        )
+        zclip(norm, torch.zeros(7, dtype=f64), "error")
     with pytest.raises(RuntimeError, match="rows must lie in"):
-        fastclip._ops.adagc_update_(
-            norm,
-            torch.ones(2),
-            torch.tensor([0, 5]),
-            torch.zeros(2, 2, dtype=torch.float64),
-            torch.zeros(1, dtype=torch.float64),
-            result,
-            torch.empty(2),
-            torch.empty(2),
-            1.0,
-            1.05,
-            0.98,
-            2,
-            1e-6,
-            "skip",
-            False,
-        )
+        adagc(torch.ones(2), torch.tensor([0, 5]))
     with pytest.raises(RuntimeError, match="grads must not be empty when norm is None"):
-        fastclip._ops.zclip_update_(
-            None,
-            torch.zeros(7, dtype=torch.float64),
-            result,
-            0.9,
-            2.5,
-            1.0,
-            1e-6,
-            3,
-            "zscore",
-            "mean",
-            1.0,
-            False,
-            "skip",
-            False,
-        )
+        zclip(None, torch.zeros(7, dtype=f64))
     with pytest.raises(RuntimeError, match="total_norm and norms must both be given or both be None"):
-        fastclip._ops.adagc_update_(
-            norm,
-            None,
-            torch.tensor([0]),
-            torch.zeros(1, 2, dtype=torch.float64),
-            torch.zeros(1, dtype=torch.float64),
-            result,
-            torch.empty(1),
-            torch.empty(1),
-            1.0,
-            1.05,
-            0.98,
-            2,
-            1e-6,
-            "skip",
-            False,
-            grads=[torch.ones(3)],
-        )
+        adagc(None, torch.tensor([0]), grads=[torch.ones(3)])
     with pytest.raises(RuntimeError, match="grads has 1 tensors but there are 2 norms"):
-        fastclip._ops.adagc_update_(
-            norm,
-            torch.ones(2),
-            torch.tensor([0, 1]),
-            torch.zeros(2, 2, dtype=torch.float64),
-            torch.zeros(1, dtype=torch.float64),
-            result,
-            torch.empty(2),
-            torch.empty(2),
-            1.0,
-            1.05,
-            0.98,
-            2,
-            1e-6,
-            "skip",
-            False,
-            grads=[torch.ones(3)],
-        )
+        adagc(torch.ones(2), torch.tensor([0, 1]), grads=[torch.ones(3)])
     with pytest.raises(RuntimeError, match="max_norm must be"):
         fastclip._ops.normclip_update_(None, result, -1.0, 2.0, "skip", grads=[torch.ones(3)])
     with pytest.raises(RuntimeError, match=r"grads\[1\] has shape"):

@@ -8,26 +8,13 @@ import torch
 from conftest import RTOL_SUM, assert_close_to, make_params, random_tensors, reference_norm
 
 import fastclip
+from fastclip.cli.bench import GPT2_124M
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def gpt2_like_grads(dtypes, gen):
-    shapes = [(50257, 768), (1024, 768)] + [
-        (768,),
-        (768,),
-        (768, 2304),
-        (2304,),
-        (768, 768),
-        (768,),
-        (768,),
-        (768,),
-        (768, 3072),
-        (3072,),
-        (3072, 768),
-        (768,),
-    ] * 12
-    return random_tensors(shapes, dtypes, "cuda", gen)
+    return random_tensors(GPT2_124M, dtypes, "cuda", gen)
 
 
 def kernels_launched(fn):
