@@ -78,6 +78,13 @@ def forced_switch(name):
     return forced
 
 
+def gpu_visible():
+    """Whether torch sees a GPU: the CUDA kernels are then built for it (torch picks its architectures)."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.device_count() > 0
+
+
 def want_cuda(cuda_home):
     import torch
 
@@ -96,7 +103,7 @@ def want_cuda(cuda_home):
         return False
     if os.environ.get("TORCH_CUDA_ARCH_LIST"):
         return True
-    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+    if gpu_visible():
         return True
     print(
         "fastclip: CUDA toolkit found but no GPU visible and TORCH_CUDA_ARCH_LIST unset: building the CPU kernels "
@@ -114,12 +121,10 @@ def build_extension():
     cuda_home = find_cuda_home()
     use_cuda = want_cuda(cuda_home)
     if use_cuda:
-        import torch
-
         # torch.utils.cpp_extension reads these at import time; without a list it builds for the
         # GPUs visible.
         os.environ["CUDA_HOME"] = cuda_home
-        if not torch.cuda.is_available():
+        if not gpu_visible():
             os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 

@@ -3,9 +3,7 @@
 // parameters (MoE, LoRA), reading `.grad` in Python, checking it for None and converting the list
 // of grads into an op's argument was most of a clip; here each grad is two pointer reads away
 // from its parameter's Python object. Runs with the GIL held, as the Python read does, and keeps
-// nothing: the grads are read afresh at every call. Only the Python extension has it (the CMake
-// library for C++ users has no module).
-#ifdef FASTCLIP_PYTHON_MODULE
+// nothing: the grads are read afresh at every call. Only the Python extension compiles it.
 #include "python_grads.h"
 
 #include <torch/csrc/Exceptions.h>
@@ -85,4 +83,3 @@ PyObject* grads_of(PyObject* /*module*/, PyObject* args) {
 }
 
 }  // namespace fastclip
-#endif

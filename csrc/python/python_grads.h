@@ -1,7 +1,6 @@
 // fastclip._C.grads_of (python_grads.cpp): parameters' grads read in C++, for the Python module.
 #pragma once
 
-#ifdef FASTCLIP_PYTHON_MODULE
 #include <Python.h>
 
 namespace fastclip {
@@ -14,4 +13,3 @@ namespace fastclip {
 PyObject* grads_of(PyObject* module, PyObject* args);
 
 }  // namespace fastclip
-#endif

@@ -2,9 +2,8 @@
 // entry point is a torch op). The module holds data: `layouts`, the shared tensor layouts of
 // common/layouts.h, `clip_eps`, the epsilon torch adds to the norm before dividing
 // (common/norm_math.h), and `build_info`, what this build contains; and one function,
-// `grads_of` (python_grads.h), which reads parameters' grads for the ops. Only the Python
-// extension defines FASTCLIP_PYTHON_MODULE; the CMake library for C++ users has no module.
-#ifdef FASTCLIP_PYTHON_MODULE
+// `grads_of` (python_grads.h), which reads parameters' grads for the ops. Only setup.py's
+// extension compiles csrc/python; the CMake library for C++ users has no module.
 #include <Python.h>
 
 #include "../common/layouts.h"
@@ -97,4 +96,3 @@ extern "C" PyObject* PyInit__C(void) {
   }
   return module;
 }
-#endif
