@@ -128,7 +128,7 @@ def build_extension():
             os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
-    sources = rel("csrc/*.cpp") + rel("csrc/common/*.cpp") + rel("csrc/cpu/*.cpp") + rel("csrc/python/*.cpp")
+    sources = rel("csrc/ops/*.cpp") + rel("csrc/common/*.cpp") + rel("csrc/cpu/*.cpp") + rel("csrc/python/*.cpp")
     # ATen's parallel_for is inline OpenMP: without -fopenmp it silently runs on one thread.
     # The runtime resolves to the libgomp.so.1 that torch has already loaded.
     cxx_flags = ["-O3", NO_DEBUG_INFO, "-fopenmp", "-DFASTCLIP_PYTHON_MODULE"]

@@ -160,7 +160,7 @@ def _skip_step_update_fake(loss, norm, history, counters, result, window, sigma,
 
 # The wrappers take the norms first, as the clippers hold them (None: the op computes them from
 # ``grads``), and the grads last: with ``scale_grads`` they are scaled by the step's factors, else
-# only zeroed on a non-finite step under on_nonfinite="zero" (csrc/fastclip.cpp has the contract).
+# only zeroed on a non-finite step under on_nonfinite="zero" (csrc/ops/op_library.h has the contract).
 # The grads are a list, or a held list (fastclip.ops.held_list; grads read in C++ by fastclip._grads), run by the op's
 # held_<op> form.
 
@@ -305,7 +305,7 @@ def adagc_update_(
 
 
 def stable_spam_norms(grads, maxima, rows, state, gamma3):
-    """Stable-SPAM's per-tensor statistics, float64 [2, len(grads)] (csrc/fastclip.cpp): maxima and
+    """Stable-SPAM's per-tensor statistics, float64 [2, len(grads)] (csrc/ops/stable_spam_norms.cpp): maxima and
     sums of squares, or, given ``maxima``, the sums of squares at most and above each threshold."""
     return _ops.stable_spam_norms(list(grads), maxima, rows, state, float(gamma3))
 

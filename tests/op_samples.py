@@ -1,6 +1,6 @@
 """Sample inputs for every op of the ``fastclip`` library (extension-cpp's ``sample_inputs``): one table,
 :data:`SAMPLES`, from op name to a function ``(device, gen) -> list of argument tuples``, each tuple a valid
-call of ``torch.ops.fastclip.<name>`` (schemas in csrc/fastclip.cpp). Every call makes fresh random
+call of ``torch.ops.fastclip.<name>`` (schemas in csrc/ops/<op>.cpp). Every call makes fresh random
 tensors from the torch.Generator ``gen`` (CPU; moved to ``device``), with a few awkward cases per op:
 mixed dtypes, a non-contiguous (transposed) tensor, an empty tensor where the op allows one, and for
 the stateful ops a state already advanced by a few steps of the op. State tensors are built as the

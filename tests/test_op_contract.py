@@ -21,7 +21,7 @@ OPS = library_op_names()
 # torch.compile test). So this file takes no longer than the opcheck tests it replaced.
 WITHOUT_AOT = ("test_schema", "test_autograd_registration", "test_faketensor")
 STATEFUL = {"zclip_update_", "normclip_update_", "autoclip_update_", "adagc_update_", "stable_spam_update_"}
-# fastclip's message for a sparse tensor (csrc/fastclip.cpp's reject_sparse, or list_plan.cpp's
+# fastclip's message for a sparse tensor (csrc/ops/op_library.cpp's reject_sparse, or list_plan.cpp's
 # check_tensor_list once dispatched to a dense kernel).
 SPARSE_MESSAGE = r"^fastclip: .*sparse"
 

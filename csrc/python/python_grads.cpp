@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "../common/tensor_prefetch.h"
-#include "../held_list.h"
+#include "../ops/held_list.h"
 
 namespace fastclip {
 namespace {
