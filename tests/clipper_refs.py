@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import torch
+from conftest import make_params
 
 
 class TinyModel(torch.nn.Module):
@@ -12,9 +13,7 @@ class TinyModel(torch.nn.Module):
 
     def __init__(self, shapes, dtype=torch.float32):
         super().__init__()
-        self.weights = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.randn(s, dtype=torch.float64).to(dtype)) for s in shapes]
-        )
+        self.weights = torch.nn.ParameterList(make_params(shapes, dtype))
 
 
 SHAPES = [(17, 33), (33,), (64, 5), (1,), (7, 3, 3, 2)]

@@ -4,7 +4,7 @@ growing (or sliding) as steps are taken; bad arguments fail naming the argument.
 import numpy as np
 import pytest
 import torch
-from conftest import DEVICES
+from conftest import DEVICES, make_params
 
 import fastclip
 
@@ -14,7 +14,8 @@ pytestmark = pytest.mark.cuda_kernels
 
 def one_param(device):
     """A one-element parameter: its grad's norm is exactly the value put in it."""
-    return torch.nn.Parameter(torch.zeros(1, device=device))
+    (param,) = make_params([(1,)], device=device)
+    return param
 
 
 def step_with_norm(clipper, param, norm):

@@ -126,7 +126,7 @@ def test_clip_grad_value_matches_torch(device, dtype, gen):
 
 class TestEdgeCases:
     def test_no_grads(self):
-        params = [torch.nn.Parameter(torch.randn(3)) for _ in range(2)]
+        params = make_params([(3,), (3,)])
         total = fastclip.clip_grad_norm_(params, 1.0)
         assert total.item() == 0.0 and total.device.type == "cpu" and total.dtype == torch.float32
         assert fastclip.get_total_norm([]).item() == 0.0
@@ -165,13 +165,11 @@ class TestEdgeCases:
         assert_close_to(fastclip.get_total_norm(grads, math.inf), grads[1].abs().max(), rtol=0)
 
     def test_non_contiguous_grads(self, gen):
-        params = [torch.nn.Parameter(torch.randn(40, 30)), torch.nn.Parameter(torch.randn(8, 6))]
+        params = make_params([(40, 30), (8, 6)])
         base = torch.randn(30, 40, generator=gen)
         params[0].grad = base.t()  # dense, transposed
         params[1].grad = torch.randn(8, 12, generator=gen)[:, ::2]  # strided view with gaps
-        theirs = [torch.nn.Parameter(p.detach().clone()) for p in params]
-        for a, b in zip(params, theirs):
-            b.grad = a.grad.clone()
+        theirs = make_params(grads=[p.grad for p in params])
         strided_base = params[1].grad._base
         before = strided_base.clone()
         total = fastclip.clip_grad_norm_(params, 0.5)
@@ -355,17 +353,13 @@ def test_all_fp16_total_over_65504_is_inf_but_the_grads_are_clipped_by_the_true_
     grads = _fp16_grads_over_65504(gen, device)
     exact = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
     assert exact > 65504 and all(float(g.double().norm()) < 65504 for g in grads)
-    theirs = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
-    for p, g in zip(theirs, grads):
-        p.grad = g.clone()
+    theirs = make_params(grads=grads)
     assert torch.nn.utils.clip_grad_norm_(theirs, 1.0).isinf()  # torch: inf, and every grad zeroed
     assert all(bool((p.grad == 0).all()) for p in theirs)
     outcomes = []
     for single_launch in ("1", "0"):  # the CUDA kernels' one launch and their two: the same bits
         monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", single_launch)
-        ours = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
-        for p, g in zip(ours, grads):
-            p.grad = g.clone()
+        ours = make_params(grads=grads)
         total = fastclip.clip_grad_norm_(ours, 1.0)
         assert total.dtype == torch.float16 and total.isinf()  # torch's dtype, and so torch's value
         # The CUDA kernels round the coefficient (1/76,700, an fp16 subnormal) to fp16 first, as
@@ -392,9 +386,7 @@ def test_all_fp16_total_over_65504_across_a_process_group_is_clipped_too(gen):
         pytest.skip("a process group is already initialized in this process")
     grads = _fp16_grads_over_65504(gen, "cpu")
     exact = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
-    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
-    for p, g in zip(params, grads):
-        p.grad = g.clone()
+    params = make_params(grads=grads)
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         total = fastclip.clip_grad_norm_(params, 1.0, process_group=dist.group.WORLD)

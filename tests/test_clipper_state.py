@@ -8,6 +8,7 @@ import torch
 from clipper_refs import SHAPES, set_grads, spiky_grads, twin_models
 from clippers_table import CLIPPERS as ALL_CLIPPERS
 from clippers_table import STATELESS, clippers, variant
+from conftest import make_params
 
 import fastclip
 from fastclip._layouts import RESULT_SLOTS
@@ -316,12 +317,11 @@ def test_attach_requires_single_attachment():
 
 @pytest.mark.parametrize("name", list(CLIPPERS))
 def test_clippers_are_deterministic(name, gen):
-    steps = spiky_grads(gen, [(300, 200), (5000,), (3, 7)], 30, SPIKES)
+    shapes = [(300, 200), (5000,), (3, 7)]
+    steps = spiky_grads(gen, shapes, 30, SPIKES)
     results = []
     for _ in range(2):
-        (model,) = twin_models([(300, 200), (5000,), (3, 7)], n=1) if False else (None,)
-        torch.manual_seed(0)
-        params = [torch.nn.Parameter(torch.randn(s)) for s in [(300, 200), (5000,), (3, 7)]]
+        params = make_params(shapes, generator=torch.Generator().manual_seed(0))
         results.append(run(CLIPPERS[name](params), params, steps))
     for (ga, ra), (gb, rb) in zip(*results):
         for a, b in zip(ga, gb):

@@ -1,5 +1,7 @@
 """Parity of the stateful clippers with their references, step for step, through warm-up and spikes."""
 
+import copy
+
 import autoclip.torch as autoclip_torch  # the peers themselves: installed by the README's test command
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import timm.utils.agc as timm_agc
 import torch
 import zclip
 from clipper_refs import SHAPES, AdaGCReference, paper_autoclip, set_grads, spiky_grads, twin_models
+from conftest import make_params
 
 import fastclip
 from fastclip._layouts import (
@@ -224,11 +227,7 @@ AGC_SHAPES = [(16, 8), (24,), (), (8, 4, 3, 3), (5, 1)]
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_agc_matches_timm(dtype, gen):
     def build():
-        g2 = torch.Generator().manual_seed(7)
-        params = [
-            torch.nn.Parameter((torch.randn(s, generator=g2, dtype=torch.float64) * 0.05).to(dtype)) for s in AGC_SHAPES
-        ]
-        return params
+        return make_params(AGC_SHAPES, dtype, generator=torch.Generator().manual_seed(7), scale=0.05)
 
     ours, peers = build(), build()
     for step in range(5):
@@ -248,11 +247,11 @@ def test_agc_matches_timm(dtype, gen):
 def test_agc_views_and_layouts(gen):
     """Non-contiguous grads, channels_last weights, and grads whose layout differs from the param's."""
     weight = torch.nn.Parameter(torch.randn(6, 4, 3, 3, generator=gen).contiguous(memory_format=torch.channels_last))
-    linear = torch.nn.Parameter(torch.randn(10, 7, generator=gen))
+    (linear,) = make_params([(10, 7)], generator=gen)
     big_grad = torch.randn(7, 10, generator=gen) * 5
     grads = [torch.randn(6, 4, 3, 3, generator=gen) * 5, big_grad.t()]  # the second is a transposed view
     params = [weight, linear]
-    peers = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    peers = copy.deepcopy(params)
     set_grads(params, grads)
     set_grads(peers, grads)
     linear.grad = big_grad.t()  # keep the non-contiguous view itself
@@ -278,8 +277,8 @@ def test_normclip_matches_clip_grad_norm(gen):
 def test_agc_long_rows_and_empty(gen):
     """Rows longer than the CPU's in-cache limit take the chunked path; empty tensors have no rows."""
     shapes = [(300_001,), (2, 270_000), (0, 4), (3, 5)]
-    params = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.01) for s in shapes]
-    peers = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    params = make_params(shapes, generator=gen, scale=0.01)
+    peers = copy.deepcopy(params)
     grads = [torch.randn(s, generator=gen) for s in shapes]
     set_grads(params, grads)
     set_grads(peers, grads)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from clipper_refs import AdaGCReference, set_grads, spiky_grads, twin_models
 from clippers_table import CLIPPERS, variant
-from conftest import FLOAT_DTYPES, RTOL_SUM, assert_close_to, clipped_by, reference_norm
+from conftest import FLOAT_DTYPES, RTOL_SUM, assert_close_to, clipped_by, make_params, reference_norm
 
 import fastclip
 
@@ -144,8 +144,7 @@ def test_half_precision_coefficient_rounds_as_torch_does_on_the_device(dtype, ge
     """A coefficient that rounds differently in float32 and in the grads' dtype: the CPU kernels
     scale by the float32 value (torch's CPU bits), the CUDA kernels by the rounded one (torch's CUDA bits)."""
     grads = [torch.randn(1000, generator=gen).to(dtype)]
-    params = [torch.nn.Parameter(torch.zeros(1000, dtype=dtype))]
-    set_grads(params, grads)
+    params = make_params(grads=grads)
     total = torch.tensor(3.0)  # coefficient 0.7 / 3.000001: not representable in fp16/bf16
     fastclip.clip_grads_with_norm_(params, 0.7, total)
     coef = torch.clamp(0.7 / (total + 1e-6), max=1.0)
@@ -154,8 +153,7 @@ def test_half_precision_coefficient_rounds_as_torch_does_on_the_device(dtype, ge
     assert not torch.equal(as_cpu, as_cuda)  # the case tells the two apart
     assert torch.equal(params[0].grad, as_cuda if ON_LAYER else as_cpu)
     if not ON_LAYER:  # torch itself, on this device
-        expected = [torch.nn.Parameter(torch.zeros(1000, dtype=dtype))]
-        set_grads(expected, grads)
+        expected = make_params(grads=grads)
         torch.nn.utils.clip_grads_with_norm_(expected, 0.7, total)
         assert torch.equal(params[0].grad, expected[0].grad)
 
@@ -219,7 +217,7 @@ def test_autoclip_per_tensor_with_more_tensors_than_a_block_has_threads(gen):
 def test_agc_odd_rows(dtype, gen):
     """Rows of 1, 3, 7, 33 and 1025 elements; 1-d, 2-d and 4-d tensors; the AGC equation in float64."""
     shapes = [(5, 1), (4, 3), (3, 7), (9, 33), (2, 1025), (7,), (2, 3, 5, 7), (0, 3)]
-    params = [torch.nn.Parameter((torch.randn(s, generator=gen, dtype=torch.float64) * 0.05).to(dtype)) for s in shapes]
+    params = make_params(shapes, dtype, generator=gen, scale=0.05)
     grads = [(torch.randn(s, generator=gen, dtype=torch.float64) * 0.05).to(dtype) for s in shapes]
     set_grads(params, grads)
     fastclip.adaptive_clip_grad_(params, clip_factor=0.05, eps=1e-3)
@@ -279,11 +277,10 @@ def base_name(kernel):
 @needs_kernel_log
 def test_kernel_log_covers_every_global_function(kernel_log, gen):
     grads = [torch.randn(33, generator=gen), torch.randn(4, 5, generator=gen).double()]
-    params = [torch.nn.Parameter(torch.randn_like(g)) for g in grads]
+    params = make_params(grads=grads)
     for norm_type in NORM_TYPES:
         ops.multi_tensor_norm(grads, norm_type, False)
         ops.multi_tensor_norm([g.float() for g in grads], norm_type, False)
-    set_grads(params, grads)
     fastclip.clip_grad_norm_(params, 0.1)
     fastclip.clip_grad_value_(params, 0.1)
     fastclip.clip_grads_with_norm_(params, 0.1, torch.tensor(3.0))
@@ -291,12 +288,12 @@ def test_kernel_log_covers_every_global_function(kernel_log, gen):
     fastclip.adaptive_clip_grad_(params, 0.01)
     (model,) = twin_models(n=1)
     for clipper in (
-        fastclip.ZClip(model.parameters(), warmup_steps=1),
-        fastclip.AutoClip(model.parameters()),
-        fastclip.AdaGC(model.parameters(), warmup_steps=1),
-        fastclip.NormClip(model.parameters(), 0.1),
-        fastclip.ZClip(model.parameters(), norm_parameters=model.parameters()),  # norms given
-        fastclip.StableSPAM(model.parameters()),
+        CLIPPERS["zclip"](model.parameters(), warmup_steps=1),
+        CLIPPERS["autoclip"](model.parameters()),
+        CLIPPERS["adagc"](model.parameters(), warmup_steps=1),
+        CLIPPERS["normclip"](model.parameters(), max_norm=0.1),
+        CLIPPERS["zclip"](model.parameters(), norm_parameters=model.parameters()),  # norms given
+        CLIPPERS["stable-spam"](model.parameters()),
     ):
         for grads_now in spiky_grads(gen, [p.shape for p in model.parameters()], 2):
             set_grads(model.parameters(), grads_now)
@@ -349,8 +346,7 @@ def test_single_launch_setting_is_checked(monkeypatch):
 def test_clip_grad_norm_is_one_cooperative_launch(kernel_log, monkeypatch, gen):
     for count in (1, 7, 300):
         grads = [torch.randn(1 + i % 50, generator=gen) for i in range(count)]
-        params = [torch.nn.Parameter(torch.randn_like(g)) for g in grads]
-        set_grads(params, grads)
+        params = make_params(grads=grads)
         fastclip.clip_grad_norm_(params, 0.5)
         lines = kernel_log.path.read_text().splitlines()
         kernel_log.take()
@@ -421,9 +417,7 @@ def test_thousand_steps_in_one_launch_match_the_several_kernel_path_bitwise(name
     runs = {}
     for setting in ("1", "0"):
         monkeypatch.setenv("FASTCLIP_SINGLE_LAUNCH", setting)
-        params = [
-            torch.nn.Parameter(torch.zeros(s, dtype=d)) for s, d in zip(THOUSAND_STEP_SHAPES, THOUSAND_STEP_DTYPES)
-        ]
+        params = make_params(THOUSAND_STEP_SHAPES, THOUSAND_STEP_DTYPES)
         clipper = ONE_LAUNCH_CLIPPERS[name](params)
         steps = []
         for step_grads in grads:
@@ -453,8 +447,9 @@ import sys, torch, fastclip
 from fastclip.clipper import Clipper
 data = torch.load(sys.argv[1])
 if sys.argv[3] not in sys.path:
-    sys.path.insert(0, sys.argv[3])  # tests/: the table of clippers
+    sys.path.insert(0, sys.argv[3])  # tests/: the table of clippers, the parameter factory
 from clippers_table import clippers
+from conftest import make_params
 CLIPPERS = clippers(
     ["zclip", "zclip-percentile", "autoclip", "autoclip-window", "autoclip-tensor", "adagc"],
     {
@@ -467,7 +462,7 @@ CLIPPERS = clippers(
 )
 out = {}
 for name, make in CLIPPERS.items():
-    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(data["tensors"])]
+    params = make_params([(1,)] * data["tensors"])
     clipper = make(params)
     feed = iter(data["norms"])
     Clipper._norms = lambda self, grads, device, keys, order=(), held=None: next(feed)

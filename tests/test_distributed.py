@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from clippers_table import clippers
+from conftest import make_params
 from spawned_ranks import scenario
 
 import fastclip
@@ -30,8 +31,9 @@ def _shard(t, rank, world):
     return t.tensor_split(world, dim=0)[rank].clone()
 
 
-def _params(shapes_or_tensors):
-    return [torch.nn.Parameter(torch.zeros_like(t)) for t in shapes_or_tensors]
+def _whole_params():
+    """Parameters of the whole tensors' shapes, with the same values on every rank."""
+    return make_params(SHAPES, generator=torch.Generator().manual_seed(0))
 
 
 def _set(params, grads):
@@ -42,9 +44,8 @@ def _set(params, grads):
 def _check_functions(rank, world, group):
     for norm_type in (2.0, float("inf"), 3.0):
         full = _full_grads(7)
-        full_params, shard_params = _params(full), _params([_shard(t, rank, world) for t in full])
-        _set(full_params, full)
-        _set(shard_params, [_shard(t, rank, world) for t in full])
+        full_params = make_params(grads=full)
+        shard_params = make_params(grads=[_shard(t, rank, world) for t in full])
         expected = torch.nn.utils.clip_grad_norm_(full_params, 0.5, norm_type)
         total = fastclip.clip_grad_norm_(shard_params, 0.5, norm_type, process_group=group)
         torch.testing.assert_close(total, expected, rtol=RTOL, atol=0)
@@ -73,8 +74,8 @@ def _check_clippers(rank, world, group, steps, shard=None, local=None):
     local = local or (lambda g, f, i: (g, _shard(f, rank, world)))
     kwargs = {} if group is None else {"process_group": group}
     for name, make in CLIPPERS.items():
-        full_params = _params(_full_grads(0))
-        shard_params = [torch.nn.Parameter(shard(torch.zeros_like(t), i)) for i, t in enumerate(_full_grads(0))]
+        full_params = _whole_params()
+        shard_params = [torch.nn.Parameter(shard(p.detach(), i)) for i, p in enumerate(full_params)]
         reference, sharded = make(full_params), make(shard_params, **kwargs)
         clipped = set()
         for step in range(steps):
@@ -119,8 +120,7 @@ def _scenario_group_list(rank, world):
 
 @scenario(2)
 def _scenario_length_mismatch(rank, world):
-    params = _params(_full_grads(0))[: len(SHAPES) - rank]  # rank 1 has one tensor fewer
-    _set(params, _full_grads(0))
+    params = make_params(grads=_full_grads(0))[: len(SHAPES) - rank]  # rank 1 has one tensor fewer
     clipper = fastclip.AdaGC(params, process_group=dist.group.WORLD)
     with pytest.raises(RuntimeError, match="different lengths"):
         clipper.step()
@@ -140,7 +140,7 @@ def _dtensor_checks(rank, world, mesh, placements):
 
     for norm_type in (2.0, float("inf")):
         full = _full_grads(3)
-        params = [torch.nn.Parameter(shard(torch.zeros_like(t), i)) for i, t in enumerate(full)]
+        params = [torch.nn.Parameter(shard(p.detach(), i)) for i, p in enumerate(_whole_params())]
         for i, (p, t) in enumerate(zip(params, full)):
             p.grad = shard(t, i)
         expected = torch.linalg.vector_norm(torch.cat([t.flatten() for t in full]), norm_type)
@@ -197,7 +197,7 @@ def _scenario_fsdp2(rank, world):
         torch.testing.assert_close(a.grad.to_local(), b.grad.to_local(), rtol=RTOL, atol=1e-8)
     # A clipper on the FSDP2 grads against the same clipper on the gathered full grads.
     model = models[0]
-    reference_params = [torch.nn.Parameter(torch.zeros(p.shape)) for p in model.parameters()]
+    reference_params = make_params([p.shape for p in model.parameters()])
     clipper = fastclip.ZClip(model.parameters(), warmup_steps=3, max_grad_norm=0.05)
     reference = fastclip.ZClip(reference_params, warmup_steps=3, max_grad_norm=0.05)
     for step in range(20):

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from clippers_table import clippers
+from conftest import make_params
 from spawned_ranks import scenario
 
 import fastclip
@@ -73,21 +74,11 @@ class Layout:
         ]  # no key: the call's process_group
 
 
-def _params(tensors):
-    return [torch.nn.Parameter(torch.zeros_like(t)) for t in tensors]
-
-
-def _set(params, grads):
-    for p, g in zip(params, grads):
-        p.grad = g.clone()
-
-
 def _check_functions(layout, rank):
     full = _full_grads(3)
     for norm_type in (2.0, float("inf")):
         expected = torch.linalg.vector_norm(torch.cat([t.double().flatten() for t in full]), norm_type)
-        params = _params(_pieces(full, rank))
-        _set(params, _pieces(full, rank))
+        params = make_params(grads=_pieces(full, rank))
         total = fastclip.clip_grad_norm_(layout.groups(params), 0.5, norm_type, process_group=dist.group.WORLD)
         torch.testing.assert_close(total.double(), expected, rtol=RTOL, atol=0)
         coef = min(1.0, 0.5 / (float(expected) + 1e-6))
@@ -96,8 +87,7 @@ def _check_functions(layout, rank):
         again = fastclip.get_total_norm(layout.groups(_pieces(full, rank)), norm_type, process_group=dist.group.WORLD)
         torch.testing.assert_close(again.double(), expected, rtol=RTOL, atol=0)
     # A grad missing everywhere (the router's) still leaves every rank the same collectives.
-    params = _params(_pieces(full, rank))
-    _set(params, _pieces(full, rank))
+    params = make_params(grads=_pieces(full, rank))
     params[len(DENSE) + len(EXPERT_SHARDED) + len(EXPERT_REPLICATED)].grad = None
     kept = [t for i, t in enumerate(full) if i != len(DENSE) + len(EXPERT_SHARDED) + len(EXPERT_REPLICATED)]
     expected = torch.linalg.vector_norm(torch.cat([t.double().flatten() for t in kept]))
@@ -126,15 +116,15 @@ def _same_on_every_rank(tensor, what):
 
 def _check_clippers(layout, rank):
     for name, make in CLIPPERS.items():
-        reference_params = _params(_full_grads(0))
-        params = _params(_pieces(_full_grads(0), rank))
+        reference_params = make_params(SHAPES)
+        params = make_params([t.shape for t in _pieces(_full_grads(0), rank)])
         reference = make(reference_params)
         clipper = make(layout.groups(params), process_group=dist.group.WORLD)
         clipped = set()
         for step in range(STEPS):
             full = _full_grads(step)
-            _set(reference_params, full)
-            _set(params, _pieces(full, rank))
+            for p, g in zip(reference_params + params, full + _pieces(full, rank)):
+                p.grad = g.clone()
             expected, result = reference.step(), clipper.step()
             if bool(expected.clipped):
                 clipped.add(step)
@@ -154,8 +144,7 @@ def _check_clippers(layout, rank):
 
 
 def _check_errors(layout, rank):
-    params = _params(_pieces(_full_grads(0), rank))
-    _set(params, _pieces(_full_grads(0), rank))
+    params = make_params(grads=_pieces(_full_grads(0), rank))
     bad = [{"params": params[:2]}, {"params": params[2:], "process_group": "world"}]
     with pytest.raises(TypeError, match="param group 1's process_group is a str"):
         fastclip.clip_grad_norm_(bad, 1.0)
@@ -187,17 +176,16 @@ def _check_dtensors(layout, rank):
     expected = torch.linalg.vector_norm(torch.cat([t.double().flatten() for t in full]))
     coef = min(1.0, 0.5 / (float(expected) + 1e-6))
     for process_group in (edp_of_half, [mesh.get_group(1), edp_of_half]):
-        params = [torch.nn.Parameter(local(torch.zeros_like(t))) for t in full]
+        params = [torch.nn.Parameter(local(p.detach())) for p in make_params([t.shape for t in full])]
         for p, t in zip(params, full):
             p.grad = local(t)
         total = fastclip.clip_grad_norm_([{"params": params, "process_group": process_group}], 0.5)
         torch.testing.assert_close(total.double(), expected, rtol=RTOL, atol=0)
         for p, t in zip(params, full):
             torch.testing.assert_close(p.grad.to_local(), local(t * coef).to_local(), rtol=RTOL, atol=1e-8)
-    reference_params = _params(full)
+    reference_params = make_params(grads=full)
     reference = fastclip.AdaGC(reference_params)
     clipper = fastclip.AdaGC([{"params": params, "process_group": edp_of_half}])
-    _set(reference_params, full)
     for p, t in zip(params, full):
         p.grad = local(t)
     torch.testing.assert_close(clipper.step().coef, reference.step().coef, rtol=RTOL, atol=0)
@@ -206,12 +194,10 @@ def _check_dtensors(layout, rank):
 def _check_agc(layout, rank):
     """AGC takes no norm across ranks: a group's process_group changes nothing."""
     values = _pieces(_full_grads(1), rank)
-    plain, grouped = _params(values), _params(values)
+    plain, grouped = make_params(grads=values), make_params(grads=values)
     for a, b, v in zip(plain, grouped, values):
         a.data.copy_(v * 3)
         b.data.copy_(v * 3)
-    _set(plain, values)
-    _set(grouped, values)
     fastclip.AGC(plain, clip_factor=0.2).step()
     fastclip.AGC(layout.groups(grouped), clip_factor=0.2).step()
     for a, b in zip(plain, grouped):
@@ -238,7 +224,7 @@ def test_param_groups_reduced_over_their_own_groups(gloo_ranks):
 
 
 def test_param_group_process_group_needs_distributed():
-    p = torch.nn.Parameter(torch.zeros(3))
+    (p,) = make_params([(3,)])
     p.grad = torch.ones(3)
     with pytest.raises(RuntimeError, match="param group 1's process_group was given but torch.distributed"):
         fastclip.clip_grad_norm_([{"params": []}, {"params": [p], "process_group": [object()]}], 1.0)
@@ -278,12 +264,12 @@ class MegatronModel:
         from megatron.core.optimizer.optimizer_config import OptimizerConfig
 
         self.ep_rank = rank % 2
-        self.dense = {k: torch.nn.Parameter(torch.zeros(s)) for k, s in M_DENSE.items()}
-        self.output = torch.nn.Parameter(torch.zeros(M_DENSE["embedding"]))  # tied to the embedding
+        self.dense = dict(zip(M_DENSE, make_params(list(M_DENSE.values()))))
+        (self.output,) = make_params([M_DENSE["embedding"]])  # tied to the embedding
         self.output.shared = True
-        self.mtp = torch.nn.Parameter(torch.zeros(M_MTP))
+        (self.mtp,) = make_params([M_MTP])
         self.mtp.grad_norm_group = "mtp"
-        self.experts = [torch.nn.Parameter(torch.zeros(s)) for s in M_EXPERTS]
+        self.experts = make_params(M_EXPERTS)
         for p in self.experts:
             p.allreduce = False  # how Megatron marks expert parameters
         config = OptimizerConfig(clip_grad=clip_grad)
@@ -371,7 +357,7 @@ def _scenario_megatron_experts(rank, world):
 
     # 3. patch(clipper=...): one ZClip over the whole chain, one coefficient; MTP its own norm and clip.
     model = MegatronModel(rank, mp_group, ep_group, clip_grad=1.5)
-    reference_params = [torch.nn.Parameter(torch.zeros(s)) for s in [*M_DENSE.values(), *M_EXPERTS, *M_EXPERTS]]
+    reference_params = make_params([*M_DENSE.values(), *M_EXPERTS, *M_EXPERTS])
     reference = fastclip.ZClip(reference_params, warmup_steps=5, max_grad_norm=3.0)
     made = []
 

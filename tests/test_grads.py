@@ -10,7 +10,7 @@ import weakref
 import pytest
 import torch
 from clippers_table import clippers
-from conftest import DEVICES, FLOAT_DTYPES, random_tensors
+from conftest import DEVICES, FLOAT_DTYPES, make_params, random_tensors
 
 import fastclip
 
@@ -49,13 +49,6 @@ def cpp_reads(monkeypatch):
     return reads
 
 
-def _params(values):
-    params = [torch.nn.Parameter(t.clone()) for t in values]
-    for p in params:
-        p.grad_dtype = None  # the grads change dtype below
-    return params
-
-
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", CLIPPERS)
 @pytest.mark.parametrize("on_nonfinite", ["skip", "zero", "propagate", "error", "attached"])
@@ -73,8 +66,10 @@ def test_grads_read_in_cpp_clip_as_grads_read_in_python(device, name, on_nonfini
     attached = on_nonfinite == "attached"
     if attached and name not in ("zclip", "autoclip"):
         pytest.skip("only the clippers of the total norm fold their factor into the optimizer")
-    values = random_tensors(SHAPES, [torch.float32], device, gen, scale=3.0)
-    ours, theirs = _params(values), _params(values)
+    ours = make_params(SHAPES, torch.float32, device, gen, scale=3.0)
+    theirs = copy.deepcopy(ours)
+    for p in ours + theirs:
+        p.grad_dtype = None  # the grads change dtype below
     make = CLIPPERS[name]
     clippers = None
     if make is not None:
@@ -164,7 +159,7 @@ class RoutedParameter(torch.nn.Parameter):
 @pytest.mark.parametrize("name", CLIPPERS)
 def test_a_parameter_subclass_is_read_in_python(name, gen):
     """A parameter whose Python ``.grad`` differs from its autograd grad: the Python one is clipped."""
-    param = RoutedParameter(torch.zeros(6))
+    param = RoutedParameter(torch.randn(6, generator=gen))
     param.grad = torch.randn(6, generator=gen) * 10
     autograd_grad = torch.randn(6, generator=gen) * 10
     torch.Tensor.grad.__set__(param, autograd_grad)
@@ -181,8 +176,7 @@ def test_a_parameter_subclass_is_read_in_python(name, gen):
 
 
 def test_grads_sharing_memory_are_refused_by_name_before_the_statistics_move(cpp_reads, gen):
-    params = [torch.nn.Parameter(torch.zeros(6)), torch.nn.Parameter(torch.zeros(4))]
-    params[0].grad, params[1].grad = torch.randn(6, generator=gen), torch.randn(4, generator=gen)
+    params = make_params(grads=random_tensors([(6,), (4,)], [torch.float32], "cpu", gen))
     clipper = fastclip.ZClip(params, warmup_steps=2)
     clipper.step()
     shared = torch.randn(8, generator=gen)
@@ -199,9 +193,7 @@ def test_grads_sharing_memory_are_refused_by_name_before_the_statistics_move(cpp
 
 
 def test_grads_are_not_kept_alive_by_the_clipper(cpp_reads, gen):
-    params = [torch.nn.Parameter(torch.zeros(64)) for _ in range(3)]
-    for p in params:
-        p.grad = torch.randn(64, generator=gen)
+    params = make_params(grads=random_tensors([(64,)] * 3, [torch.float32], "cpu", gen))
     clipper = fastclip.AutoClip(params, percentile=10.0, scope="tensor")
     clipper.step()
     assert cpp_reads == [True]
@@ -213,9 +205,7 @@ def test_grads_are_not_kept_alive_by_the_clipper(cpp_reads, gen):
 
 @pytest.mark.parametrize("clone", [copy.deepcopy, lambda c: pickle.loads(pickle.dumps(c))])
 def test_a_clipper_that_read_grads_in_cpp_can_be_copied(clone, gen):
-    params = [torch.nn.Parameter(torch.zeros(5)) for _ in range(2)]
-    for p in params:
-        p.grad = torch.randn(5, generator=gen) * 10
+    params = make_params(grads=random_tensors([(5,)] * 2, [torch.float32], "cpu", gen, scale=10.0))
     clipper = fastclip.NormClip(params, 1.0)
     clipper.step()
     twin = clone(clipper)
@@ -231,7 +221,7 @@ def test_a_clipper_that_read_grads_in_cpp_can_be_copied(clone, gen):
 @pytest.mark.parametrize("name", [n for n in CLIPPERS if n != "clip_grad_norm_"])
 @pytest.mark.parametrize("in_cpp", [True, False])
 def test_a_sparse_grad_is_named(name, in_cpp, cpp_reads, gen):
-    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4, 3))]
+    params = make_params([(3,), (4, 3)], generator=gen)
     params[0].grad = torch.randn(3, generator=gen)
     params[1].grad = torch.randn(4, 3, generator=gen).to_sparse()
     clipper = CLIPPERS[name](params)
@@ -264,20 +254,20 @@ def test_parameters_can_be_swapped_after_a_step(cpp_reads, gen):
     """Nothing holds the parameters between steps: torch.utils.swap_tensors (used by
     Module.to() under torch.__future__.set_swap_module_params_on_conversion) still works, and
     the next step clips the swapped-in values' grads."""
-    params = [torch.nn.Parameter(torch.zeros(4)) for _ in range(2)]
-    for p in params:
-        p.grad = torch.randn(4, generator=gen) * 10
+    params = make_params(grads=random_tensors([(4,)] * 2, [torch.float32], "cpu", gen, scale=10.0))
     clipper = fastclip.NormClip(params, 1.0)
     clipper.step()
     fastclip.clip_grad_norm_(params, 1.0)
-    replacement = torch.nn.Parameter(torch.ones(4))
-    replacement.grad = torch.full((4,), 10.0)
+    (replacement,) = make_params([(4,)], generator=gen)
+    replacement.grad = torch.full((4,), 3.0)
     torch.utils.swap_tensors(params[0], replacement)
     params[1].grad = None
-    params[1].grad = torch.zeros(4)
+    params[1].grad = torch.full((4,), 4.0)
     clipper.step()
     assert cpp_reads == [True, True, True]
-    torch.testing.assert_close(params[0].grad, torch.full((4,), 0.5), rtol=1e-6, atol=0)
+    # The total norm is sqrt(4 * 3^2 + 4 * 4^2) = 10: the grads are scaled by 1 / 10.
+    torch.testing.assert_close(params[0].grad, torch.full((4,), 0.3), rtol=1e-6, atol=0)
+    torch.testing.assert_close(params[1].grad, torch.full((4,), 0.4), rtol=1e-6, atol=0)
 
 
 def test_a_torch_function_mode_sees_the_grads_read(cpp_reads, gen):
@@ -293,9 +283,7 @@ def test_a_torch_function_mode_sees_the_grads_read(cpp_reads, gen):
             self.grads += getattr(func, "__self__", None) is torch.Tensor.grad  # the getter of .grad
             return func(*args, **(kwargs or {}))
 
-    params = [torch.nn.Parameter(torch.zeros(3)) for _ in range(2)]
-    for p in params:
-        p.grad = torch.randn(3, generator=gen)
+    params = make_params(grads=random_tensors([(3,)] * 2, [torch.float32], "cpu", gen))
     for clip in (lambda: fastclip.clip_grad_norm_(params, 1.0), fastclip.ZClip(params, warmup_steps=2).step):
         with Reads() as mode:
             clip()
@@ -304,8 +292,7 @@ def test_a_torch_function_mode_sees_the_grads_read(cpp_reads, gen):
 
 
 def test_a_missing_grad_of_a_tensor_that_is_not_a_leaf_warns_as_torch_does(cpp_reads, gen):
-    leaf = torch.nn.Parameter(torch.randn(3, generator=gen))
-    leaf.grad = torch.randn(3, generator=gen)
+    (leaf,) = make_params(grads=random_tensors([(3,)], [torch.float32], "cpu", gen))
     not_leaf = leaf * 2
     with pytest.warns(UserWarning, match="not a leaf Tensor"):
         torch.nn.utils.clip_grad_norm_([leaf, not_leaf], 1.0)
@@ -320,7 +307,7 @@ def test_clip_grad_norm_names_a_bad_parameter_before_a_bad_number():
     with pytest.raises(TypeError, match=r"parameters\[0\] is a int"):
         fastclip.clip_grad_norm_([1, 2], -1.0)
     with pytest.raises(ValueError, match="max_norm must be >= 0"):
-        fastclip.clip_grad_norm_([torch.nn.Parameter(torch.zeros(2))], -1.0)
+        fastclip.clip_grad_norm_(make_params([(2,)]), -1.0)
 
 
 def test_a_grad_python_sees_as_a_subclass_is_read_in_python(cpp_reads, gen):
@@ -334,7 +321,7 @@ def test_a_grad_python_sees_as_a_subclass_is_read_in_python(cpp_reads, gen):
             seen.append(func)
             return super().__torch_function__(func, types, args, kwargs or {})
 
-    param = torch.nn.Parameter(torch.zeros(5))
+    (param,) = make_params([(5,)], generator=gen)
     param.grad = (torch.randn(5, generator=gen) * 10).as_subclass(Watched)
     fastclip.clip_grad_norm_([param], 1.0)
     assert cpp_reads == [False] and seen
@@ -344,15 +331,14 @@ def test_grads_of_a_long_list_are_those_python_reads(gen):
     """A list long enough for every look-ahead of the C++ read, mixing grads and none, leaves,
     tensors that are not leaves (with and without retain_grad) and tensors without autograd
     metadata: the grads read in C++ are the grads Python reads, or None where Python must read."""
-    base = torch.nn.Parameter(torch.randn(3, generator=gen))
+    (base,) = make_params([(3,)], generator=gen)
     params = []
     for _ in range(300):
         kind = int(torch.randint(5, (), generator=gen))
         if kind == 0:
-            p = torch.nn.Parameter(torch.randn(2, generator=gen))
-            p.grad = torch.randn(2, generator=gen)
+            (p,) = make_params(grads=random_tensors([(2,)], [torch.float32], "cpu", gen), generator=gen)
         elif kind == 1:
-            p = torch.nn.Parameter(torch.randn(2, generator=gen))  # no grad
+            (p,) = make_params([(2,)], generator=gen)  # no grad
         elif kind == 2:
             p = torch.randn(4, generator=gen)  # no autograd metadata
         elif kind == 3:
@@ -360,7 +346,7 @@ def test_grads_of_a_long_list_are_those_python_reads(gen):
             p.retain_grad()
             p.backward(torch.ones(3))
         else:
-            p = torch.nn.Parameter(torch.randn(1, generator=gen))
+            (p,) = make_params([(1,)], generator=gen)
             p.grad_dtype = None
             p.grad = torch.randn(1, generator=gen).double()
         params.append(p)
@@ -390,9 +376,7 @@ def test_modes_tracers_and_differentiable_grads_are_read_in_python(cpp_reads, ge
             self.seen.append(str(func))
             return func(*args, **(kwargs or {}))
 
-    params = [torch.nn.Parameter(torch.zeros(3)) for _ in range(2)]
-    for p in params:
-        p.grad = torch.randn(3, generator=gen)
+    params = make_params(grads=random_tensors([(3,)] * 2, [torch.float32], "cpu", gen))
     with Ops() as mode:
         fastclip.clip_grad_norm_(params, 1.0)
     assert any("multi_tensor_clip_grad_norm_" in op and "held" not in op for op in mode.seen)
@@ -402,7 +386,7 @@ def test_modes_tracers_and_differentiable_grads_are_read_in_python(cpp_reads, ge
     with torch.device("cpu"):
         fastclip.clip_grad_norm_(params, 1.0)
     assert cpp_reads == [False, False, True]
-    weight = torch.nn.Parameter(torch.randn(3, generator=gen))
+    (weight,) = make_params([(3,)], generator=gen)
     (weight**3).sum().backward(create_graph=True)
     total = fastclip.clip_grad_norm_([weight], 1e9)
     assert cpp_reads == [False, False, True, False] and total.requires_grad

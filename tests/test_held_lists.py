@@ -2,13 +2,14 @@
 (fastclip._grads.DTensorShardCache): the same results as the list ops, bit for bit, and a
 changed list always picked up."""
 
+import copy
 import gc
 import weakref
 
 import pytest
 import torch
 from clippers_table import clippers
-from conftest import DEVICES, FLOAT_DTYPES, random_tensors
+from conftest import DEVICES, FLOAT_DTYPES, make_params, random_tensors
 
 import fastclip
 from fastclip import ops
@@ -118,9 +119,8 @@ def test_dtensor_grads_kept_across_steps_clip_as_the_list_path_does(mesh, name, 
     import torch.distributed as dist
 
     shapes = [(4, 3), (7,), (1,), (0,), (5, 2)]
-    values = random_tensors(shapes, [torch.float32], "cpu", gen, scale=3.0)
-    dparams = [torch.nn.Parameter(t.clone()) for t in values]  # the parameters themselves stay plain
-    params = [torch.nn.Parameter(t.clone()) for t in values]
+    dparams = make_params(shapes, torch.float32, "cpu", gen, scale=3.0)  # the parameters themselves stay plain
+    params = copy.deepcopy(dparams)
     for p in dparams + params:
         p.grad_dtype = None  # the grads change dtype below
     make = CLIPPERS[name]
@@ -186,7 +186,7 @@ def test_dtensor_shards_are_freed_with_their_grads(mesh, gen):
     """The held list keeps the local shards alive only while their DTensors live: once the grads
     are set to None, the shards are gone (no copy of the model's grads lingers until the next step)."""
     grads = _sharded(random_tensors([(64,), (3, 3)], [torch.float32], "cpu", gen), mesh)
-    params = [torch.nn.Parameter(torch.zeros(g.shape)) for g in grads]
+    params = make_params([g.shape for g in grads], generator=gen)
     for p, g in zip(params, grads):
         p.grad = g
     clipper = fastclip.ZClip(params, warmup_steps=2)
@@ -211,7 +211,7 @@ def test_shards_sharing_memory_are_refused_before_the_statistics_move(mesh, gen)
     """A held list is scaled after the step; shards that share memory must be refused before the
     step reads them, leaving the clipper's state as it was."""
     shared = torch.randn(6, generator=gen)
-    params = [torch.nn.Parameter(torch.zeros(6)), torch.nn.Parameter(torch.zeros(4))]
+    params = make_params([(6,), (4,)], generator=gen)
     params[0].grad, params[1].grad = _sharded([shared], mesh)[0], _sharded([shared[2:]], mesh)[0]
     params[1].grad._local_tensor = params[0].grad._local_tensor[2:]  # the same memory, as a view
     clipper = fastclip.ZClip(params, warmup_steps=2)
@@ -225,9 +225,7 @@ def test_shards_sharing_memory_are_refused_before_the_statistics_move(mesh, gen)
 
 
 def test_a_clipper_that_held_dtensor_grads_can_be_copied(mesh, gen):
-    import copy
-
-    params = [torch.nn.Parameter(torch.zeros(5))]
+    params = make_params([(5,)], generator=gen)
     params[0].grad = _sharded(random_tensors([(5,)], [torch.float32], "cpu", gen), mesh)[0]
     clipper = fastclip.AdaGC(params, warmup_steps=2)
     clipper.step()

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import make_params
 from spawned_ranks import scenario
 
 import fastclip
@@ -24,33 +25,31 @@ def _full_grads(step):
     return {k: torch.randn(s, generator=g) * scale for k, s in FULL.items()}
 
 
+def _local_pieces(full, tp_rank, tp_size):
+    """This rank's pieces of the whole model's tensors, one per parameter of _local_params."""
+    return [
+        full["weight"].chunk(tp_size)[tp_rank],
+        full["norm"],
+        full["embedding"].chunk(tp_size)[tp_rank],
+        full["embedding"].chunk(tp_size)[tp_rank],
+    ]
+
+
 def _local_params(tp_rank, tp_size, grads, attr):
     """This rank's parameters, as Megatron lays them out, with grads in `attr`."""
-
-    def tp_shard(t):
-        return t.chunk(tp_size, dim=0)[tp_rank].clone()
-
-    weight = torch.nn.Parameter(tp_shard(torch.zeros(FULL["weight"])))
+    shapes = [g.shape for g in _local_pieces(grads, tp_rank, tp_size)]
+    weight, norm, embedding, output = make_params(shapes)  # norm: a duplicate on every TP rank
     weight.tensor_model_parallel = True
-    norm = torch.nn.Parameter(torch.zeros(FULL["norm"]))  # a duplicate on every TP rank
-    embedding = torch.nn.Parameter(tp_shard(torch.zeros(FULL["embedding"])))
     embedding.tensor_model_parallel = True
-    output = torch.nn.Parameter(tp_shard(torch.zeros(FULL["embedding"])))  # tied to the embedding
     output.tensor_model_parallel = True
-    output.shared = True
+    output.shared = True  # tied to the embedding
     params = [weight, norm, embedding, output]
     _set_local_grads(params, tp_rank, tp_size, grads, attr)
     return params
 
 
 def _set_local_grads(params, tp_rank, tp_size, grads, attr):
-    pieces = [
-        grads["weight"].chunk(tp_size)[tp_rank],
-        grads["norm"],
-        grads["embedding"].chunk(tp_size)[tp_rank],
-        grads["embedding"].chunk(tp_size)[tp_rank],
-    ]
-    for p, g in zip(params, pieces):
+    for p, g in zip(params, _local_pieces(grads, tp_rank, tp_size)):
         setattr(p, attr, g.clone())
 
 
@@ -73,13 +72,7 @@ def _reference(grads, max_norm):
 
 
 def _check_local(params, tp_rank, tp_size, expected, attr="grad"):
-    pieces = [
-        expected["weight"].chunk(tp_size)[tp_rank],
-        expected["norm"],
-        expected["embedding"].chunk(tp_size)[tp_rank],
-        expected["embedding"].chunk(tp_size)[tp_rank],
-    ]
-    for p, e in zip(params, pieces):
+    for p, e in zip(params, _local_pieces(expected, tp_rank, tp_size)):
         torch.testing.assert_close(getattr(p, attr), e, rtol=2e-5, atol=1e-8)
 
 
@@ -122,7 +115,7 @@ def _scenario_megatron(rank, world):
     )
 
     # 2. An adaptive clipper on main_grad buffers, norm over Megatron's set, through warm-up and spikes.
-    ref_params = [torch.nn.Parameter(torch.zeros(s)) for s in FULL.values()]
+    ref_params = make_params(list(FULL.values()))
     reference = fastclip.ZClip(ref_params, warmup_steps=10, max_grad_norm=3.0)
     local = _local_params(tp_rank, tp_size, _full_grads(0), "main_grad")
     norm_params = [

@@ -14,6 +14,7 @@ from conftest import (
     RTOL_NORM,
     RTOL_SUM,
     assert_close_to,
+    make_params,
     random_tensors,
     reference_norm,
     rtol_for,
@@ -412,7 +413,7 @@ def test_grads_replaced_at_the_same_address_are_planned_afresh(device, gen):
     tensor, and no grad at all. Every step must clip exactly the grads it is given."""
     buffer = torch.empty(64, device=device)
     other = torch.randn(5, generator=gen).to(device)
-    steady = torch.nn.Parameter(torch.zeros(3, device=device))
+    (steady,) = make_params([(3,)], device=device, generator=gen)
     steady.grad = torch.ones(3, device=device)
     replacements = [
         buffer[:12].view(3, 4),
@@ -426,10 +427,10 @@ def test_grads_replaced_at_the_same_address_are_planned_afresh(device, gen):
         buffer[:12].view(3, 4),
     ]
     for grad in replacements:
-        param = torch.nn.Parameter(torch.zeros(12, device=device))  # a parameter of the grad's shape
         if grad is not None:
             grad.copy_(torch.randn(grad.shape, generator=gen, dtype=torch.float64).to(grad.dtype) * 3)
-            param = torch.nn.Parameter(torch.zeros_like(grad))
+        shape, dtype = ((12,), torch.float32) if grad is None else (grad.shape, grad.dtype)
+        (param,) = make_params([shape], dtype, device, gen)  # a parameter of the grad's shape
         param.grad = grad
         steady.grad.fill_(1.0)
         expected = [g.double().clone() for g in (grad, steady.grad) if g is not None]

@@ -325,7 +325,7 @@ def test_clean_mode_nonfinite_step_changes_no_statistic(policy, bad, device, gen
     bad_grads = [g.clone() for g in stream[BAD_STEP]]
     bad_grads[0].view(-1)[7] = float(bad)
     params = make_params(shapes, F32, device, gen)
-    twin_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    twin_params = copy.deepcopy(params)
     clipper = fastclip.StableSPAM(params, on_nonfinite=policy)
     twin = fastclip.StableSPAM(twin_params, on_nonfinite=policy)
     ref = StableSPAMReference(len(params), margin=MARGIN)
@@ -360,7 +360,7 @@ def test_error_policy_raises_and_touches_nothing(device, gen):
     shapes = PARITY_SHAPES[:4]
     stream = spam_stream(gen, 16, shapes=shapes, missing=False)
     params = make_params(shapes, F32, device, gen)
-    twin_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    twin_params = copy.deepcopy(params)
     clipper = fastclip.StableSPAM(params, on_nonfinite="error")
     twin = fastclip.StableSPAM(twin_params, on_nonfinite="error")
     for k, grads in enumerate(stream):
@@ -496,9 +496,8 @@ def test_attach_adamw_matches_reference_optimizer(reference, variant, device, ge
         reset_every=7,
         reference=reference,
     )
-    init = [torch.randn(s, generator=gen, dtype=F64).float() for s in ATTACH_SHAPES]
-    params = [torch.nn.Parameter(p.to(device)) for p in init]
-    ref_params = [p.double() for p in init]
+    params = make_params(ATTACH_SHAPES, F32, device, gen)
+    ref_params = [p.detach().double().cpu() for p in params]
     opt = torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=wd, **OPTIMIZER_VARIANTS[variant])
     clipper = fastclip.StableSPAM(params, **kwargs)
     assert clipper.attach(opt) is clipper
@@ -641,8 +640,8 @@ def _check_stable_spam_across_ranks(rank, world, shard, local, kwargs):
     """Each config on this rank's pieces against the same clipper on the whole tensors (one
     process, no group); every rank ends with bitwise the same state."""
     for name, config in DIST_CONFIGS.items():
-        full_params = [torch.nn.Parameter(torch.zeros(s)) for s in DIST_SHAPES]
-        shard_params = [torch.nn.Parameter(shard(torch.zeros(s), i)) for i, s in enumerate(DIST_SHAPES)]
+        full_params = make_params(DIST_SHAPES, generator=torch.Generator().manual_seed(0))  # the same on every rank
+        shard_params = [torch.nn.Parameter(shard(p.detach(), i)) for i, p in enumerate(full_params)]
         whole = fastclip.StableSPAM(full_params, **config)
         sharded = fastclip.StableSPAM(shard_params, **config, **kwargs)
         for step in range(DIST_STEPS):

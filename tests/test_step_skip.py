@@ -15,7 +15,7 @@ import warnings
 import pytest
 import torch
 from clipper_refs import set_grads, spiky_grads, twin_models
-from conftest import DEVICES
+from conftest import DEVICES, make_params
 
 import fastclip
 from fastclip._layouts import SKIP_STEP_COUNTERS, SKIP_STEP_RESULT_SLOTS, SkipStepCounter, SkipStepResult
@@ -67,7 +67,7 @@ def olmo_skip_step_optimizer():
 def olmo_decisions(cls, losses, norms, window, sigma):
     """Skip (True) or keep per step, from OLMo-core's get_step_factor as its trainer drives it:
     latest_loss and latest_grad_norm set, then the factor read."""
-    optimizer = cls([torch.nn.Parameter(torch.zeros(1))], {}, rolling_interval_length=window, sigma_factor=sigma)
+    optimizer = cls(make_params([(1,)]), {}, rolling_interval_length=window, sigma_factor=sigma)
     out = []
     with warnings.catch_warnings():  # the std of one value: torch warns, the NaN skips the step
         warnings.filterwarnings("ignore", message="std_mean\\(\\): degrees of freedom")
@@ -463,7 +463,7 @@ def test_feed_restores_attributes_set_before_the_step(gen):
 def test_a_step_that_raised_leaves_nothing_behind(gen):
     """torch runs no post hook after a step that raised: the next step must not take that step's
     found_inf for the optimizer's own (every later step would be skipped)."""
-    param = torch.nn.Parameter(torch.randn(8, generator=gen))
+    (param,) = make_params([(8,)], generator=gen)
     optimizer = torch.optim.AdamW([param], lr=0.1, fused=True)
     skipper = fastclip.StepSkipper(window=4).attach(optimizer)
 
