@@ -8,6 +8,9 @@ own flags, and compiles nothing.
 3. The streaming kernels (norm, scale, clip by norm, clamp, AGC, Stable-SPAM's passes) use
    16-byte global loads (LDG.E.128) on every architecture. The clippers' one-block statistics
    kernels read a few scalars and are not checked.
+4. The kernels that rewrite data they read (the cooperative norm-step-scale kernels, AGC's
+   clipping passes) have no read-only-cache loads (LDG.E.CONSTANT): that cache is not coherent with
+   the kernel's own writes, the one hazard the CPU execution layer cannot model.
 Exits non-zero, saying why, if any check fails.
 """
 
@@ -29,11 +32,25 @@ STREAMING_KERNELS = (
     "multi_tensor_clip_by_norm_kernel",
     "multi_tensor_clamp_kernel",
     "agc_clip_kernel",
+    "agc_partials_kernel",
+    "agc_scale_kernel",
     "clip_grad_norm_kernel",
     "clip_step_kernel",
     "stable_spam_norms_kernel",
     "stable_spam_apply_kernel",
 )
+
+# Kernels that write global data they also read (in other blocks, after a grid barrier, or after
+# an earlier pass): none may read through the read-only cache.
+REWRITING_KERNELS = ("clip_step_kernel", "clip_grad_norm_kernel", "agc_clip_kernel", "agc_scale_kernel")
+
+
+def function_bodies(sass, kernel):
+    """The SASS of every instantiation of `kernel`: its mangled name is the identifier preceded by
+    its length and followed by E (end of name) or I (template arguments), which the anonymous
+    namespace of a file named after it (_18_agc_clip_kernel_cu_...) is not."""
+    pattern = re.compile(rf"\d{re.escape(kernel)}[EI]")
+    return [b for b in sass.split("Function : ")[1:] if pattern.search(b.split("\n", 1)[0])]
 
 
 def claimed_architectures():
@@ -107,10 +124,19 @@ def check_binary(cuobjdump, lib, sass_archs, ptx_archs):
     for arch in sass_archs:
         sass = subprocess.run([cuobjdump, "-sass", "-arch", arch, lib], capture_output=True, text=True).stdout
         for kernel in STREAMING_KERNELS:
-            bodies = [b for b in sass.split("Function : ")[1:] if kernel in b.split("\n", 1)[0]]
+            bodies = function_bodies(sass, kernel)
             if not bodies or not all(re.search(r"\bLDG\.E\S*\.128\b", b) for b in bodies):
                 sys.exit(f"{kernel} on {arch}: no 16-byte global loads (LDG.E.128) in its SASS")
         print(f"{arch}: 16-byte global loads in {', '.join(STREAMING_KERNELS)}")
+        for kernel in REWRITING_KERNELS:
+            bodies = function_bodies(sass, kernel)
+            if not bodies:
+                sys.exit(f"{kernel} on {arch}: not found in the SASS")
+            if any(re.search(r"\bLDG\.E\S*\.CONSTANT\b", b) for b in bodies):
+                sys.exit(
+                    f"{kernel} on {arch}: read-only-cache loads (LDG.E.CONSTANT) in a kernel that rewrites its data"
+                )
+        print(f"{arch}: no read-only-cache loads in {', '.join(REWRITING_KERNELS)}")
 
 
 def main():

@@ -8,7 +8,9 @@ Cases (CPU now; CUDA when present):
 * AutoClip (whole history, the paper) vs the paper's algorithm (numpy percentile) on GPT-2, with
   histories of 1,000 and 1,000,000 steps (``AutoClip.load_history``), and against
   clip_grad_norm_ (the same passes, no statistics).
-* AGC vs ``timm.utils.adaptive_clip_grad`` on GPT-2.
+* AGC vs ``timm.utils.adaptive_clip_grad`` on GPT-2, on many short rows (one [65536, 256]
+  weight) and on one huge row (a 1-d tensor of 2^25 elements on the CPU, 2^28 on a GPU: an FSDP
+  flat shard, which one row per block would stream through a single SM).
 * StableSPAM vs the Stable-SPAM reference code's AdaClip and AdaGN (ported here, host syncs and
   all) on GPT-2, every tensor rescaled by AdaClip; clip_grad_norm_ for the cost of two passes.
 * Clip plus fused AdamW on GPT-2: the optimizer step alone, ZClip scaling the grads then the
@@ -132,19 +134,34 @@ def case_autoclip_history(device, gen):
     )
 
 
-def case_agc(device, gen):
+def agc_case(title, holder):
     import timm.utils
 
-    holder, params, restore = gpt2(device, gen, weights=True)
+    params = list(holder.parameters())
     for p in params:
-        p.data.normal_(generator=gen)
+        p.data.normal_(generator=torch.Generator().manual_seed(1))
     ours = fastclip.AGC(params, clip_factor=0.01)
     return Case(
-        "AGC, GPT-2 124M fp32",
+        title,
         {"timm adaptive_clip_grad": lambda: timm.utils.adaptive_clip_grad(params, 0.01), "fastclip.AGC": ours.step},
         "timm adaptive_clip_grad",
-        restore,
+        holder.restorer(),
     )
+
+
+def case_agc(device, gen):
+    return agc_case("AGC, GPT-2 124M fp32", gpt2(device, gen, weights=True)[0])
+
+
+def case_agc_many_rows(device, gen):
+    grads = make_grads([(65536, 256)], torch.float32, device, gen)
+    return agc_case("AGC, 65,536 rows of 256 fp32", GradHolder(grads, weights=True))
+
+
+def case_agc_huge_row(device, gen):
+    numel = 2**28 if device.type == "cuda" else 2**25
+    grads = make_grads([(numel,)], torch.float32, device, gen)
+    return agc_case(f"AGC, one 1-d tensor of {numel:,} fp32 (one row)", GradHolder(grads, weights=True))
 
 
 def reference_stable_spam(params, gamma1=0.7, gamma2=0.9, theta=0.999, eps=1e-8):
@@ -238,6 +255,8 @@ CASES = {
     "autoclip-tensor": case_autoclip_tensor,
     "autoclip-history": case_autoclip_history,
     "agc": case_agc,
+    "agc-many-rows": case_agc_many_rows,
+    "agc-huge-row": case_agc_huge_row,
     "stable-spam": case_stable_spam,
     "attach": case_attach,
 }

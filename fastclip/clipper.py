@@ -324,13 +324,17 @@ class Clipper:
 
     def _rows_tensor(self, rows, device):
         """The state rows ``rows`` (a range or a list) as an int64 device tensor, copied again
-        only when they change (comparing two ranges costs nothing, whatever their length)."""
+        only when they change (comparing two ranges costs nothing, whatever their length). The
+        stats ops check rows on the CPU only (on CUDA it would take a sync), and two entries
+        updating one row would race on the GPU: they are checked distinct here, once per change."""
         if (
             self._rows is None
             or type(self._rows[0]) is not type(rows)
             or self._rows[0] != rows
             or self._rows[1].device != device
         ):
+            if type(rows) is not range and len(set(rows)) != len(rows):
+                raise RuntimeError(f"fastclip: {type(self).__name__}'s state rows must be distinct, got {list(rows)}")
             self._rows = (rows, index_tensor(rows, device))
         return self._rows[1]
 

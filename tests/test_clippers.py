@@ -9,6 +9,7 @@ import timm.utils.agc as timm_agc
 import torch
 import zclip
 from clipper_refs import SHAPES, AdaGCReference, paper_autoclip, set_grads, spiky_grads, twin_models
+from clippers_table import CLIPPERS
 from conftest import make_params
 
 import fastclip
@@ -356,3 +357,14 @@ def test_zclip_corrupt_warmup_count_never_indexes_out_of_bounds(collected):
         torch.tensor(2.0), state, result, 0.9, 2.5, 1.0, 1e-6, 3, "zscore", "mean", 1.0, False, "skip", False
     )
     assert state[ZClipState.COLLECTED] == 1 and state[ZCLIP_HEADER] == 2.0  # restarted the warm-up at the first slot
+
+
+@pytest.mark.parametrize("name", ["autoclip-tensor", "adagc", "stable-spam"])
+def test_state_rows_are_checked_distinct_where_built(name, gen):
+    """The stats ops check their rows on the CPU only (on CUDA it would sync, and two entries of one
+    row race): the clippers check the rows they build, once per change, on any device."""
+    params = make_params([(3,), (4,)], generator=gen)
+    clipper = CLIPPERS[name](params)
+    assert torch.equal(clipper._rows_tensor([0, 1], torch.device("cpu")), torch.tensor([0, 1]))
+    with pytest.raises(RuntimeError, match="state rows must be distinct"):
+        clipper._rows_tensor([1, 1], torch.device("cpu"))

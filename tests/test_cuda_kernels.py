@@ -215,8 +215,10 @@ def test_autoclip_per_tensor_with_more_tensors_than_a_block_has_threads(gen):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_agc_odd_rows(dtype, gen):
-    """Rows of 1, 3, 7, 33 and 1025 elements; 1-d, 2-d and 4-d tensors; the AGC equation in float64."""
-    shapes = [(5, 1), (4, 3), (3, 7), (9, 33), (2, 1025), (7,), (2, 3, 5, 7), (0, 3)]
+    """Rows of 1, 3, 7, 33 and 1025 elements; 1-d, 2-d and 4-d tensors; rows of over 2^18 elements,
+    which both backends cut into parts (a 1-d tensor and a 2-d one); the AGC equation in float64."""
+    long_row = 2**18 + 1001
+    shapes = [(5, 1), (4, 3), (3, 7), (9, 33), (2, 1025), (7,), (2, 3, 5, 7), (0, 3), (long_row,), (2, long_row)]
     params = make_params(shapes, dtype, generator=gen, scale=0.05)
     grads = [(torch.randn(s, generator=gen, dtype=torch.float64) * 0.05).to(dtype) for s in shapes]
     set_grads(params, grads)

@@ -87,29 +87,65 @@ struct ClampParams {
 };
 cudaError_t launch_multi_tensor_clamp(const ClampParams& params, int num_blocks, cudaStream_t stream);
 
-// agc_clip_: one entry per tensor that has rows; the entries' global rows are
-// [first_row, first_row + num_rows), increasing and back to back from 0.
+// agc_clip_: one entry per tensor that has rows. A row of at most kAgcLongRow elements is reduced
+// and scaled by one block of agc_clip_kernel while in L2. A longer row (a huge 1-d tensor is one
+// row) is cut into segments_per_row segments of segment_length elements (the last shorter):
+// agc_partials_kernel writes each segment's sums of squares to `partials`, then each segment's
+// block of agc_scale_kernel combines its row's partials in segment order and scales its segment.
+// The cut depends on the row length alone, so the bits do not depend on the grid. The short rows
+// are numbered back to back from 0 over the entries that have them, from first_row; the long
+// rows' segments likewise from first_segment (plan_agc_units fills both and the cut).
 struct AgcTensor {
   void* grad;         // row r is elements [r * row_length, (r + 1) * row_length)
   const void* param;  // same layout as grad
   int64_t num_rows;   // >= 1
   int64_t row_length;
-  int64_t first_row;
-  int32_t grad_dtype;   // a DType
-  int32_t param_dtype;  // a DType
+  int64_t segment_length;    // row_length for short rows
+  int64_t segments_per_row;  // 1 for short rows
+  int64_t first_row;         // long rows' entries have none: the next entry's first_row
+  int64_t first_segment;     // short rows' entries have none: the next entry's first_segment
+  int32_t grad_dtype;        // a DType
+  int32_t param_dtype;       // a DType
 };
 
 struct AgcParams {
   const AgcTensor* tensors;  // device memory
   int32_t num_tensors;       // >= 1
-  int64_t total_rows;
+  int64_t total_rows;        // short rows
+  int64_t total_segments;    // long rows' segments
+  double* partials;          // [total_segments][2]: param's, then grad's sum of squares; null when none
   double clip_factor;
   double eps;
 };
 
 constexpr int kAgcThreads = 256;
-constexpr int kAgcBlocksPerSM = 3;  // the kernel's launch bounds; the grid is at most this many per SM
+constexpr int kAgcBlocksPerSM = 3;                // the kernels' launch bounds; the grid is at most this many per SM
+constexpr int64_t kAgcSegment = 64 * 1024;        // elements: a long row's shortest segment
+constexpr int64_t kAgcLongRow = 4 * kAgcSegment;  // longer rows are cut into segments
+constexpr int64_t kAgcMaxSegments = 1024;         // per row: each segment's block reads them all
 
+// Fills the entries' segment_length, segments_per_row, first_row and first_segment from their
+// num_rows and row_length, and the totals.
+inline void plan_agc_units(AgcTensor* entries, int64_t count, int64_t* total_rows, int64_t* total_segments) {
+  *total_rows = *total_segments = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    AgcTensor& t = entries[i];
+    t.segment_length = t.row_length;
+    if (t.row_length > kAgcLongRow) {
+      const int64_t spread = (t.row_length + kAgcMaxSegments - 1) / kAgcMaxSegments;
+      const int64_t rounded = (spread + 63) / 64 * 64;  // segments start on 16-byte boundaries of an aligned row
+      t.segment_length = rounded > kAgcSegment ? rounded : kAgcSegment;
+    }
+    t.segments_per_row = (t.row_length + t.segment_length - 1) / t.segment_length;
+    t.first_row = *total_rows;
+    t.first_segment = *total_segments;
+    if (t.segments_per_row == 1) *total_rows += t.num_rows;
+    else *total_segments += t.num_rows * t.segments_per_row;
+  }
+}
+
+// Launches agc_clip_kernel where there are short rows, agc_partials_kernel then agc_scale_kernel
+// where there are long ones, each on at most num_blocks blocks.
 cudaError_t launch_agc_clip(const AgcParams& params, int num_blocks, cudaStream_t stream);
 
 }  // namespace cuda

@@ -1,7 +1,7 @@
 // adagc_update_: AdaGC's step (common/adagc_step.h).
 // The contract every clipper step shares is in op_library.h.
 // gamma: float64 [H, layouts.h's adagc_gamma], rows as autoclip_update_'s (an entry per grad,
-// distinct); steps: float64 [1], finite steps so far.
+// distinct: checked for CPU tensors only); steps: float64 [1], finite steps so far.
 #include "op_library.h"
 
 TORCH_LIBRARY_FRAGMENT(fastclip, m) {

@@ -1,6 +1,7 @@
 // agc_clip through its launcher: 1-d and 2-d tensors, odd row lengths, grads and params of
 // different dtypes, a row of zero params (the eps floor), rows long enough for the unrolled
-// loop; fewer blocks than rows and more. Against timm's rule in double.
+// loop, rows long enough to be cut into segments; fewer blocks than units and more. Against
+// timm's rule in double.
 #include <cmath>
 #include <memory>
 #include <string>
@@ -26,7 +27,8 @@ struct AgcSpec {
 struct AgcCase {
   std::vector<std::unique_ptr<TensorBuffer>> grads, params;
   ExactArray<AgcTensor> table;
-  int64_t total_rows = 0;
+  std::vector<double> partials;
+  int64_t total_rows = 0, short_rows = 0, total_segments = 0;
 
   explicit AgcCase(const std::vector<AgcSpec>& specs) {
     Rng rng(41);
@@ -45,15 +47,29 @@ struct AgcCase {
           g.set(i, ratio * rng.value(0));
         }
       }
-      entries.push_back(AgcTensor{g.data(), p.data(), spec.rows, spec.row_length, total_rows,
-                                  static_cast<int32_t>(spec.grad_dtype), static_cast<int32_t>(spec.param_dtype)});
+      AgcTensor entry{};
+      entry.grad = g.data();
+      entry.param = p.data();
+      entry.num_rows = spec.rows;
+      entry.row_length = spec.row_length;
+      entry.grad_dtype = static_cast<int32_t>(spec.grad_dtype);
+      entry.param_dtype = static_cast<int32_t>(spec.param_dtype);
+      entries.push_back(entry);
       total_rows += spec.rows;
     }
+    cuda::plan_agc_units(entries.data(), static_cast<int64_t>(entries.size()), &short_rows, &total_segments);
     table = ExactArray<AgcTensor>(entries);
+    partials.assign(static_cast<size_t>(2 * total_segments), std::nan(""));
   }
 
   AgcParams params_for_launch() const {
-    return AgcParams{table.data(), static_cast<int32_t>(table.size()), total_rows, kClipFactor, kEps};
+    return AgcParams{table.data(),
+                     static_cast<int32_t>(table.size()),
+                     total_units,
+                     const_cast<double*>(partials.empty() ? nullptr : partials.data()),
+                     total_segments,
+                     kClipFactor,
+                     kEps};
   }
 };
 
@@ -69,9 +85,11 @@ std::vector<double> reference_row(const std::vector<double>& grad, const std::ve
   return out;
 }
 
-void test_agc(const std::vector<AgcSpec>& specs, int grid) {
+// Runs the case on `grid` blocks, checks it, and returns the clipped grads.
+std::vector<std::vector<double>> test_agc(const std::vector<AgcSpec>& specs, int grid) {
   AgcCase c(specs);
-  const std::string what = "agc_clip grid=" + std::to_string(grid) + " rows=" + std::to_string(c.total_rows);
+  const std::string what = "agc_clip grid=" + std::to_string(grid) + " rows=" + std::to_string(c.total_rows) +
+                           " segments=" + std::to_string(c.total_segments);
   std::vector<std::vector<double>> before;
   for (const auto& g : c.grads) before.push_back(g->values());
   expect_launched(cuda::launch_agc_clip(c.params_for_launch(), grid, nullptr), what);
@@ -97,6 +115,9 @@ void test_agc(const std::vector<AgcSpec>& specs, int grid) {
     expect(c.grads[t]->guard_intact() && c.params[t]->guard_intact(),
            what + ": wrote before tensor " + std::to_string(t));
   }
+  std::vector<std::vector<double>> after;
+  for (const auto& g : c.grads) after.push_back(g->values());
+  return after;
 }
 
 }  // namespace
@@ -112,10 +133,17 @@ void test_agc_kernel() {
       {D::kFloat16, D::kFloat16, 3, 17, 2},
       {D::kFloat32, D::kFloat64, 2, 2053, 3},  // over 256 vectors a row: the unrolled loop
       {D::kFloat64, D::kFloat32, 2, 1031, 1},
+      {D::kFloat32, D::kBFloat16, 2, cuda::kAgcLongRow + 1001, 1},  // cut into segments, the last short
   };
-  int64_t rows = 0;
-  for (const AgcSpec& spec : specs) rows += spec.rows;
-  for (const int grid : {3, static_cast<int>(rows) + 3}) test_agc(specs, grid);
+  int64_t short_rows = 0, segments = 0;
+  std::vector<AgcTensor> planned(specs.size());
+  for (size_t i = 0; i < specs.size(); ++i)
+    planned[i].num_rows = specs[i].rows, planned[i].row_length = specs[i].row_length;
+  cuda::plan_agc_units(planned.data(), static_cast<int64_t>(planned.size()), &short_rows, &segments);
+  expect(segments == 2 * 5, "agc_clip: a row of kAgcLongRow + 1001 elements is cut into 5 segments");
+  // The units, and so the sums, do not depend on the grid: the same bits on any.
+  expect(test_agc(specs, 3) == test_agc(specs, static_cast<int>(short_rows + segments) + 3),
+         "agc_clip: the same bits on 3 blocks as on a block per row or segment");
 }
 
 }  // namespace selftest
