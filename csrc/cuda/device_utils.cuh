@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "../common/norm_math.h"
 #include "../common/tensor_list.h"
@@ -15,24 +16,9 @@
 namespace fastclip {
 namespace cuda {
 
+// The type a value of scalar_t is computed in: double for double, float for every other dtype.
 template <typename scalar_t>
-struct ScalarOf;
-template <>
-struct ScalarOf<float> {
-  using opmath = float;
-};
-template <>
-struct ScalarOf<double> {
-  using opmath = double;
-};
-template <>
-struct ScalarOf<__half> {
-  using opmath = float;
-};
-template <>
-struct ScalarOf<__nv_bfloat16> {
-  using opmath = float;
-};
+using opmath_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t to_acc(float x) {

@@ -50,22 +50,15 @@ __device__ acc_t chunk_thread_partial(const TensorMeta& meta, int64_t begin, int
 
 // The wide general-p recompute's per-thread sum of (|x| / m)^p (norm_math.h's scaled_power).
 template <typename Load>
-struct ScaledPowerAccumulator {
+struct ScaledPowerAccumulator : ElementReader<ScaledPowerAccumulator<Load>, Load> {
   double m, p;
   double acc = 0.0;
 
+  __device__ ScaledPowerAccumulator(double m, double p) : m(m), p(p) {}
+
   template <typename scalar_t>
-  __device__ __forceinline__ void element(const scalar_t* x) {
-    acc += scaled_power(to_acc<double>(Load::one(x)), m, p);
-  }
-  template <typename scalar_t>
-  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const {
-    return Load::vector(x);
-  }
-  template <typename scalar_t>
-  __device__ __forceinline__ void vector(const scalar_t*, const Vec16<scalar_t>& v) {
-#pragma unroll
-    for (int j = 0; j < Vec16<scalar_t>::kSize; ++j) acc += scaled_power(to_acc<double>(v.v[j]), m, p);
+  __device__ __forceinline__ void add(scalar_t x) {
+    acc += scaled_power(to_acc<double>(x), m, p);
   }
 };
 

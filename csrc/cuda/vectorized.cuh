@@ -42,46 +42,29 @@ __device__ __forceinline__ void visit_vectorized(T* x, int64_t n, Visitor& visit
 
 // How a visitor reads data: through the read-only cache (data no thread writes during the
 // kernel), or coherently in L2 (data the kernel also rewrites).
-struct ReadOnlyLoad {
+template <bool kReadOnly>
+struct GlobalLoad {
   template <typename scalar_t>
   __device__ static scalar_t one(const scalar_t* p) {
-    return __ldg(p);
+    if constexpr (kReadOnly) return __ldg(p);
+    else return __ldcg(p);
   }
   template <typename scalar_t>
   __device__ static Vec16<scalar_t> vector(const scalar_t* p) {
-    return load_vec16_readonly(p);
+    if constexpr (kReadOnly) return load_vec16_readonly(p);
+    else return load_vec16_coherent(p);
   }
 };
-struct CoherentLoad {
-  template <typename scalar_t>
-  __device__ static scalar_t one(const scalar_t* p) {
-    return __ldcg(p);
-  }
-  template <typename scalar_t>
-  __device__ static Vec16<scalar_t> vector(const scalar_t* p) {
-    return load_vec16_coherent(p);
-  }
-};
+using ReadOnlyLoad = GlobalLoad<true>;
+using CoherentLoad = GlobalLoad<false>;
 
-// This thread's partial of a p-norm (norm_math.h) over the elements it visits. A float L2 sum
-// also ORs the bits of the values it adds, so that a chunk whose sum is exactly 0 can be told
-// to be all zeros (rather than all underflowed squares) without reading it again.
-template <NormKind kind, typename acc_t, typename Load = ReadOnlyLoad>
-struct NormAccumulator {
-  static constexpr bool kTracksZeros = kind == NormKind::kL2 && std::is_same_v<acc_t, float>;
-  acc_t p;
-  acc_t acc = acc_t(0);
-  uint32_t bits = 0;  // with kTracksZeros
-
-  template <typename scalar_t>
-  __device__ __forceinline__ void add(scalar_t x) {
-    const acc_t value = to_acc<acc_t>(x);
-    if constexpr (kTracksZeros) bits |= float_bits(value);
-    acc = norm_combine<kind>(acc, norm_element<kind>(value, p));
-  }
+// A visitor that reads each element once and hands its value to Derived::add(value): the loads
+// go through Load (ReadOnlyLoad or CoherentLoad).
+template <typename Derived, typename Load>
+struct ElementReader {
   template <typename scalar_t>
   __device__ __forceinline__ void element(const scalar_t* x) {
-    add(Load::one(x));
+    static_cast<Derived*>(this)->add(Load::one(x));
   }
   template <typename scalar_t>
   __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const {
@@ -90,7 +73,27 @@ struct NormAccumulator {
   template <typename scalar_t>
   __device__ __forceinline__ void vector(const scalar_t*, const Vec16<scalar_t>& v) {
 #pragma unroll
-    for (int j = 0; j < Vec16<scalar_t>::kSize; ++j) add(v.v[j]);
+    for (int j = 0; j < Vec16<scalar_t>::kSize; ++j) static_cast<Derived*>(this)->add(v.v[j]);
+  }
+};
+
+// This thread's partial of a p-norm (norm_math.h) over the elements it visits. A float L2 sum
+// also ORs the bits of the values it adds, so that a chunk whose sum is exactly 0 can be told
+// to be all zeros (rather than all underflowed squares) without reading it again.
+template <NormKind kind, typename acc_t, typename Load = ReadOnlyLoad>
+struct NormAccumulator : ElementReader<NormAccumulator<kind, acc_t, Load>, Load> {
+  static constexpr bool kTracksZeros = kind == NormKind::kL2 && std::is_same_v<acc_t, float>;
+  acc_t p;
+  acc_t acc = acc_t(0);
+  uint32_t bits = 0;  // with kTracksZeros
+
+  __device__ explicit NormAccumulator(acc_t p) : p(p) {}
+
+  template <typename scalar_t>
+  __device__ __forceinline__ void add(scalar_t x) {
+    const acc_t value = to_acc<acc_t>(x);
+    if constexpr (kTracksZeros) bits |= float_bits(value);
+    acc = norm_combine<kind>(acc, norm_element<kind>(value, p));
   }
 };
 
@@ -101,7 +104,7 @@ struct InPlaceMap {
 
   template <typename scalar_t>
   __device__ __forceinline__ void map(scalar_t& x) const {
-    store_as(x, op(to_acc<typename ScalarOf<scalar_t>::opmath>(x)));
+    store_as(x, op(to_acc<opmath_t<scalar_t>>(x)));
   }
   template <typename scalar_t>
   __device__ __forceinline__ void element(scalar_t* x) const {

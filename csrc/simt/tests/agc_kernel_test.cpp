@@ -65,9 +65,9 @@ struct AgcCase {
   AgcParams params_for_launch() const {
     return AgcParams{table.data(),
                      static_cast<int32_t>(table.size()),
-                     total_units,
-                     const_cast<double*>(partials.empty() ? nullptr : partials.data()),
+                     short_rows,
                      total_segments,
+                     const_cast<double*>(partials.empty() ? nullptr : partials.data()),
                      kClipFactor,
                      kEps};
   }
