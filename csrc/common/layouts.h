@@ -48,30 +48,20 @@
 namespace fastclip {
 
 #define FASTCLIP_LAYOUT_ENUMERATOR(name) name,
-namespace result_slot {
-enum : int32_t { FASTCLIP_RESULT_SLOTS(FASTCLIP_LAYOUT_ENUMERATOR) count };
-}
-namespace zclip_state {
-enum : int64_t { FASTCLIP_ZCLIP_STATE(FASTCLIP_LAYOUT_ENUMERATOR) header_size };
-}
-namespace autoclip_counter {
-enum : int64_t { FASTCLIP_AUTOCLIP_COUNTERS(FASTCLIP_LAYOUT_ENUMERATOR) count };
-}
-namespace autoclip_stopped {
-enum : int64_t { FASTCLIP_AUTOCLIP_STOPPED(FASTCLIP_LAYOUT_ENUMERATOR) };
-}
-namespace adagc_gamma {
-enum : int64_t { FASTCLIP_ADAGC_GAMMA(FASTCLIP_LAYOUT_ENUMERATOR) count };
-}
-namespace stable_spam_row {
-enum : int64_t { FASTCLIP_STABLE_SPAM_ROW(FASTCLIP_LAYOUT_ENUMERATOR) count };
-}
-namespace skip_step_result {
-enum : int32_t { FASTCLIP_SKIP_STEP_RESULT(FASTCLIP_LAYOUT_ENUMERATOR) count };
-}
-namespace skip_step_counter {
-enum : int64_t { FASTCLIP_SKIP_STEP_COUNTERS(FASTCLIP_LAYOUT_ENUMERATOR) count };
-}
+// namespace space { enum : type { <the list's names>, <then `extra`, e.g. count> }; }
+#define FASTCLIP_LAYOUT_NAMESPACE(space, type, list, ...)       \
+  namespace space {                                             \
+  enum : type { list(FASTCLIP_LAYOUT_ENUMERATOR) __VA_ARGS__ }; \
+  }
+FASTCLIP_LAYOUT_NAMESPACE(result_slot, int32_t, FASTCLIP_RESULT_SLOTS, count)
+FASTCLIP_LAYOUT_NAMESPACE(zclip_state, int64_t, FASTCLIP_ZCLIP_STATE, header_size)
+FASTCLIP_LAYOUT_NAMESPACE(autoclip_counter, int64_t, FASTCLIP_AUTOCLIP_COUNTERS, count)
+FASTCLIP_LAYOUT_NAMESPACE(autoclip_stopped, int64_t, FASTCLIP_AUTOCLIP_STOPPED)
+FASTCLIP_LAYOUT_NAMESPACE(adagc_gamma, int64_t, FASTCLIP_ADAGC_GAMMA, count)
+FASTCLIP_LAYOUT_NAMESPACE(stable_spam_row, int64_t, FASTCLIP_STABLE_SPAM_ROW, count)
+FASTCLIP_LAYOUT_NAMESPACE(skip_step_result, int32_t, FASTCLIP_SKIP_STEP_RESULT, count)
+FASTCLIP_LAYOUT_NAMESPACE(skip_step_counter, int64_t, FASTCLIP_SKIP_STEP_COUNTERS, count)
+#undef FASTCLIP_LAYOUT_NAMESPACE
 #undef FASTCLIP_LAYOUT_ENUMERATOR
 
 // One named index of one layout, for the Python export.
