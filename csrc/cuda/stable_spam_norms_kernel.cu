@@ -12,28 +12,9 @@ namespace fastclip {
 namespace cuda {
 namespace {
 
-// A visitor (vectorized.cuh) that reads each element through the read-only cache and hands it to
-// Derived::add: the two reductions below differ only in what they add.
-template <typename Derived>
-struct ReadEachElement {
-  template <typename scalar_t>
-  __device__ __forceinline__ void element(const scalar_t* x) {
-    static_cast<Derived*>(this)->add(ReadOnlyLoad::one(x));
-  }
-  template <typename scalar_t>
-  __device__ __forceinline__ Vec16<scalar_t> load(const scalar_t* x) const {
-    return ReadOnlyLoad::vector(x);
-  }
-  template <typename scalar_t>
-  __device__ __forceinline__ void vector(const scalar_t*, const Vec16<scalar_t>& v) {
-#pragma unroll
-    for (int j = 0; j < Vec16<scalar_t>::kSize; ++j) static_cast<Derived*>(this)->add(v.v[j]);
-  }
-};
-
 // A thread's largest magnitude and sum of squares (in double) over the elements it visits.
 template <typename opmath_t>
-struct MaxAndSquares : ReadEachElement<MaxAndSquares<opmath_t>> {
+struct MaxAndSquares : ElementReader<MaxAndSquares<opmath_t>, ReadOnlyLoad> {
   opmath_t peak = opmath_t(0);
   double sum = 0.0;
 
@@ -48,7 +29,7 @@ struct MaxAndSquares : ReadEachElement<MaxAndSquares<opmath_t>> {
 
 // A thread's sums of squares over the elements at most and above `threshold` in magnitude.
 template <typename opmath_t>
-struct SplitSquares : ReadEachElement<SplitSquares<opmath_t>> {
+struct SplitSquares : ElementReader<SplitSquares<opmath_t>, ReadOnlyLoad> {
   opmath_t threshold;
   double below = 0.0, above = 0.0;
 

@@ -3,20 +3,7 @@
 // in place by torch's coefficient computed from it.
 #include "op_library.h"
 
-namespace fastclip {
-namespace {
-
-at::Tensor held_multi_tensor_clip_grad_norm(const Held& list, double max_norm, double norm_type) {
-  static const auto op = typed_op<at::Tensor(at::TensorList, double, double)>("multi_tensor_clip_grad_norm_");
-  const BelowAutograd below_autograd;
-  return op.call(list->tensors, max_norm, norm_type);
-}
-
-}  // namespace
-}  // namespace fastclip
-
 TORCH_LIBRARY_FRAGMENT(fastclip, m) {
-  fastclip::define_op_with_held(
-      m, "multi_tensor_clip_grad_norm_(Tensor(a!)[] tensors, float max_norm, float norm_type) -> Tensor",
-      torch::CppFunction(TORCH_FN(fastclip::held_multi_tensor_clip_grad_norm)));
+  fastclip::define_list_op_with_held<at::Tensor(double, double)>(
+      m, "multi_tensor_clip_grad_norm_(Tensor(a!)[] tensors, float max_norm, float norm_type) -> Tensor");
 }

@@ -5,21 +5,7 @@
 // dtype.
 #include "op_library.h"
 
-namespace fastclip {
-namespace {
-
-std::tuple<at::Tensor, at::Tensor> held_multi_tensor_norm(const Held& list, double norm_type, bool per_tensor) {
-  static const auto op =
-      typed_op<std::tuple<at::Tensor, at::Tensor>(at::TensorList, double, bool)>("multi_tensor_norm");
-  const BelowAutograd below_autograd;
-  return op.call(list->tensors, norm_type, per_tensor);
-}
-
-}  // namespace
-}  // namespace fastclip
-
 TORCH_LIBRARY_FRAGMENT(fastclip, m) {
-  fastclip::define_op_with_held(
-      m, "multi_tensor_norm(Tensor[] tensors, float norm_type, bool per_tensor) -> (Tensor, Tensor)",
-      torch::CppFunction(TORCH_FN(fastclip::held_multi_tensor_norm)));
+  fastclip::define_list_op_with_held<std::tuple<at::Tensor, at::Tensor>(double, bool)>(
+      m, "multi_tensor_norm(Tensor[] tensors, float norm_type, bool per_tensor) -> (Tensor, Tensor)");
 }

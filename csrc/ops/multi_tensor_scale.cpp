@@ -3,20 +3,7 @@
 // stores zeros (NaN and inf included) instead of multiplying: the clippers' on_nonfinite="zero".
 #include "op_library.h"
 
-namespace fastclip {
-namespace {
-
-void held_multi_tensor_scale(const Held& list, const at::Tensor& scale, bool clear_on_zero) {
-  static const auto op = typed_op<void(at::TensorList, const at::Tensor&, bool)>("multi_tensor_scale_");
-  const BelowAutograd below_autograd;
-  op.call(list->tensors, scale, clear_on_zero);
-}
-
-}  // namespace
-}  // namespace fastclip
-
 TORCH_LIBRARY_FRAGMENT(fastclip, m) {
-  fastclip::define_op_with_held(
-      m, "multi_tensor_scale_(Tensor(a!)[] tensors, Tensor scale, bool clear_on_zero=False) -> ()",
-      torch::CppFunction(TORCH_FN(fastclip::held_multi_tensor_scale)));
+  fastclip::define_list_op_with_held<void(const at::Tensor&, bool)>(
+      m, "multi_tensor_scale_(Tensor(a!)[] tensors, Tensor scale, bool clear_on_zero=False) -> ()");
 }

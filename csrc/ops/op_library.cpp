@@ -69,8 +69,7 @@ void define_op(torch::Library& m, const std::string& schema) {
   }
 }
 
-void define_op_with_held(torch::Library& m, const std::string& schema, torch::CppFunction held_kernel) {
-  define_op(m, schema);
+void define_held_form(torch::Library& m, const std::string& schema, torch::CppFunction held_kernel) {
   register_held_list_class(m);
   const std::string held = held_schema(schema);
   define_op(m, held);
@@ -78,7 +77,8 @@ void define_op_with_held(torch::Library& m, const std::string& schema, torch::Cp
 }
 
 void define_op_with_held(torch::Library& m, const std::string& schema) {
-  define_op_with_held(
+  define_op(m, schema);
+  define_held_form(
       m, schema,
       torch::CppFunction::makeFromBoxedFunctor(std::make_unique<RunOnHeldList>("fastclip::" + name_of(schema))));
 }

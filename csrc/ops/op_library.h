@@ -33,24 +33,40 @@ using Held = c10::intrusive_ptr<HeldList>;
 void define_op(torch::Library& m, const std::string& schema);
 
 // Also defines held_<op>: the same op with its first argument, a list of tensors, taken as a
-// TensorList held across calls (held_list.h). Its kernel runs <op> on the held tensors below
-// autograd; `held_kernel` is a typed one (the list ops: no per-tensor reference taken), else a
-// boxed one that passes the held tensors as the op's list.
+// TensorList held across calls (held_list.h), whose kernel runs <op> on the held tensors below
+// autograd, passing them as the op's list (boxed).
 void define_op_with_held(torch::Library& m, const std::string& schema);
-void define_op_with_held(torch::Library& m, const std::string& schema, torch::CppFunction held_kernel);
 
-// The typed handle of fastclip::<name>, for a held kernel to call.
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> typed_op(const char* name) {
-  return c10::Dispatcher::singleton()
-      .findSchemaOrThrow((std::string("fastclip::") + name).c_str(), "")
-      .typed<Signature>();
-}
+// Defines held_<op> for the op of `schema` (already defined), run by `held_kernel`.
+void define_held_form(torch::Library& m, const std::string& schema, torch::CppFunction held_kernel);
 
 // The held kernels call their op below autograd: these ops take no part in autograd (their tensors
 // are grads), and the autograd fallback would box the list, one reference per tensor.
 struct BelowAutograd {
   c10::impl::ExcludeDispatchKeyGuard guard{c10::autograd_dispatch_keyset_with_ADInplaceOrView};
 };
+
+// The held_<op> kernel of a list op `Ret op(TensorList, Args...)`: the op called, typed, on the
+// held vector (no per-tensor reference taken, as the boxed form would). `op` must be defined.
+template <typename Signature>
+struct HeldListKernel;
+template <typename Ret, typename... Args>
+struct HeldListKernel<Ret(Args...)> {
+  static torch::CppFunction make(const std::string& op) {
+    const auto typed =
+        c10::Dispatcher::singleton().findSchemaOrThrow(op.c_str(), "").typed<Ret(at::TensorList, Args...)>();
+    return torch::CppFunction([typed](const Held& list, Args... args) -> Ret {
+      const BelowAutograd below_autograd;
+      return typed.call(list->tensors, args...);
+    });
+  }
+};
+
+// define_op_with_held for a list op of signature Ret(TensorList, Args...), given as Ret(Args...).
+template <typename Signature>
+void define_list_op_with_held(torch::Library& m, const std::string& schema) {
+  define_op(m, schema);
+  define_held_form(m, schema, HeldListKernel<Signature>::make("fastclip::" + schema.substr(0, schema.find('('))));
+}
 
 }  // namespace fastclip
