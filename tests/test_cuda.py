@@ -1,7 +1,11 @@
 """CUDA-only behaviour: graph capture, launch count, no host sync, 64-bit indexing on the GPU.
 (Parity and op tests run on CUDA too, through the `device` parametrization, when a GPU is present.)"""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -79,6 +83,73 @@ def test_capture_without_warm_up_and_recapture(gen):
     for grad, original in zip(grads, before):  # max_norm 1e9: a coefficient of 1 writes nothing
         assert torch.equal(grad, original)
     assert pinned_in_use == [pinned_in_use[0]] * 3, f"pinned blocks in use after each capture: {pinned_in_use}"
+
+
+_FIRST_LAUNCH_IN_A_CAPTURE = r"""
+import json, os, sys
+import torch
+import fastclip
+
+LOG = sys.argv[1]
+os.environ["FASTCLIP_KERNEL_LOG"] = LOG
+
+
+def take():
+    lines = open(LOG).read().splitlines() if os.path.exists(LOG) else []
+    open(LOG, "w").close()
+    names = [line.split(" grid=")[0].split("<")[0] for line in lines]
+    return [name + (" cooperative" if line.endswith(" cooperative") else "") for name, line in zip(names, lines)]
+
+
+gen = torch.Generator().manual_seed(0)
+grads = [torch.randn(n, generator=gen).cuda() for n in (1000, 231)]
+stream = torch.cuda.Stream()
+
+
+def capture():
+    graph = torch.cuda.CUDAGraph()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(graph):
+            norm = fastclip.ops.multi_tensor_clip_grad_norm_(grads, 1e9, 2.0)
+    torch.cuda.current_stream().wait_stream(stream)
+    return graph, norm
+
+
+first_graph, first = capture()
+out = {"first capture": take()}
+eager = fastclip.ops.multi_tensor_clip_grad_norm_(grads, 1e9, 2.0)
+out["eager"] = take()
+second_graph, second = capture()
+out["second capture"] = take()
+first_graph.replay()
+second_graph.replay()
+torch.cuda.synchronize()
+out["same bits"] = torch.equal(first, eager) and torch.equal(second, eager)
+out["right"] = torch.allclose(eager, torch.linalg.vector_norm(torch.cat(grads)), rtol=1e-5)
+print(json.dumps(out))
+"""
+
+
+def test_a_single_launch_is_first_tried_outside_a_capture(tmp_path):
+    """In a fresh process, the first call of the op inside a capture: whether the device takes the
+    cooperative launch is not known yet, and a refused launch (MPS, green contexts) could
+    invalidate the capture, so the capture holds the several kernels. Once it has run eagerly, a
+    capture holds the single launch. Each graph replays to the same bits."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTCLIP_SINGLE_LAUNCH", "FASTCLIP_KERNEL_LOG")}
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_LAUNCH_IN_A_CAPTURE, str(tmp_path / "kernels.log")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["first capture"] == ["multi_tensor_norm_kernel", "multi_tensor_clip_by_norm_kernel"], out
+    assert out["eager"] == ["clip_grad_norm_kernel cooperative"], out
+    assert out["second capture"] == ["clip_grad_norm_kernel cooperative"], out
+    assert out["same bits"] and out["right"], out
 
 
 def test_no_host_sync(gen):
