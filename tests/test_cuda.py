@@ -12,6 +12,7 @@ import torch
 from conftest import RTOL_SUM, assert_close_to, make_params, random_tensors, reference_norm
 
 import fastclip
+from fastclip._library import _C
 from fastclip.cli.bench import GPT2_124M
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -83,6 +84,41 @@ def test_capture_without_warm_up_and_recapture(gen):
     for grad, original in zip(grads, before):  # max_norm 1e9: a coefficient of 1 writes nothing
         assert torch.equal(grad, original)
     assert pinned_in_use == [pinned_in_use[0]] * 3, f"pinned blocks in use after each capture: {pinned_in_use}"
+
+
+def prime_pinned_blocks(byte):
+    """Pinned blocks of every small size, filled with `byte` and freed: torch's pinned allocator
+    hands them out again as they are."""
+    blocks = [torch.full((2**k,), byte, dtype=torch.uint8, pin_memory=True) for k in range(4, 13)]
+    del blocks
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_recapture_of_an_odd_list_keeps_no_new_staging_buffer(count, gen):
+    """An odd number of tensors leaves 8 bytes between the tensor array and the 16-byte aligned
+    chunk array of the pinned staging block; they must be written too, since a re-capture finds
+    the buffer kept by the first capture by comparing every byte. Each capture's pinned blocks are
+    primed with other stale bytes, so a byte left unwritten shows as a new kept buffer."""
+    grads = random_tensors([(97,)] * count, [torch.float32], "cuda", gen)
+    expected = reference_norm(grads, 2.0)
+    before = _C.kept_staging_buffers()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graphs, norms = [], []
+    with torch.cuda.stream(stream):
+        for attempt in range(3):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="relaxed"):  # relaxed: the priming allocates
+                prime_pinned_blocks(0x11 * (attempt + 1))
+                norms.append(fastclip.ops.multi_tensor_clip_grad_norm_(grads, 1e9, 2.0))
+            graphs.append(graph)
+    torch.cuda.current_stream().wait_stream(stream)
+    assert _C.kept_staging_buffers() - before <= 1  # the first capture's, if no earlier one matched
+    for graph in graphs:
+        graph.replay()
+    torch.cuda.synchronize()
+    for norm in norms:
+        assert_close_to(norm, expected, RTOL_SUM[torch.float32])
 
 
 _FIRST_LAUNCH_IN_A_CAPTURE = r"""

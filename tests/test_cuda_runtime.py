@@ -1,8 +1,10 @@
 """The CUDA entry points' dealings with the runtime, on the CPU execution layer (csrc/simt), each in
-a subprocess (what they remember lasts the process, and the layer reads its simulations once): a
-refused cooperative launch is remembered, not retried on every call, and is not logged; a failed
-occupancy query is asked again, not taken for "no cooperative launch" (csrc/cuda/launch.cuh). On a
-GPU: tests/test_cuda.py."""
+a subprocess (what they remember lasts the process, and the layer reads its simulations once): the
+pinned staging block of a list's metadata is written whole, so that a re-captured graph finds its
+kept buffer (csrc/cuda/device_list.cpp); a refused cooperative launch is remembered, not retried on
+every call, and is not logged; a failed occupancy query is asked again, not taken for "no
+cooperative launch" (csrc/cuda/launch.cuh). On a GPU: tests/test_cuda.py and
+bench/gpu_runtime_check.py."""
 
 import json
 import os
@@ -16,6 +18,8 @@ import fastclip
 pytestmark = pytest.mark.skipif(
     not fastclip.build_info()["cuda_on_cpu"], reason="the CPU execution layer was not built"
 )
+
+TENSOR_META_BYTES, CHUNK_META_BYTES = 24, 8  # csrc/common/tensor_list.h
 
 
 def run_on_layer(script, tmp_path, **env):
@@ -50,6 +54,29 @@ def take():
     open(LOG, "w").close()
     return lines
 """
+
+_STAGING = """
+out = {}
+for tensors in range(6):
+    for chunks in range(4):
+        out[f"{tensors} {chunks}"] = [list(layer.staged_list_metadata(tensors, chunks, fill)) for fill in (0, 0xA5)]
+print(json.dumps(out))
+"""
+
+
+def test_the_metadata_staging_block_is_written_whole(tmp_path):
+    """The block is torch's pinned memory on a GPU, recycled with whatever it held: the bytes
+    staged must not depend on it (a kept buffer is found by comparing every byte), the 8 bytes
+    between an odd number of tensors and the 16-byte aligned chunk array included."""
+    for key, (from_zeros, from_stale) in run_on_layer(_PRELUDE + _STAGING, tmp_path).items():
+        tensors, chunks = map(int, key.split())
+        chunk_offset = (tensors * TENSOR_META_BYTES + 15) // 16 * 16
+        end = chunk_offset + chunks * CHUNK_META_BYTES
+        assert len(from_stale) == max(16, end), key
+        assert from_stale == from_zeros, f"{key}: bytes left from the block's earlier content"
+        assert set(from_stale[tensors * TENSOR_META_BYTES : chunk_offset]) <= {0}, f"{key}: the gap"
+        assert set(from_stale[end:]) <= {0}, f"{key}: the padding"
+
 
 _CLIP_AND_STEP = """
 gen = torch.Generator().manual_seed(0)

@@ -2,9 +2,14 @@
 #ifdef FASTCLIP_WITH_CUDA
 #include "python_cuda.h"
 
+#include "../cuda/device_runtime.h"
 #include "../cuda/kernel_log.h"
 
 namespace fastclip {
+
+PyObject* kept_staging_buffers(PyObject* /*module*/, PyObject* /*args*/) {
+  return PyLong_FromSize_t(cuda::kept_staging_buffers());
+}
 
 PyObject* launch_counters(PyObject* /*module*/, PyObject* /*args*/) {
   const cuda::LaunchCounters counters = cuda::launch_counters();

@@ -6,6 +6,9 @@
 
 namespace fastclip {
 
+// kept_staging_buffers() -> int: the pinned staging buffers kept for captured graphs.
+PyObject* kept_staging_buffers(PyObject* module, PyObject* args);
+
 // launch_counters() -> {"refused_cooperative_launches": n, "occupancy_queries": n}
 // (cuda/kernel_log.h).
 PyObject* launch_counters(PyObject* module, PyObject* args);
