@@ -12,6 +12,7 @@ import torch
 from conftest import RTOL_SUM, assert_close_to, make_params, random_tensors, reference_norm
 
 import fastclip
+from fastclip import distributed
 from fastclip._library import _C
 from fastclip.cli.bench import GPT2_124M
 
@@ -186,6 +187,45 @@ def test_a_single_launch_is_first_tried_outside_a_capture(tmp_path):
     assert out["eager"] == ["clip_grad_norm_kernel cooperative"], out
     assert out["second capture"] == ["clip_grad_norm_kernel cooperative"], out
     assert out["same bits"] and out["right"], out
+
+
+def test_index_tensors_first_made_inside_a_capture():
+    """distributed.py's index tensors (and the clippers' state rows, made the same way) first
+    needed inside a capture, without a warm-up: the index is made with the capture and not kept,
+    since its copy runs only when the graph replays (an eager call before the first replay must
+    not read it); its pinned source outlives the capture, torch's pinned blocks being recycled
+    meanwhile. A kept index that a later capture reads stays alive for that graph."""
+    values = torch.arange(8, dtype=torch.float64, device="cuda") * 10
+    device, indices, on_device = values.device, [5, 1, 6], {}
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    first_graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(first_graph):
+            captured = values.index_select(0, distributed._index_on(indices, on_device, device))
+    torch.cuda.current_stream().wait_stream(stream)
+    assert not on_device, "an index made inside a capture was kept"
+    prime_pinned_blocks(0xFF)
+    eager = values.index_select(0, distributed._index_on(indices, on_device, device))  # before any replay
+    assert eager.tolist() == [50.0, 10.0, 60.0]
+    assert list(on_device) == [device]
+    for _ in range(2):
+        prime_pinned_blocks(0xFF)
+        first_graph.replay()
+        torch.cuda.synchronize()
+        assert captured.tolist() == [50.0, 10.0, 60.0]
+    second_graph = torch.cuda.CUDAGraph()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(second_graph):
+            again = values.index_select(0, distributed._index_on(indices, on_device, device))  # the kept one
+    torch.cuda.current_stream().wait_stream(stream)
+    on_device.clear()  # the cache lets go of it; the graph still reads it
+    scribble = [torch.full((3,), 3, dtype=torch.int64, device="cuda") for _ in range(64)]  # in range, but wrong
+    second_graph.replay()
+    torch.cuda.synchronize()
+    assert again.tolist() == [50.0, 10.0, 60.0]
+    del scribble
 
 
 def test_no_host_sync(gen):

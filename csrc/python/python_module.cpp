@@ -3,7 +3,7 @@
 // common/layouts.h, `clip_eps`, the epsilon torch adds to the norm before dividing
 // (common/norm_math.h), and `build_info`, what this build contains; and one function,
 // `grads_of` (python_grads.h), which reads parameters' grads for the ops, plus, in a build with
-// the CUDA kernels, `kept_staging_buffers` and `launch_counters` (python_cuda.h).
+// the CUDA kernels, `index_tensor`, `kept_staging_buffers` and `launch_counters` (python_cuda.h).
 // Only setup.py's extension compiles csrc/python; the CMake library for C++ users has no module.
 #include <Python.h>
 
@@ -77,6 +77,8 @@ extern "C" PyObject* PyInit__C(void) {
   static PyMethodDef methods[] = {
       {"grads_of", fastclip::grads_of, METH_VARARGS, "grads_of(params, skip_missing): see csrc/python_grads.h"},
 #ifdef FASTCLIP_WITH_CUDA
+      {"index_tensor", fastclip::index_tensor, METH_VARARGS,
+       "index_tensor(indices, device): see csrc/python/python_cuda.h"},
       {"kept_staging_buffers", fastclip::kept_staging_buffers, METH_NOARGS,
        "the pinned staging buffers kept for captured graphs"},
       {"launch_counters", fastclip::launch_counters, METH_NOARGS, "what the single launches met"},
