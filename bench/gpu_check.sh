@@ -2,15 +2,25 @@
 # The GPU check: one command for a session that has a GPU for a few minutes. It builds fastclip
 # for the GPU present, runs the CUDA tests and the op, function and clipper tests on it (CUDA
 # graph capture and replay, launch counts and torch.cuda.set_sync_debug_mode("error") around the
-# ops and clippers are among them), runs every op and clipper under compute-sanitizer's memcheck
-# and racecheck when it is installed, and runs `fastclip bench` and the bench/ scripts on the
-# device. Everything is written to bench/results/gpu_<gpu name>/ (and, when $OUT is set, as
-# one tarball plus the summary into $OUT, for the device tool to bring back), and a one-screen
-# summary is printed. Without a GPU it says so and exits 0; otherwise it exits 1 if a step failed.
+# ops and clippers are among them), checks the runtime's decisions (bench/gpu_runtime_check.py:
+# re-captured graphs keep no new pinned buffer; which path the single launches take, and again
+# under MPS with CUDA_MPS_ACTIVE_THREAD_PERCENTAGE where MPS can be started), runs every op and
+# clipper under compute-sanitizer's memcheck, racecheck and synccheck when it is installed, and
+# runs `fastclip bench` and the bench/ scripts on the device (`--checks` leaves the benchmarks
+# out: the checks after the build take about five minutes). Everything is written to
+# bench/results/gpu_<gpu name>/ (and, when $OUT is set, as one tarball plus the summary into $OUT,
+# for the device tool to bring back), and a one-screen summary is printed. Without a GPU it says so
+# and exits 0; otherwise it exits 1 if a step failed.
 #
-#   bash bench/gpu_check.sh      # PYTHON=... picks the interpreter (default .venv/bin/python, else python3)
+#   bash bench/gpu_check.sh [--checks]   # PYTHON=... picks the interpreter (default .venv/bin/python, else python3)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+benchmarks=yes
+case "${1:-}" in
+  --checks) benchmarks=no ;;
+  "") ;;
+  *) echo "usage: bash bench/gpu_check.sh [--checks]" >&2; exit 2 ;;
+esac
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -65,43 +75,78 @@ tests=(tests/test_cuda.py tests/test_clippers_cuda.py tests/test_ops.py tests/te
 [ "$peers_present" = yes ] && tests+=(tests/test_clippers.py)
 step tests 300 "$PYTHON" -m pytest -q -p no:cacheprovider "${tests[@]}"
 
+# The runtime's decisions: re-captures keep no new staging buffer; the single launches' path.
+step recapture 90 "$PYTHON" bench/gpu_runtime_check.py recapture
+step cooperative 90 "$PYTHON" bench/gpu_runtime_check.py cooperative
+
+# Under MPS at a quarter of the SMs the single launch may be refused (the occupancy query answers
+# for the whole device): the several-kernel path must then be taken, the refusal remembered. The
+# daemon is this script's own (its pipes in a fresh /tmp directory, short enough for a socket path,
+# its logs under $results), stopped afterwards; processes without these variables do not see it.
+if command -v nvidia-cuda-mps-control > /dev/null; then
+  CUDA_MPS_PIPE_DIRECTORY=$(mktemp -d /tmp/fastclip-mps.XXXXXX)
+  export CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY="$PWD/$results/mps-log"
+  mkdir -p "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d > "$results/mps-start.log" 2>&1 \
+      && CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=25 timeout 60 "$PYTHON" -c 'import torch; torch.zeros(1, device="cuda")' \
+        >> "$results/mps-start.log" 2>&1; then
+    step cooperative-mps 120 env CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=25 "$PYTHON" bench/gpu_runtime_check.py \
+      cooperative --allow-refusal
+  else
+    echo "cooperative-mps  skipped (MPS could not be started: $results/mps-start.log)" >> "$summary"
+  fi
+  echo quit | nvidia-cuda-mps-control > /dev/null 2>&1
+  sleep 2  # the daemon and its server exit
+  rm -rf "$CUDA_MPS_PIPE_DIRECTORY"
+  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+else
+  echo "cooperative-mps  skipped (nvidia-cuda-mps-control not installed)" >> "$summary"
+fi
+
+sanitizers=(memcheck racecheck synccheck)
 if command -v compute-sanitizer > /dev/null; then
-  for tool in memcheck racecheck; do
+  for tool in "${sanitizers[@]}"; do
     step "sanitize-$tool" 240 compute-sanitizer --tool "$tool" --error-exitcode 1 "$PYTHON" bench/gpu_sanitize.py
   done
 else
   echo "sanitize         skipped (compute-sanitizer not installed)" >> "$summary"
 fi
 
-step bench 300 "$PYTHON" -m fastclip bench --device cuda --repeat 9 --json "$results/fastclip_bench.json" \
-  --csv "$results/fastclip_bench.csv" --plot "$results/fastclip_bench.png"
-step bench-llama7b 240 "$PYTHON" -m fastclip bench --device cuda --suite llama-7b --repeat 9 \
-  --json "$results/fastclip_bench_llama7b.json" --csv "$results/fastclip_bench_llama7b.csv"
-step bench-clip 240 "$PYTHON" bench/bench_clip.py --device cuda --repeat 25 --markdown \
-  --json "$results/clip_grad_norm.json" --csv "$results/clip_grad_norm.csv"
-# The same cases on the two-kernel path: the single cooperative launch against it, side by side.
-step bench-clip-two-launches 150 env FASTCLIP_SINGLE_LAUNCH=0 "$PYTHON" bench/bench_clip.py --device cuda --repeat 9 \
-  --markdown --json "$results/clip_grad_norm_two_launches.json" --csv "$results/clip_grad_norm_two_launches.csv"
-cases=autoclip-history,attach
-"$PYTHON" -c 'import timm' > /dev/null 2>&1 && cases+=,agc
-"$PYTHON" -c 'import zclip, autoclip' > /dev/null 2>&1 && cases+=,zclip,autoclip-tensor
-step bench-clippers 300 "$PYTHON" bench/bench_clippers.py --device cuda --repeat 9 --cases "$cases" \
-  --json "$results/clippers.json" --csv "$results/clippers.csv"
-# The clippers' three-kernel path (norm, statistics, scale) beside their single launch.
-step bench-clippers-three-launches 150 env FASTCLIP_SINGLE_LAUNCH=0 "$PYTHON" bench/bench_clippers.py --device cuda \
-  --repeat 5 --cases "$cases" --json "$results/clippers_three_launches.json" \
-  --csv "$results/clippers_three_launches.csv"
+if [ "$benchmarks" = no ]; then
+  echo "bench            skipped (--checks)" >> "$summary"
+else
+  step bench 300 "$PYTHON" -m fastclip bench --device cuda --repeat 9 --json "$results/fastclip_bench.json" \
+    --csv "$results/fastclip_bench.csv" --plot "$results/fastclip_bench.png"
+  step bench-llama7b 240 "$PYTHON" -m fastclip bench --device cuda --suite llama-7b --repeat 9 \
+    --json "$results/fastclip_bench_llama7b.json" --csv "$results/fastclip_bench_llama7b.csv"
+  step bench-clip 240 "$PYTHON" bench/bench_clip.py --device cuda --repeat 25 --markdown \
+    --json "$results/clip_grad_norm.json" --csv "$results/clip_grad_norm.csv"
+  # The same cases on the two-kernel path: the single cooperative launch against it, side by side.
+  step bench-clip-two-launches 150 env FASTCLIP_SINGLE_LAUNCH=0 "$PYTHON" bench/bench_clip.py --device cuda --repeat 9 \
+    --markdown --json "$results/clip_grad_norm_two_launches.json" --csv "$results/clip_grad_norm_two_launches.csv"
+  cases=autoclip-history,attach
+  "$PYTHON" -c 'import timm' > /dev/null 2>&1 && cases+=,agc
+  "$PYTHON" -c 'import zclip, autoclip' > /dev/null 2>&1 && cases+=,zclip,autoclip-tensor
+  step bench-clippers 300 "$PYTHON" bench/bench_clippers.py --device cuda --repeat 9 --cases "$cases" \
+    --json "$results/clippers.json" --csv "$results/clippers.csv"
+  # The clippers' three-kernel path (norm, statistics, scale) beside their single launch.
+  step bench-clippers-three-launches 150 env FASTCLIP_SINGLE_LAUNCH=0 "$PYTHON" bench/bench_clippers.py --device cuda \
+    --repeat 5 --cases "$cases" --json "$results/clippers_three_launches.json" \
+    --csv "$results/clippers_three_launches.csv"
+fi
 
 {
   echo
   echo "tests: $(grep -E '[0-9]+ (passed|failed)' "$results/tests.log" | tail -1)"
-  for tool in memcheck racecheck; do
+  for log in recapture cooperative cooperative-mps; do
+    [ -f "$results/$log.log" ] && grep -E '^(recapture|cooperative):' "$results/$log.log" | sed "s/^/$log: /"
+  done
+  for tool in "${sanitizers[@]}"; do
     [ -f "$results/sanitize-$tool.log" ] && echo "$tool: $(grep -E 'ERROR SUMMARY|Device not supported' \
       "$results/sanitize-$tool.log" | tail -1)"
   done
   echo
-  grep -v '^\[' "$results/bench.log" | sed -n '/median ms/,$p'
-  echo
+  [ -f "$results/bench.log" ] && grep -v '^\[' "$results/bench.log" | sed -n '/median ms/,$p' && echo
   echo "whole check: $((SECONDS - started)) s; everything in $results/"
 } >> "$summary"
 

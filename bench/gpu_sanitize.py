@@ -2,12 +2,15 @@
 (bench/gpu_check.sh runs it under memcheck and racecheck): every op on lists with misaligned
 starts, odd lengths, empty tensors and mixed dtypes, every norm kind, per-tensor norms on and off,
 and a few steps of every clipper, AGC with odd row lengths included, and of StepSkipper on their
-norms. Checks nothing itself but that the results are finite: the sanitizer reports what went wrong.
+norms; all of it twice, with the single cooperative launches and on the several-kernel path
+(FASTCLIP_SINGLE_LAUNCH=0). Checks nothing itself but that the results are finite: the sanitizer
+reports what went wrong.
 
     compute-sanitizer --tool memcheck python bench/gpu_sanitize.py
 """
 
 import math
+import os
 
 import torch
 
@@ -53,6 +56,7 @@ def run_clippers(gen):
         fastclip.AdaGC(params, warmup_steps=2),
         fastclip.AGC(params),
         fastclip.NormClip(params, max_norm=1.0),
+        fastclip.StableSPAM(params),
     ]
     skippers = [fastclip.StepSkipper(window=2), fastclip.StepSkipper(window=300, reference=True)]
     for step in range(6):
@@ -66,8 +70,10 @@ def run_clippers(gen):
 
 def main():
     gen = torch.Generator().manual_seed(0)
-    run_ops(gen)
-    run_clippers(gen)
+    for single_launch in ("1", "0"):  # read at every call; the native CPU kernels have one path
+        os.environ["FASTCLIP_SINGLE_LAUNCH"] = single_launch
+        run_ops(gen)
+        run_clippers(gen)
     if DEVICE == "cuda":
         torch.cuda.synchronize()
     print(f"gpu_sanitize: every op and clipper ran on {DEVICE}")

@@ -25,8 +25,8 @@ from ._types import Params, ProcessGroups
 from ._validation import check_choice, check_grad_attr, check_number, checked, flatten_parameters
 from .distributed import (
     as_groups,
+    cached_index_tensor,
     check_same_lists_per_key,
-    index_tensor,
     merge_keys,
     norms_across_ranks,
     param_group_keys,
@@ -324,19 +324,24 @@ class Clipper:
 
     def _rows_tensor(self, rows, device):
         """The state rows ``rows`` (a range or a list) as an int64 device tensor, copied again
-        only when they change (comparing two ranges costs nothing, whatever their length). The
-        stats ops check rows on the CPU only (on CUDA it would take a sync), and two entries
-        updating one row would race on the GPU: they are checked distinct here, once per change."""
+        only when they change (comparing two ranges costs nothing, whatever their length; see
+        :func:`~fastclip.distributed.cached_index_tensor` inside a CUDA graph capture). The stats
+        ops check rows on the CPU only (on CUDA it would take a sync), and two entries updating one
+        row would race on the GPU: they are checked distinct here, once per change."""
+        cached = None
         if (
-            self._rows is None
-            or type(self._rows[0]) is not type(rows)
-            or self._rows[0] != rows
-            or self._rows[1].device != device
+            self._rows is not None
+            and type(self._rows[0]) is type(rows)
+            and self._rows[0] == rows
+            and self._rows[1].device == device
         ):
-            if type(rows) is not range and len(set(rows)) != len(rows):
-                raise RuntimeError(f"fastclip: {type(self).__name__}'s state rows must be distinct, got {list(rows)}")
-            self._rows = (rows, index_tensor(rows, device))
-        return self._rows[1]
+            cached = self._rows[1]
+        elif type(rows) is not range and len(set(rows)) != len(rows):
+            raise RuntimeError(f"fastclip: {type(self).__name__}'s state rows must be distinct, got {list(rows)}")
+        index, cache = cached_index_tensor(cached, rows, torch.device(device))
+        if cache:
+            self._rows = (rows, index)
+        return index
 
     def _keys(self, present, dtensor_keys, norm):
         """``(keys, order)`` of the grads at ``present`` (a range when all are): how each one's

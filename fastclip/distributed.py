@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from . import ops
+from ._library import _C
 from ._types import ProcessGroups
 from ._validation import check_norm_type_across_ranks
 
@@ -122,11 +123,38 @@ def _intern(key: tuple) -> tuple:
 
 
 def index_tensor(indices: Sequence[int], device: torch.device | str) -> torch.Tensor:
-    """int64 indices on `device`, copied without blocking the host."""
+    """int64 indices on `device`, copied without blocking the host. On a GPU the copy is the ops'
+    own metadata upload (``_C.index_tensor``), safe inside a CUDA graph capture: its pinned source
+    is then kept for the life of the process, since the captured copy reads it at every replay."""
+    device = torch.device(device)
+    if device.type == "cuda" and hasattr(_C, "index_tensor"):
+        return _C.index_tensor(indices, device.index if device.index is not None else torch.cuda.current_device())
     t = torch.tensor(indices, dtype=torch.int64)
-    if torch.device(device).type == "cuda":
+    if device.type == "cuda":  # a build without the CUDA kernels: its ops refuse CUDA tensors anyway
         t = t.pin_memory()
     return t.to(device, non_blocking=True)
+
+
+# Index tensors that a captured CUDA graph reads, by id: kept for the life of the process, as the
+# graph may be replayed at any time and its lifetime is not ours to see.
+_READ_BY_GRAPHS = {}
+
+
+def cached_index_tensor(cached: torch.Tensor | None, indices: Sequence[int], device: torch.device):
+    """``(index, cache)``: ``indices`` on ``device`` (:func:`index_tensor`) for a caller that keeps
+    one made earlier, ``cached`` (None if it has none), and whether the caller may keep ``index``.
+    Inside a CUDA graph capture a cached index is used and kept alive for the graph, and a missing
+    one is made with the capture and not kept: its copy is captured, so it holds the indices only
+    once the graph replays, and an eager call before that must not read it. So a first use inside
+    a capture, without a warm-up, is safe."""
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        if cached is None:
+            return index_tensor(indices, device), False
+        _READ_BY_GRAPHS.setdefault(id(cached), cached)
+        return cached, False
+    if cached is None:
+        return index_tensor(indices, device), True
+    return cached, False
 
 
 def _dtensor_type():
@@ -294,11 +322,12 @@ def _grouping(n: int, groups: tuple, keys: list | None, order: tuple) -> list:
 
 
 def _index_on(indices, on_device, device):
-    """``indices`` as an int64 tensor on ``device``, made once per device (``on_device`` caches it)."""
+    """``indices`` as an int64 tensor on ``device``, made once per device (``on_device`` caches it;
+    see :func:`cached_index_tensor` inside a CUDA graph capture)."""
     device = torch.device(device)
-    index = on_device.get(device)
-    if index is None:
-        index = on_device[device] = index_tensor(indices, device)
+    index, cache = cached_index_tensor(on_device.get(device), indices, device)
+    if cache:
+        on_device[device] = index
     return index
 
 

@@ -1,13 +1,19 @@
 """CUDA-only behaviour: graph capture, launch count, no host sync, 64-bit indexing on the GPU.
 (Parity and op tests run on CUDA too, through the `device` parametrization, when a GPU is present.)"""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from conftest import RTOL_SUM, assert_close_to, make_params, random_tensors, reference_norm
 
 import fastclip
+from fastclip import distributed
+from fastclip._library import _C
 from fastclip.cli.bench import GPT2_124M
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -79,6 +85,147 @@ def test_capture_without_warm_up_and_recapture(gen):
     for grad, original in zip(grads, before):  # max_norm 1e9: a coefficient of 1 writes nothing
         assert torch.equal(grad, original)
     assert pinned_in_use == [pinned_in_use[0]] * 3, f"pinned blocks in use after each capture: {pinned_in_use}"
+
+
+def prime_pinned_blocks(byte):
+    """Pinned blocks of every small size, filled with `byte` and freed: torch's pinned allocator
+    hands them out again as they are."""
+    blocks = [torch.full((2**k,), byte, dtype=torch.uint8, pin_memory=True) for k in range(4, 13)]
+    del blocks
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_recapture_of_an_odd_list_keeps_no_new_staging_buffer(count, gen):
+    """An odd number of tensors leaves 8 bytes between the tensor array and the 16-byte aligned
+    chunk array of the pinned staging block; they must be written too, since a re-capture finds
+    the buffer kept by the first capture by comparing every byte. Each capture's pinned blocks are
+    primed with other stale bytes, so a byte left unwritten shows as a new kept buffer."""
+    grads = random_tensors([(97,)] * count, [torch.float32], "cuda", gen)
+    expected = reference_norm(grads, 2.0)
+    before = _C.kept_staging_buffers()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graphs, norms = [], []
+    with torch.cuda.stream(stream):
+        for attempt in range(3):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="relaxed"):  # relaxed: the priming allocates
+                prime_pinned_blocks(0x11 * (attempt + 1))
+                norms.append(fastclip.ops.multi_tensor_clip_grad_norm_(grads, 1e9, 2.0))
+            graphs.append(graph)
+    torch.cuda.current_stream().wait_stream(stream)
+    assert _C.kept_staging_buffers() - before <= 1  # the first capture's, if no earlier one matched
+    for graph in graphs:
+        graph.replay()
+    torch.cuda.synchronize()
+    for norm in norms:
+        assert_close_to(norm, expected, RTOL_SUM[torch.float32])
+
+
+_FIRST_LAUNCH_IN_A_CAPTURE = r"""
+import json, os, sys
+import torch
+import fastclip
+
+LOG = sys.argv[1]
+os.environ["FASTCLIP_KERNEL_LOG"] = LOG
+
+
+def take():
+    lines = open(LOG).read().splitlines() if os.path.exists(LOG) else []
+    open(LOG, "w").close()
+    names = [line.split(" grid=")[0].split("<")[0] for line in lines]
+    return [name + (" cooperative" if line.endswith(" cooperative") else "") for name, line in zip(names, lines)]
+
+
+gen = torch.Generator().manual_seed(0)
+grads = [torch.randn(n, generator=gen).cuda() for n in (1000, 231)]
+stream = torch.cuda.Stream()
+
+
+def capture():
+    graph = torch.cuda.CUDAGraph()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(graph):
+            norm = fastclip.ops.multi_tensor_clip_grad_norm_(grads, 1e9, 2.0)
+    torch.cuda.current_stream().wait_stream(stream)
+    return graph, norm
+
+
+first_graph, first = capture()
+out = {"first capture": take()}
+eager = fastclip.ops.multi_tensor_clip_grad_norm_(grads, 1e9, 2.0)
+out["eager"] = take()
+second_graph, second = capture()
+out["second capture"] = take()
+first_graph.replay()
+second_graph.replay()
+torch.cuda.synchronize()
+out["same bits"] = torch.equal(first, eager) and torch.equal(second, eager)
+out["right"] = torch.allclose(eager, torch.linalg.vector_norm(torch.cat(grads)), rtol=1e-5)
+print(json.dumps(out))
+"""
+
+
+def test_a_single_launch_is_first_tried_outside_a_capture(tmp_path):
+    """In a fresh process, the first call of the op inside a capture: whether the device takes the
+    cooperative launch is not known yet, and a refused launch (MPS, green contexts) could
+    invalidate the capture, so the capture holds the several kernels. Once it has run eagerly, a
+    capture holds the single launch. Each graph replays to the same bits."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTCLIP_SINGLE_LAUNCH", "FASTCLIP_KERNEL_LOG")}
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_LAUNCH_IN_A_CAPTURE, str(tmp_path / "kernels.log")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["first capture"] == ["multi_tensor_norm_kernel", "multi_tensor_clip_by_norm_kernel"], out
+    assert out["eager"] == ["clip_grad_norm_kernel cooperative"], out
+    assert out["second capture"] == ["clip_grad_norm_kernel cooperative"], out
+    assert out["same bits"] and out["right"], out
+
+
+def test_index_tensors_first_made_inside_a_capture():
+    """distributed.py's index tensors (and the clippers' state rows, made the same way) first
+    needed inside a capture, without a warm-up: the index is made with the capture and not kept,
+    since its copy runs only when the graph replays (an eager call before the first replay must
+    not read it); its pinned source outlives the capture, torch's pinned blocks being recycled
+    meanwhile. A kept index that a later capture reads stays alive for that graph."""
+    values = torch.arange(8, dtype=torch.float64, device="cuda") * 10
+    device, indices, on_device = values.device, [5, 1, 6], {}
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    first_graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(first_graph):
+            captured = values.index_select(0, distributed._index_on(indices, on_device, device))
+    torch.cuda.current_stream().wait_stream(stream)
+    assert not on_device, "an index made inside a capture was kept"
+    prime_pinned_blocks(0xFF)
+    eager = values.index_select(0, distributed._index_on(indices, on_device, device))  # before any replay
+    assert eager.tolist() == [50.0, 10.0, 60.0]
+    assert list(on_device) == [device]
+    for _ in range(2):
+        prime_pinned_blocks(0xFF)
+        first_graph.replay()
+        torch.cuda.synchronize()
+        assert captured.tolist() == [50.0, 10.0, 60.0]
+    second_graph = torch.cuda.CUDAGraph()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(second_graph):
+            again = values.index_select(0, distributed._index_on(indices, on_device, device))  # the kept one
+    torch.cuda.current_stream().wait_stream(stream)
+    on_device.clear()  # the cache lets go of it; the graph still reads it
+    scribble = [torch.full((3,), 3, dtype=torch.int64, device="cuda") for _ in range(64)]  # in range, but wrong
+    second_graph.replay()
+    torch.cuda.synchronize()
+    assert again.tolist() == [50.0, 10.0, 60.0]
+    del scribble
 
 
 def test_no_host_sync(gen):

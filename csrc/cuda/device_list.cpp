@@ -27,22 +27,21 @@ int64_t chunk_size_for(at::TensorList tensors, int device) {
   return size;
 }
 
-// Copies the plan's metadata (the tensor array, then the chunk array at a 16-byte aligned
-// offset) to the scope's device, on its stream.
+// Writes the arrays at their offsets; the gap between them and the padding are the staging's.
+void write_metadata(const std::vector<TensorMeta>& tensors, const std::vector<ChunkMeta>& chunks,
+                    const MetadataLayout& layout, uint8_t* host) {
+  if (!tensors.empty()) std::memcpy(host, tensors.data(), tensors.size() * sizeof(TensorMeta));
+  if (!chunks.empty()) std::memcpy(host + layout.chunk_offset, chunks.data(), chunks.size() * sizeof(ChunkMeta));
+}
+
+// Copies the plan's metadata (metadata_layout) to the scope's device, on its stream.
 at::Tensor upload(const ListPlan& plan, const DeviceScope& scope, ChunkList* list) {
-  const size_t tensor_bytes = plan.tensors.size() * sizeof(TensorMeta);
-  const size_t chunk_offset = (tensor_bytes + 15) / 16 * 16;
-  const size_t chunk_bytes = plan.chunks.size() * sizeof(ChunkMeta);
+  const MetadataLayout layout = metadata_layout(plan.tensors.size(), plan.chunks.size());
   at::Tensor dev = upload_to_device(
-      chunk_offset + chunk_bytes,
-      [&](uint8_t* host) {
-        if (tensor_bytes) std::memcpy(host, plan.tensors.data(), tensor_bytes);
-        if (chunk_bytes) std::memcpy(host + chunk_offset, plan.chunks.data(), chunk_bytes);
-      },
-      scope);
+      layout.bytes, [&](uint8_t* host) { write_metadata(plan.tensors, plan.chunks, layout, host); }, scope);
   const uint8_t* base = dev.data_ptr<uint8_t>();
   list->tensors = reinterpret_cast<const TensorMeta*>(base);
-  list->chunks = reinterpret_cast<const ChunkMeta*>(base + chunk_offset);
+  list->chunks = reinterpret_cast<const ChunkMeta*>(base + layout.chunk_offset);
   list->num_tensors = static_cast<int32_t>(plan.tensors.size());
   list->num_chunks = static_cast<int32_t>(plan.chunks.size());
   list->chunk_size = plan.chunk_size;
@@ -50,6 +49,16 @@ at::Tensor upload(const ListPlan& plan, const DeviceScope& scope, ChunkList* lis
 }
 
 }  // namespace
+
+MetadataLayout metadata_layout(size_t num_tensors, size_t num_chunks) {
+  const size_t chunk_offset = (num_tensors * sizeof(TensorMeta) + 15) / 16 * 16;
+  return MetadataLayout{chunk_offset, chunk_offset + num_chunks * sizeof(ChunkMeta)};
+}
+
+void stage_metadata(const std::vector<TensorMeta>& tensors, const std::vector<ChunkMeta>& chunks, uint8_t* block) {
+  const MetadataLayout layout = metadata_layout(tensors.size(), chunks.size());
+  stage_upload(block, layout.bytes, [&](uint8_t* host) { write_metadata(tensors, chunks, layout, host); });
+}
 
 int DeviceListPlan::grid() const {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(list.num_chunks, max_blocks(device.index()))));

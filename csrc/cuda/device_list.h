@@ -6,7 +6,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <tuple>
+#include <vector>
 
 #include "../common/list_plan.h"
 #include "../common/stats_op_args.h"
@@ -28,6 +31,19 @@ struct DeviceListPlan {
 
 // `scope` is tensors[0]'s device; callers hold it while using the result.
 DeviceListPlan prepare_on_device(at::TensorList tensors, const DeviceScope& scope);
+
+// A list's metadata as uploaded: the tensor array at 0, the chunk array at chunk_offset (16-byte
+// aligned, so 8 bytes apart after an odd number of 24-byte TensorMetas), `bytes` in all.
+struct MetadataLayout {
+  size_t chunk_offset;
+  size_t bytes;
+};
+MetadataLayout metadata_layout(size_t num_tensors, size_t num_chunks);
+
+// Writes the staging block of the metadata of `tensors` and `chunks` (staging_bytes(bytes) at
+// `block`) exactly as prepare_on_device's upload does: every byte, the gap and the padding zero.
+// For tests (fastclip._cuda_on_cpu.staged_list_metadata).
+void stage_metadata(const std::vector<TensorMeta>& tensors, const std::vector<ChunkMeta>& chunks, uint8_t* block);
 
 // The norm kernel's parameters and outputs: scratch, the total (the list's promoted dtype) and
 // the per-tensor norms (accumulation dtype; empty unless per_tensor).

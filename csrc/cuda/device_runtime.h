@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <source_location>
 
 // The dispatch key the entry points register for: the layer runs them on CPU tensors, in place
@@ -53,13 +54,28 @@ int multiprocessor_count(int device);
 void zero_async(void* data, size_t bytes, cudaStream_t stream);
 
 // Copies `bytes` bytes, written by `fill` into a host staging buffer, to a new device buffer (a
-// uint8 tensor of max(bytes, 16) bytes on the scope's device) with one async copy on the scope's
-// stream. No host sync. On the GPU the staging buffer is pinned: under CUDA graph capture it is
-// kept alive for the life of the process (the captured copy reads it at every replay), once per
-// distinct content, so re-capturing the same lists keeps nothing more; otherwise it returns to
-// torch's pinned cache once the copy has run (an event that cannot be recorded is an error). In the layer `fill` writes
-// the returned CPU tensor itself.
+// uint8 tensor of staging_bytes(bytes) bytes on the scope's device) with one async copy on the
+// scope's stream. No host sync. The staging block is written by stage_upload. On the GPU it is
+// pinned: under CUDA graph capture it is kept alive for the life of the process (the captured copy
+// reads it at every replay), once per distinct content (every byte compared), so re-capturing the
+// same lists keeps nothing more; otherwise it returns to torch's pinned cache once the copy has run
+// (an event that cannot be recorded is an error). In the layer the staging block is the returned
+// CPU tensor itself.
 at::Tensor upload_to_device(size_t bytes, c10::function_ref<void(uint8_t*)> fill, const DeviceScope& scope);
+
+// The size of an upload's staging block and device buffer: at least 16 bytes.
+inline size_t staging_bytes(size_t bytes) { return bytes < 16 ? 16 : bytes; }
+
+// Writes the staging block of an upload of `bytes` bytes (staging_bytes(bytes) at `block`, which
+// may hold anything: torch's pinned blocks are recycled as they are): every byte zeroed, then
+// `fill`'s. So the bytes staged depend on what `fill` writes alone, gaps and padding included.
+inline void stage_upload(uint8_t* block, size_t bytes, c10::function_ref<void(uint8_t*)> fill) {
+  std::memset(block, 0, staging_bytes(bytes));
+  fill(block);
+}
+
+// The staging buffers kept for captured graphs (upload_to_device), for tests; 0 in the layer.
+size_t kept_staging_buffers();
 
 // Runs `launch` (a kernels.h launcher) and throws torch's error if it failed, as C10_CUDA_CHECK
 // does (the CUDA error log captured around the launch, the caller's source location); in the layer

@@ -9,7 +9,6 @@
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -45,26 +44,50 @@ namespace {
 // lifetime we cannot see: they are kept for the life of the process. To keep that bounded, a
 // capture whose bytes equal a kept buffer's reuses it, so capturing the same lists again (a
 // re-capture after a shape change back, or every rank's identical warm-up) adds nothing: the
-// memory grows with the number of distinct lists captured, not with the captures.
-const at::Tensor& kept_for_graphs(const at::Tensor& host_buffer) {
-  static std::mutex mutex;
-  static std::unordered_map<size_t, std::vector<at::Tensor>> kept;  // by a hash of the bytes
-  const auto* bytes = static_cast<const char*>(host_buffer.const_data_ptr());
-  const size_t size = static_cast<size_t>(host_buffer.numel());
-  const size_t hash = std::hash<std::string_view>{}(std::string_view(bytes, size));
-  std::lock_guard<std::mutex> lock(mutex);
-  std::vector<at::Tensor>& same_hash = kept[hash];
-  for (const at::Tensor& t : same_hash) {
-    if (static_cast<size_t>(t.numel()) == size && std::memcmp(t.const_data_ptr(), bytes, size) == 0) return t;
+// memory grows with the number of distinct lists captured, not with the captures. Every byte is
+// compared, so the staging blocks are written whole (stage_upload).
+class KeptForGraphs {
+ public:
+  // The data of the kept buffer whose bytes equal `host_buffer`'s, `host_buffer` itself kept if
+  // none does. The pointer is read under the lock: the vectors may grow once it is released.
+  const void* keep(const at::Tensor& host_buffer) {
+    const auto* bytes = static_cast<const char*>(host_buffer.const_data_ptr());
+    const size_t size = static_cast<size_t>(host_buffer.numel());
+    const size_t hash = std::hash<std::string_view>{}(std::string_view(bytes, size));
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<at::Tensor>& same_hash = kept_[hash];
+    for (const at::Tensor& t : same_hash) {
+      if (static_cast<size_t>(t.numel()) == size && std::memcmp(t.const_data_ptr(), bytes, size) == 0) {
+        return t.const_data_ptr();
+      }
+    }
+    same_hash.push_back(host_buffer);
+    ++count_;
+    return host_buffer.const_data_ptr();
   }
-  same_hash.push_back(host_buffer);
-  return same_hash.back();
+
+  size_t count() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return count_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<at::Tensor>> kept_;  // by a hash of the bytes
+  size_t count_ = 0;
+};
+
+KeptForGraphs& kept_for_graphs() {
+  static KeptForGraphs kept;
+  return kept;
 }
 
 }  // namespace
 
+size_t kept_staging_buffers() { return kept_for_graphs().count(); }
+
 at::Tensor upload_to_device(size_t bytes, c10::function_ref<void(uint8_t*)> fill, const DeviceScope& scope) {
-  const size_t total_bytes = std::max<size_t>(16, bytes);
+  const size_t total_bytes = staging_bytes(bytes);
   const at::Device device = scope.device();
   // The scope's stream is the device's current one (the scope made the device current).
   const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(device.index());
@@ -77,12 +100,11 @@ at::Tensor upload_to_device(size_t bytes, c10::function_ref<void(uint8_t*)> fill
     host = at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
   }
   uint8_t* host_ptr = host.data_ptr<uint8_t>();
-  std::memset(host_ptr + bytes, 0, total_bytes - bytes);  // the padding too: kept buffers compare all bytes
-  fill(host_ptr);
+  stage_upload(host_ptr, bytes, fill);  // every byte: kept buffers compare them all
   at::Tensor dev = at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).device(device));
   if (capture != cudaStreamCaptureStatusNone) {
-    C10_CUDA_CHECK(cudaMemcpyAsync(dev.data_ptr(), kept_for_graphs(host).const_data_ptr(), total_bytes,
-                                   cudaMemcpyHostToDevice, stream.stream()));
+    C10_CUDA_CHECK(cudaMemcpyAsync(dev.data_ptr(), kept_for_graphs().keep(host), total_bytes, cudaMemcpyHostToDevice,
+                                   stream.stream()));
     return dev;
   }
   C10_CUDA_CHECK(cudaMemcpyAsync(dev.data_ptr(), host_ptr, total_bytes, cudaMemcpyHostToDevice, stream.stream()));

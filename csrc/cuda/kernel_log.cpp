@@ -1,5 +1,6 @@
 #include "kernel_log.h"
 
+#include <atomic>
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,22 @@ void log_kernel_launch(const char* kernel, int grid, int block, bool cooperative
     std::fprintf(f, "%s grid=%d block=%d%s\n", kernel, grid, block, cooperative ? " cooperative" : "");
     std::fclose(f);
   }
+}
+
+namespace {
+
+std::atomic<int64_t> refused_cooperative_launches{0};
+std::atomic<int64_t> occupancy_queries{0};
+
+}  // namespace
+
+void count_refused_cooperative_launch() { refused_cooperative_launches.fetch_add(1, std::memory_order_relaxed); }
+
+void count_occupancy_query() { occupancy_queries.fetch_add(1, std::memory_order_relaxed); }
+
+LaunchCounters launch_counters() {
+  return LaunchCounters{refused_cooperative_launches.load(std::memory_order_relaxed),
+                        occupancy_queries.load(std::memory_order_relaxed)};
 }
 
 std::string kernel_name_from_signature(const char* signature) {

@@ -2,8 +2,9 @@
 // entry point is a torch op). The module holds data: `layouts`, the shared tensor layouts of
 // common/layouts.h, `clip_eps`, the epsilon torch adds to the norm before dividing
 // (common/norm_math.h), and `build_info`, what this build contains; and one function,
-// `grads_of` (python_grads.h), which reads parameters' grads for the ops. Only setup.py's
-// extension compiles csrc/python; the CMake library for C++ users has no module.
+// `grads_of` (python_grads.h), which reads parameters' grads for the ops, plus, in a build with
+// the CUDA kernels, `index_tensor`, `kept_staging_buffers` and `launch_counters` (python_cuda.h).
+// Only setup.py's extension compiles csrc/python; the CMake library for C++ users has no module.
 #include <Python.h>
 
 #include "../common/layouts.h"
@@ -13,6 +14,7 @@
 
 #ifdef FASTCLIP_WITH_CUDA
 #include "../cuda/build_info.h"
+#include "python_cuda.h"
 #endif
 
 namespace {
@@ -74,6 +76,13 @@ PyObject* make_build_info() {
 extern "C" PyObject* PyInit__C(void) {
   static PyMethodDef methods[] = {
       {"grads_of", fastclip::grads_of, METH_VARARGS, "grads_of(params, skip_missing): see csrc/python_grads.h"},
+#ifdef FASTCLIP_WITH_CUDA
+      {"index_tensor", fastclip::index_tensor, METH_VARARGS,
+       "index_tensor(indices, device): see csrc/python/python_cuda.h"},
+      {"kept_staging_buffers", fastclip::kept_staging_buffers, METH_NOARGS,
+       "the pinned staging buffers kept for captured graphs"},
+      {"launch_counters", fastclip::launch_counters, METH_NOARGS, "what the single launches met"},
+#endif
       {nullptr, nullptr, 0, nullptr}};
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   PyObject* module = PyModule_Create(&module_def);

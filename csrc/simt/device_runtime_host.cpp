@@ -5,7 +5,6 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
-#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -38,15 +37,13 @@ int multiprocessor_count(int /*device*/) { return simt::multiprocessor_count(); 
 void zero_async(void* data, size_t bytes, cudaStream_t /*stream*/) { std::memset(data, 0, bytes); }
 
 at::Tensor upload_to_device(size_t bytes, c10::function_ref<void(uint8_t*)> fill, const DeviceScope& scope) {
-  // At least 16 bytes, as on the GPU, the padding zeroed.
-  const size_t total_bytes = std::max<size_t>(16, bytes);
-  at::Tensor buffer =
-      at::empty({static_cast<int64_t>(total_bytes)}, at::TensorOptions().dtype(at::kByte).device(scope.device()));
-  uint8_t* const data = buffer.data_ptr<uint8_t>();
-  fill(data);
-  std::memset(data + bytes, 0, total_bytes - bytes);  // the padding, zeroed as on the GPU
+  at::Tensor buffer = at::empty({static_cast<int64_t>(staging_bytes(bytes))},
+                                at::TensorOptions().dtype(at::kByte).device(scope.device()));
+  stage_upload(buffer.data_ptr<uint8_t>(), bytes, fill);  // staged as on the GPU
   return buffer;
 }
+
+size_t kept_staging_buffers() { return 0; }  // the layer captures no graph
 
 // A failed launch becomes torch's error (a RuntimeError in Python) at the caller's location,
 // saying what simt saw.

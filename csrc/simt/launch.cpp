@@ -31,23 +31,40 @@ cudaError_t fail(cudaError_t error, const LaunchShape& shape, const std::string&
   return error;
 }
 
+// The integer `name` holds, from `low` to `high`; `fallback` where it is unset or empty.
+int environment_integer(const char* name, int low, int high, int fallback) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return fallback;
+  char* end = nullptr;
+  const long value = std::strtol(text, &end, 10);
+  if (*end != '\0' || value < low || value > high) {
+    throw std::invalid_argument(std::string(name) + " must be an integer from " + std::to_string(low) + " to " +
+                                std::to_string(high) + ", got '" + text + "'");
+  }
+  return static_cast<int>(value);
+}
+
 }  // namespace
 
 int multiprocessor_count() {
-  static const int count = [] {
-    const char* text = std::getenv("FASTCLIP_SIMT_SMS");
-    if (text == nullptr || *text == '\0') return kDefaultMultiprocessors;
-    char* end = nullptr;
-    const long value = std::strtol(text, &end, 10);
-    if (*end != '\0' || value < 1 || value > 64) {
-      throw std::invalid_argument(std::string("FASTCLIP_SIMT_SMS must be an integer from 1 to 64, got '") + text + "'");
-    }
-    return static_cast<int>(value);
-  }();
+  static const int count = environment_integer("FASTCLIP_SIMT_SMS", 1, 64, kDefaultMultiprocessors);
   return count;
 }
 
 int max_cooperative_blocks() { return kBlocksPerMultiprocessor * multiprocessor_count(); }
+
+int context_multiprocessor_count() {
+  static const int count = environment_integer("FASTCLIP_SIMT_CONTEXT_SMS", 1, 64, multiprocessor_count());
+  return count;
+}
+
+cudaError_t query_cooperative_blocks(int* blocks) {
+  static const int failing = environment_integer("FASTCLIP_SIMT_FAILED_QUERIES", 0, 1000000, 0);
+  static std::atomic<int> queries{0};
+  if (queries.fetch_add(1) < failing) return cudaErrorUnknown;
+  *blocks = max_cooperative_blocks();
+  return cudaSuccess;
+}
 
 const char* last_error_message() { return last_error.c_str(); }
 
@@ -59,6 +76,13 @@ cudaError_t launch(const LaunchShape& shape, const std::function<void()>& body) 
   if (shape.cooperative && shape.grid > static_cast<unsigned>(max_cooperative_blocks())) {
     return fail(cudaErrorCooperativeLaunchTooLarge, shape,
                 "a cooperative grid may have at most " + std::to_string(max_cooperative_blocks()) + " blocks");
+  }
+  const int context_blocks = kBlocksPerMultiprocessor * context_multiprocessor_count();
+  if (shape.cooperative && shape.grid > static_cast<unsigned>(context_blocks)) {
+    return fail(cudaErrorCooperativeLaunchTooLarge, shape,
+                "the context's " + std::to_string(context_multiprocessor_count()) +
+                    " SMs (FASTCLIP_SIMT_CONTEXT_SMS) hold at most " + std::to_string(context_blocks) +
+                    " blocks of a cooperative grid");
   }
   const unsigned workers =
       shape.cooperative ? shape.grid : std::min<unsigned>(shape.grid, static_cast<unsigned>(multiprocessor_count()));
