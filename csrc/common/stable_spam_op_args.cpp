@@ -45,14 +45,19 @@ void check_pair_tensor(const at::Tensor& t, const char* arg, int64_t n, const at
 
 }  // namespace
 
-at::Tensor stable_spam_norms_output(const StableSPAMNormsArgs& a, double gamma3) {
-  check_tensor_list(a.grads, "grads", /*mutated=*/false);
-  const at::Device device = a.state.device();
-  if (!a.grads.empty()) {
-    TORCH_CHECK(a.grads[0].device() == device, "fastclip: grads are on ", a.grads[0].device(), " but the state is on ",
+CheckedList check_stable_spam_grads(at::TensorList grads, bool mutated, const at::Tensor& state) {
+  CheckedList checked = check_tensor_list(grads, "grads", mutated);
+  const at::Device device = state.device();
+  if (!grads.empty()) {
+    TORCH_CHECK(grads[0].device() == device, "fastclip: grads are on ", grads[0].device(), " but the state is on ",
                 device);
   }
-  check_rows_and_state(a.grads, a.rows, a.state, device, /*written=*/false);
+  return checked;
+}
+
+at::Tensor stable_spam_norms_output(const StableSPAMNormsArgs& a, double gamma3) {
+  const at::Device device = a.state.device();
+  check_rows_and_state(a.grads.tensors(), a.rows, a.state, device, /*written=*/false);
   const int64_t n = static_cast<int64_t>(a.grads.size());
   if (a.maxima.has_value()) check_state_tensor(*a.maxima, "maxima", at::kDouble, device, n);
   check_open_unit(gamma3, "gamma3");
@@ -62,21 +67,16 @@ at::Tensor stable_spam_norms_output(const StableSPAMNormsArgs& a, double gamma3)
 StableSPAMConfig stable_spam_config(const StableSPAMTensors& t, double gamma1, double gamma2, double gamma3, double eps,
                                     int64_t total_steps, double eta_min, int64_t reset_every,
                                     const std::string& on_nonfinite, bool reference) {
-  check_tensor_list(t.grads, "grads", /*mutated=*/true);
   const at::Device device = t.state.device();
-  if (!t.grads.empty()) {
-    TORCH_CHECK(t.grads[0].device() == device, "fastclip: grads are on ", t.grads[0].device(), " but the state is on ",
-                device);
-  }
   const int64_t n = t.num_entries();
-  check_rows_and_state(t.grads, t.rows, t.state, device, /*written=*/true);
+  check_rows_and_state(t.grads.tensors(), t.rows, t.state, device, /*written=*/true);
   check_pair_tensor(t.stats, "stats", n, device);
   check_pair_tensor(t.split, "split", n, device);
   check_state_tensor(t.steps, "steps", at::kDouble, device, 1);
   check_state_tensor(t.result, "result", at::kFloat, device, result_slot::count);
   check_state_tensor(t.coef, "coef", at::kFloat, device, n);
   check_state_tensor(t.threshold, "threshold", at::kFloat, device, n);
-  check_reads_apart_from_writes(t.grads, "grads", {t.stats, t.split}, "stats", /*read_is_list=*/true,
+  check_reads_apart_from_writes(t.grads.tensors(), "grads", {t.stats, t.split}, "stats", /*read_is_list=*/true,
                                 "pass the statistics stable_spam_norms returned");
   TORCH_CHECK(gamma1 >= 0.0 && gamma1 < 1.0, "fastclip: gamma1 must lie in [0, 1), got ", gamma1);
   check_open_unit(gamma2, "gamma2");

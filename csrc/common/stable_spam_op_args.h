@@ -19,18 +19,22 @@
 
 namespace fastclip {
 
+// Checks the grads (the ops' per-tensor checks; written, for `mutated`) and that they are on the
+// state's device; returns them checked, for the op to plan.
+CheckedList check_stable_spam_grads(at::TensorList grads, bool mutated, const at::Tensor& state);
+
 struct StableSPAMNormsArgs {
-  at::TensorList grads;
+  CheckedList grads;  // check_stable_spam_grads
   const std::optional<at::Tensor>& maxima;
   const at::Tensor& rows;
   const at::Tensor& state;
 };
 
-// Checks the arguments and returns the output, float64 [2, grads], zeroed, on the grads' device.
+// Checks the other arguments and returns the output, float64 [2, grads], zeroed, on the grads' device.
 at::Tensor stable_spam_norms_output(const StableSPAMNormsArgs& a, double gamma3);
 
 struct StableSPAMTensors {
-  at::TensorList grads;
+  CheckedList grads;        // check_stable_spam_grads
   const at::Tensor& stats;  // [2, n]: maxima, sums of squares
   const at::Tensor& split;  // [2, n]: sums of squares at most and above the threshold
   const at::Tensor& rows;
@@ -55,7 +59,15 @@ void stable_spam_update(at::TensorList grads, const at::Tensor& stats, const at:
                         at::Tensor& threshold, double gamma1, double gamma2, double gamma3, double eps,
                         int64_t total_steps, double eta_min, int64_t reset_every, c10::string_view on_nonfinite,
                         bool reference) {
-  const StableSPAMTensors t{grads, stats, split, rows, state, steps, result, coef, threshold};
+  const StableSPAMTensors t{check_stable_spam_grads(grads, /*mutated=*/true, state),
+                            stats,
+                            split,
+                            rows,
+                            state,
+                            steps,
+                            result,
+                            coef,
+                            threshold};
   run(stable_spam_config(t, gamma1, gamma2, gamma3, eps, total_steps, eta_min, reset_every, std::string(on_nonfinite),
                          reference),
       t);

@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <utility>
 
 #include "list_plan.h"
 
@@ -87,18 +88,17 @@ at::Device stats_device(at::TensorList grads, const std::optional<at::Tensor>& n
 
 GradsUpdate grads_update(at::TensorList grads, const at::Device& device, bool scale_grads, NonfinitePolicy policy,
                          bool per_tensor_factors) {
-  check_tensor_list(grads, "grads", /*mutated=*/true);
+  CheckedList checked = check_tensor_list(grads, "grads", /*mutated=*/true);
   if (!grads.empty()) {
     TORCH_CHECK(grads[0].device() == device, "fastclip: grads are on ", grads[0].device(), " but the state is on ",
                 device);
   }
   const bool zero = policy == NonfinitePolicy::kZero;
-  GradsUpdate update;
-  update.active = !grads.empty() && (scale_grads || zero);
-  update.per_tensor = scale_grads && per_tensor_factors;
-  update.zero_where_set = !scale_grads;
-  update.clear_on_zero = zero;
-  return update;
+  return GradsUpdate{.grads = std::move(checked),
+                     .active = !grads.empty() && (scale_grads || zero),
+                     .per_tensor = scale_grads && per_tensor_factors,
+                     .zero_where_set = !scale_grads,
+                     .clear_on_zero = zero};
 }
 
 GradsUpdate entry_grads_update(const PerEntryTensors& t, bool scale_grads, NonfinitePolicy policy) {

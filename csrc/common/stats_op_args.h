@@ -19,6 +19,7 @@
 
 #include "adagc_step.h"
 #include "autoclip_step.h"
+#include "list_plan.h"
 #include "normclip_step.h"
 #include "skip_step.h"
 #include "zclip_step.h"
@@ -32,15 +33,17 @@ NonfinitePolicy parse_nonfinite_policy(const std::string& value);
 void check_state_tensor(const at::Tensor& t, const char* arg, at::ScalarType dtype, const at::Device& device,
                         int64_t numel, const char* device_of = "the norms are");
 
-// What a step does to its grads once its factors are written: scale them by the step's factor
-// (one, or one per tensor), with the zero policy storing zeros where it is 0; or, when an attached
+// The grads, checked (the list the op plans, when it computes their norms or updates them), and
+// what a step does to them once its factors are written: scale them by the step's factor (one, or
+// one per tensor), with the zero policy storing zeros where it is 0; or, when an attached
 // optimizer applies the factor (scale_grads false), leave them alone except that the zero policy
 // still zeroes them on a non-finite step (factor 1 - result[nonfinite]).
 struct GradsUpdate {
-  bool active = false;          // the grads are written at all
-  bool per_tensor = false;      // one factor per grad (the per-tensor clippers)
-  bool zero_where_set = false;  // the factor read is the non-finite flag: 0 where it is set, else 1
-  bool clear_on_zero = false;   // a factor of exactly 0 stores zeros (NaN and inf included)
+  CheckedList grads;
+  bool active;          // the grads are written at all
+  bool per_tensor;      // one factor per grad (the per-tensor clippers)
+  bool zero_where_set;  // the factor read is the non-finite flag: 0 where it is set, else 1
+  bool clear_on_zero;   // a factor of exactly 0 stores zeros (NaN and inf included)
 };
 
 // The grads' update, after checking them (strided, supported dtypes, on `device`).

@@ -26,8 +26,9 @@ struct DeviceListPlan {
   int grid() const;  // blocks for a launch over the list
 };
 
-// `scope` is tensors[0]'s device; callers hold it while using the result.
-DeviceListPlan prepare_on_device(at::TensorList tensors, const DeviceScope& scope);
+// The plan of a checked list (common/list_plan.h), in chunks sized for the device. `scope` is the
+// list's device; callers hold it while using the result.
+DeviceListPlan prepare_on_device(const CheckedList& tensors, const DeviceScope& scope);
 
 // The norm kernel's parameters and outputs: scratch, the total (the list's promoted dtype) and
 // the per-tensor norms (accumulation dtype; empty unless per_tensor).
