@@ -62,6 +62,8 @@ class CheckedList {
 
  private:
   friend CheckedList check_tensor_list(at::TensorList tensors, const char* arg, bool mutated);
+  // (A temporary vector would be gone before the plan: check the op's argument itself.)
+  CheckedList check_tensor_list(std::vector<at::Tensor>&& tensors, const char* arg, bool mutated) = delete;
   friend ListPlan plan_tensor_list(const CheckedList& list, int64_t chunk_size);
   CheckedList(at::TensorList tensors, std::vector<TensorFingerprint> key, bool keyed)
       : tensors_(tensors), key_(std::move(key)), keyed_(keyed) {}
@@ -76,6 +78,8 @@ class CheckedList {
 // Checks every entry of `tensors` (named `arg` in errors): defined, strided, a supported dtype,
 // all on one device; for `mutated` lists also free of internal overlap.
 CheckedList check_tensor_list(at::TensorList tensors, const char* arg, bool mutated);
+// (A temporary vector would be gone before the plan: check the op's argument itself.)
+CheckedList check_tensor_list(std::vector<at::Tensor>&& tensors, const char* arg, bool mutated) = delete;
 // Refuses an entry of `read` that shares memory with an entry of `written`: the kernels read it
 // (through the GPU's read-only cache, or once per block) while other threads write. `hint` says
 // what to do instead.

@@ -23,26 +23,27 @@ namespace fastclip {
 // state's device; returns them checked, for the op to plan.
 CheckedList check_stable_spam_grads(at::TensorList grads, bool mutated, const at::Tensor& state);
 
+// The ops' tensors by value, the grads checked (a view of the op's argument), as stats_op_args.h's.
 struct StableSPAMNormsArgs {
   CheckedList grads;  // check_stable_spam_grads
-  const std::optional<at::Tensor>& maxima;
-  const at::Tensor& rows;
-  const at::Tensor& state;
+  std::optional<at::Tensor> maxima;
+  at::Tensor rows;
+  at::Tensor state;
 };
 
 // Checks the other arguments and returns the output, float64 [2, grads], zeroed, on the grads' device.
 at::Tensor stable_spam_norms_output(const StableSPAMNormsArgs& a, double gamma3);
 
 struct StableSPAMTensors {
-  CheckedList grads;        // check_stable_spam_grads
-  const at::Tensor& stats;  // [2, n]: maxima, sums of squares
-  const at::Tensor& split;  // [2, n]: sums of squares at most and above the threshold
-  const at::Tensor& rows;
-  at::Tensor& state;
-  at::Tensor& steps;
-  at::Tensor& result;
-  at::Tensor& coef;
-  at::Tensor& threshold;
+  CheckedList grads;  // check_stable_spam_grads
+  at::Tensor stats;   // [2, n]: maxima, sums of squares
+  at::Tensor split;   // [2, n]: sums of squares at most and above the threshold
+  at::Tensor rows;
+  at::Tensor state;
+  at::Tensor steps;
+  at::Tensor result;
+  at::Tensor coef;
+  at::Tensor threshold;
 
   int64_t num_entries() const { return static_cast<int64_t>(grads.size()); }
 };

@@ -6,8 +6,11 @@
 // Each op takes the grads it clips and, optionally, their norms: given (a process group's
 // reduced norms), the op runs the step on them; absent, the op computes the grads' norms itself,
 // which on CUDA puts norm, step and scale in one launch. Then it updates the grads (GradsUpdate).
-// The *Tensors structs are views of the op's own arguments (reference members): build them only
-// from the dispatcher's parameters, never from temporaries such as `x.contiguous()`.
+// The *Tensors structs hold the op's tensors by value: at::Tensor is a reference-counted handle,
+// so a copy is the same tensor (a few reference counts per call), and a struct built from a
+// temporary such as `x.contiguous()` keeps it alive. The grads stay an at::TensorList, a view of
+// the op's list argument (a copy would take a reference per tensor): a struct lives within the
+// op call.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -64,10 +67,10 @@ at::Device stats_device(at::TensorList grads, const std::optional<at::Tensor>& n
 // zclip_update_: state is float64 [zclip_state::header_size + warmup_steps], result float32 [result_slot::count].
 
 struct ZClipTensors {
-  at::TensorList grads;
-  const std::optional<at::Tensor>& norm;  // absent: the L2 norm of grads
-  at::Tensor& state;
-  at::Tensor& result;
+  at::TensorList grads;            // a view of the op's argument
+  std::optional<at::Tensor> norm;  // absent: the L2 norm of grads
+  at::Tensor state;
+  at::Tensor result;
   bool scale_grads;
 };
 
@@ -92,9 +95,9 @@ void zclip_update(at::TensorList grads, const std::optional<at::Tensor>& norm, a
 // normclip_update_: result float32 [result_slot::count]; the norm is of order norm_type.
 
 struct NormClipTensors {
-  at::TensorList grads;
-  const std::optional<at::Tensor>& norm;  // absent: the norm_type norm of grads
-  at::Tensor& result;
+  at::TensorList grads;            // a view of the op's argument
+  std::optional<at::Tensor> norm;  // absent: the norm_type norm of grads
+  at::Tensor result;
 };
 
 NormClipConfig normclip_config(const NormClipTensors& t, double max_norm, double norm_type,
@@ -116,13 +119,13 @@ void normclip_update(at::TensorList grads, const std::optional<at::Tensor>& norm
 // and per entry a factor and a threshold.
 
 struct PerEntryTensors {
-  at::TensorList grads;
-  const std::optional<at::Tensor>& total_norm;
-  const std::optional<at::Tensor>& norms;
-  const at::Tensor& rows;
-  at::Tensor& result;
-  at::Tensor& coef;
-  at::Tensor& threshold;
+  at::TensorList grads;  // a view of the op's argument
+  std::optional<at::Tensor> total_norm;
+  std::optional<at::Tensor> norms;
+  at::Tensor rows;
+  at::Tensor result;
+  at::Tensor coef;
+  at::Tensor threshold;
   int64_t num_rows;
   bool per_tensor;  // an entry per grad (with a factor each), else the one entry of the total
 
@@ -145,10 +148,10 @@ inline int64_t state_rows(const at::Tensor& state) { return state.dim() == 2 ? s
 
 struct AutoClipTensors {
   PerEntryTensors entries;
-  at::Tensor& lower;
-  at::Tensor& upper;
-  at::Tensor& window;
-  at::Tensor& counters;
+  at::Tensor lower;
+  at::Tensor upper;
+  at::Tensor window;
+  at::Tensor counters;
 };
 
 AutoClipConfig autoclip_config(const AutoClipTensors& t, double percentile, bool lag, const std::string& on_nonfinite,
@@ -179,8 +182,8 @@ void autoclip_update(at::TensorList grads, const std::optional<at::Tensor>& tota
 
 struct AdaGCTensors {
   PerEntryTensors entries;
-  at::Tensor& gamma;
-  at::Tensor& steps;
+  at::Tensor gamma;
+  at::Tensor steps;
 };
 
 AdaGCConfig adagc_config(const AdaGCTensors& t, double lambda_abs, double lambda_rel, double beta, int64_t warmup_steps,
@@ -205,11 +208,11 @@ void adagc_update(at::TensorList grads, const std::optional<at::Tensor>& total_n
 // [skip_step_result::count], all on one device. No grads: the op decides, an optimizer skips.
 
 struct SkipStepTensors {
-  const at::Tensor& loss;
-  const at::Tensor& norm;
-  at::Tensor& history;
-  at::Tensor& counters;
-  at::Tensor& result;
+  at::Tensor loss;
+  at::Tensor norm;
+  at::Tensor history;
+  at::Tensor counters;
+  at::Tensor result;
 };
 
 SkipStepConfig skip_step_config(const SkipStepTensors& t, int64_t window, double sigma, bool reference);
