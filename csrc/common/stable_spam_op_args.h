@@ -12,20 +12,16 @@
 #include <c10/util/ArrayRef.h>
 
 #include <optional>
-#include <string>
 
 #include "stable_spam_step.h"
+#include "stats_checks.h"
 #include "stats_op_args.h"
 
 namespace fastclip {
 
-// Checks the grads (the ops' per-tensor checks; written, for `mutated`) and that they are on the
-// state's device; returns them checked, for the op to plan.
-CheckedList check_stable_spam_grads(at::TensorList grads, bool mutated, const at::Tensor& state);
-
 // The ops' tensors by value, the grads checked (a view of the op's argument), as stats_op_args.h's.
 struct StableSPAMNormsArgs {
-  CheckedList grads;  // check_stable_spam_grads
+  CheckedList grads;  // check_grads_on (stats_checks.h)
   std::optional<at::Tensor> maxima;
   at::Tensor rows;
   at::Tensor state;
@@ -35,7 +31,7 @@ struct StableSPAMNormsArgs {
 at::Tensor stable_spam_norms_output(const StableSPAMNormsArgs& a, double gamma3);
 
 struct StableSPAMTensors {
-  CheckedList grads;  // check_stable_spam_grads
+  CheckedList grads;  // check_grads_on (stats_checks.h)
   at::Tensor stats;   // [2, n]: maxima, sums of squares
   at::Tensor split;   // [2, n]: sums of squares at most and above the threshold
   at::Tensor rows;
@@ -50,7 +46,7 @@ struct StableSPAMTensors {
 
 StableSPAMConfig stable_spam_config(const StableSPAMTensors& t, double gamma1, double gamma2, double gamma3, double eps,
                                     int64_t total_steps, double eta_min, int64_t reset_every,
-                                    const std::string& on_nonfinite, bool reference);
+                                    c10::string_view on_nonfinite, bool reference);
 
 EntryOutputs stable_spam_outputs(const StableSPAMTensors& t);
 
@@ -60,7 +56,7 @@ void stable_spam_update(at::TensorList grads, const at::Tensor& stats, const at:
                         at::Tensor& threshold, double gamma1, double gamma2, double gamma3, double eps,
                         int64_t total_steps, double eta_min, int64_t reset_every, c10::string_view on_nonfinite,
                         bool reference) {
-  const StableSPAMTensors t{check_stable_spam_grads(grads, /*mutated=*/true, state),
+  const StableSPAMTensors t{check_grads_on(grads, /*mutated=*/true, state.device()),
                             stats,
                             split,
                             rows,
@@ -69,8 +65,7 @@ void stable_spam_update(at::TensorList grads, const at::Tensor& stats, const at:
                             result,
                             coef,
                             threshold};
-  run(stable_spam_config(t, gamma1, gamma2, gamma3, eps, total_steps, eta_min, reset_every, std::string(on_nonfinite),
-                         reference),
+  run(stable_spam_config(t, gamma1, gamma2, gamma3, eps, total_steps, eta_min, reset_every, on_nonfinite, reference),
       t);
 }
 

@@ -18,7 +18,6 @@
 #include <c10/util/string_view.h>
 
 #include <optional>
-#include <string>
 
 #include "adagc_step.h"
 #include "autoclip_step.h"
@@ -28,13 +27,6 @@
 #include "zclip_step.h"
 
 namespace fastclip {
-
-NonfinitePolicy parse_nonfinite_policy(const std::string& value);
-
-// A small state/output tensor: defined, contiguous, of `dtype`, on `device` (where `device_of` is),
-// with `numel` elements (or, when numel < 0, any size). Errors name `arg`.
-void check_state_tensor(const at::Tensor& t, const char* arg, at::ScalarType dtype, const at::Device& device,
-                        int64_t numel, const char* device_of = "the norms are");
 
 // The grads, checked (the list the op plans, when it computes their norms or updates them), and
 // what a step does to them once its factors are written: scale them by the step's factor (one, or
@@ -74,20 +66,20 @@ struct ZClipTensors {
   bool scale_grads;
 };
 
+// Each config function checks the op's arguments, the str modes parsed there (stats_checks.h).
 ZClipConfig zclip_config(const ZClipTensors& t, double alpha, double z_thresh, std::optional<double> max_grad_norm,
-                         double eps, int64_t warmup_steps, const std::string& mode, const std::string& clip_option,
-                         double clip_factor, bool skip_update_on_spike, const std::string& on_nonfinite,
-                         bool reference);
+                         double eps, int64_t warmup_steps, c10::string_view threshold_mode,
+                         c10::string_view clip_option, double clip_factor, bool skip_update_on_spike,
+                         c10::string_view on_nonfinite, bool reference);
 
 template <void (*run)(const ZClipConfig&, const ZClipTensors&, const GradsUpdate&)>
 void zclip_update(at::TensorList grads, const std::optional<at::Tensor>& norm, at::Tensor& state, at::Tensor& result,
                   double alpha, double z_thresh, std::optional<double> max_grad_norm, double eps, int64_t warmup_steps,
-                  c10::string_view mode, c10::string_view clip_option, double clip_factor, bool skip_update_on_spike,
-                  c10::string_view on_nonfinite, bool reference, bool scale_grads) {
+                  c10::string_view threshold_mode, c10::string_view clip_option, double clip_factor,
+                  bool skip_update_on_spike, c10::string_view on_nonfinite, bool reference, bool scale_grads) {
   const ZClipTensors t{grads, norm, state, result, scale_grads};
-  const ZClipConfig config =
-      zclip_config(t, alpha, z_thresh, max_grad_norm, eps, warmup_steps, std::string(mode), std::string(clip_option),
-                   clip_factor, skip_update_on_spike, std::string(on_nonfinite), reference);
+  const ZClipConfig config = zclip_config(t, alpha, z_thresh, max_grad_norm, eps, warmup_steps, threshold_mode,
+                                          clip_option, clip_factor, skip_update_on_spike, on_nonfinite, reference);
   run(config, t, grads_update(grads, state.device(), scale_grads, config.policy, /*per_tensor_factors=*/false));
 }
 
@@ -101,13 +93,13 @@ struct NormClipTensors {
 };
 
 NormClipConfig normclip_config(const NormClipTensors& t, double max_norm, double norm_type,
-                               const std::string& on_nonfinite);
+                               c10::string_view on_nonfinite);
 
 template <void (*run)(const NormClipConfig&, const NormClipTensors&, double norm_type, const GradsUpdate&)>
 void normclip_update(at::TensorList grads, const std::optional<at::Tensor>& norm, at::Tensor& result, double max_norm,
                      double norm_type, c10::string_view on_nonfinite, bool scale_grads) {
   const NormClipTensors t{grads, norm, result};
-  const NormClipConfig config = normclip_config(t, max_norm, norm_type, std::string(on_nonfinite));
+  const NormClipConfig config = normclip_config(t, max_norm, norm_type, on_nonfinite);
   run(config, t, norm_type,
       grads_update(grads, result.device(), scale_grads, config.policy, /*per_tensor_factors=*/false));
 }
@@ -154,7 +146,7 @@ struct AutoClipTensors {
   at::Tensor counters;
 };
 
-AutoClipConfig autoclip_config(const AutoClipTensors& t, double percentile, bool lag, const std::string& on_nonfinite,
+AutoClipConfig autoclip_config(const AutoClipTensors& t, double percentile, bool lag, c10::string_view on_nonfinite,
                                bool reference);
 AutoClipBuffers autoclip_buffers(const AutoClipTensors& t);
 
@@ -172,7 +164,7 @@ void autoclip_update(at::TensorList grads, const std::optional<at::Tensor>& tota
                           upper,
                           window,
                           counters};
-  const AutoClipConfig config = autoclip_config(t, percentile, lag, std::string(on_nonfinite), reference);
+  const AutoClipConfig config = autoclip_config(t, percentile, lag, on_nonfinite, reference);
   run(config, t, entry_grads_update(t.entries, scale_grads, config.policy));
 }
 
@@ -187,7 +179,7 @@ struct AdaGCTensors {
 };
 
 AdaGCConfig adagc_config(const AdaGCTensors& t, double lambda_abs, double lambda_rel, double beta, int64_t warmup_steps,
-                         double eps, const std::string& on_nonfinite, bool reference);
+                         double eps, c10::string_view on_nonfinite, bool reference);
 
 template <void (*run)(const AdaGCConfig&, const AdaGCTensors&, const GradsUpdate&)>
 void adagc_update(at::TensorList grads, const std::optional<at::Tensor>& total_norm,
@@ -197,8 +189,7 @@ void adagc_update(at::TensorList grads, const std::optional<at::Tensor>& total_n
                   bool scale_grads) {
   const AdaGCTensors t{
       {grads, total_norm, norms, rows, result, coef, threshold, state_rows(gamma), /*per_tensor=*/true}, gamma, steps};
-  const AdaGCConfig config =
-      adagc_config(t, lambda_abs, lambda_rel, beta, warmup_steps, eps, std::string(on_nonfinite), reference);
+  const AdaGCConfig config = adagc_config(t, lambda_abs, lambda_rel, beta, warmup_steps, eps, on_nonfinite, reference);
   run(config, t, entry_grads_update(t.entries, scale_grads, config.policy));
 }
 

@@ -17,7 +17,7 @@ namespace {
 
 at::Tensor stable_spam_norms_cpu(at::TensorList grads, const std::optional<at::Tensor>& maxima, const at::Tensor& rows,
                                  const at::Tensor& state, double gamma3) {
-  const StableSPAMNormsArgs args{check_stable_spam_grads(grads, /*mutated=*/false, state), maxima, rows, state};
+  const StableSPAMNormsArgs args{check_grads_on(grads, /*mutated=*/false, state.device()), maxima, rows, state};
   at::Tensor out = stable_spam_norms_output(args, gamma3);
   const int64_t n = static_cast<int64_t>(grads.size());
   if (n == 0) return out;

@@ -13,7 +13,7 @@ namespace {
 
 at::Tensor stable_spam_norms_cuda(at::TensorList grads, const std::optional<at::Tensor>& maxima, const at::Tensor& rows,
                                   const at::Tensor& state, double gamma3) {
-  const StableSPAMNormsArgs args{check_stable_spam_grads(grads, /*mutated=*/false, state), maxima, rows, state};
+  const StableSPAMNormsArgs args{check_grads_on(grads, /*mutated=*/false, state.device()), maxima, rows, state};
   at::Tensor out = stable_spam_norms_output(args, gamma3);
   if (grads.empty()) return out;
   const DeviceScope scope(state.device());
