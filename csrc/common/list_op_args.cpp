@@ -6,37 +6,40 @@
 
 namespace fastclip {
 
-void check_multi_tensor_norm_args(at::TensorList tensors, double norm_type) {
+CheckedList check_multi_tensor_norm_args(at::TensorList tensors, double norm_type) {
   check_norm_type(norm_type);
   TORCH_CHECK(!tensors.empty(), "fastclip: tensors must not be empty");
-  check_tensor_list(tensors, "tensors", /*mutated=*/false);
+  return check_tensor_list(tensors, "tensors", /*mutated=*/false);
 }
 
-void check_multi_tensor_scale_args(at::TensorList tensors, const at::Tensor& scale) {
-  check_tensor_list(tensors, "tensors", /*mutated=*/true);
+CheckedList check_multi_tensor_scale_args(at::TensorList tensors, const at::Tensor& scale) {
+  CheckedList checked = check_tensor_list(tensors, "tensors", /*mutated=*/true);
   check_scalar_tensor(scale, "scale", tensors, /*allow_per_tensor=*/true);
   check_reads_apart_from_writes(tensors, "tensors", scale, "scale", /*read_is_list=*/false,
                                 "pass a copy of the scale (scale.clone())");
+  return checked;
 }
 
-void check_multi_tensor_clip_by_norm_args(at::TensorList tensors, const at::Tensor& total_norm, double max_norm) {
+CheckedList check_multi_tensor_clip_by_norm_args(at::TensorList tensors, const at::Tensor& total_norm,
+                                                 double max_norm) {
   check_nonnegative(max_norm, "max_norm");
-  check_tensor_list(tensors, "tensors", /*mutated=*/true);
+  CheckedList checked = check_tensor_list(tensors, "tensors", /*mutated=*/true);
   check_scalar_tensor(total_norm, "total_norm", tensors, /*allow_per_tensor=*/false);
   check_reads_apart_from_writes(tensors, "tensors", total_norm, "total_norm", /*read_is_list=*/false,
                                 "pass a copy of the norm (total_norm.clone())");
+  return checked;
 }
 
-void check_multi_tensor_clip_grad_norm_args(at::TensorList tensors, double max_norm, double norm_type) {
+CheckedList check_multi_tensor_clip_grad_norm_args(at::TensorList tensors, double max_norm, double norm_type) {
   check_nonnegative(max_norm, "max_norm");
   check_norm_type(norm_type);
   TORCH_CHECK(!tensors.empty(), "fastclip: tensors must not be empty");
-  check_tensor_list(tensors, "tensors", /*mutated=*/true);
+  return check_tensor_list(tensors, "tensors", /*mutated=*/true);
 }
 
-void check_multi_tensor_clamp_args(at::TensorList tensors, double clip_value) {
+CheckedList check_multi_tensor_clamp_args(at::TensorList tensors, double clip_value) {
   check_nonnegative(clip_value, "clip_value");
-  check_tensor_list(tensors, "tensors", /*mutated=*/true);
+  return check_tensor_list(tensors, "tensors", /*mutated=*/true);
 }
 
 void check_agc_clip_args(at::TensorList grads, at::TensorList params, double clip_factor, double eps) {

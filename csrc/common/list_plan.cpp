@@ -94,20 +94,11 @@ void check_no_overlap_between(at::TensorList tensors, const char* arg) {
   });
 }
 
-// What a check or a plan of a list of dense tensors depends on, entry by entry: a list with the
-// same fingerprint passes the same checks (same dtypes, one device, the same memory spans) and
-// gets the same plan, whichever tensor objects hold those spans. Lists with a tensor that is
-// not dense, or undefined, or of another dtype, get no fingerprint (they are checked and planned
-// in full every time).
-struct Fingerprint {
-  const void* data;
-  int64_t numel;
-  int32_t dtype;
-  int32_t device;  // type and index
-};
-static_assert(sizeof(Fingerprint) == 24, "compared with memcmp: no padding");
+// The fingerprint of `tensors` into *out (TensorFingerprint, list_plan.h); false where a tensor
+// is not dense, or undefined, or of another dtype: then the list gets none.
+static_assert(sizeof(TensorFingerprint) == 24, "compared with memcmp: no padding");
 
-bool fingerprint(at::TensorList tensors, std::vector<Fingerprint>* out) {
+bool fingerprint(at::TensorList tensors, std::vector<TensorFingerprint>* out) {
   out->resize(tensors.size());
   for (size_t i = 0; i < tensors.size(); ++i) {
     prefetch_tensor_metadata(tensors, i);
@@ -116,8 +107,8 @@ bool fingerprint(at::TensorList tensors, std::vector<Fingerprint>* out) {
     const at::ScalarType type = t.scalar_type();
     if (!is_supported_dtype(type)) return false;
     const at::Device device = t.device();
-    (*out)[i] = Fingerprint{t.const_data_ptr(), t.numel(), static_cast<int32_t>(type),
-                            static_cast<int32_t>(device.type()) << 16 | static_cast<uint16_t>(device.index())};
+    (*out)[i] = TensorFingerprint{t.const_data_ptr(), t.numel(), static_cast<int32_t>(type),
+                                  static_cast<int32_t>(device.type()) << 16 | static_cast<uint16_t>(device.index())};
   }
   return true;
 }
@@ -127,10 +118,14 @@ bool fingerprint(at::TensorList tensors, std::vector<Fingerprint>* out) {
 template <typename Value>
 class RecentLists {
  public:
-  const Value* find(const std::vector<Fingerprint>& key) {
+  // The most recent value stored under `key` for which matches(value) holds, moved to the front;
+  // null if there is none.
+  template <typename Matches>
+  const Value* find(const std::vector<TensorFingerprint>& key, const Matches& matches) {
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
       if (it->first.size() == key.size() &&
-          std::memcmp(it->first.data(), key.data(), key.size() * sizeof(Fingerprint)) == 0) {
+          std::memcmp(it->first.data(), key.data(), key.size() * sizeof(TensorFingerprint)) == 0 &&
+          matches(it->second)) {
         if (it != entries_.begin()) {  // to the front (erase first: push_front invalidates `it`)
           auto entry = std::move(*it);
           entries_.erase(it);
@@ -141,25 +136,15 @@ class RecentLists {
     }
     return nullptr;
   }
-  void add(std::vector<Fingerprint> key, Value value) {
+  void add(std::vector<TensorFingerprint> key, Value value) {
     entries_.emplace_front(std::move(key), std::move(value));
     if (entries_.size() > kEntries) entries_.pop_back();
   }
 
  private:
   static constexpr size_t kEntries = 4;
-  std::deque<std::pair<std::vector<Fingerprint>, Value>> entries_;
+  std::deque<std::pair<std::vector<TensorFingerprint>, Value>> entries_;
 };
-
-// The fingerprint the last check_tensor_list computed, for the plan that an op makes right after
-// checking the same list (the same array of tensors, nothing run in between): on lists of tens of
-// thousands of tensors, fingerprinting is most of an op's host time. Any plan takes it or drops it.
-struct LastChecked {
-  const at::Tensor* list = nullptr;  // null: nothing to hand over
-  size_t size = 0;
-  std::vector<Fingerprint> key;
-};
-thread_local LastChecked last_checked;
 
 }  // namespace
 
@@ -194,18 +179,15 @@ void check_reads_apart_from_writes(at::TensorList written, const char* written_a
   });
 }
 
-void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated) {
+CheckedList check_tensor_list(at::TensorList tensors, const char* arg, bool mutated) {
   // A list that passed (as in-place when it is one now) needs no second look: a clipper checks
   // the same grads every step, and on lists of thousands of small tensors the checks would cost
   // more than the clip.
   thread_local RecentLists<bool> passed;  // value: checked as an in-place list
-  std::vector<Fingerprint>& key = last_checked.key;
+  std::vector<TensorFingerprint> key;
   const bool keyed = fingerprint(tensors, &key);
-  last_checked.list = keyed ? tensors.data() : nullptr;
-  last_checked.size = tensors.size();
-  if (keyed) {
-    const bool* as_mutated = passed.find(key);
-    if (as_mutated != nullptr && (*as_mutated || !mutated)) return;
+  if (keyed && passed.find(key, [&](bool as_mutated) { return as_mutated || !mutated; }) != nullptr) {
+    return CheckedList(tensors, std::move(key), keyed);
   }
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
@@ -223,6 +205,7 @@ void check_tensor_list(at::TensorList tensors, const char* arg, bool mutated) {
   }
   if (mutated) check_no_overlap_between(tensors, arg);
   if (keyed) passed.add(key, mutated);
+  return CheckedList(tensors, std::move(key), keyed);
 }
 
 void check_norm_type(double norm_type) {
@@ -293,25 +276,16 @@ ListPlan plan_in_full(at::TensorList tensors, int64_t chunk_size) {
 
 }  // namespace
 
-ListPlan plan_tensor_list(at::TensorList tensors, int64_t chunk_size) {
-  // A list planned before (the same spans and dtypes; chunk size folded into the key) gets a copy
-  // of that plan: a memcpy, where planning again costs several calls into each tensor.
+ListPlan plan_tensor_list(const CheckedList& list, int64_t chunk_size) {
+  // A list planned before (the same spans and dtypes, the same chunk size) gets a copy of that
+  // plan: a memcpy, where planning again costs several calls into each tensor.
   thread_local RecentLists<ListPlan> planned;
-  std::vector<Fingerprint> key;
-  // (The ends' data pointers guard the invariant that no op plans a list it did not just check.)
-  const bool just_checked = last_checked.list == tensors.data() && last_checked.size == tensors.size() &&
-                            !tensors.empty() && last_checked.key.front().data == tensors.front().const_data_ptr() &&
-                            last_checked.key.back().data == tensors.back().const_data_ptr();
-  last_checked.list = nullptr;  // handed over once, to the plan that follows the check
-  if (just_checked) {
-    key = last_checked.key;
-  } else if (!fingerprint(tensors, &key)) {
-    return plan_in_full(tensors, chunk_size);
+  if (!list.keyed_) return plan_in_full(list.tensors(), chunk_size);
+  if (const ListPlan* plan = planned.find(list.key_, [&](const ListPlan& p) { return p.chunk_size == chunk_size; })) {
+    return *plan;
   }
-  key.push_back(Fingerprint{nullptr, chunk_size, -1, -1});
-  if (const ListPlan* plan = planned.find(key)) return *plan;
-  ListPlan plan = plan_in_full(tensors, chunk_size);
-  planned.add(std::move(key), plan);
+  ListPlan plan = plan_in_full(list.tensors(), chunk_size);
+  planned.add(list.key_, plan);
   return plan;
 }
 

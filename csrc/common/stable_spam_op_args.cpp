@@ -3,18 +3,11 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
-#include <algorithm>
-#include <cmath>
-#include <vector>
-
 #include "list_plan.h"
+#include "stats_checks.h"
 
 namespace fastclip {
 namespace {
-
-void check_open_unit(double value, const char* arg) {
-  TORCH_CHECK(value > 0.0 && value < 1.0, "fastclip: ", arg, " must lie in (0, 1), got ", value);
-}
 
 // rows: int64, one per grad, each naming a row of state (float64 [rows, stable_spam_row::count]);
 // distinct where the op writes them (`written`: each entry updates its row).
@@ -23,19 +16,7 @@ void check_rows_and_state(at::TensorList grads, const at::Tensor& rows, const at
   check_state_tensor(state, "state", at::kDouble, device, -1);
   TORCH_CHECK(state.dim() == 2 && state.size(1) == stable_spam_row::count, "fastclip: state must have shape [tensors, ",
               stable_spam_row::count, "], got ", state.sizes());
-  check_state_tensor(rows, "rows", at::kLong, device, static_cast<int64_t>(grads.size()));
-  // On a GPU these checks would sync: there the kernels ignore rows out of range.
-  if (rows.is_cpu() && rows.numel() > 0) {
-    const int64_t* first = rows.const_data_ptr<int64_t>();
-    const int64_t* last = first + rows.numel();
-    const auto [low, high] = std::minmax_element(first, last);
-    TORCH_CHECK(*low >= 0 && *high < state.size(0), "fastclip: rows must lie in [0, ", state.size(0), ")");
-    if (written) {
-      std::vector<int64_t> sorted(first, last);
-      std::sort(sorted.begin(), sorted.end());
-      TORCH_CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end(), "fastclip: rows must be distinct");
-    }
-  }
+  check_rows(rows, static_cast<int64_t>(grads.size()), state.size(0), device, /*distinct=*/written);
 }
 
 void check_pair_tensor(const at::Tensor& t, const char* arg, int64_t n, const at::Device& device) {
@@ -46,45 +27,33 @@ void check_pair_tensor(const at::Tensor& t, const char* arg, int64_t n, const at
 }  // namespace
 
 at::Tensor stable_spam_norms_output(const StableSPAMNormsArgs& a, double gamma3) {
-  check_tensor_list(a.grads, "grads", /*mutated=*/false);
   const at::Device device = a.state.device();
-  if (!a.grads.empty()) {
-    TORCH_CHECK(a.grads[0].device() == device, "fastclip: grads are on ", a.grads[0].device(), " but the state is on ",
-                device);
-  }
-  check_rows_and_state(a.grads, a.rows, a.state, device, /*written=*/false);
+  check_rows_and_state(a.grads.tensors(), a.rows, a.state, device, /*written=*/false);
   const int64_t n = static_cast<int64_t>(a.grads.size());
   if (a.maxima.has_value()) check_state_tensor(*a.maxima, "maxima", at::kDouble, device, n);
-  check_open_unit(gamma3, "gamma3");
+  check_open_unit_interval(gamma3, "gamma3");
   return at::zeros({2, n}, at::TensorOptions().dtype(at::kDouble).device(device));
 }
 
 StableSPAMConfig stable_spam_config(const StableSPAMTensors& t, double gamma1, double gamma2, double gamma3, double eps,
                                     int64_t total_steps, double eta_min, int64_t reset_every,
-                                    const std::string& on_nonfinite, bool reference) {
-  check_tensor_list(t.grads, "grads", /*mutated=*/true);
+                                    c10::string_view on_nonfinite, bool reference) {
   const at::Device device = t.state.device();
-  if (!t.grads.empty()) {
-    TORCH_CHECK(t.grads[0].device() == device, "fastclip: grads are on ", t.grads[0].device(), " but the state is on ",
-                device);
-  }
   const int64_t n = t.num_entries();
-  check_rows_and_state(t.grads, t.rows, t.state, device, /*written=*/true);
+  check_rows_and_state(t.grads.tensors(), t.rows, t.state, device, /*written=*/true);
   check_pair_tensor(t.stats, "stats", n, device);
   check_pair_tensor(t.split, "split", n, device);
   check_state_tensor(t.steps, "steps", at::kDouble, device, 1);
-  check_state_tensor(t.result, "result", at::kFloat, device, result_slot::count);
-  check_state_tensor(t.coef, "coef", at::kFloat, device, n);
-  check_state_tensor(t.threshold, "threshold", at::kFloat, device, n);
-  check_reads_apart_from_writes(t.grads, "grads", {t.stats, t.split}, "stats", /*read_is_list=*/true,
+  check_entry_outputs(t.result, t.coef, t.threshold, n, device);
+  check_reads_apart_from_writes(t.grads.tensors(), "grads", {t.stats, t.split}, "stats", /*read_is_list=*/true,
                                 "pass the statistics stable_spam_norms returned");
   TORCH_CHECK(gamma1 >= 0.0 && gamma1 < 1.0, "fastclip: gamma1 must lie in [0, 1), got ", gamma1);
-  check_open_unit(gamma2, "gamma2");
-  check_open_unit(gamma3, "gamma3");
+  check_open_unit_interval(gamma2, "gamma2");
+  check_open_unit_interval(gamma3, "gamma3");
   check_finite_nonnegative(eps, "eps");
-  TORCH_CHECK(total_steps >= 0, "fastclip: total_steps must be >= 0 (0: no decay), got ", total_steps);
+  check_nonnegative_count(total_steps, "total_steps", " (0: no decay)");
   TORCH_CHECK(eta_min >= 0.0 && eta_min <= 1.0, "fastclip: eta_min must lie in [0, 1], got ", eta_min);
-  TORCH_CHECK(reset_every >= 0, "fastclip: reset_every must be >= 0 (0: no reset), got ", reset_every);
+  check_nonnegative_count(reset_every, "reset_every", " (0: no reset)");
   return StableSPAMConfig{.gamma1 = gamma1,
                           .gamma2 = gamma2,
                           .gamma3 = gamma3,

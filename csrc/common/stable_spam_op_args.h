@@ -12,40 +12,41 @@
 #include <c10/util/ArrayRef.h>
 
 #include <optional>
-#include <string>
 
 #include "stable_spam_step.h"
+#include "stats_checks.h"
 #include "stats_op_args.h"
 
 namespace fastclip {
 
+// The ops' tensors by value, the grads checked (a view of the op's argument), as stats_op_args.h's.
 struct StableSPAMNormsArgs {
-  at::TensorList grads;
-  const std::optional<at::Tensor>& maxima;
-  const at::Tensor& rows;
-  const at::Tensor& state;
+  CheckedList grads;  // check_grads_on (stats_checks.h)
+  std::optional<at::Tensor> maxima;
+  at::Tensor rows;
+  at::Tensor state;
 };
 
-// Checks the arguments and returns the output, float64 [2, grads], zeroed, on the grads' device.
+// Checks the other arguments and returns the output, float64 [2, grads], zeroed, on the grads' device.
 at::Tensor stable_spam_norms_output(const StableSPAMNormsArgs& a, double gamma3);
 
 struct StableSPAMTensors {
-  at::TensorList grads;
-  const at::Tensor& stats;  // [2, n]: maxima, sums of squares
-  const at::Tensor& split;  // [2, n]: sums of squares at most and above the threshold
-  const at::Tensor& rows;
-  at::Tensor& state;
-  at::Tensor& steps;
-  at::Tensor& result;
-  at::Tensor& coef;
-  at::Tensor& threshold;
+  CheckedList grads;  // check_grads_on (stats_checks.h)
+  at::Tensor stats;   // [2, n]: maxima, sums of squares
+  at::Tensor split;   // [2, n]: sums of squares at most and above the threshold
+  at::Tensor rows;
+  at::Tensor state;
+  at::Tensor steps;
+  at::Tensor result;
+  at::Tensor coef;
+  at::Tensor threshold;
 
   int64_t num_entries() const { return static_cast<int64_t>(grads.size()); }
 };
 
 StableSPAMConfig stable_spam_config(const StableSPAMTensors& t, double gamma1, double gamma2, double gamma3, double eps,
                                     int64_t total_steps, double eta_min, int64_t reset_every,
-                                    const std::string& on_nonfinite, bool reference);
+                                    c10::string_view on_nonfinite, bool reference);
 
 EntryOutputs stable_spam_outputs(const StableSPAMTensors& t);
 
@@ -55,9 +56,16 @@ void stable_spam_update(at::TensorList grads, const at::Tensor& stats, const at:
                         at::Tensor& threshold, double gamma1, double gamma2, double gamma3, double eps,
                         int64_t total_steps, double eta_min, int64_t reset_every, c10::string_view on_nonfinite,
                         bool reference) {
-  const StableSPAMTensors t{grads, stats, split, rows, state, steps, result, coef, threshold};
-  run(stable_spam_config(t, gamma1, gamma2, gamma3, eps, total_steps, eta_min, reset_every, std::string(on_nonfinite),
-                         reference),
+  const StableSPAMTensors t{check_grads_on(grads, /*mutated=*/true, state.device()),
+                            stats,
+                            split,
+                            rows,
+                            state,
+                            steps,
+                            result,
+                            coef,
+                            threshold};
+  run(stable_spam_config(t, gamma1, gamma2, gamma3, eps, total_steps, eta_min, reset_every, on_nonfinite, reference),
       t);
 }
 

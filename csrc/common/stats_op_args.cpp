@@ -6,45 +6,11 @@
 #include <cmath>
 
 #include "list_plan.h"
+#include "stats_checks.h"
 
 namespace fastclip {
 
-NonfinitePolicy parse_nonfinite_policy(const std::string& value) {
-  if (value == "skip") return NonfinitePolicy::kSkip;
-  if (value == "zero") return NonfinitePolicy::kZero;
-  if (value == "propagate") return NonfinitePolicy::kPropagate;
-  TORCH_CHECK(false,
-              "fastclip: on_nonfinite must be 'skip', 'zero' or 'propagate' in the op ('error' is handled by "
-              "the Python clipper), got '",
-              value, "'");
-}
-
-void check_state_tensor(const at::Tensor& t, const char* arg, at::ScalarType dtype, const at::Device& device,
-                        int64_t numel, const char* device_of) {
-  TORCH_CHECK(t.defined(), "fastclip: ", arg, " is undefined");
-  TORCH_CHECK(t.layout() == at::kStrided, "fastclip: ", arg, " must be a dense (strided) tensor");
-  TORCH_CHECK(t.scalar_type() == dtype, "fastclip: ", arg, " must be ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK(t.device() == device, "fastclip: ", arg, " is on ", t.device(), " but ", device_of, " on ", device);
-  TORCH_CHECK(t.is_contiguous(), "fastclip: ", arg, " must be contiguous");
-  TORCH_CHECK(numel < 0 || t.numel() == numel, "fastclip: ", arg, " must hold ", numel, " elements, got shape ",
-              t.sizes());
-}
-
 namespace {
-
-void check_norm_tensor(const at::Tensor& t, const char* arg, int64_t numel) {
-  TORCH_CHECK(t.defined(), "fastclip: ", arg, " is undefined");
-  TORCH_CHECK(t.layout() == at::kStrided, "fastclip: ", arg, " must be a dense (strided) tensor");
-  TORCH_CHECK(is_supported_dtype(t.scalar_type()), "fastclip: ", arg,
-              " must be float32, float16, bfloat16 or float64, got ", t.scalar_type());
-  TORCH_CHECK(t.is_contiguous(), "fastclip: ", arg, " must be contiguous");
-  TORCH_CHECK(numel < 0 || t.numel() == numel, "fastclip: ", arg, " must hold ", numel, " elements, got shape ",
-              t.sizes());
-}
-
-void check_unit_interval(double value, const char* arg) {
-  TORCH_CHECK(value > 0.0 && value < 1.0, "fastclip: ", arg, " must lie in (0, 1), got ", value);
-}
 
 // Checks the per-entry inputs of the per-tensor ops: norms (a float dtype, 1-d) and total_norm,
 // both given or both absent; rows (int64, one per entry, each < num_rows), coef/threshold
@@ -61,14 +27,8 @@ at::Device check_per_entry_args(const PerEntryTensors& t) {
     TORCH_CHECK(norms.device() == device, "fastclip: norms is on ", norms.device(), " but total_norm is on ", device);
   }
   const int64_t entries = t.num_entries();
-  check_state_tensor(t.rows, "rows", at::kLong, device, entries);
-  check_state_tensor(t.result, "result", at::kFloat, device, result_slot::count);
-  check_state_tensor(t.coef, "coef", at::kFloat, device, entries);
-  check_state_tensor(t.threshold, "threshold", at::kFloat, device, entries);
-  if (t.rows.is_cpu() && t.rows.numel() > 0) {  // on a GPU this would sync; the kernels ignore rows out of range
-    TORCH_CHECK(t.rows.min().item<int64_t>() >= 0 && t.rows.max().item<int64_t>() < t.num_rows,
-                "fastclip: rows must lie in [0, ", t.num_rows, ")");
-  }
+  check_rows(t.rows, entries, t.num_rows, device, /*distinct=*/false);
+  check_entry_outputs(t.result, t.coef, t.threshold, entries, device);
   return device;
 }
 
@@ -87,18 +47,12 @@ at::Device stats_device(at::TensorList grads, const std::optional<at::Tensor>& n
 
 GradsUpdate grads_update(at::TensorList grads, const at::Device& device, bool scale_grads, NonfinitePolicy policy,
                          bool per_tensor_factors) {
-  check_tensor_list(grads, "grads", /*mutated=*/true);
-  if (!grads.empty()) {
-    TORCH_CHECK(grads[0].device() == device, "fastclip: grads are on ", grads[0].device(), " but the state is on ",
-                device);
-  }
   const bool zero = policy == NonfinitePolicy::kZero;
-  GradsUpdate update;
-  update.active = !grads.empty() && (scale_grads || zero);
-  update.per_tensor = scale_grads && per_tensor_factors;
-  update.zero_where_set = !scale_grads;
-  update.clear_on_zero = zero;
-  return update;
+  return GradsUpdate{.grads = check_grads_on(grads, /*mutated=*/true, device),
+                     .active = !grads.empty() && (scale_grads || zero),
+                     .per_tensor = scale_grads && per_tensor_factors,
+                     .zero_where_set = !scale_grads,
+                     .clear_on_zero = zero};
 }
 
 GradsUpdate entry_grads_update(const PerEntryTensors& t, bool scale_grads, NonfinitePolicy policy) {
@@ -110,41 +64,39 @@ GradsUpdate entry_grads_update(const PerEntryTensors& t, bool scale_grads, Nonfi
 }
 
 ZClipConfig zclip_config(const ZClipTensors& t, double alpha, double z_thresh, std::optional<double> max_grad_norm,
-                         double eps, int64_t warmup_steps, const std::string& mode, const std::string& clip_option,
-                         double clip_factor, bool skip_update_on_spike, const std::string& on_nonfinite,
-                         bool reference) {
+                         double eps, int64_t warmup_steps, c10::string_view threshold_mode,
+                         c10::string_view clip_option, double clip_factor, bool skip_update_on_spike,
+                         c10::string_view on_nonfinite, bool reference) {
   const at::Device device = stats_device(t.grads, t.norm, "norm");
   if (t.norm.has_value()) check_norm_tensor(*t.norm, "norm", 1);
-  TORCH_CHECK(warmup_steps >= 0, "fastclip: warmup_steps must be >= 0, got ", warmup_steps);
+  check_nonnegative_count(warmup_steps, "warmup_steps");
   const int64_t warmup = warmup_steps < 1 ? 1 : warmup_steps;
   check_state_tensor(t.state, "state", at::kDouble, device, zclip_state::header_size + warmup);
   check_state_tensor(t.result, "result", at::kFloat, device, result_slot::count);
-  check_unit_interval(alpha, "alpha");
-  TORCH_CHECK(std::isfinite(z_thresh) && z_thresh > 0.0, "fastclip: z_thresh must be finite and > 0, got ", z_thresh);
+  check_open_unit_interval(alpha, "alpha");
+  check_finite_positive(z_thresh, "z_thresh");
   TORCH_CHECK(!max_grad_norm || (*max_grad_norm > 0.0 && !std::isnan(*max_grad_norm)),
               "fastclip: max_grad_norm must be > 0 or None, got ", max_grad_norm.value_or(0.0));
   check_finite_nonnegative(eps, "eps");
   check_finite_positive(clip_factor, "clip_factor");
-  TORCH_CHECK(mode == "zscore" || mode == "percentile", "fastclip: mode must be 'zscore' or 'percentile', got '", mode,
-              "'");
-  TORCH_CHECK(clip_option == "adaptive_scaling" || clip_option == "mean",
-              "fastclip: clip_option must be 'adaptive_scaling' or 'mean', got '", clip_option, "'");
+  const ZClipThresholdMode mode = parse_zclip_threshold_mode(threshold_mode);
+  const ZClipClipOption option = parse_zclip_clip_option(clip_option);
   return ZClipConfig{.alpha = alpha,
                      .z_thresh = z_thresh,
                      .max_grad_norm = max_grad_norm.value_or(0.0),
                      .eps = eps,
                      .clip_factor = clip_factor,
                      .warmup_steps = warmup,
+                     .threshold_mode = mode,
+                     .clip_option = option,
                      .has_max_grad_norm = max_grad_norm.has_value(),
-                     .percentile_mode = mode == "percentile",
-                     .clip_to_mean = clip_option == "mean",
                      .skip_update_on_spike = skip_update_on_spike,
                      .reference = reference,
                      .policy = parse_nonfinite_policy(on_nonfinite)};
 }
 
 NormClipConfig normclip_config(const NormClipTensors& t, double max_norm, double norm_type,
-                               const std::string& on_nonfinite) {
+                               c10::string_view on_nonfinite) {
   const at::Device device = stats_device(t.grads, t.norm, "norm");
   if (t.norm.has_value()) check_norm_tensor(*t.norm, "norm", 1);
   check_state_tensor(t.result, "result", at::kFloat, device, result_slot::count);
@@ -153,7 +105,7 @@ NormClipConfig normclip_config(const NormClipTensors& t, double max_norm, double
   return NormClipConfig{.max_norm = max_norm, .policy = parse_nonfinite_policy(on_nonfinite)};
 }
 
-AutoClipConfig autoclip_config(const AutoClipTensors& t, double percentile, bool lag, const std::string& on_nonfinite,
+AutoClipConfig autoclip_config(const AutoClipTensors& t, double percentile, bool lag, c10::string_view on_nonfinite,
                                bool reference) {
   const at::Tensor& counters = t.counters;
   TORCH_CHECK(counters.dim() == 2 && counters.size(1) == autoclip_counter::count,
@@ -186,7 +138,7 @@ EntryOutputs entry_outputs(const PerEntryTensors& t) {
 }
 
 AdaGCConfig adagc_config(const AdaGCTensors& t, double lambda_abs, double lambda_rel, double beta, int64_t warmup_steps,
-                         double eps, const std::string& on_nonfinite, bool reference) {
+                         double eps, c10::string_view on_nonfinite, bool reference) {
   TORCH_CHECK(t.gamma.dim() == 2 && t.gamma.size(1) == adagc_gamma::count, "fastclip: gamma must have shape [tensors, ",
               adagc_gamma::count, "], got ", t.gamma.sizes());
   const at::Device device = check_per_entry_args(t.entries);
@@ -194,8 +146,8 @@ AdaGCConfig adagc_config(const AdaGCTensors& t, double lambda_abs, double lambda
   check_state_tensor(t.steps, "steps", at::kDouble, device, 1);
   check_finite_positive(lambda_abs, "lambda_abs");
   check_finite_positive(lambda_rel, "lambda_rel");
-  check_unit_interval(beta, "beta");
-  TORCH_CHECK(warmup_steps >= 0, "fastclip: warmup_steps must be >= 0, got ", warmup_steps);
+  check_open_unit_interval(beta, "beta");
+  check_nonnegative_count(warmup_steps, "warmup_steps");
   check_finite_nonnegative(eps, "eps");
   return AdaGCConfig{.lambda_abs = lambda_abs,
                      .lambda_rel = lambda_rel,
@@ -208,7 +160,7 @@ AdaGCConfig adagc_config(const AdaGCTensors& t, double lambda_abs, double lambda
 
 SkipStepConfig skip_step_config(const SkipStepTensors& t, int64_t window, double sigma, bool reference) {
   TORCH_CHECK(window >= 1, "fastclip: window must be >= 1, got ", window);
-  TORCH_CHECK(std::isfinite(sigma) && sigma > 0.0, "fastclip: sigma must be finite and > 0, got ", sigma);
+  check_finite_positive(sigma, "sigma");
   TORCH_CHECK(t.history.defined(), "fastclip: history is undefined");
   const at::Device device = t.history.device();
   for (const auto& [value, name] : {std::pair<const at::Tensor&, const char*>{t.loss, "loss"}, {t.norm, "norm"}}) {

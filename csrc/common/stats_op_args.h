@@ -6,8 +6,11 @@
 // Each op takes the grads it clips and, optionally, their norms: given (a process group's
 // reduced norms), the op runs the step on them; absent, the op computes the grads' norms itself,
 // which on CUDA puts norm, step and scale in one launch. Then it updates the grads (GradsUpdate).
-// The *Tensors structs are views of the op's own arguments (reference members): build them only
-// from the dispatcher's parameters, never from temporaries such as `x.contiguous()`.
+// The *Tensors structs hold the op's tensors by value: at::Tensor is a reference-counted handle,
+// so a copy is the same tensor (a few reference counts per call), and a struct built from a
+// temporary such as `x.contiguous()` keeps it alive. The grads stay an at::TensorList, a view of
+// the op's list argument (a copy would take a reference per tensor): a struct lives within the
+// op call.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -15,32 +18,27 @@
 #include <c10/util/string_view.h>
 
 #include <optional>
-#include <string>
 
 #include "adagc_step.h"
 #include "autoclip_step.h"
+#include "list_plan.h"
 #include "normclip_step.h"
 #include "skip_step.h"
 #include "zclip_step.h"
 
 namespace fastclip {
 
-NonfinitePolicy parse_nonfinite_policy(const std::string& value);
-
-// A small state/output tensor: defined, contiguous, of `dtype`, on `device` (where `device_of` is),
-// with `numel` elements (or, when numel < 0, any size). Errors name `arg`.
-void check_state_tensor(const at::Tensor& t, const char* arg, at::ScalarType dtype, const at::Device& device,
-                        int64_t numel, const char* device_of = "the norms are");
-
-// What a step does to its grads once its factors are written: scale them by the step's factor
-// (one, or one per tensor), with the zero policy storing zeros where it is 0; or, when an attached
+// The grads, checked (the list the op plans, when it computes their norms or updates them), and
+// what a step does to them once its factors are written: scale them by the step's factor (one, or
+// one per tensor), with the zero policy storing zeros where it is 0; or, when an attached
 // optimizer applies the factor (scale_grads false), leave them alone except that the zero policy
 // still zeroes them on a non-finite step (factor 1 - result[nonfinite]).
 struct GradsUpdate {
-  bool active = false;          // the grads are written at all
-  bool per_tensor = false;      // one factor per grad (the per-tensor clippers)
-  bool zero_where_set = false;  // the factor read is the non-finite flag: 0 where it is set, else 1
-  bool clear_on_zero = false;   // a factor of exactly 0 stores zeros (NaN and inf included)
+  CheckedList grads;
+  bool active;          // the grads are written at all
+  bool per_tensor;      // one factor per grad (the per-tensor clippers)
+  bool zero_where_set;  // the factor read is the non-finite flag: 0 where it is set, else 1
+  bool clear_on_zero;   // a factor of exactly 0 stores zeros (NaN and inf included)
 };
 
 // The grads' update, after checking them (strided, supported dtypes, on `device`).
@@ -61,27 +59,27 @@ at::Device stats_device(at::TensorList grads, const std::optional<at::Tensor>& n
 // zclip_update_: state is float64 [zclip_state::header_size + warmup_steps], result float32 [result_slot::count].
 
 struct ZClipTensors {
-  at::TensorList grads;
-  const std::optional<at::Tensor>& norm;  // absent: the L2 norm of grads
-  at::Tensor& state;
-  at::Tensor& result;
+  at::TensorList grads;            // a view of the op's argument
+  std::optional<at::Tensor> norm;  // absent: the L2 norm of grads
+  at::Tensor state;
+  at::Tensor result;
   bool scale_grads;
 };
 
+// Each config function checks the op's arguments, the str modes parsed there (stats_checks.h).
 ZClipConfig zclip_config(const ZClipTensors& t, double alpha, double z_thresh, std::optional<double> max_grad_norm,
-                         double eps, int64_t warmup_steps, const std::string& mode, const std::string& clip_option,
-                         double clip_factor, bool skip_update_on_spike, const std::string& on_nonfinite,
-                         bool reference);
+                         double eps, int64_t warmup_steps, c10::string_view threshold_mode,
+                         c10::string_view clip_option, double clip_factor, bool skip_update_on_spike,
+                         c10::string_view on_nonfinite, bool reference);
 
 template <void (*run)(const ZClipConfig&, const ZClipTensors&, const GradsUpdate&)>
 void zclip_update(at::TensorList grads, const std::optional<at::Tensor>& norm, at::Tensor& state, at::Tensor& result,
                   double alpha, double z_thresh, std::optional<double> max_grad_norm, double eps, int64_t warmup_steps,
-                  c10::string_view mode, c10::string_view clip_option, double clip_factor, bool skip_update_on_spike,
-                  c10::string_view on_nonfinite, bool reference, bool scale_grads) {
+                  c10::string_view threshold_mode, c10::string_view clip_option, double clip_factor,
+                  bool skip_update_on_spike, c10::string_view on_nonfinite, bool reference, bool scale_grads) {
   const ZClipTensors t{grads, norm, state, result, scale_grads};
-  const ZClipConfig config =
-      zclip_config(t, alpha, z_thresh, max_grad_norm, eps, warmup_steps, std::string(mode), std::string(clip_option),
-                   clip_factor, skip_update_on_spike, std::string(on_nonfinite), reference);
+  const ZClipConfig config = zclip_config(t, alpha, z_thresh, max_grad_norm, eps, warmup_steps, threshold_mode,
+                                          clip_option, clip_factor, skip_update_on_spike, on_nonfinite, reference);
   run(config, t, grads_update(grads, state.device(), scale_grads, config.policy, /*per_tensor_factors=*/false));
 }
 
@@ -89,19 +87,19 @@ void zclip_update(at::TensorList grads, const std::optional<at::Tensor>& norm, a
 // normclip_update_: result float32 [result_slot::count]; the norm is of order norm_type.
 
 struct NormClipTensors {
-  at::TensorList grads;
-  const std::optional<at::Tensor>& norm;  // absent: the norm_type norm of grads
-  at::Tensor& result;
+  at::TensorList grads;            // a view of the op's argument
+  std::optional<at::Tensor> norm;  // absent: the norm_type norm of grads
+  at::Tensor result;
 };
 
 NormClipConfig normclip_config(const NormClipTensors& t, double max_norm, double norm_type,
-                               const std::string& on_nonfinite);
+                               c10::string_view on_nonfinite);
 
 template <void (*run)(const NormClipConfig&, const NormClipTensors&, double norm_type, const GradsUpdate&)>
 void normclip_update(at::TensorList grads, const std::optional<at::Tensor>& norm, at::Tensor& result, double max_norm,
                      double norm_type, c10::string_view on_nonfinite, bool scale_grads) {
   const NormClipTensors t{grads, norm, result};
-  const NormClipConfig config = normclip_config(t, max_norm, norm_type, std::string(on_nonfinite));
+  const NormClipConfig config = normclip_config(t, max_norm, norm_type, on_nonfinite);
   run(config, t, norm_type,
       grads_update(grads, result.device(), scale_grads, config.policy, /*per_tensor_factors=*/false));
 }
@@ -113,13 +111,13 @@ void normclip_update(at::TensorList grads, const std::optional<at::Tensor>& norm
 // and per entry a factor and a threshold.
 
 struct PerEntryTensors {
-  at::TensorList grads;
-  const std::optional<at::Tensor>& total_norm;
-  const std::optional<at::Tensor>& norms;
-  const at::Tensor& rows;
-  at::Tensor& result;
-  at::Tensor& coef;
-  at::Tensor& threshold;
+  at::TensorList grads;  // a view of the op's argument
+  std::optional<at::Tensor> total_norm;
+  std::optional<at::Tensor> norms;
+  at::Tensor rows;
+  at::Tensor result;
+  at::Tensor coef;
+  at::Tensor threshold;
   int64_t num_rows;
   bool per_tensor;  // an entry per grad (with a factor each), else the one entry of the total
 
@@ -142,13 +140,13 @@ inline int64_t state_rows(const at::Tensor& state) { return state.dim() == 2 ? s
 
 struct AutoClipTensors {
   PerEntryTensors entries;
-  at::Tensor& lower;
-  at::Tensor& upper;
-  at::Tensor& window;
-  at::Tensor& counters;
+  at::Tensor lower;
+  at::Tensor upper;
+  at::Tensor window;
+  at::Tensor counters;
 };
 
-AutoClipConfig autoclip_config(const AutoClipTensors& t, double percentile, bool lag, const std::string& on_nonfinite,
+AutoClipConfig autoclip_config(const AutoClipTensors& t, double percentile, bool lag, c10::string_view on_nonfinite,
                                bool reference);
 AutoClipBuffers autoclip_buffers(const AutoClipTensors& t);
 
@@ -166,7 +164,7 @@ void autoclip_update(at::TensorList grads, const std::optional<at::Tensor>& tota
                           upper,
                           window,
                           counters};
-  const AutoClipConfig config = autoclip_config(t, percentile, lag, std::string(on_nonfinite), reference);
+  const AutoClipConfig config = autoclip_config(t, percentile, lag, on_nonfinite, reference);
   run(config, t, entry_grads_update(t.entries, scale_grads, config.policy));
 }
 
@@ -176,12 +174,12 @@ void autoclip_update(at::TensorList grads, const std::optional<at::Tensor>& tota
 
 struct AdaGCTensors {
   PerEntryTensors entries;
-  at::Tensor& gamma;
-  at::Tensor& steps;
+  at::Tensor gamma;
+  at::Tensor steps;
 };
 
 AdaGCConfig adagc_config(const AdaGCTensors& t, double lambda_abs, double lambda_rel, double beta, int64_t warmup_steps,
-                         double eps, const std::string& on_nonfinite, bool reference);
+                         double eps, c10::string_view on_nonfinite, bool reference);
 
 template <void (*run)(const AdaGCConfig&, const AdaGCTensors&, const GradsUpdate&)>
 void adagc_update(at::TensorList grads, const std::optional<at::Tensor>& total_norm,
@@ -191,8 +189,7 @@ void adagc_update(at::TensorList grads, const std::optional<at::Tensor>& total_n
                   bool scale_grads) {
   const AdaGCTensors t{
       {grads, total_norm, norms, rows, result, coef, threshold, state_rows(gamma), /*per_tensor=*/true}, gamma, steps};
-  const AdaGCConfig config =
-      adagc_config(t, lambda_abs, lambda_rel, beta, warmup_steps, eps, std::string(on_nonfinite), reference);
+  const AdaGCConfig config = adagc_config(t, lambda_abs, lambda_rel, beta, warmup_steps, eps, on_nonfinite, reference);
   run(config, t, entry_grads_update(t.entries, scale_grads, config.policy));
 }
 
@@ -202,11 +199,11 @@ void adagc_update(at::TensorList grads, const std::optional<at::Tensor>& total_n
 // [skip_step_result::count], all on one device. No grads: the op decides, an optimizer skips.
 
 struct SkipStepTensors {
-  const at::Tensor& loss;
-  const at::Tensor& norm;
-  at::Tensor& history;
-  at::Tensor& counters;
-  at::Tensor& result;
+  at::Tensor loss;
+  at::Tensor norm;
+  at::Tensor history;
+  at::Tensor counters;
+  at::Tensor result;
 };
 
 SkipStepConfig skip_step_config(const SkipStepTensors& t, int64_t window, double sigma, bool reference);

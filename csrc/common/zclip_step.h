@@ -6,10 +6,19 @@
 
 namespace fastclip {
 
+// zclip's mode: a spike is a z-score above z_thresh ("zscore"), or a norm above
+// mean + z_thresh * std ("percentile").
+enum class ZClipThresholdMode : int32_t { kZScore = 0, kPercentile = 1 };
+// zclip's clip_option, for z-score spikes: clip to the adaptive bound ("adaptive_scaling") or to
+// the mean ("mean").
+enum class ZClipClipOption : int32_t { kAdaptiveScaling = 0, kMean = 1 };
+
 struct ZClipConfig {
   double alpha, z_thresh, max_grad_norm, eps, clip_factor;
   int64_t warmup_steps;  // >= 1 (zclip initialises after its first step even when asked for 0)
-  bool has_max_grad_norm, percentile_mode, clip_to_mean, skip_update_on_spike, reference;
+  ZClipThresholdMode threshold_mode;
+  ZClipClipOption clip_option;
+  bool has_max_grad_norm, skip_update_on_spike, reference;
   NonfinitePolicy policy;
 };
 
@@ -52,7 +61,7 @@ FASTCLIP_HD void zclip_step(const ZClipConfig& c, double* state, double norm, fl
   const double z = (norm - mean) / (sd + c.eps);
   bool spike = false;
   double clip_val = 0.0;
-  if (c.percentile_mode) {
+  if (c.threshold_mode == ZClipThresholdMode::kPercentile) {
     const double bound = mean + c.z_thresh * sd;
     if (norm > bound) {
       spike = true;
@@ -60,7 +69,8 @@ FASTCLIP_HD void zclip_step(const ZClipConfig& c, double* state, double norm, fl
     }
   } else if (z > c.z_thresh) {
     spike = true;
-    clip_val = c.clip_to_mean ? mean : (mean + (c.z_thresh * sd) / (z / c.z_thresh)) * c.clip_factor;
+    clip_val =
+        c.clip_option == ZClipClipOption::kMean ? mean : (mean + (c.z_thresh * sd) / (z / c.z_thresh)) * c.clip_factor;
   }
   const double adaptive = spike ? clip_val : norm;
   const double effective = c.has_max_grad_norm ? py_min(adaptive, c.max_grad_norm) : adaptive;

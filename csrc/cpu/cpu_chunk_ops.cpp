@@ -13,19 +13,69 @@ namespace cpu {
 
 namespace {
 
+// Each loop is one always-inline body over visit_dtype (cpu_loops.h), instantiated per instruction
+// set: GenericIsa's is the baseline variant; Avx2Isa's and Avx512Isa's are inlined into functions
+// compiled for their targets (the *_avx2 and *_avx512 wrappers below), and add explicit loops
+// (the overloads on their tags) where GCC's own vectorisation falls short: half precision, the
+// L2 pair.
+struct GenericIsa {
+  static constexpr bool kExplicitLoops = false;
+};
+struct Avx2Isa {
+  static constexpr bool kExplicitLoops = true;
+};
+struct Avx512Isa {
+  static constexpr bool kExplicitLoops = true;
+};
+
+template <typename scalar_t>
+constexpr bool is_half = std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>;
+
+// One functor per operation, with the scalar, AVX2 and AVX-512 forms side by side.
+struct MulBy {
+  float coef;
+  float operator()(float v) const { return v * coef; }
+#if FASTCLIP_HAVE_AVX2_VARIANT
+  FASTCLIP_TARGET_AVX2 __m256 operator()(__m256 v) const { return _mm256_mul_ps(v, _mm256_set1_ps(coef)); }
+  FASTCLIP_TARGET_AVX512 __m512 operator()(__m512 v) const { return _mm512_mul_ps(v, _mm512_set1_ps(coef)); }
+#endif
+};
+struct ClampTo {
+  float bound;
+  // Same select order as clamp_symmetric, so a NaN passes through unchanged.
+  float operator()(float v) const { return clamp_symmetric(v, bound); }
+#if FASTCLIP_HAVE_AVX2_VARIANT
+  FASTCLIP_TARGET_AVX2 __m256 operator()(__m256 v) const {
+    const __m256 hi = _mm256_set1_ps(bound), lo = _mm256_set1_ps(-bound);
+    v = _mm256_blendv_ps(v, hi, _mm256_cmp_ps(v, hi, _CMP_GT_OQ));
+    return _mm256_blendv_ps(v, lo, _mm256_cmp_ps(v, lo, _CMP_LT_OQ));
+  }
+  FASTCLIP_TARGET_AVX512 __m512 operator()(__m512 v) const {
+    const __m512 hi = _mm512_set1_ps(bound), lo = _mm512_set1_ps(-bound);
+    v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, hi, _CMP_GT_OQ), hi);
+    return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, lo, _CMP_LT_OQ), lo);
+  }
+#endif
+};
+
+// The partial of meta's [begin, begin + n): partial_of for its dtype.
 template <NormKind kind, typename acc_t>
 FASTCLIP_ALWAYS_INLINE acc_t partial_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, acc_t p) {
-  switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat32: return partial_of<kind>(static_cast<const float*>(meta.data) + begin, n, p);
-    case DType::kFloat16: return partial_of<kind>(static_cast<const c10::Half*>(meta.data) + begin, n, p);
-    case DType::kBFloat16: return partial_of<kind>(static_cast<const c10::BFloat16*>(meta.data) + begin, n, p);
-    case DType::kFloat64: return partial_of<kind>(static_cast<const double*>(meta.data) + begin, n, p);
-  }
-  return acc_t(0);
+  return visit_dtype(meta, begin, [&](auto x) FASTCLIP_INLINE_LAMBDA { return partial_of<kind>(x, n, p); });
 }
 
-template <typename acc_t>
+// The same for `kind`, or for float16 L2 and L1 partials in float the ISA's explicit loop
+// (half_partial). That case is tested before the dtype visit: within it, GCC 12 left the AVX-512
+// variant's bfloat16 L1 loop unvectorised (7x slower).
+template <typename Isa, typename acc_t>
 FASTCLIP_ALWAYS_INLINE acc_t partial_by_kind(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t n, acc_t p) {
+  if constexpr (Isa::kExplicitLoops && std::is_same_v<acc_t, float>) {
+    if (static_cast<DType>(meta.dtype) == DType::kFloat16 && (kind == NormKind::kL2 || kind == NormKind::kL1)) {
+      const c10::Half* x = static_cast<const c10::Half*>(meta.data) + begin;
+      return kind == NormKind::kL2 ? half_partial<NormKind::kL2>(Isa{}, x, n, p)
+                                   : half_partial<NormKind::kL1>(Isa{}, x, n, p);
+    }
+  }
   switch (kind) {
     case NormKind::kL2: return partial_by_dtype<NormKind::kL2>(meta, begin, n, p);
     case NormKind::kL1: return partial_by_dtype<NormKind::kL1>(meta, begin, n, p);
@@ -36,26 +86,52 @@ FASTCLIP_ALWAYS_INLINE acc_t partial_by_kind(NormKind kind, const TensorMeta& me
   return acc_t(0);
 }
 
-FASTCLIP_ALWAYS_INLINE void scale_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, double coef) {
-  switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat32: return scale_in_place(static_cast<float*>(meta.data) + begin, n, static_cast<float>(coef));
-    case DType::kFloat16:
-      return scale_in_place(static_cast<c10::Half*>(meta.data) + begin, n, static_cast<float>(coef));
-    case DType::kBFloat16:
-      return scale_in_place(static_cast<c10::BFloat16*>(meta.data) + begin, n, static_cast<float>(coef));
-    case DType::kFloat64: return scale_in_place(static_cast<double*>(meta.data) + begin, n, coef);
-  }
+// In place over meta's [begin, begin + n): for float16 and bfloat16 the ISA's explicit loop
+// (half_in_place) applying `op` (MulBy, ClampTo); else plain(x), cpu_loops.h's loop.
+template <typename Isa, typename Op, typename Plain>
+FASTCLIP_ALWAYS_INLINE void in_place_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, const Op& op,
+                                              const Plain& plain) {
+  visit_dtype(meta, begin, [&](auto x) FASTCLIP_INLINE_LAMBDA {
+    if constexpr (Isa::kExplicitLoops && is_half<scalar_of<decltype(x)>>) {
+      half_in_place(Isa{}, x, n, op);
+    } else {
+      plain(x);
+    }
+  });
 }
 
+template <typename Isa>
+FASTCLIP_ALWAYS_INLINE void scale_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, double coef) {
+  in_place_by_dtype<Isa>(meta, begin, n, MulBy{static_cast<float>(coef)}, [&](auto x) FASTCLIP_INLINE_LAMBDA {
+    scale_in_place(x, n, static_cast<opmath_of<scalar_of<decltype(x)>>>(coef));
+  });
+}
+
+template <typename Isa>
 FASTCLIP_ALWAYS_INLINE void clamp_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, double bound) {
-  switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat32: return clamp_in_place(static_cast<float*>(meta.data) + begin, n, static_cast<float>(bound));
-    case DType::kFloat16:
-      return clamp_in_place(static_cast<c10::Half*>(meta.data) + begin, n, static_cast<float>(bound));
-    case DType::kBFloat16:
-      return clamp_in_place(static_cast<c10::BFloat16*>(meta.data) + begin, n, static_cast<float>(bound));
-    case DType::kFloat64: return clamp_in_place(static_cast<double*>(meta.data) + begin, n, bound);
-  }
+  in_place_by_dtype<Isa>(meta, begin, n, ClampTo{static_cast<float>(bound)}, [&](auto x) FASTCLIP_INLINE_LAMBDA {
+    clamp_in_place(x, n, static_cast<opmath_of<scalar_of<decltype(x)>>>(bound));
+  });
+}
+
+// The float L2 partials of a's [a_begin, a_begin + n) and b's [b_begin, b_begin + n), of one
+// dtype, in one loop (l2_pair); false for float64, which has none.
+template <typename Isa>
+FASTCLIP_ALWAYS_INLINE bool l2_pair_by_dtype(const TensorMeta& a, int64_t a_begin, const TensorMeta& b, int64_t b_begin,
+                                             int64_t n, float p, float* out) {
+  return visit_dtype(a, a_begin, [&](auto x) FASTCLIP_INLINE_LAMBDA {
+    using scalar_t = scalar_of<decltype(x)>;
+    if constexpr (std::is_same_v<scalar_t, double>) {
+      return false;
+    } else {
+      l2_pair(Isa{}, x, static_cast<const scalar_t*>(b.data) + b_begin, n, p, out);
+      return true;
+    }
+  });
+}
+
+FASTCLIP_ALWAYS_INLINE bool all_zero_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n) {
+  return visit_dtype(meta, begin, [&](auto x) FASTCLIP_INLINE_LAMBDA { return all_zero(x, n); });
 }
 
 #if FASTCLIP_HAVE_AVX2_VARIANT
@@ -98,31 +174,8 @@ FASTCLIP_TARGET_AVX2 inline void store8(c10::Half* p, __m256 v) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-// One functor per operation, with the scalar, AVX2 and AVX-512 forms side by side.
-struct MulBy {
-  float coef;
-  float operator()(float v) const { return v * coef; }
-  FASTCLIP_TARGET_AVX2 __m256 operator()(__m256 v) const { return _mm256_mul_ps(v, _mm256_set1_ps(coef)); }
-  FASTCLIP_TARGET_AVX512 __m512 operator()(__m512 v) const { return _mm512_mul_ps(v, _mm512_set1_ps(coef)); }
-};
-struct ClampTo {
-  float bound;
-  // Same select order as clamp_symmetric, so a NaN passes through unchanged.
-  float operator()(float v) const { return clamp_symmetric(v, bound); }
-  FASTCLIP_TARGET_AVX2 __m256 operator()(__m256 v) const {
-    const __m256 hi = _mm256_set1_ps(bound), lo = _mm256_set1_ps(-bound);
-    v = _mm256_blendv_ps(v, hi, _mm256_cmp_ps(v, hi, _CMP_GT_OQ));
-    return _mm256_blendv_ps(v, lo, _mm256_cmp_ps(v, lo, _CMP_LT_OQ));
-  }
-  FASTCLIP_TARGET_AVX512 __m512 operator()(__m512 v) const {
-    const __m512 hi = _mm512_set1_ps(bound), lo = _mm512_set1_ps(-bound);
-    v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, hi, _CMP_GT_OQ), hi);
-    return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, lo, _CMP_LT_OQ), lo);
-  }
-};
-
 template <typename half_t, typename Op>
-FASTCLIP_TARGET_AVX2 void half_in_place_avx2(half_t* x, int64_t n, const Op& op) {
+FASTCLIP_TARGET_AVX2 void half_in_place(Avx2Isa, half_t* x, int64_t n, const Op& op) {
   int64_t i = 0;
   if constexpr (std::is_same_v<half_t, c10::BFloat16>) {
     for (; i + 16 <= n; i += 16) {
@@ -155,7 +208,7 @@ FASTCLIP_TARGET_AVX512 inline void store16(c10::Half* p, __m512 v) {
 }
 
 template <typename half_t, typename Op>
-FASTCLIP_TARGET_AVX512 void half_in_place_avx512(half_t* x, int64_t n, const Op& op) {
+FASTCLIP_TARGET_AVX512 void half_in_place(Avx512Isa, half_t* x, int64_t n, const Op& op) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) store16(x + i, op(load16(x + i)));
   for (; i < n; ++i) store_from_opmath(x + i, op(load_opmath<float>(x + i)));
@@ -182,7 +235,7 @@ FASTCLIP_TARGET_AVX512 inline __m512 add_lane_element(__m512 lanes, __m512 v) {
 static_assert(kLanes == 16, "the float16 loops below fill sixteen lanes");
 
 template <NormKind kind>
-FASTCLIP_TARGET_AVX2 float half_partial_avx2(const c10::Half* x, int64_t n, float p) {
+FASTCLIP_TARGET_AVX2 float half_partial(Avx2Isa, const c10::Half* x, int64_t n, float p) {
   __m256 low = _mm256_setzero_ps(), high = _mm256_setzero_ps();  // lanes 0-7 and 8-15
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
@@ -196,7 +249,7 @@ FASTCLIP_TARGET_AVX2 float half_partial_avx2(const c10::Half* x, int64_t n, floa
 }
 
 template <NormKind kind>
-FASTCLIP_TARGET_AVX512 float half_partial_avx512(const c10::Half* x, int64_t n, float p) {
+FASTCLIP_TARGET_AVX512 float half_partial(Avx512Isa, const c10::Half* x, int64_t n, float p) {
   __m512 sum = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) sum = add_lane_element<kind>(sum, load16(x + i));
@@ -214,7 +267,7 @@ FASTCLIP_TARGET_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_p
 FASTCLIP_TARGET_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 
 template <typename scalar_t>
-FASTCLIP_TARGET_AVX2 void l2_pair_avx2(const scalar_t* a, const scalar_t* b, int64_t n, float p, float* out) {
+FASTCLIP_TARGET_AVX2 void l2_pair(Avx2Isa, const scalar_t* a, const scalar_t* b, int64_t n, float p, float* out) {
   __m256 a_low = _mm256_setzero_ps(), a_high = _mm256_setzero_ps();
   __m256 b_low = _mm256_setzero_ps(), b_high = _mm256_setzero_ps();
   int64_t i = 0;
@@ -234,7 +287,7 @@ FASTCLIP_TARGET_AVX2 void l2_pair_avx2(const scalar_t* a, const scalar_t* b, int
 }
 
 template <typename scalar_t>
-FASTCLIP_TARGET_AVX512 void l2_pair_avx512(const scalar_t* a, const scalar_t* b, int64_t n, float p, float* out) {
+FASTCLIP_TARGET_AVX512 void l2_pair(Avx512Isa, const scalar_t* a, const scalar_t* b, int64_t n, float p, float* out) {
   __m512 sum_a = _mm512_setzero_ps(), sum_b = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
@@ -248,108 +301,37 @@ FASTCLIP_TARGET_AVX512 void l2_pair_avx512(const scalar_t* a, const scalar_t* b,
   out[1] = finish_partial<NormKind::kL2>(lanes_b, b, i, n, p);
 }
 
-#define FASTCLIP_L2_PAIR_BY_DTYPE(TARGET, SUFFIX)                                                                     \
-  TARGET bool l2_pair_by_dtype_##SUFFIX(const TensorMeta& a, int64_t a_begin, const TensorMeta& b, int64_t b_begin,   \
-                                        int64_t n, float p, float* out) {                                             \
-    switch (static_cast<DType>(a.dtype)) {                                                                            \
-      case DType::kFloat32:                                                                                           \
-        l2_pair_##SUFFIX(static_cast<const float*>(a.data) + a_begin, static_cast<const float*>(b.data) + b_begin, n, \
-                         p, out);                                                                                     \
-        return true;                                                                                                  \
-      case DType::kBFloat16:                                                                                          \
-        l2_pair_##SUFFIX(static_cast<const c10::BFloat16*>(a.data) + a_begin,                                         \
-                         static_cast<const c10::BFloat16*>(b.data) + b_begin, n, p, out);                             \
-        return true;                                                                                                  \
-      case DType::kFloat16:                                                                                           \
-        l2_pair_##SUFFIX(static_cast<const c10::Half*>(a.data) + a_begin,                                             \
-                         static_cast<const c10::Half*>(b.data) + b_begin, n, p, out);                                 \
-        return true;                                                                                                  \
-      case DType::kFloat64: return false;                                                                             \
-    }                                                                                                                 \
-    return false;                                                                                                     \
-  }
-FASTCLIP_L2_PAIR_BY_DTYPE(FASTCLIP_TARGET_AVX2, avx2)
-FASTCLIP_L2_PAIR_BY_DTYPE(FASTCLIP_TARGET_AVX512, avx512)
-#undef FASTCLIP_L2_PAIR_BY_DTYPE
-
-// The explicit float16 loop where there is one (float accumulation, L2 or L1), else nullptr.
-template <typename acc_t, float (*l2)(const c10::Half*, int64_t, float), float (*l1)(const c10::Half*, int64_t, float)>
-inline auto half_partial_for(NormKind kind, const TensorMeta& meta) -> float (*)(const c10::Half*, int64_t, float) {
-  if (!std::is_same_v<acc_t, float> || static_cast<DType>(meta.dtype) != DType::kFloat16) return nullptr;
-  return kind == NormKind::kL2 ? l2 : kind == NormKind::kL1 ? l1 : nullptr;
-}
-
+// The variants: the loops above compiled for each instruction set.
 template <typename acc_t>
 FASTCLIP_TARGET_AVX512 acc_t partial_by_kind_avx512(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t n,
                                                     acc_t p) {
-  if (auto loop =
-          half_partial_for<acc_t, half_partial_avx512<NormKind::kL2>, half_partial_avx512<NormKind::kL1>>(kind, meta)) {
-    return static_cast<acc_t>(loop(static_cast<const c10::Half*>(meta.data) + begin, n, static_cast<float>(p)));
-  }
-  return partial_by_kind<acc_t>(kind, meta, begin, n, p);
+  return partial_by_kind<Avx512Isa>(kind, meta, begin, n, p);
 }
-FASTCLIP_TARGET_AVX512 void scale_by_dtype_avx512(const TensorMeta& meta, int64_t begin, int64_t n, double coef) {
-  switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat16:
-      return half_in_place_avx512(static_cast<c10::Half*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
-    case DType::kBFloat16:
-      return half_in_place_avx512(static_cast<c10::BFloat16*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
-    default: return scale_by_dtype(meta, begin, n, coef);
-  }
-}
-FASTCLIP_TARGET_AVX512 void clamp_by_dtype_avx512(const TensorMeta& meta, int64_t begin, int64_t n, double bound) {
-  switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat16:
-      return half_in_place_avx512(static_cast<c10::Half*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
-    case DType::kBFloat16:
-      return half_in_place_avx512(static_cast<c10::BFloat16*>(meta.data) + begin, n,
-                                  ClampTo{static_cast<float>(bound)});
-    default: return clamp_by_dtype(meta, begin, n, bound);
-  }
-}
-
-// The same templates instantiated inside AVX2 functions: GCC inlines them and vectorises for
-// the wider ISA.
 template <typename acc_t>
 FASTCLIP_TARGET_AVX2 acc_t partial_by_kind_avx2(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t n,
                                                 acc_t p) {
-  if (auto loop =
-          half_partial_for<acc_t, half_partial_avx2<NormKind::kL2>, half_partial_avx2<NormKind::kL1>>(kind, meta)) {
-    return static_cast<acc_t>(loop(static_cast<const c10::Half*>(meta.data) + begin, n, static_cast<float>(p)));
-  }
-  return partial_by_kind<acc_t>(kind, meta, begin, n, p);
+  return partial_by_kind<Avx2Isa>(kind, meta, begin, n, p);
+}
+FASTCLIP_TARGET_AVX512 void scale_by_dtype_avx512(const TensorMeta& meta, int64_t begin, int64_t n, double coef) {
+  scale_by_dtype<Avx512Isa>(meta, begin, n, coef);
 }
 FASTCLIP_TARGET_AVX2 void scale_by_dtype_avx2(const TensorMeta& meta, int64_t begin, int64_t n, double coef) {
-  switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat16:
-      return half_in_place_avx2(static_cast<c10::Half*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
-    case DType::kBFloat16:
-      return half_in_place_avx2(static_cast<c10::BFloat16*>(meta.data) + begin, n, MulBy{static_cast<float>(coef)});
-    default: return scale_by_dtype(meta, begin, n, coef);
-  }
+  scale_by_dtype<Avx2Isa>(meta, begin, n, coef);
+}
+FASTCLIP_TARGET_AVX512 void clamp_by_dtype_avx512(const TensorMeta& meta, int64_t begin, int64_t n, double bound) {
+  clamp_by_dtype<Avx512Isa>(meta, begin, n, bound);
 }
 FASTCLIP_TARGET_AVX2 void clamp_by_dtype_avx2(const TensorMeta& meta, int64_t begin, int64_t n, double bound) {
-  switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat16:
-      return half_in_place_avx2(static_cast<c10::Half*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
-    case DType::kBFloat16:
-      return half_in_place_avx2(static_cast<c10::BFloat16*>(meta.data) + begin, n, ClampTo{static_cast<float>(bound)});
-    default: return clamp_by_dtype(meta, begin, n, bound);
-  }
+  clamp_by_dtype<Avx2Isa>(meta, begin, n, bound);
 }
-#endif
-
-FASTCLIP_ALWAYS_INLINE bool all_zero_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n) {
-  const char* first = static_cast<const char*>(meta.data) + begin * dtype_size(meta.dtype);
-  switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat32: return all_zero<uint32_t>(first, n, 0x7FFFFFFFu);
-    case DType::kFloat16:
-    case DType::kBFloat16: return all_zero<uint16_t>(first, n, 0x7FFFu);
-    case DType::kFloat64: return all_zero<uint64_t>(first, n, 0x7FFFFFFFFFFFFFFFull);
-  }
-  return false;
+FASTCLIP_TARGET_AVX512 bool l2_pair_by_dtype_avx512(const TensorMeta& a, int64_t a_begin, const TensorMeta& b,
+                                                    int64_t b_begin, int64_t n, float p, float* out) {
+  return l2_pair_by_dtype<Avx512Isa>(a, a_begin, b, b_begin, n, p, out);
 }
-#if FASTCLIP_HAVE_AVX2_VARIANT
+FASTCLIP_TARGET_AVX2 bool l2_pair_by_dtype_avx2(const TensorMeta& a, int64_t a_begin, const TensorMeta& b,
+                                                int64_t b_begin, int64_t n, float p, float* out) {
+  return l2_pair_by_dtype<Avx2Isa>(a, a_begin, b, b_begin, n, p, out);
+}
 FASTCLIP_TARGET_AVX512 bool all_zero_avx512(const TensorMeta& meta, int64_t begin, int64_t n) {
   return all_zero_by_dtype(meta, begin, n);
 }
@@ -358,14 +340,26 @@ FASTCLIP_TARGET_AVX2 bool all_zero_avx2(const TensorMeta& meta, int64_t begin, i
 }
 #endif
 
+// The baseline variants.
+template <typename acc_t>
+acc_t partial_by_kind_generic(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t n, acc_t p) {
+  return partial_by_kind<GenericIsa>(kind, meta, begin, n, p);
+}
+void scale_by_dtype_generic(const TensorMeta& meta, int64_t begin, int64_t n, double coef) {
+  scale_by_dtype<GenericIsa>(meta, begin, n, coef);
+}
+void clamp_by_dtype_generic(const TensorMeta& meta, int64_t begin, int64_t n, double bound) {
+  clamp_by_dtype<GenericIsa>(meta, begin, n, bound);
+}
+
 bool chunk_all_zero(const TensorMeta& meta, int64_t begin, int64_t end) {
   return FASTCLIP_BY_ISA(all_zero_by_dtype, all_zero_avx2, all_zero_avx512, meta, begin, end - begin);
 }
 
 template <typename acc_t>
 acc_t dispatch_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64_t end, acc_t p) {
-  return FASTCLIP_BY_ISA(partial_by_kind<acc_t>, partial_by_kind_avx2<acc_t>, partial_by_kind_avx512<acc_t>, kind, meta,
-                         begin, end - begin, p);
+  return FASTCLIP_BY_ISA(partial_by_kind_generic<acc_t>, partial_by_kind_avx2<acc_t>, partial_by_kind_avx512<acc_t>,
+                         kind, meta, begin, end - begin, p);
 }
 
 }  // namespace
@@ -385,13 +379,7 @@ bool chunk_partial_pair(NormKind kind, const TensorMeta& a, int64_t a_begin, con
 namespace {
 
 double scaled_power_sum_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, double m, double p) {
-  switch (static_cast<DType>(meta.dtype)) {
-    case DType::kFloat32: return scaled_power_sum(static_cast<const float*>(meta.data) + begin, n, m, p);
-    case DType::kFloat16: return scaled_power_sum(static_cast<const c10::Half*>(meta.data) + begin, n, m, p);
-    case DType::kBFloat16: return scaled_power_sum(static_cast<const c10::BFloat16*>(meta.data) + begin, n, m, p);
-    case DType::kFloat64: return scaled_power_sum(static_cast<const double*>(meta.data) + begin, n, m, p);
-  }
-  return 0.0;
+  return visit_dtype(meta, begin, [&](auto x) FASTCLIP_INLINE_LAMBDA { return scaled_power_sum(x, n, m, p); });
 }
 
 template <NormKind kind, typename acc_t>
@@ -434,11 +422,13 @@ double chunk_partial(NormKind kind, const TensorMeta& meta, int64_t begin, int64
 }
 
 void chunk_scale(const TensorMeta& meta, int64_t begin, int64_t end, double coef) {
-  return FASTCLIP_BY_ISA(scale_by_dtype, scale_by_dtype_avx2, scale_by_dtype_avx512, meta, begin, end - begin, coef);
+  return FASTCLIP_BY_ISA(scale_by_dtype_generic, scale_by_dtype_avx2, scale_by_dtype_avx512, meta, begin, end - begin,
+                         coef);
 }
 
 void chunk_clamp(const TensorMeta& meta, int64_t begin, int64_t end, double bound) {
-  return FASTCLIP_BY_ISA(clamp_by_dtype, clamp_by_dtype_avx2, clamp_by_dtype_avx512, meta, begin, end - begin, bound);
+  return FASTCLIP_BY_ISA(clamp_by_dtype_generic, clamp_by_dtype_avx2, clamp_by_dtype_avx512, meta, begin, end - begin,
+                         bound);
 }
 
 }  // namespace cpu

@@ -97,10 +97,10 @@ void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor
       /*recent_first=*/true);
 }
 
-void scale_list(at::TensorList tensors, const std::vector<double>& coef_per_tensor, bool clear_on_zero) {
+void scale_list(const CheckedList& tensors, const std::vector<double>& coef_per_tensor, bool clear_on_zero) {
   const ListPlan plan = plan_tensor_list(tensors, kCpuChunkSize);
   scale_pass(plan, coef_per_tensor, clear_on_zero);
-  finish_mutation(plan, tensors);
+  finish_mutation(plan, tensors.tensors());
 }
 
 double clip_coefficient_of(const at::Tensor& total_norm, double max_norm) {

@@ -23,7 +23,7 @@ std::tuple<at::Tensor, at::Tensor> norm_pass(const ListPlan& plan, double norm_t
 void scale_pass(const ListPlan& plan, const std::vector<double>& coef_per_tensor, bool clear_on_zero = false);
 
 // scale_pass over a list planned here, written back into views that were not dense.
-void scale_list(at::TensorList tensors, const std::vector<double>& coef_per_tensor, bool clear_on_zero = false);
+void scale_list(const CheckedList& tensors, const std::vector<double>& coef_per_tensor, bool clear_on_zero = false);
 
 // torch's clip coefficient from a total norm tensor: float math, or double for a float64 norm.
 double clip_coefficient_of(const at::Tensor& total_norm, double max_norm);

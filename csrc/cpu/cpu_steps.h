@@ -21,21 +21,22 @@ struct StepNorms {
 };
 
 // The given norms, or those of `grads` (the norm_type norm; per-tensor norms with want_per_tensor).
-StepNorms step_norms(at::TensorList grads, const std::optional<at::Tensor>& total,
+StepNorms step_norms(const CheckedList& grads, const std::optional<at::Tensor>& total,
                      const std::optional<at::Tensor>& per_tensor, double norm_type, bool want_per_tensor);
 
-// Applies `update` to the grads, reading the factors the step wrote (update_factors).
-void update_grads(at::TensorList grads, const StepNorms& norms, const GradsUpdate& update, const float* factors);
+// Applies `update` to its grads, reading the factors the step wrote (update_factors).
+void update_grads(const StepNorms& norms, const GradsUpdate& update, const float* factors);
 
 // The total-norm steps' run (ZClip, NormClip): the total given, or the norm_type norm of the
-// grads; step(total, result) writes the result slots; then the grads' update by their factor.
+// grads (update.grads); step(total, result) writes the result slots; then the grads' update by
+// their factor.
 template <typename Step>
-void run_total_norm_step(at::TensorList grads, const std::optional<at::Tensor>& norm, double norm_type,
-                         at::Tensor& result, const GradsUpdate& update, const Step& step) {
-  const StepNorms norms = step_norms(grads, norm, std::nullopt, norm_type, /*want_per_tensor=*/false);
+void run_total_norm_step(const std::optional<at::Tensor>& norm, double norm_type, const at::Tensor& result,
+                         const GradsUpdate& update, const Step& step) {
+  const StepNorms norms = step_norms(update.grads, norm, std::nullopt, norm_type, /*want_per_tensor=*/false);
   float* out = result.data_ptr<float>();
   step(norms.total.to(at::kDouble).item<double>(), out);
-  update_grads(grads, norms, update, update_factors(update, out, nullptr));
+  update_grads(norms, update, update_factors(update, out, nullptr));
 }
 
 // Calls step(j, norm of entry j, total norm) for every entry, in parallel: entries own distinct
@@ -51,8 +52,9 @@ double for_each_entry(const StepNorms& norms, int64_t grain, const Step& step) {
   return total;
 }
 
-// The per-entry ops' norms: the given ones, else the grads' (an entry per grad, or the total).
-StepNorms entry_norms(const PerEntryTensors& t);
+// The per-entry ops' norms: the given ones, else those of `grads` (t's, checked): an entry per
+// grad, or the total.
+StepNorms entry_norms(const PerEntryTensors& t, const CheckedList& grads);
 
 // The per-entry steps' run (AutoClip, AdaGC): entry(out, j, norm, total) for every entry in
 // parallel (for_each_entry), then finish(result, out, entries, total) on the result slots, then
@@ -61,12 +63,12 @@ template <typename Entry, typename Finish>
 void run_per_entry_step(const PerEntryTensors& t, const GradsUpdate& update, int64_t grain, const Entry& entry,
                         const Finish& finish) {
   const EntryOutputs out = entry_outputs(t);
-  const StepNorms norms = entry_norms(t);
+  const StepNorms norms = entry_norms(t, update.grads);
   const double total =
       for_each_entry(norms, grain, [&](int64_t j, double norm, double total_norm) { entry(out, j, norm, total_norm); });
   float* result = t.result.data_ptr<float>();
   finish(result, out, t.num_entries(), total);
-  update_grads(t.grads, norms, update, update_factors(update, result, out.coef));
+  update_grads(norms, update, update_factors(update, result, out.coef));
 }
 
 }  // namespace cpu

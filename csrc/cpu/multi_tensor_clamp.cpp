@@ -10,8 +10,7 @@ namespace cpu {
 namespace {
 
 void multi_tensor_clamp_cpu(at::TensorList tensors, double clip_value) {
-  check_multi_tensor_clamp_args(tensors, clip_value);
-  const ListPlan plan = plan_tensor_list(tensors, kCpuChunkSize);
+  const ListPlan plan = plan_tensor_list(check_multi_tensor_clamp_args(tensors, clip_value), kCpuChunkSize);
   for_each_chunk(plan, [&](int64_t, const TensorMeta& meta, int64_t begin, int64_t end) {
     chunk_clamp(meta, begin, end, clip_value);
   });

@@ -9,8 +9,8 @@ namespace cpu {
 namespace {
 
 void multi_tensor_clip_by_norm_cpu(at::TensorList tensors, const at::Tensor& total_norm, double max_norm) {
-  check_multi_tensor_clip_by_norm_args(tensors, total_norm, max_norm);
-  scale_list(tensors, std::vector<double>(tensors.size(), clip_coefficient_of(total_norm, max_norm)));
+  const CheckedList checked = check_multi_tensor_clip_by_norm_args(tensors, total_norm, max_norm);
+  scale_list(checked, std::vector<double>(tensors.size(), clip_coefficient_of(total_norm, max_norm)));
 }
 
 }  // namespace

@@ -9,8 +9,8 @@ namespace cpu {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> multi_tensor_norm_cpu(at::TensorList tensors, double norm_type, bool per_tensor) {
-  check_multi_tensor_norm_args(tensors, norm_type);
-  return norm_pass(plan_tensor_list(tensors, kCpuChunkSize), norm_type, per_tensor);
+  const CheckedList checked = check_multi_tensor_norm_args(tensors, norm_type);
+  return norm_pass(plan_tensor_list(checked, kCpuChunkSize), norm_type, per_tensor);
 }
 
 }  // namespace

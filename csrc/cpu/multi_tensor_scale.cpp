@@ -10,12 +10,12 @@ namespace cpu {
 namespace {
 
 void multi_tensor_scale_cpu(at::TensorList tensors, const at::Tensor& scale, bool clear_on_zero) {
-  check_multi_tensor_scale_args(tensors, scale);
+  const CheckedList checked = check_multi_tensor_scale_args(tensors, scale);
   const at::Tensor values = scale.to(at::kDouble).contiguous().reshape({-1});
   const double* v = values.data_ptr<double>();
   std::vector<double> coef(tensors.size());
   for (size_t t = 0; t < tensors.size(); ++t) coef[t] = values.numel() == 1 ? v[0] : v[t];
-  scale_list(tensors, coef, clear_on_zero);
+  scale_list(checked, coef, clear_on_zero);
 }
 
 }  // namespace

@@ -9,7 +9,7 @@ namespace {
 
 void run_normclip_update(const NormClipConfig& config, const NormClipTensors& t, double norm_type,
                          const GradsUpdate& update) {
-  run_total_norm_step(t.grads, t.norm, norm_type, t.result, update,
+  run_total_norm_step(t.norm, norm_type, t.result, update,
                       [&](double total, float* result) { normclip_step(config, total, result); });
 }
 

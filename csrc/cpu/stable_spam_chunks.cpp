@@ -9,9 +9,6 @@ namespace fastclip {
 namespace cpu {
 namespace {
 
-template <typename scalar_t>
-using opmath_of = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-
 // Calls add(lane, value) for every element of x[0, n) in the opmath type: element i in lane
 // i % kLanes, the tail in lane 0. Independent lanes, as cpu_loops.h's, so the compiler vectorises
 // without reassociating.
@@ -89,37 +86,18 @@ FASTCLIP_ALWAYS_INLINE opmath_of<scalar_t> compared_threshold(double threshold) 
   }
 }
 
-// Calls fn(typed pointer to element `begin`) for the chunk's dtype.
-template <typename Data, typename Fn>
-FASTCLIP_ALWAYS_INLINE auto by_dtype(Data* data, int32_t dtype, int64_t begin, const Fn& fn) {
-  auto as = [&](auto typed) {
-    using scalar_t = decltype(typed);
-    return static_cast<std::conditional_t<std::is_const_v<Data>, const scalar_t, scalar_t>*>(data) + begin;
-  };
-  switch (static_cast<DType>(dtype)) {
-    case DType::kFloat16: return fn(as(c10::Half{}));
-    case DType::kBFloat16: return fn(as(c10::BFloat16{}));
-    case DType::kFloat64: return fn(as(double{}));
-    default: return fn(as(float{}));
-  }
-}
-
-template <typename T>
-using scalar_of = std::remove_const_t<std::remove_pointer_t<T>>;
-
 FASTCLIP_ALWAYS_INLINE ChunkPair stats_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n) {
-  return by_dtype(static_cast<const void*>(meta.data), meta.dtype, begin,
-                  [&](auto x) { return max_and_sum_squares(x, n); });
+  return visit_dtype(meta, begin, [&](auto x) FASTCLIP_INLINE_LAMBDA { return max_and_sum_squares(x, n); });
 }
 
 FASTCLIP_ALWAYS_INLINE ChunkPair split_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, double threshold) {
-  return by_dtype(static_cast<const void*>(meta.data), meta.dtype, begin, [&](auto x) {
+  return visit_dtype(meta, begin, [&](auto x) FASTCLIP_INLINE_LAMBDA {
     return split_sum_squares(x, n, compared_threshold<scalar_of<decltype(x)>>(threshold));
   });
 }
 
 FASTCLIP_ALWAYS_INLINE void scale_by_dtype(const TensorMeta& meta, int64_t begin, int64_t n, const SpamApply& a) {
-  by_dtype(meta.data, meta.dtype, begin, [&](auto x) {
+  visit_dtype(meta, begin, [&](auto x) FASTCLIP_INLINE_LAMBDA {
     using scalar_t = scalar_of<decltype(x)>;
     using opmath_t = opmath_of<scalar_t>;
     adaclip_scale(x, n, compared_threshold<scalar_t>(a.threshold), static_cast<opmath_t>(a.clipped_factor),
@@ -147,7 +125,7 @@ FASTCLIP_TARGET_AVX2 void scale_avx2(const TensorMeta& m, int64_t b, int64_t n, 
 #endif
 
 void zero_range(const TensorMeta& meta, int64_t begin, int64_t end) {
-  by_dtype(meta.data, meta.dtype, begin, [&](auto x) {
+  visit_dtype(meta, begin, [&](auto x) FASTCLIP_INLINE_LAMBDA {
     for (int64_t i = 0; i < end - begin; ++i) store_from_opmath(x + i, opmath_of<scalar_of<decltype(x)>>(0));
   });
 }

@@ -17,7 +17,8 @@ namespace {
 
 at::Tensor stable_spam_norms_cpu(at::TensorList grads, const std::optional<at::Tensor>& maxima, const at::Tensor& rows,
                                  const at::Tensor& state, double gamma3) {
-  at::Tensor out = stable_spam_norms_output(StableSPAMNormsArgs{grads, maxima, rows, state}, gamma3);
+  const StableSPAMNormsArgs args{check_grads_on(grads, /*mutated=*/false, state.device()), maxima, rows, state};
+  at::Tensor out = stable_spam_norms_output(args, gamma3);
   const int64_t n = static_cast<int64_t>(grads.size());
   if (n == 0) return out;
   const bool split = maxima.has_value();
@@ -35,7 +36,7 @@ at::Tensor stable_spam_norms_cpu(at::TensorList grads, const std::optional<at::T
       rescaled[i] = adaclip_rescales(max_abs[i], threshold[i]);
     }
   }
-  const ListPlan plan = plan_tensor_list(grads, kCpuChunkSize);
+  const ListPlan plan = plan_tensor_list(args.grads, kCpuChunkSize);
   const int64_t num_chunks = static_cast<int64_t>(plan.chunks.size());
   std::vector<double> first(num_chunks), second(num_chunks);
   for_each_chunk(plan, [&](int64_t c, const TensorMeta& meta, int64_t begin, int64_t end) {

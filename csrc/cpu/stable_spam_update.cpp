@@ -41,7 +41,7 @@ void run_stable_spam_update(const StableSPAMConfig& config, const StableSPAMTens
   for_each_chunk(plan, [&](int64_t c, const TensorMeta& meta, int64_t begin, int64_t end) {
     chunk_adaclip_scale(meta, begin, end, apply[plan.chunks[c].tensor], clear_on_zero);
   });
-  finish_mutation(plan, t.grads);
+  finish_mutation(plan, t.grads.tensors());
 }
 
 }  // namespace

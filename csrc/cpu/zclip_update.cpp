@@ -9,7 +9,7 @@ namespace {
 
 void run_zclip_update(const ZClipConfig& config, const ZClipTensors& t, const GradsUpdate& update) {
   double* state = t.state.data_ptr<double>();
-  run_total_norm_step(t.grads, t.norm, 2.0, t.result, update,
+  run_total_norm_step(t.norm, 2.0, t.result, update,
                       [&](double total, float* result) { zclip_step(config, state, total, result); });
 }
 

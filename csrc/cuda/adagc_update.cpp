@@ -12,7 +12,7 @@ void run_adagc_update(const AdaGCConfig& config, const AdaGCTensors& t, const Gr
   const PerEntryTensors& e = t.entries;
   double* gamma = t.gamma.data_ptr<double>();
   double* steps = t.steps.data_ptr<double>();
-  run_clip_step(e.grads, e.total_norm, e.norms, 2.0, /*want_per_tensor=*/true, update,
+  run_clip_step(e.total_norm, e.norms, 2.0, /*want_per_tensor=*/true, update,
                 update_factors(update, e.result.data_ptr<float>(), e.coef.data_ptr<float>()), e.result.device(),
                 [&](const at::Tensor& total, const at::Tensor& norms) {
                   return AdaGCStep{config, gamma, steps, entry_params(e, total, norms)};

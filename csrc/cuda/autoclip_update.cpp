@@ -11,7 +11,7 @@ namespace {
 void run_autoclip_update(const AutoClipConfig& config, const AutoClipTensors& t, const GradsUpdate& update) {
   const PerEntryTensors& e = t.entries;
   const AutoClipBuffers buffers = autoclip_buffers(t);
-  run_clip_step(e.grads, e.total_norm, e.norms, 2.0, e.per_tensor, update,
+  run_clip_step(e.total_norm, e.norms, 2.0, e.per_tensor, update,
                 update_factors(update, e.result.data_ptr<float>(), e.coef.data_ptr<float>()), e.result.device(),
                 [&](const at::Tensor& total, const at::Tensor& norms) {
                   return AutoClipStep{config, buffers, entry_params(e, total, norms)};

@@ -64,9 +64,9 @@ int DeviceListPlan::grid() const {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(list.num_chunks, max_blocks(device.index()))));
 }
 
-DeviceListPlan prepare_on_device(at::TensorList tensors, const DeviceScope& scope) {
+DeviceListPlan prepare_on_device(const CheckedList& tensors, const DeviceScope& scope) {
   const at::Device device = scope.device();
-  ListPlan plan = plan_tensor_list(tensors, chunk_size_for(tensors, device.index()));
+  ListPlan plan = plan_tensor_list(tensors, chunk_size_for(tensors.tensors(), device.index()));
   ChunkList list{};
   at::Tensor metadata = upload(plan, scope, &list);
   return DeviceListPlan{std::move(plan), std::move(metadata), list, device, scope.stream()};

@@ -29,8 +29,9 @@ struct DeviceListPlan {
   int grid() const;  // blocks for a launch over the list
 };
 
-// `scope` is tensors[0]'s device; callers hold it while using the result.
-DeviceListPlan prepare_on_device(at::TensorList tensors, const DeviceScope& scope);
+// The plan of a checked list (common/list_plan.h), in chunks sized for the device. `scope` is the
+// list's device; callers hold it while using the result.
+DeviceListPlan prepare_on_device(const CheckedList& tensors, const DeviceScope& scope);
 
 // A list's metadata as uploaded: the tensor array at 0, the chunk array at chunk_offset (16-byte
 // aligned, so 8 bytes apart after an odd number of 24-byte TensorMetas), `bytes` in all.

@@ -11,10 +11,10 @@ namespace cuda {
 namespace {
 
 void multi_tensor_clamp_cuda(at::TensorList tensors, double clip_value) {
-  check_multi_tensor_clamp_args(tensors, clip_value);
+  const CheckedList checked = check_multi_tensor_clamp_args(tensors, clip_value);
   if (tensors.empty()) return;
   const DeviceScope scope(tensors[0].device());
-  const DeviceListPlan prepared = prepare_on_device(tensors, scope);
+  const DeviceListPlan prepared = prepare_on_device(checked, scope);
   check_launch([&] {
     return launch_multi_tensor_clamp(ClampParams{prepared.list, clip_value}, prepared.grid(), prepared.stream);
   });

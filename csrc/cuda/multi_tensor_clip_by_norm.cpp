@@ -12,10 +12,10 @@ namespace cuda {
 namespace {
 
 void multi_tensor_clip_by_norm_cuda(at::TensorList tensors, const at::Tensor& total_norm, double max_norm) {
-  check_multi_tensor_clip_by_norm_args(tensors, total_norm, max_norm);
+  const CheckedList checked = check_multi_tensor_clip_by_norm_args(tensors, total_norm, max_norm);
   if (tensors.empty()) return;
   const DeviceScope scope(tensors[0].device());
-  const DeviceListPlan prepared = prepare_on_device(tensors, scope);
+  const DeviceListPlan prepared = prepare_on_device(checked, scope);
   const at::Tensor norm = total_norm.contiguous();
   check_launch([&] {
     return launch_multi_tensor_clip_by_norm(clip_by_norm_params(prepared, norm, max_norm), prepared.grid(),

@@ -14,10 +14,10 @@ namespace cuda {
 namespace {
 
 at::Tensor multi_tensor_clip_grad_norm_cuda(at::TensorList tensors, double max_norm, double norm_type) {
-  check_multi_tensor_clip_grad_norm_args(tensors, max_norm, norm_type);
+  const CheckedList checked = check_multi_tensor_clip_grad_norm_args(tensors, max_norm, norm_type);
   const bool single_launch = single_launch_enabled();  // before anything is enqueued: it may throw
   const DeviceScope scope(tensors[0].device());
-  const DeviceListPlan prepared = prepare_on_device(tensors, scope);
+  const DeviceListPlan prepared = prepare_on_device(checked, scope);
   const NormLaunch norm = norm_launch(prepared, norm_type, /*per_tensor=*/false);
   check_launch([&] {
     return launch_multi_tensor_clip_grad_norm(norm.params, clip_by_norm_params(prepared, norm.total, max_norm),

@@ -11,9 +11,9 @@ namespace cuda {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> multi_tensor_norm_cuda(at::TensorList tensors, double norm_type, bool per_tensor) {
-  check_multi_tensor_norm_args(tensors, norm_type);
+  const CheckedList checked = check_multi_tensor_norm_args(tensors, norm_type);
   const DeviceScope scope(tensors[0].device());
-  const DeviceListPlan prepared = prepare_on_device(tensors, scope);
+  const DeviceListPlan prepared = prepare_on_device(checked, scope);
   const NormLaunch launch = norm_launch(prepared, norm_type, per_tensor);
   check_launch([&] { return launch_multi_tensor_norm(launch.params, prepared.grid(), prepared.stream); });
   return {launch.total, launch.per_tensor_norms};

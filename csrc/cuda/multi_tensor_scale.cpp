@@ -11,10 +11,10 @@ namespace cuda {
 namespace {
 
 void multi_tensor_scale_cuda(at::TensorList tensors, const at::Tensor& scale, bool clear_on_zero) {
-  check_multi_tensor_scale_args(tensors, scale);
+  const CheckedList checked = check_multi_tensor_scale_args(tensors, scale);
   if (tensors.empty()) return;
   const DeviceScope scope(tensors[0].device());
-  const DeviceListPlan prepared = prepare_on_device(tensors, scope);
+  const DeviceListPlan prepared = prepare_on_device(checked, scope);
   const at::Tensor factor = scale.contiguous();
   // check_multi_tensor_scale_args admits one value, or one per tensor.
   const ScaleParams params{prepared.list, device_values(factor), /*per_tensor=*/factor.numel() != 1, clear_on_zero,

@@ -12,8 +12,8 @@ void run_normclip_update(const NormClipConfig& config, const NormClipTensors& t,
                          const GradsUpdate& update) {
   float* result = t.result.data_ptr<float>();
   run_clip_step(
-      t.grads, t.norm, std::nullopt, norm_type, /*want_per_tensor=*/false, update,
-      update_factors(update, result, nullptr), t.result.device(),
+      t.norm, std::nullopt, norm_type, /*want_per_tensor=*/false, update, update_factors(update, result, nullptr),
+      t.result.device(),
       [&](const at::Tensor& total, const at::Tensor&) { return NormClipStep{config, device_values(total), result}; });
 }
 

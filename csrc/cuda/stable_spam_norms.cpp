@@ -13,10 +13,11 @@ namespace {
 
 at::Tensor stable_spam_norms_cuda(at::TensorList grads, const std::optional<at::Tensor>& maxima, const at::Tensor& rows,
                                   const at::Tensor& state, double gamma3) {
-  at::Tensor out = stable_spam_norms_output(StableSPAMNormsArgs{grads, maxima, rows, state}, gamma3);
+  const StableSPAMNormsArgs args{check_grads_on(grads, /*mutated=*/false, state.device()), maxima, rows, state};
+  at::Tensor out = stable_spam_norms_output(args, gamma3);
   if (grads.empty()) return out;
   const DeviceScope scope(state.device());
-  const DeviceListPlan prepared = prepare_on_device(grads, scope);
+  const DeviceListPlan prepared = prepare_on_device(args.grads, scope);
   const int64_t num_chunks = prepared.list.num_chunks;
   // Scratch: the chunk partials, then the ticket counter (zeroed here).
   at::Tensor scratch = at::empty({2 * num_chunks + 1}, at::TensorOptions().dtype(at::kDouble).device(state.device()));

@@ -34,7 +34,7 @@ void run_stable_spam_update(const StableSPAMConfig& config, const StableSPAMTens
   const DeviceListPlan prepared = prepare_on_device(t.grads, scope);
   const StableSPAMApplyParams update{prepared.list, step.apply, config.policy == NonfinitePolicy::kZero};
   check_launch([&] { return launch_stable_spam_update(step, update, prepared.grid(), prepared.stream); });
-  finish_mutation(prepared.plan, t.grads);
+  finish_mutation(prepared.plan, t.grads.tensors());
 }
 
 }  // namespace

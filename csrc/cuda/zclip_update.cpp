@@ -11,9 +11,8 @@ namespace {
 void run_zclip_update(const ZClipConfig& config, const ZClipTensors& t, const GradsUpdate& update) {
   float* result = t.result.data_ptr<float>();
   double* state = t.state.data_ptr<double>();
-  run_clip_step(t.grads, t.norm, std::nullopt, 2.0, /*want_per_tensor=*/false, update,
-                update_factors(update, result, nullptr), t.state.device(),
-                [&](const at::Tensor& total, const at::Tensor&) {
+  run_clip_step(t.norm, std::nullopt, 2.0, /*want_per_tensor=*/false, update, update_factors(update, result, nullptr),
+                t.state.device(), [&](const at::Tensor& total, const at::Tensor&) {
                   return ZClipStep{config, device_values(total), state, result};
                 });
 }

@@ -379,9 +379,9 @@ void test_clip_step_kernels() {
                           .eps = 1e-6,
                           .clip_factor = 1.0,
                           .warmup_steps = 2,
+                          .threshold_mode = ZClipThresholdMode::kZScore,
+                          .clip_option = ZClipClipOption::kAdaptiveScaling,
                           .has_max_grad_norm = false,
-                          .percentile_mode = false,
-                          .clip_to_mean = false,
                           .skip_update_on_spike = false,
                           .reference = false,
                           .policy = P::kZero};

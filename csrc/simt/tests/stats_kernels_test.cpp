@@ -217,19 +217,20 @@ void test_stats_kernels() {
                      .eps = 1e-6,
                      .clip_factor = 1.0,
                      .warmup_steps = 3,
+                     .threshold_mode = ZClipThresholdMode::kZScore,
+                     .clip_option = ZClipClipOption::kAdaptiveScaling,
                      .has_max_grad_norm = false,
-                     .percentile_mode = false,
-                     .clip_to_mean = false,
                      .skip_update_on_spike = false,
                      .reference = false,
                      .policy = P::kSkip};
   test_zclip(zscore, DType::kFloat32, "zscore");
   ZClipConfig percentile = zscore;
-  percentile.percentile_mode = true, percentile.has_max_grad_norm = true, percentile.max_grad_norm = 5.0;
+  percentile.threshold_mode = ZClipThresholdMode::kPercentile, percentile.has_max_grad_norm = true,
+  percentile.max_grad_norm = 5.0;
   percentile.warmup_steps = 1, percentile.policy = P::kZero;
   test_zclip(percentile, DType::kFloat64, "percentile, max_grad_norm");
   ZClipConfig to_mean = zscore;
-  to_mean.clip_to_mean = true, to_mean.skip_update_on_spike = true, to_mean.reference = true;
+  to_mean.clip_option = ZClipClipOption::kMean, to_mean.skip_update_on_spike = true, to_mean.reference = true;
   to_mean.warmup_steps = 4, to_mean.policy = P::kPropagate;
   test_zclip(to_mean, DType::kBFloat16, "clip to mean, skip on spike, reference");
 
