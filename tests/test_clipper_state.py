@@ -360,6 +360,8 @@ def test_statistics_ops_name_bad_arguments():
         zclip(norm, torch.zeros(7, dtype=f64), "error")
     with pytest.raises(RuntimeError, match="rows must lie in"):
         adagc(torch.ones(2), torch.tensor([0, 5]))
+    with pytest.raises(RuntimeError, match="rows must be distinct"):  # two entries would update one row at once
+        adagc(torch.ones(2), torch.tensor([1, 1]))
     with pytest.raises(RuntimeError, match="grads must not be empty when norm is None"):
         zclip(None, torch.zeros(7, dtype=f64))
     with pytest.raises(RuntimeError, match="total_norm and norms must both be given or both be None"):

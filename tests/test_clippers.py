@@ -348,6 +348,30 @@ def test_poisoned_history_stays_poisoned_when_full():
     assert thresholds[0] == 1.0 and all(t != t for t in thresholds[1:])
 
 
+def test_autoclip_op_refuses_duplicate_rows():
+    """Two entries naming one history row would update it from two threads at once."""
+    lower, upper = torch.zeros(2, 4), torch.zeros(2, 4)
+    counters = torch.zeros(2, AUTOCLIP_COUNTERS, dtype=torch.int64)
+    norms = torch.rand(2) + 0.5
+    with pytest.raises(RuntimeError, match="rows must be distinct"):
+        fastclip._ops.autoclip_update_(
+            norms.norm(),
+            norms,
+            torch.tensor([1, 1]),
+            lower,
+            upper,
+            torch.zeros(2, 0),
+            counters,
+            torch.empty(RESULT_SLOTS),
+            torch.empty(2),
+            torch.empty(2),
+            50.0,
+            False,
+            "skip",
+            False,
+        )
+
+
 @pytest.mark.parametrize("collected", [1e9, -3.0, float("nan")])
 def test_zclip_corrupt_warmup_count_never_indexes_out_of_bounds(collected):
     state = torch.zeros(ZCLIP_HEADER + 3, dtype=torch.float64)

@@ -288,6 +288,7 @@ def test_kernel_log_covers_every_global_function(kernel_log, gen):
     fastclip.clip_grads_with_norm_(params, 0.1, torch.tensor(3.0))
     ops.multi_tensor_scale_(grads, torch.tensor(0.5))
     fastclip.adaptive_clip_grad_(params, 0.01)
+    fastclip.adaptive_clip_grad_(make_params(grads=[torch.randn(2**18 + 1, generator=gen)]), 0.01)  # a long row
     (model,) = twin_models(n=1)
     for clipper in (
         CLIPPERS["zclip"](model.parameters(), warmup_steps=1),

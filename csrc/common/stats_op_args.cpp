@@ -13,7 +13,7 @@ namespace fastclip {
 namespace {
 
 // Checks the per-entry inputs of the per-tensor ops: norms (a float dtype, 1-d) and total_norm,
-// both given or both absent; rows (int64, one per entry, each < num_rows), coef/threshold
+// both given or both absent; rows (int64, one per entry, each < num_rows, distinct), coef/threshold
 // (float32, one per entry), result. Returns the device the op runs on.
 at::Device check_per_entry_args(const PerEntryTensors& t) {
   const at::Device device = stats_device(t.grads, t.total_norm, "total_norm");
@@ -27,7 +27,7 @@ at::Device check_per_entry_args(const PerEntryTensors& t) {
     TORCH_CHECK(norms.device() == device, "fastclip: norms is on ", norms.device(), " but total_norm is on ", device);
   }
   const int64_t entries = t.num_entries();
-  check_rows(t.rows, entries, t.num_rows, device, /*distinct=*/false);
+  check_rows(t.rows, entries, t.num_rows, device, /*distinct=*/true);
   check_entry_outputs(t.result, t.coef, t.threshold, entries, device);
   return device;
 }
