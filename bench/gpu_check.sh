@@ -125,7 +125,7 @@ else
   step bench-clip-two-launches 150 env FASTCLIP_SINGLE_LAUNCH=0 "$PYTHON" bench/bench_clip.py --device cuda --repeat 9 \
     --markdown --json "$results/clip_grad_norm_two_launches.json" --csv "$results/clip_grad_norm_two_launches.csv"
   cases=autoclip-history,attach
-  "$PYTHON" -c 'import timm' > /dev/null 2>&1 && cases+=,agc
+  "$PYTHON" -c 'import timm' > /dev/null 2>&1 && cases+=,agc,agc-many-rows,agc-huge-row
   "$PYTHON" -c 'import zclip, autoclip' > /dev/null 2>&1 && cases+=,zclip,autoclip-tensor
   step bench-clippers 300 "$PYTHON" bench/bench_clippers.py --device cuda --repeat 9 --cases "$cases" \
     --json "$results/clippers.json" --csv "$results/clippers.csv"

@@ -1,7 +1,7 @@
 """A small workload that reaches every fastclip kernel on the GPU, for compute-sanitizer
 (bench/gpu_check.sh runs it under memcheck and racecheck): every op on lists with misaligned
 starts, odd lengths, empty tensors and mixed dtypes, every norm kind, per-tensor norms on and off,
-and a few steps of every clipper, AGC with odd row lengths included, and of StepSkipper on their
+and a few steps of every clipper, AGC with odd and long rows included, and of StepSkipper on their
 norms; all of it twice, with the single cooperative launches and on the several-kernel path
 (FASTCLIP_SINGLE_LAUNCH=0). Checks nothing itself but that the results are finite: the sanitizer
 reports what went wrong.
@@ -47,7 +47,8 @@ def run_ops(gen):
 
 
 def run_clippers(gen):
-    shapes = [(33, 7), (5,), (64, 3), (1,), (300, 9)]  # odd row lengths for AGC
+    # Odd row lengths for AGC, and a row of over 2^18 elements (its segment kernels).
+    shapes = [(33, 7), (5,), (64, 3), (1,), (300, 9), (2**18 + 1001,)]
     params = [torch.nn.Parameter(torch.randn(s, generator=gen).to(DEVICE)) for s in shapes]
     clippers = [
         fastclip.ZClip(params, warmup_steps=2),

@@ -269,6 +269,54 @@ def test_cuda_graph_capture_and_replay(gen):
             assert_close_to(s, e.grad, rtol=RTOL_SUM[torch.float32], atol=1e-9)
 
 
+def agc_reference(grads, params, clip_factor, eps):
+    """timm's adaptive_clip_grad per output row, in float64."""
+    out = []
+    for g, p in zip(grads, params):
+        rows = p.detach().double().reshape(p.shape[0] if p.dim() > 1 else 1, -1)
+        grad_rows = g.double().reshape(rows.shape)
+        bound = rows.norm(dim=1, keepdim=True).clamp(min=eps) * clip_factor
+        norm = grad_rows.norm(dim=1, keepdim=True)
+        factor = torch.where(norm > bound, bound / norm.clamp(min=1e-6), torch.ones_like(norm))
+        out.append((grad_rows * factor).reshape(g.shape))
+    return out
+
+
+def test_agc_long_rows_on_gpu(gen):
+    """Rows of over 2^18 elements are cut into segments (three kernels): each row (scaled
+    differently, so a mix-up shows) against float64, the same bits run after run, and the same
+    under a CUDA graph replay."""
+    long_row = 2**18 + 1001
+    shapes = [(long_row,), (3, 5), (2, long_row), (4, 33)]
+    dtypes = [torch.float32, torch.bfloat16, torch.float64, torch.float16]
+    grads = [
+        g * torch.arange(1, g.shape[0] + 1, device="cuda", dtype=g.dtype).reshape(-1, *[1] * (g.dim() - 1))
+        if g.dim() > 1
+        else g
+        for g in random_tensors(shapes, dtypes, "cuda", gen)
+    ]
+    params = make_params(grads=grads, generator=gen)
+    expected = agc_reference(grads, params, 0.05, 1e-3)
+    fastclip.adaptive_clip_grad_(params, 0.05, 1e-3)
+    for p, e in zip(params, expected):
+        assert_close_to(p.grad, e, rtol=RTOL_SUM[p.grad.dtype], atol=1e-9)
+    clipped = [p.grad.clone() for p in params]
+    for p, g in zip(params, grads):
+        p.grad.copy_(g)
+    fastclip.adaptive_clip_grad_(params, 0.05, 1e-3)
+    assert all(torch.equal(p.grad, c) for p, c in zip(params, clipped))
+    for p, g in zip(params, grads):
+        p.grad.copy_(g)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fastclip.adaptive_clip_grad_(params, 0.05, 1e-3)
+    for p, g in zip(params, grads):
+        p.grad.copy_(g)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert all(torch.equal(p.grad, c) for p, c in zip(params, clipped))
+
+
 def test_bitwise_deterministic_on_gpu(gen):
     grads = gpt2_like_grads([torch.bfloat16], gen)
     first = fastclip.ops.multi_tensor_norm(grads, 2.0, True)

@@ -82,9 +82,8 @@ __device__ Unit segment(const AgcParams& params, int64_t index) {
 }
 
 // Thread 0 publishes the unit's factor in `factor` (shared), from its sums of squares, as the
-// CPU decides it: in float, or in double when either tensor is float64; every thread returns it.
-// Every thread reads it before the next unit's reductions reach their first barrier; thread 0
-// overwrites it only after that barrier.
+// CPU decides it: in float, or in double when either tensor is float64; every thread returns it,
+// read before the closing barrier, so the next unit's thread 0 may overwrite it at once.
 __device__ double publish_factor(const Unit& u, double param_sq, double grad_sq, const AgcParams& params,
                                  double* factor) {
   if (threadIdx.x == 0) {
@@ -94,7 +93,9 @@ __device__ double publish_factor(const Unit& u, double param_sq, double grad_sq,
                           : agc_factor<float>(fc_sqrt(param_sq), fc_sqrt(grad_sq), params.clip_factor, params.eps);
   }
   __syncthreads();
-  return *factor;
+  const double value = *factor;
+  __syncthreads();
+  return value;
 }
 
 __device__ void scale_unit(const Unit& u, double factor) {
@@ -159,6 +160,7 @@ int blocks_for(int64_t units, int num_blocks) {
 }  // namespace
 
 cudaError_t launch_agc_clip(const AgcParams& params, int num_blocks, cudaStream_t stream) {
+  if (params.total_rows == 0 && params.total_segments == 0) return cudaSuccess;
   if (params.total_rows > 0) {
     const cudaError_t error =
         launch_kernel<agc_clip_kernel>(blocks_for(params.total_rows, num_blocks), kAgcThreads, stream, params);

@@ -133,7 +133,7 @@ inline void plan_agc_units(AgcTensor* entries, int64_t count, int64_t* total_row
     t.segment_length = t.row_length;
     if (t.row_length > kAgcLongRow) {
       const int64_t spread = (t.row_length + kAgcMaxSegments - 1) / kAgcMaxSegments;
-      const int64_t rounded = (spread + 63) / 64 * 64;  // segments start on 16-byte boundaries of an aligned row
+      const int64_t rounded = (spread + 63) / 64 * 64;  // a whole number of 16-byte vectors of any dtype
       t.segment_length = rounded > kAgcSegment ? rounded : kAgcSegment;
     }
     t.segments_per_row = (t.row_length + t.segment_length - 1) / t.segment_length;
