@@ -17,19 +17,18 @@ void reject_sparse(const c10::OperatorHandle& op, torch::jit::Stack*) {
 // replaced by the list's tensors.
 class RunOnHeldList final : public c10::OperatorKernel {
  public:
-  explicit RunOnHeldList(std::string op) : op_name_(std::move(op)) {}
+  // The op is defined by then (define_op_with_held defines it first).
+  explicit RunOnHeldList(const std::string& op) : op_(c10::Dispatcher::singleton().findSchemaOrThrow(op.c_str(), "")) {}
 
   void operator()(const c10::OperatorHandle& held_op, c10::DispatchKeySet, torch::jit::Stack* stack) const {
-    // Looked up at each call (a hash lookup): at registration the op may not be defined yet.
-    const c10::OperatorHandle op = c10::Dispatcher::singleton().findSchemaOrThrow(op_name_.c_str(), "");
     c10::IValue& list = (*stack)[stack->size() - held_op.schema().arguments().size()];
     list = c10::IValue(c10::List<at::Tensor>(list.toCustomClass<HeldList>()->tensors));
     const BelowAutograd below_autograd;
-    op.callBoxed(stack);
+    op_.callBoxed(stack);
   }
 
  private:
-  std::string op_name_;
+  c10::OperatorHandle op_;
 };
 
 // torch.classes.fastclip.TensorList, registered by the first op to define a held form: the held
