@@ -1,9 +1,11 @@
 """Shared fixtures and the one table of tolerances used by every test."""
 
 import importlib
+import json
 import math
 import os
 import random
+import subprocess
 import sys
 
 import pytest
@@ -86,6 +88,21 @@ def reference_norm(tensors, p):
         return torch.tensor(largest, dtype=torch.float64)
     total = sum(((f.abs() / largest) ** p).sum() for f in flats)
     return largest * torch.as_tensor(total, dtype=torch.float64) ** (1.0 / p)
+
+
+def run_json_script(script, tmp_path, timeout, **env):
+    """Runs `script` in a fresh Python process with a kernel log path as argv[1], this environment
+    less FASTCLIP_KERNEL_LOG and FASTCLIP_SINGLE_LAUNCH, plus `env`; returns the JSON it prints last."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("FASTCLIP_KERNEL_LOG", "FASTCLIP_SINGLE_LAUNCH")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "kernels.log")],
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def make_params(shapes=None, dtypes=torch.float32, device="cpu", generator=None, *, grads=None, scale=1.0):

@@ -1,15 +1,11 @@
 """CUDA-only behaviour: graph capture, launch count, no host sync, 64-bit indexing on the GPU.
 (Parity and op tests run on CUDA too, through the `device` parametrization, when a GPU is present.)"""
 
-import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import RTOL_SUM, assert_close_to, make_params, random_tensors, reference_norm
+from conftest import RTOL_SUM, assert_close_to, make_params, random_tensors, reference_norm, run_json_script
 
 import fastclip
 from fastclip import distributed
@@ -173,16 +169,7 @@ def test_a_single_launch_is_first_tried_outside_a_capture(tmp_path):
     cooperative launch is not known yet, and a refused launch (MPS, green contexts) could
     invalidate the capture, so the capture holds the several kernels. Once it has run eagerly, a
     capture holds the single launch. Each graph replays to the same bits."""
-    env = {k: v for k, v in os.environ.items() if k not in ("FASTCLIP_SINGLE_LAUNCH", "FASTCLIP_KERNEL_LOG")}
-    done = subprocess.run(
-        [sys.executable, "-c", _FIRST_LAUNCH_IN_A_CAPTURE, str(tmp_path / "kernels.log")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.splitlines()[-1])
+    out = run_json_script(_FIRST_LAUNCH_IN_A_CAPTURE, tmp_path, 300)
     assert out["first capture"] == ["multi_tensor_norm_kernel", "multi_tensor_clip_by_norm_kernel"], out
     assert out["eager"] == ["clip_grad_norm_kernel cooperative"], out
     assert out["second capture"] == ["clip_grad_norm_kernel cooperative"], out

@@ -6,12 +6,8 @@ every call, and is not logged; a failed occupancy query is asked again, not take
 cooperative launch" (csrc/cuda/launch.cuh). On a GPU: tests/test_cuda.py and
 bench/gpu_runtime_check.py."""
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
+from conftest import run_json_script
 
 import fastclip
 
@@ -25,18 +21,7 @@ TENSOR_META_BYTES, CHUNK_META_BYTES = 24, 8  # csrc/common/tensor_list.h
 def run_on_layer(script, tmp_path, **env):
     """The JSON the script prints last, run with FASTCLIP_CPU_KERNELS=cuda, `env` and a kernel log
     at argv[1]."""
-    environment = {**os.environ, "FASTCLIP_CPU_KERNELS": "cuda", **env}
-    for name in ("FASTCLIP_KERNEL_LOG", "FASTCLIP_SINGLE_LAUNCH"):
-        environment.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "kernels.log")],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
+    return run_json_script(script, tmp_path, 240, FASTCLIP_CPU_KERNELS="cuda", **env)
 
 
 _PRELUDE = """
