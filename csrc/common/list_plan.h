@@ -62,8 +62,6 @@ class CheckedList {
 
  private:
   friend CheckedList check_tensor_list(at::TensorList tensors, const char* arg, bool mutated);
-  // (A temporary vector would be gone before the plan: check the op's argument itself.)
-  CheckedList check_tensor_list(std::vector<at::Tensor>&& tensors, const char* arg, bool mutated) = delete;
   friend ListPlan plan_tensor_list(const CheckedList& list, int64_t chunk_size);
   CheckedList(at::TensorList tensors, std::vector<TensorFingerprint> key, bool keyed)
       : tensors_(tensors), key_(std::move(key)), keyed_(keyed) {}
